@@ -9,7 +9,9 @@ Rules (contract section 2):
   value holding `:` or `#` is safe; `${VAR}` with VAR unset and no default is an error.
 - Durations are a number with a unit (`250ms`, `1.5s`, `2m`, `1h`) or bare seconds; they
   become float seconds.
-- Unknown keys are errors. Every key but `listen` and `pools` has a default.
+- Unknown keys and duplicate keys are errors. Every key but `listen` and `pools` has a
+  default; an explicit null means the default too (for `sticky` and `override`: off).
+- Numeric fields also take numeric strings, so `weight: "${CANARY_WEIGHT:-0}"` works.
 
 Nothing here imports asyncio or aiohttp: the request path and the admin API only ever see
 the dataclasses below.
@@ -17,12 +19,22 @@ the dataclasses below.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import yaml
 
 from splitter.errors import ConfigError, ConfigProblem
 
 __all__ = [
+    "Address",
     "Admin",
     "Backend",
     "Config",
@@ -35,9 +47,9 @@ __all__ = [
     "Shutdown",
     "Sticky",
     "Timeouts",
+    "is_loopback_host",
     "load",
     "parse",
-    "is_loopback_host",
 ]
 
 
@@ -144,18 +156,482 @@ class Config:
 
 def is_loopback_host(host: str) -> bool:
     """127.0.0.0/8, ::1 and localhost are loopback; everything else is not."""
-    raise NotImplementedError
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # any other name may resolve anywhere
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
-def parse(data: Any, lines: dict[str, int] | None = None, env: dict[str, str] | None = None) -> Config:
+# ---------------------------------------------------------------------------------------
+# Validation. Converters take one raw value and return the typed one or raise _Invalid;
+# _Checker turns that into a ConfigProblem at the value's path and carries on with the
+# default, so one pass reports every problem in the file.
+
+_DURATION = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)?", re.ASCII)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmg]i?)?b?", re.ASCII | re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: header and cookie names
+_POOL_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?", re.ASCII)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ADDRESS_HINT = "must be host:port, e.g. 0.0.0.0:8080 or [::1]:8080"
+_URL_HINT = "must be a URL such as http://127.0.0.1:5001"
+
+
+T = TypeVar("T")
+_Convert = Callable[[Any], Any]  # raw YAML value -> typed value, or raises _Invalid
+
+
+class _Invalid(Exception):
+    """A converter's verdict on one value; becomes a ConfigProblem at that value's path."""
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _parent(path: str) -> str:
+    cut = path.rfind("[") if path.endswith("]") else path.rfind(".")
+    return path[: max(cut, 0)]
+
+
+class _Checker:
+    def __init__(self, lines: Mapping[str, int] | None) -> None:
+        self.lines = lines or {}
+        self.problems: list[ConfigProblem] = []
+
+    def add(self, path: str, message: str) -> None:
+        # A missing key has no line of its own: point at the nearest enclosing one.
+        probe = path
+        while probe and probe not in self.lines:
+            probe = _parent(probe)
+        self.problems.append(ConfigProblem(path, message, self.lines.get(probe)))
+
+    def has_problem(self, path: str) -> bool:
+        return any(p.path == path for p in self.problems)
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[Any, Any] | None:
+        """`value` as a mapping with only `allowed` keys (unknown ones are reported)."""
+        if not isinstance(value, dict):
+            self.add(path, "must be a mapping")
+            return None
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.add(_join(path, key), f"unknown key{hint}")
+        return value
+
+    def get(
+        self, m: dict[Any, Any], path: str, key: str, default: T, convert: Callable[[Any], T]
+    ) -> T:
+        """m[key] converted; the default when absent or null, or (after a problem) invalid."""
+        value = m.get(key)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except _Invalid as e:
+            self.add(_join(path, key), str(e))
+            return default
+
+
+def _as_float(value: Any, what: str) -> float:
+    # Numeric strings are accepted so that `weight: "${W:-10}"` works after substitution.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Invalid(f"must be {what}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise _Invalid(f"must be {what}") from None
+    if not math.isfinite(number):
+        raise _Invalid(f"must be a finite number (got {value!r})")
+    return number
+
+
+def _as_weight(value: Any) -> float:
+    weight = _as_float(value, "a number >= 0")
+    if weight < 0:
+        raise _Invalid("must be >= 0")
+    return weight
+
+
+def _as_int(value: Any, minimum: int) -> int:
+    number = _as_float(value, f"an integer >= {minimum}")
+    if not number.is_integer():
+        raise _Invalid(f"must be an integer >= {minimum}")
+    if number < minimum:
+        raise _Invalid(f"must be >= {minimum}")
+    return int(number)
+
+
+def _as_duration(value: Any, *, allow_zero: bool = False) -> float:
+    hint = "a duration such as 250ms, 2s or 1m"
+    if isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        seconds = float(match[1]) * _DURATION_UNITS[match[2]]
+    elif isinstance(value, str):
+        raise _Invalid(f"must be {hint}")
+    else:
+        seconds = _as_float(value, hint)  # a bare number of seconds
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise _Invalid("must be >= 0" if allow_zero else "must be > 0")
+    return seconds
+
+
+def _as_max_age(value: Any) -> int:
+    return int(_as_duration(value, allow_zero=True))
+
+
+def _as_size(value: Any) -> int:
+    hint = "must be a size in bytes such as 1048576, 512KiB or 10MB"
+    if isinstance(value, bool):
+        raise _Invalid(hint)
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        size = int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+    else:
+        raise _Invalid(hint)
+    if size < 0:
+        raise _Invalid("must be >= 0")
+    return size
+
+
+def _as_str(value: Any) -> str:
+    # No str() of numbers: YAML reads `token: 0123` as the int 83, so quoting is required.
+    if not isinstance(value, str):
+        raise _Invalid("must be a string (quote it)")
+    return value
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"  # "${ACCESS_LOG:-true}" after substitution
+    raise _Invalid("must be true or false")
+
+
+def _as_token(value: Any) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise _Invalid("must be a name of letters, digits and !#$%&'*+-.^_`|~")
+    return value
+
+
+def _as_url_path(value: Any) -> str:
+    path = _as_str(value)
+    if not path.startswith("/") or not path.isprintable() or " " in path:
+        raise _Invalid("must be a path starting with '/'")
+    return path
+
+
+def _split_host_port(text: str, hint: str) -> tuple[str, str | None]:
+    """ "host:port", "host", "[v6]:port" or "[v6]" -> (host without brackets, port text)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise _Invalid(hint) from None
+        if not bracket or (rest and not rest.startswith(":")):
+            raise _Invalid(hint)
+        return host, rest[1:] if rest else None
+    if text.count(":") > 1:
+        raise _Invalid(f"{hint} (an IPv6 address goes in brackets)")
+    host, colon, port = text.partition(":")
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise _Invalid(hint) from None
+    elif not _HOST_NAME.fullmatch(host):
+        raise _Invalid(hint)
+    return host, port if colon else None
+
+
+def _as_port(text: str, minimum: int, hint: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= 65535:
+        raise _Invalid(f"{hint} (port {minimum}..65535)")
+    return int(text)
+
+
+def _as_address(value: Any) -> Address:
+    if not isinstance(value, str):
+        raise _Invalid(_ADDRESS_HINT)
+    host, port = _split_host_port(value.strip(), _ADDRESS_HINT)
+    if port is None:
+        raise _Invalid(f"{_ADDRESS_HINT} (the port is missing)")
+    return Address(host, _as_port(port, 0, _ADDRESS_HINT))  # port 0: the OS picks one
+
+
+def _as_backend_url(value: Any) -> tuple[str, int]:
+    """http://host[:port][/] -> (host, port); the proxy sends the request's own path."""
+    if not isinstance(value, str):
+        raise _Invalid(f"{_URL_HINT}, or a mapping {{url: ..., weight: N}}")
+    scheme, sep, rest = value.partition("://")
+    if scheme.lower() == "https" and sep:
+        raise _Invalid("https backends are not supported")
+    if scheme.lower() != "http" or not sep:
+        raise _Invalid(_URL_HINT)
+    rest = rest.removesuffix("/")
+    if any(c in rest for c in "/?#@"):
+        raise _Invalid("must be http://host[:port] only: no path, query or user info")
+    host, port = _split_host_port(rest, _URL_HINT)
+    return host, 80 if port is None else _as_port(port, 1, _URL_HINT)
+
+
+# ---------------------------------------------------------------------------------------
+# Sections
+
+
+def _substitute(ck: _Checker, value: Any, path: str, env: Mapping[str, str]) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string value (keys are left alone)."""
+    if isinstance(value, dict):
+        return {k: _substitute(ck, v, _join(path, k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(ck, v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match[1], match[2]
+        found = env.get(name)
+        if default is not None and not found:  # as in the shell, an empty VAR takes it too
+            return default
+        if found is None:
+            ck.add(path, f"environment variable {name} is not set")
+            return ""
+        return found
+
+    if "${" in _ENV_REF.sub("", value):  # a typo such as ${VAR:default} must not pass as text
+        ck.add(path, "unsupported ${...}: use ${VAR} or ${VAR:-default}")
+    return _ENV_REF.sub(replace, value)
+
+
+def _backends(ck: _Checker, value: Any, path: str) -> tuple[Backend, ...]:
+    if value is None:
+        ck.add(path, "is required: a list of backend URLs")
+        return ()
+    if not isinstance(value, list):
+        ck.add(path, "must be a list")
+        return ()
+    if not value:
+        ck.add(path, "must list at least one backend")
+    backends: list[Backend] = []
+    seen: dict[tuple[str, int], int] = {}
+    for i, item in enumerate(value):
+        item_path = f"{path}[{i}]"
+        url_path, url, weight = item_path, item, 1.0
+        if isinstance(item, dict):
+            m = ck.mapping(item, item_path, ("url", "weight")) or {}
+            url_path, url = f"{item_path}.url", m.get("url")
+            weight = ck.get(m, item_path, "weight", 1.0, _as_weight)
+            if url is None:
+                ck.add(url_path, "is required")
+                continue
+        try:
+            host, port = _as_backend_url(url)
+        except _Invalid as e:
+            ck.add(url_path, str(e))
+            continue
+        key = (host.lower(), port)
+        if key in seen:
+            ck.add(url_path, f"duplicate backend (same as {path}[{seen[key]}])")
+            continue
+        seen[key] = i
+        backends.append(Backend(url=url, host=host, port=port, weight=weight))
+    return tuple(backends)
+
+
+def _pools(ck: _Checker, value: Any) -> tuple[Pool, ...]:
+    if value is None:
+        ck.add("pools", "is required: at least one pool with its backends")
+        return ()
+    if not isinstance(value, dict):
+        ck.add("pools", "must be a mapping of pool name to {weight, backends}")
+        return ()
+    if not value:
+        ck.add("pools", "must define at least one pool")
+        return ()
+    pools: list[Pool] = []
+    all_weights_known = True
+    for name, spec in value.items():
+        path = _join("pools", name)
+        if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
+            ck.add(path, "pool name must be letters, digits, '_', '.' or '-'")
+        m = ck.mapping(spec, path, ("weight", "backends"))
+        if m is None:
+            all_weights_known = False
+            continue
+        weight = ck.get(m, path, "weight", 0.0, _as_weight)
+        all_weights_known = all_weights_known and not ck.has_problem(f"{path}.weight")
+        backends = _backends(ck, m.get("backends"), f"{path}.backends")
+        pools.append(Pool(name=str(name), weight=weight, backends=backends))
+    # Only judged when every weight was readable, to avoid a second error for the same typo.
+    if all_weights_known and not any(p.weight > 0 for p in pools):
+        ck.add("pools", "at least one pool must have a weight > 0")
+    return tuple(pools)
+
+
+def _admin(ck: _Checker, value: Any) -> Admin:
+    admin = _section(ck, value, "admin", Admin, {"listen": _as_address, "token": _as_str})
+    # The admin API can change weights: open to the network, it must ask for a token.
+    if not admin.token and not ck.has_problem("admin.listen") \
+            and not is_loopback_host(admin.listen.host):  # fmt: skip
+        ck.add("admin.token", "required when admin.listen is not a loopback address")
+    return admin
+
+
+def _section(
+    ck: _Checker, value: Any, path: str, cls: Callable[..., T], fields: dict[str, _Convert]
+) -> T:
+    """A section whose keys are all optional: absent, null or invalid means the default."""
+    m = {} if value is None else (ck.mapping(value, path, tuple(fields)) or {})
+    defaults = cls()
+    return cls(**{k: ck.get(m, path, k, getattr(defaults, k), f) for k, f in fields.items()})
+
+
+_DURATION_GT0 = functools.partial(_as_duration, allow_zero=False)
+_DURATION_GE0 = functools.partial(_as_duration, allow_zero=True)
+_INT_GE1 = functools.partial(_as_int, minimum=1)
+_SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, _Convert]]] = {
+    "sticky": (Sticky, {"cookie": _as_token, "max_age": _as_max_age, "secret": _as_str}),
+    "override": (Override, {"header": _as_token}),
+    "health_check": (HealthCheck, {
+        "path": _as_url_path, "interval": _DURATION_GT0, "timeout": _DURATION_GT0,
+        "healthy_threshold": _INT_GE1, "unhealthy_threshold": _INT_GE1,
+    }),
+    "timeouts": (Timeouts, {"connect": _DURATION_GT0, "read": _DURATION_GT0}),
+    "limits": (Limits, {
+        "max_body": _as_size, "header_timeout": _DURATION_GT0, "body_idle_timeout": _DURATION_GT0,
+        "keepalive_timeout": _DURATION_GT0, "upstream_idle_timeout": _DURATION_GT0,
+        "max_request_line": _INT_GE1, "max_header_bytes": _INT_GE1, "max_header_count": _INT_GE1,
+    }),
+    "shutdown": (Shutdown, {"accept_grace": _DURATION_GE0, "grace": _DURATION_GE0}),
+}  # fmt: skip
+
+
+def _in_file_order(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    # Stable: problems without a line (a missing top-level key) come first, in found order.
+    return sorted(problems, key=lambda p: p.line or 0)
+
+
+def parse(
+    data: Any, lines: Mapping[str, int] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Validate a parsed YAML document into a Config or raise ConfigError listing every problem.
 
     `lines` maps a YAML path ("pools.canary.weight") to its 1-based line; `env` defaults to
     os.environ.
     """
-    raise NotImplementedError
+    ck = _Checker(lines)
+    if not isinstance(data, dict):
+        ck.add("", "must be a mapping (listen: ..., pools: ...)")
+        raise ConfigError(ck.problems)
+    data = _substitute(ck, data, "", os.environ if env is None else env)
+    ck.mapping(data, "", ("listen", "admin", "pools", "state_file", "access_log", *_SECTIONS))
+    if data.get("listen") is None:
+        ck.add("listen", "is required (host:port of the proxy, e.g. 0.0.0.0:8080)")
+    d = Config(listen=Address("", 0), pools=())
+    listen = ck.get(data, "", "listen", d.listen, _as_address)
+    admin, pools = _admin(ck, data.get("admin")), _pools(ck, data.get("pools"))
+    sections = {
+        name: _section(ck, data.get(name), name, cls, fields)
+        for name, (cls, fields) in _SECTIONS.items()
+        # sticky and override are off when absent or null; the others take their defaults
+        if data.get(name) is not None or name not in ("sticky", "override")
+    }
+    config = Config(
+        listen=listen,
+        admin=admin,
+        pools=pools,
+        state_file=ck.get(data, "", "state_file", d.state_file, _as_str),
+        access_log=ck.get(data, "", "access_log", d.access_log, _as_bool),
+        **sections,
+    )
+    if ck.problems:
+        raise ConfigError(_in_file_order(ck.problems))
+    return config
 
 
-def load(path: str, env: dict[str, str] | None = None) -> Config:
+# ---------------------------------------------------------------------------------------
+# Reading the file
+
+# The C loader is several times faster; the pure-Python one behaves the same.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _index_lines(
+    node: yaml.Node, path: str, lines: dict[str, int], problems: list[ConfigProblem]
+) -> None:
+    """Record the line of every key and list item; report duplicate keys (PyYAML keeps the
+    last one silently, and a typo must not be silently ignored)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue  # merged keys (<<: *base) keep the line of the mapping holding them
+            child, line = _join(path, key_node.value), key_node.start_mark.line + 1
+            if child in seen:
+                problems.append(ConfigProblem(child, "duplicate key", line))
+            seen.add(child)
+            lines[child] = line
+            _index_lines(value_node, child, lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            child = f"{path}[{i}]"
+            lines[child] = item.start_mark.line + 1
+            _index_lines(item, child, lines, problems)
+
+
+def load(path: str, env: Mapping[str, str] | None = None) -> Config:
     """Read and parse a config file. OSError and YAML syntax errors become ConfigError."""
-    raise NotImplementedError
+
+    def fail(message: str, line: int | None = None) -> ConfigError:
+        return ConfigError([ConfigProblem("", message, line)], source=path)
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise fail(f"cannot read config file: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise fail("cannot read config file: not UTF-8 text") from None
+
+    lines: dict[str, int] = {}
+    problems: list[ConfigProblem] = []
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise fail("empty config file")
+        _index_lines(node, "", lines, problems)  # before construction rewrites merge keys
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark is not None else None
+        raise fail(f"invalid YAML: {e.problem or e.context or 'syntax error'}", line) from None
+    except yaml.YAMLError as e:
+        raise fail(f"invalid YAML: {e}") from None
+    except RecursionError:  # a self-referencing anchor
+        raise fail("invalid YAML: nested too deeply or recursive") from None
+    finally:
+        loader.dispose()
+
+    try:
+        config = parse(data, lines, env)
+    except ConfigError as e:
+        problems += e.problems
+    if problems:
+        raise ConfigError(_in_file_order(problems), source=path)
+    return config

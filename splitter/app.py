@@ -1,0 +1,236 @@
+"""Wiring: one splitter process, from a loaded config to a clean exit.
+
+    bind both listeners (a busy port is a StartupError, before anything runs)
+    -> state file (cookie key) -> Live snapshot -> ProxyServer on the proxy socket
+    -> admin aiohttp app on the admin socket -> "splitter: listening on ..." on stderr
+    -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (contract 4b)
+
+Shutdown: `/readyz` turns 503 at once; the proxy keeps accepting for
+`shutdown.accept_grace`, then stops; idle keep-alive connections close, busy ones close
+after their exchange (answered with `Connection: close`); whatever is still open after
+`shutdown.grace` is cut; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from splitter import config as config_mod
+from splitter.config import Address, Config
+from splitter.errors import ConfigError, StartupError
+from splitter.server import ProxyServer
+from splitter.state import Live, StateFile, build_live
+from splitter.upstream import BackendConnections
+
+log = logging.getLogger("splitter")
+
+SPLITTER_KEY: web.AppKey[Splitter] = web.AppKey("splitter")
+
+
+def bind(address: Address, what: str) -> socket.socket:
+    """A listening socket, or a StartupError naming the address and the reason."""
+    try:
+        infos = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {address} ({what}): {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {address} ({what}): {reason}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Splitter:
+    """One running splitter: proxy listener, admin listener, state, lifecycle."""
+
+    def __init__(self, config: Config, config_path: str | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.proxy_sock = bind(config.listen, "proxy")
+        try:
+            self.admin_sock = bind(config.admin.listen, "admin")
+        except StartupError:
+            self.proxy_sock.close()
+            raise
+        self.state_file = StateFile(config.state_file)
+        self.ready = False
+        self.stopping = False
+        self.connections: dict[str, BackendConnections] = {}
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.server: ProxyServer | None = None
+
+    @property
+    def proxy_url(self) -> str:
+        return _url(self.proxy_sock)
+
+    @property
+    def admin_url(self) -> str:
+        return _url(self.admin_sock)
+
+    def build_live(self, config: Config) -> Live:
+        return build_live(
+            config,
+            config.weights(),
+            self.state_file.cookie_secret(),
+            self.connections,
+            asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state_file.load()
+        live = self.build_live(self.config)
+        self.server = ProxyServer(live, self.connections, loop)
+        await self.server.listen(self.proxy_sock)
+        admin = make_admin_app(self)
+        self._runner = web.AppRunner(admin, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, self.admin_sock).start()
+        self.ready = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_from_signal)
+
+    def request_stop(self) -> None:
+        if not self.stopping:
+            log.info("shutting down: readiness off, draining connections")
+        self.stopping = True
+        self.ready = False
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        server = self.server
+        assert server is not None
+        grace = self.config.shutdown
+        if grace.accept_grace > 0:
+            server.draining = True  # keep-alive clients get Connection: close from now on
+            await asyncio.sleep(grace.accept_grace)
+        server.stop_accepting()
+        server.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace.grace
+        while server.conns and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if server.conns:
+            log.warning("shutdown grace over: closing %d connections", len(server.conns))
+        server.abort_all()
+        server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("stopped")
+
+    def is_ready(self) -> bool:
+        """A pool with weight > 0 has a live backend, and we are not shutting down."""
+        if not self.ready or self.server is None:
+            return False
+        live = self.server.live
+        return any(w > 0 and live.pools[name].has_live_backend() for name, w in live.weights)
+
+    # -- reload (SIGHUP) ----------------------------------------------------------------
+
+    def reload_from_signal(self) -> None:
+        self.reload("signal")
+
+    def reload(self, source: str) -> ConfigError | None:
+        """Re-read the config file; an invalid one changes nothing."""
+        if self.config_path is None or self.server is None:
+            return None
+        try:
+            new = config_mod.load(self.config_path)
+        except ConfigError as exc:
+            for line in exc.lines():
+                log.error("reload (%s) failed, old config kept: %s", source, line)
+            return exc
+        if new.listen != self.config.listen or new.admin.listen != self.config.admin.listen:
+            log.warning("reload (%s): a change of listen or admin.listen needs a restart", source)
+        self.config = new
+        self.server.swap(self.build_live(new))
+        log.info("reload (%s): config applied, weights %s", source, new.weights())
+        return None
+
+
+def make_admin_app(splitter: Splitter) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    app[SPLITTER_KEY] = splitter
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    if splitter.is_ready():
+        return web.json_response({"status": "ready"})
+    reason = "shutting down" if splitter.stopping else "no pool with weight > 0 has a live backend"
+    return web.json_response({"status": "not ready", "reason": reason}, status=503)
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+async def serve(splitter: Splitter, on_ready: Any = None) -> None:
+    await splitter.start()
+    print(
+        f"splitter: listening on {splitter.proxy_url}, admin on {splitter.admin_url}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if on_ready is not None:
+        await on_ready(splitter)
+    await splitter.wait_stopped()
+
+
+def run(config: Config, config_path: str | None, on_ready: Any = None) -> None:
+    """Run until a signal stops the process. Raises StartupError before serving."""
+    configure_logging()
+    splitter = Splitter(config, config_path)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve(splitter, on_ready))

@@ -1,0 +1,77 @@
+"""The command line: `splitter run`, `splitter check`, `splitter demo`.
+
+The only module that calls `sys.exit`. Expected failures (a bad config, a busy port, an
+unsafe admin listener) end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from splitter import __version__
+from splitter.config import load
+from splitter.errors import ConfigError, StartupError
+
+DEFAULT_CONFIG = "config/splitter.yaml"
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"splitter: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="splitter", description="A reverse proxy for blue/green and canary releases.")
+    parser.add_argument("--version", action="version", version=f"splitter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    default = os.environ.get("SPLITTER_CONFIG") or DEFAULT_CONFIG
+    run = commands.add_parser("run", help="run the proxy")
+    run.add_argument("-c", "--config", default=default, help=f"config file (default: {default})")
+    check = commands.add_parser("check", help="validate a config file")
+    check.add_argument("-c", "--config", default=default, help=f"config file (default: {default})")
+    demo = commands.add_parser("demo", help="run the proxy in front of three demo backends")
+    demo.add_argument("--config", default=None, help="demo config (default: the bundled one)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help(sys.stderr)
+        sys.exit(EXIT_USAGE)
+    try:
+        if args.command == "check":
+            sys.exit(_check(args.config))
+        if args.command == "run":
+            from splitter import app
+
+            app.run(load(args.config), args.config)
+        elif args.command == "demo":
+            from splitter import demo
+
+            demo.run(args.config)
+    except ConfigError as exc:
+        print(f"splitter: {exc.one_line()}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except StartupError as exc:
+        print(f"splitter: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+def _check(path: str) -> int:
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    pools = ", ".join(f"{p.name}={p.weight:g}" for p in config.pools)
+    print(f"{path}: ok (listen {config.listen}, pools {pools})")
+    return 0

@@ -1,0 +1,198 @@
+"""The proxy listener's shared side: the live state, the connection set, the sweep, the log.
+
+`ProxyServer` is what every `ClientConn` points at. It holds the one `Live` snapshot the
+request path reads (`swap` replaces it), the settings copied out of the config for speed,
+and a periodic sweep that enforces connection deadlines, closes idle backend connections
+and flushes the access log. One sweep for all connections costs far less than a timer
+per request.
+
+Every exchange ends in `finished`, exactly once: that is where the access log line is
+written (and where the metrics will count it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from splitter.proxy import ClientConn
+
+if TYPE_CHECKING:
+    from splitter.config import Config
+    from splitter.proxy import Exchange
+    from splitter.state import Live
+    from splitter.upstream import BackendConnections
+
+log = logging.getLogger("splitter.proxy")
+
+LOG_FLUSH_BYTES = 64 * 1024
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        live: Live,
+        connections: dict[str, BackendConnections],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.conns: set[ClientConn] = set()
+        self.draining = False
+        self.servers: list[asyncio.AbstractServer] = []
+        self._log_buffer: list[bytes] = []
+        self._log_size = 0
+        self._refusals_logged: dict[str, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.on_finished: list[Any] = []  # hooks (metrics) called with each exchange
+        self.swap(live)
+
+    # -- state --------------------------------------------------------------------------
+
+    def swap(self, live: Live) -> None:
+        """Put a new snapshot in force; requests already started keep theirs."""
+        config: Config = live.config
+        self.live = live
+        self.limits = config.limits
+        self.read_timeout = config.timeouts.read
+        self.connect_timeout = config.timeouts.connect
+        self.upstream_idle_timeout = config.limits.upstream_idle_timeout
+        self.override_header = live.override_header
+        self.access_log = config.access_log
+        shortest = min(
+            config.limits.header_timeout,
+            config.limits.body_idle_timeout,
+            config.limits.keepalive_timeout,
+            config.timeouts.read,
+            config.limits.upstream_idle_timeout,
+        )
+        self.sweep_interval = min(0.5, max(0.02, shortest / 10))
+
+    # -- listening ----------------------------------------------------------------------
+
+    async def listen(self, sock: Any) -> None:
+        server = await self.loop.create_server(lambda: ClientConn(self), sock=sock, backlog=1024)
+        self.servers.append(server)
+        self._schedule_sweep()
+
+    def stop_accepting(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    def drain(self) -> None:
+        """Shutdown: idle connections close now, busy ones after their exchange."""
+        self.draining = True
+        for conn in list(self.conns):
+            conn.drain()
+
+    def abort_all(self) -> None:
+        for conn in list(self.conns):
+            conn.abort()
+        for conns in self.connections.values():
+            conns.close_all()
+
+    # -- the sweep ----------------------------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        for conn in list(self.conns):
+            if conn.deadline <= now:
+                try:
+                    conn.check_deadline(now)
+                except Exception:
+                    log.exception("error while enforcing a deadline")
+                    conn.abort()
+        cutoff = now - self.upstream_idle_timeout
+        for conns in self.connections.values():
+            if conns.idle:
+                conns.close_idle_before(cutoff)
+        self.flush_log()
+        self._schedule_sweep()
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.flush_log()
+
+    # -- events -------------------------------------------------------------------------
+
+    def finished(self, conn: ClientConn, ex: Exchange) -> None:
+        """Every exchange ends here exactly once."""
+        for hook in self.on_finished:
+            hook(ex)
+        if self.access_log:
+            now = time.time()
+            backend = ex.backend
+            line = orjson.dumps(
+                {
+                    "time": _iso_time(now),
+                    "client": conn.peer.decode("latin-1"),
+                    "method": ex.method.decode("latin-1"),
+                    "target": ex.target.decode("latin-1"),
+                    "status": ex.status,
+                    "pool": ex.pool.name if ex.pool is not None else None,
+                    "backend": backend.url if backend is not None else None,
+                    "duration": round(now - ex.started, 6),
+                    "bytes": ex.response_bytes,
+                    "request_id": ex.request_id.decode("latin-1") if ex.request_id else None,
+                }
+            )
+            self._log_buffer.append(line)
+            self._log_size += len(line) + 1
+            if self._log_size > LOG_FLUSH_BYTES:
+                self.flush_log()
+
+    def flush_log(self) -> None:
+        if not self._log_buffer:
+            return
+        data = b"\n".join(self._log_buffer) + b"\n"
+        self._log_buffer = []
+        self._log_size = 0
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except (OSError, ValueError):
+            pass
+
+    def note_refusal(self, status: int, reason: str, peer: bytes) -> None:
+        """One log line per reason per second at most: a flood must not flood the log."""
+        now = time.monotonic()
+        key = f"{status} {reason}"
+        last = self._refusals_logged.get(key, 0.0)
+        if now - last >= 1.0:
+            self._refusals_logged[key] = now
+            log.warning("refused a request with %d: %s (from %s)", status, reason,
+                        peer.decode("latin-1"))
+
+    def note_upstream_error(self, ex: Exchange, reason: str, what: object) -> None:
+        backend = ex.backend.url if ex.backend is not None else "-"
+        key = f"upstream {reason} {backend}"
+        now = time.monotonic()
+        if now - self._refusals_logged.get(key, 0.0) >= 1.0:
+            self._refusals_logged[key] = now
+            log.warning("backend %s: %s (%s)", backend, reason, what)
+
+
+_last_second = 0
+_last_prefix = ""
+
+
+def _iso_time(now: float) -> str:
+    """RFC 3339 UTC with milliseconds; the second part is formatted once per second."""
+    global _last_second, _last_prefix
+    second = int(now)
+    if second != _last_second:
+        _last_second = second
+        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return "%s.%03dZ" % (_last_prefix, int((now - second) * 1000))

@@ -1,0 +1,203 @@
+"""The live state the request path reads, and the state file that outlives the process.
+
+Rules:
+
+- `Live` is an immutable snapshot: the config, the weights in force and everything the
+  request path derives from them (pool lookup tables, the cookie signer, the pre-built
+  Set-Cookie attributes). A change (admin call, reload) builds a new `Live` and swaps the
+  one reference the proxy holds: a request reads `server.live` once and finishes on it.
+- Backend connection pools are keyed by backend URL and handed from one snapshot to the
+  next, so a change of weights never drops a kept-alive connection.
+- Backend health (`up`) is mutable on purpose: it changes under a snapshot, not with it.
+- The state file is JSON, written atomically (write, fsync, rename): `{"version": 1,
+  "cookie_secret": hex, ...}`. An unreadable file or one of an unknown version is set
+  aside (renamed with a `.bad-<time>` suffix) and a fresh one is started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from splitter.routing import BackendBalancer, ClientIds
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from splitter.config import Backend, Config, Pool
+    from splitter.upstream import BackendConnections
+
+log = logging.getLogger("splitter.state")
+
+STATE_VERSION = 1
+
+
+class BackendState:
+    """One backend as the request path sees it."""
+
+    __slots__ = ("backend", "conns", "up", "url")
+
+    def __init__(self, backend: Backend, conns: BackendConnections) -> None:
+        self.backend = backend
+        self.conns = conns
+        self.url = backend.url
+        self.up = True
+
+
+class PoolState:
+    __slots__ = ("pool", "name", "name_bytes", "backends", "balancer", "up")
+
+    def __init__(self, pool: Pool, backends: list[BackendState]) -> None:
+        self.pool = pool
+        self.name = pool.name
+        self.name_bytes = pool.name.encode()
+        self.backends = backends
+        self.balancer = BackendBalancer([b.backend.weight for b in backends])
+
+    def up_flags(self) -> list[bool] | None:
+        """None when every backend is up (the common case: no list to build)."""
+        flags = [b.up for b in self.backends]
+        return None if all(flags) else flags
+
+    def pick(self) -> BackendState | None:
+        index = self.balancer.pick(self.up_flags())
+        return None if index is None else self.backends[index]
+
+    def pick_other(self, exclude: BackendState) -> BackendState | None:
+        index = self.balancer.pick_other(self.backends.index(exclude), self.up_flags())
+        return None if index is None else self.backends[index]
+
+    def has_live_backend(self) -> bool:
+        return any(b.up for b in self.backends)
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    config: Config
+    weights: tuple[tuple[str, float], ...]
+    pools: dict[str, PoolState]
+    client_ids: ClientIds | None  # None: sticky is off
+    cookie_name: str
+    set_cookie_attrs: bytes  # "; Path=/; HttpOnly; SameSite=Lax; Max-Age=N"
+    override_header: bytes | None  # lower-case header name
+
+    def weight_map(self) -> dict[str, float]:
+        return dict(self.weights)
+
+    def live_pool_names(self) -> set[str] | None:
+        """Pools with a live backend; None when all are (so routing skips the filter)."""
+        names = {name for name, p in self.pools.items() if p.has_live_backend()}
+        return None if len(names) == len(self.pools) else names
+
+
+def build_live(
+    config: Config,
+    weights: dict[str, float],
+    cookie_secret: bytes,
+    connections: dict[str, BackendConnections],
+    loop: asyncio.AbstractEventLoop,
+) -> Live:
+    """A snapshot for `config` with `weights` in force, reusing `connections` by URL."""
+    from splitter.upstream import BackendConnections
+
+    pools: dict[str, PoolState] = {}
+    for pool in config.pools:
+        backends = []
+        for backend in pool.backends:
+            conns = connections.get(backend.url)
+            if conns is None:
+                conns = connections[backend.url] = BackendConnections(backend, loop)
+            backends.append(BackendState(backend, conns))
+        pools[pool.name] = PoolState(pool, backends)
+    sticky = config.sticky
+    client_ids = None
+    cookie_name = ""
+    attrs = b""
+    if sticky is not None:
+        secret = sticky.secret.encode() if sticky.secret else cookie_secret
+        client_ids = ClientIds(secret)
+        cookie_name = sticky.cookie
+        attrs = b"; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d" % sticky.max_age
+    override = config.override.header.lower().encode() if config.override else None
+    return Live(
+        config=config,
+        weights=tuple((p.name, weights.get(p.name, p.weight)) for p in config.pools),
+        pools=pools,
+        client_ids=client_ids,
+        cookie_name=cookie_name,
+        set_cookie_attrs=attrs,
+        override_header=override,
+    )
+
+
+class StateFile:
+    """The JSON file that keeps what must survive a restart."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"version": STATE_VERSION}
+
+    def load(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("state file %s cannot be read (%s); starting from the config", self.path,
+                      exc.strerror)
+            return
+        try:
+            data = orjson.loads(raw)
+            if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+                raise ValueError("unknown version")
+        except ValueError as exc:
+            aside = f"{self.path}.bad-{int(time.time())}"
+            try:
+                os.replace(self.path, aside)
+            except OSError:
+                aside = "(could not be renamed)"
+            log.error("state file %s is not usable (%s); set aside as %s", self.path, exc, aside)
+            return
+        self.data = data
+
+    def cookie_secret(self) -> bytes:
+        """The generated cookie key, made and saved on first use."""
+        value = self.data.get("cookie_secret")
+        if isinstance(value, str):
+            try:
+                return bytes.fromhex(value)
+            except ValueError:
+                pass
+        secret = secrets.token_bytes(32)
+        self.data["cookie_secret"] = secret.hex()
+        self.save()
+        return secret
+
+    def save(self) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{self.path}.tmp-{os.getpid()}"
+        payload = orjson.dumps(self.data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

@@ -1,0 +1,238 @@
+"""Backend connections: one asyncio protocol per TCP connection, a keep-alive pool per backend.
+
+Theory of operation
+-------------------
+An `UpstreamConn` carries one exchange at a time. While it is lent to a client connection
+(`owner` set) it parses the response with httptools and hands each event to the owner
+(`on_response_head`, `on_response_body`, `on_response_complete`, and the failure
+callbacks). While it sits idle in its `BackendConnections` pool, any byte or EOF from the
+backend means the backend is closing it, so the connection is dropped.
+
+Rules:
+
+- A connection goes back to the pool only after a complete response with keep-alive, and
+  only when the whole request was written; otherwise it is closed.
+- Idle connections are taken newest first (they are the least likely to have been closed
+  by the backend) and closed after `upstream_idle_timeout`, before a typical backend's
+  own keep-alive timeout (gunicorn 2 s+, nginx 75 s, Node 5 s) would close them under us.
+- The response to HEAD has no body whatever its headers say; httptools cannot be told,
+  so after a HEAD the parser is replaced by a fresh one.
+- Backpressure: when the socket to the backend is full, the owner stops reading from
+  its client (`pause_writing` -> `owner.upstream_paused`), and the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+if TYPE_CHECKING:
+    from splitter.config import Backend
+
+__all__ = ["BackendConnections", "UpstreamConn"]
+
+
+class UpstreamConn(asyncio.Protocol):
+    """One connection to a backend; response events go to `owner`."""
+
+    __slots__ = (
+        "backend",
+        "transport",
+        "owner",
+        "parser",
+        "headers",
+        "reason",
+        "idle_since",
+        "closed",
+        "head_request",
+        "interim",
+    )
+
+    def __init__(self, backend: BackendConnections) -> None:
+        self.backend = backend
+        self.transport: asyncio.Transport | None = None
+        self.owner: Any = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.idle_since = 0.0
+        self.closed = False
+        self.head_request = False  # the exchange in progress answers a HEAD
+        self.interim = False  # the message being parsed is a 1xx other than 101
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is None:  # an idle connection must stay silent
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            owner.on_upstream_upgraded(data[upgrade.args[0] :])
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _HeadDone):
+                return  # the answer to a HEAD ended at its head
+            if self.owner is not None:
+                self.owner.on_upstream_protocol_error(str(exc))
+
+    def eof_received(self) -> bool:
+        owner = self.owner
+        if owner is not None:
+            owner.on_upstream_eof()
+        else:
+            self.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.backend.forget(self)
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner.on_upstream_lost()
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_paused()
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_resumed()
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.headers = []
+        self.reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status: int = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # Interim responses (100, 103) are not forwarded: splitter answers
+            # Expect: 100-continue itself, and 103 hints are optional.
+            self.interim = True
+            return
+        self.interim = False
+        self.owner.on_response_head(
+            status,
+            self.reason,
+            self.headers,
+            self.parser.get_http_version(),
+            self.parser.should_keep_alive(),
+        )
+        if self.head_request:
+            # llhttp would wait for a body the Content-Length announces; a HEAD has none.
+            self.parser = httptools.HttpResponseParser(self)
+            self.head_request = False
+            if self.owner is not None:
+                self.owner.on_response_complete()
+            raise _HeadDone
+        if self.owner is None:  # the head was refused; parse no further
+            raise _HeadDone
+
+    def on_body(self, body: bytes) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        owner = self.owner
+        if owner is not None:
+            owner.on_response_complete()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.owner = None
+            self.backend.forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.owner = None
+            self.backend.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+
+class _HeadDone(Exception):
+    """Stops the parser after the head of a response to HEAD (see the module rules)."""
+
+
+class BackendConnections:
+    """The connections to one backend: the idle keep-alive pool and how to open more."""
+
+    __slots__ = ("backend", "host", "port", "idle", "loop", "opened")
+
+    def __init__(self, backend: Backend, loop: asyncio.AbstractEventLoop) -> None:
+        self.backend = backend
+        self.host = backend.host
+        self.port = backend.port
+        self.idle: list[UpstreamConn] = []
+        self.loop = loop
+        self.opened = 0
+
+    def take_idle(self) -> UpstreamConn | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            transport = conn.transport
+            if not conn.closed and transport is not None and not transport.is_closing():
+                return conn
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConn:
+        """Open a new connection; OSError or TimeoutError when it cannot be made in time."""
+        async with asyncio.timeout(timeout):
+            _, conn = await self.loop.create_connection(
+                lambda: UpstreamConn(self), self.host, self.port
+            )
+        self.opened += 1
+        return conn
+
+    def release(self, conn: UpstreamConn, now: float) -> None:
+        conn.owner = None
+        if conn.closed:
+            return
+        conn.idle_since = now
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConn) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close_idle_before(self, cutoff: float) -> None:
+        """Close the connections idle since before `cutoff` (oldest are at the front)."""
+        idle = self.idle
+        while idle and idle[0].idle_since < cutoff:
+            idle.pop(0).close()
+
+    def close_all(self) -> None:
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
