@@ -18,7 +18,7 @@ class Blue(asyncio.Protocol):
         self.buf += data
         n = self.buf.count(b"\r\n\r\n")
         if n:
-            self.buf = self.buf[self.buf.rindex(b"\r\n\r\n") + 4:]
+            self.buf = self.buf[self.buf.rindex(b"\r\n\r\n") + 4 :]
             self.transport.write(RESPONSE * n)
 
 

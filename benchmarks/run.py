@@ -63,14 +63,26 @@ class Bench:
     services: list[Service] = field(default_factory=list)
 
     # -- process management -------------------------------------------------------
-    def spawn(self, name: str, port: int, argv: list[str], cwd: Path | None = None,
-              env: dict | None = None) -> Service | None:
+    def spawn(
+        self,
+        name: str,
+        port: int,
+        argv: list[str],
+        cwd: Path | None = None,
+        env: dict | None = None,
+    ) -> Service | None:
         """Start argv, wait until it accepts on port and answers GET / with 200."""
         err = self.tmp / f"{name}.stderr"
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=err.open("wb"),
-                                    start_new_session=True)  # no Ctrl-C: we stop it ourselves
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err.open("wb"),
+                start_new_session=True,
+            )  # no Ctrl-C: we stop it ourselves
         except OSError as e:
             print(f"  SKIP {name}: cannot start: {e}")
             return None
@@ -128,15 +140,30 @@ http {{
     def start_backend(self) -> Service | None:
         port = free_port()
         if shutil.which("nginx"):
-            conf = self.nginx_conf("backend", port, f"""    server {{
+            conf = self.nginx_conf(
+                "backend",
+                port,
+                f"""    server {{
         listen 127.0.0.1:{port};
         location / {{ default_type text/plain; return 200 "blue\\n"; }}
-    }}""")
-            return self.spawn("backend(nginx)", port,
-                              ["nginx", "-p", str(conf.parent), "-e", str(conf.parent / "error.log"),
-                               "-c", str(conf)])
-        return self.spawn("backend(python)", port,
-                          [sys.executable, str(HERE / "backend.py"), str(port)])
+    }}""",
+            )
+            return self.spawn(
+                "backend(nginx)",
+                port,
+                [
+                    "nginx",
+                    "-p",
+                    str(conf.parent),
+                    "-e",
+                    str(conf.parent / "error.log"),
+                    "-c",
+                    str(conf),
+                ],
+            )
+        return self.spawn(
+            "backend(python)", port, [sys.executable, str(HERE / "backend.py"), str(port)]
+        )
 
     def start_splitter(self, name: str, backend: int, access_log: bool) -> Service | None:
         port, admin = free_port(), free_port()
@@ -149,15 +176,19 @@ access_log: {"true" if access_log else "false"}
 state_file: {self.tmp / (name + "-state.json")}
 """)
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        return self.spawn(name, port, [sys.executable, "-m", "splitter", "run", "-c", str(cfg)],
-                          cwd=REPO, env=env)
+        return self.spawn(
+            name, port, [sys.executable, "-m", "splitter", "run", "-c", str(cfg)], cwd=REPO, env=env
+        )
 
     def start_nginx_proxy(self, backend: int) -> Service | None:
         if not shutil.which("nginx"):
             print("  SKIP nginx: not installed")
             return None
         port = free_port()
-        conf = self.nginx_conf("nginx-proxy", port, f"""    upstream be {{
+        conf = self.nginx_conf(
+            "nginx-proxy",
+            port,
+            f"""    upstream be {{
         server 127.0.0.1:{backend};
         keepalive 64;
         keepalive_requests 1000000;
@@ -169,9 +200,21 @@ state_file: {self.tmp / (name + "-state.json")}
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}""")
-        return self.spawn("nginx", port, ["nginx", "-p", str(conf.parent), "-e",
-                                          str(conf.parent / "error.log"), "-c", str(conf)])
+    }}""",
+        )
+        return self.spawn(
+            "nginx",
+            port,
+            [
+                "nginx",
+                "-p",
+                str(conf.parent),
+                "-e",
+                str(conf.parent / "error.log"),
+                "-c",
+                str(conf),
+            ],
+        )
 
     def start_haproxy(self, backend: int) -> Service | None:
         if not shutil.which("haproxy"):
@@ -265,9 +308,11 @@ def parse_wrk(text: str) -> dict:
 # -- report ---------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
     by = {(r["target"], r["connections"]): r for r in results}
-    rows = ["| target | conns | req/s | p50 ms | p99 ms | errors | req/s vs nginx "
-            "| added p50 ms | added p50 vs nginx |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| target | conns | req/s | p50 ms | p99 ms | errors | req/s vs nginx "
+        "| added p50 ms | added p50 vs nginx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         n, d = by.get(("nginx", r["connections"])), by.get(("direct", r["connections"]))
         ratio = f"{r['rps'] / n['rps']:.2f}" if n else "-"
@@ -280,8 +325,10 @@ def table(results: list[dict]) -> str:
                 added_ratio = f"{a / na:.2f}" if na > 0 else "-"
         errs = r["non2xx"] + r["socket_errors"]
         err = "0" if not errs else f"{r['non2xx']} non-2xx, {r['socket_errors']} socket"
-        rows.append(f"| {r['target']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} "
-                    f"| {r['p99_ms']:.3f} | {err} | {ratio} | {added} | {added_ratio} |")
+        rows.append(
+            f"| {r['target']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} "
+            f"| {r['p99_ms']:.3f} | {err} | {ratio} | {added} | {added_ratio} |"
+        )
     return "\n".join(rows)
 
 
@@ -290,12 +337,20 @@ def _sigterm(*_: object) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    ap.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each run (default 2)")
+    ap.add_argument(
+        "--warmup", type=int, default=2, help="warm-up seconds before each run (default 2)"
+    )
     ap.add_argument("--connections", default="8,64", help="comma list (default 8,64)")
-    ap.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma subset of " + ",".join(ALL_TARGETS))
-    ap.add_argument("--rounds", type=int, default=1, help="repeat everything; the median-req/s run is kept")
+    ap.add_argument(
+        "--targets", default=",".join(ALL_TARGETS), help="comma subset of " + ",".join(ALL_TARGETS)
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="repeat everything; the median-req/s run is kept"
+    )
     ap.add_argument("--quick", action="store_true", help="--duration 3 --warmup 1")
     ap.add_argument("--json", default=str(HERE / "results.json"), help="results file")
     args = ap.parse_args()
@@ -316,8 +371,10 @@ def main() -> int:
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"date: {started}   nproc: {nproc}   python: {sys.version.split()[0]}")
     est = args.rounds * len(conns) * len(wanted) * (args.duration + args.warmup)
-    print(f"plan: targets={wanted} connections={conns} duration={args.duration}s "
-          f"warmup={args.warmup}s rounds={args.rounds}  (~{est}s of load)")
+    print(
+        f"plan: targets={wanted} connections={conns} duration={args.duration}s "
+        f"warmup={args.warmup}s rounds={args.rounds}  (~{est}s of load)"
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="splitter-bench-"))
     bench = Bench(tmp)
@@ -332,7 +389,9 @@ def main() -> int:
         starters = {
             "direct": lambda: backend,
             "splitter": lambda: bench.start_splitter("splitter", backend.port, access_log=False),
-            "splitter-log": lambda: bench.start_splitter("splitter-log", backend.port, access_log=True),
+            "splitter-log": lambda: bench.start_splitter(
+                "splitter-log", backend.port, access_log=True
+            ),
             "nginx": lambda: bench.start_nginx_proxy(backend.port),
             "haproxy": lambda: bench.start_haproxy(backend.port),
         }
@@ -359,9 +418,11 @@ def main() -> int:
                         continue
                     r.update(target=t, connections=c, round=rnd)
                     runs.append(r)
-                    print(f"  round {rnd + 1} c={c:<4} {t:<13} {r['rps']:>10,.0f} req/s  "
-                          f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                          f"errors {r['non2xx'] + r['socket_errors']}")
+                    print(
+                        f"  round {rnd + 1} c={c:<4} {t:<13} {r['rps']:>10,.0f} req/s  "
+                        f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+                        f"errors {r['non2xx'] + r['socket_errors']}"
+                    )
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=sys.stderr)
         return 130
@@ -373,21 +434,35 @@ def main() -> int:
     results = []
     for c in conns:
         for t in wanted:
-            rs = sorted((r for r in runs if r["target"] == t and r["connections"] == c),
-                        key=lambda r: r["rps"])
+            rs = sorted(
+                (r for r in runs if r["target"] == t and r["connections"] == c),
+                key=lambda r: r["rps"],
+            )
             if rs:
                 results.append(rs[(len(rs) - 1) // 2])
     print(f"\n## splitter benchmark, {started}, nproc={nproc}, wrk -t1, {args.duration}s per run\n")
     print(table(results))
     if skipped:
         print(f"\nskipped (did not start): {', '.join(skipped)}")
-    doc = {"date": started, "nproc": nproc, "duration_s": args.duration, "warmup_s": args.warmup,
-           "connections": conns, "rounds": args.rounds, "skipped": skipped,
-           "results": results, "runs": runs,
-           "rps_median_all_rounds": {f"{t}@{c}": statistics.median(
-               r["rps"] for r in runs if r["target"] == t and r["connections"] == c)
-               for t in wanted for c in conns
-               if any(r["target"] == t and r["connections"] == c for r in runs)}}
+    doc = {
+        "date": started,
+        "nproc": nproc,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "connections": conns,
+        "rounds": args.rounds,
+        "skipped": skipped,
+        "results": results,
+        "runs": runs,
+        "rps_median_all_rounds": {
+            f"{t}@{c}": statistics.median(
+                r["rps"] for r in runs if r["target"] == t and r["connections"] == c
+            )
+            for t in wanted
+            for c in conns
+            if any(r["target"] == t and r["connections"] == c for r in runs)
+        },
+    }
     Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {args.json}")
     return 0

@@ -1,3 +1,5 @@
+"""`python -m splitter` is the `splitter` command."""
+
 from splitter.cli import main
 
-raise SystemExit(main())
+main()

@@ -25,7 +25,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="splitter", description="A reverse proxy for blue/green and canary releases.")
+    parser = _Parser(
+        prog="splitter", description="A reverse proxy for blue/green and canary releases."
+    )
     parser.add_argument("--version", action="version", version=f"splitter {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     default = os.environ.get("SPLITTER_CONFIG") or DEFAULT_CONFIG

@@ -13,7 +13,7 @@ from importlib import resources
 from aiohttp import web
 
 from splitter import app
-from splitter.config import Config, load
+from splitter.config import Address, Config, load
 from splitter.errors import StartupError
 
 
@@ -41,7 +41,7 @@ def run(config_path: str | None) -> None:
     try:
         for pool in config.pools:
             for backend in pool.backends:
-                sockets.append((pool.name, app.bind(_address(backend.host, backend.port), "demo")))
+                sockets.append((pool.name, app.bind(Address(backend.host, backend.port), "demo")))
     except StartupError:
         for _, sock in sockets:
             sock.close()
@@ -55,10 +55,6 @@ def run(config_path: str | None) -> None:
         _print_welcome(config, splitter)
 
     app.run(config, path, on_ready=start_backends)
-
-
-def _address(host: str, port: int) -> app.Address:
-    return app.Address(host, port)
 
 
 def _print_welcome(config: Config, splitter: app.Splitter) -> None:

@@ -194,6 +194,7 @@ class ClientConn(asyncio.Protocol):
         self.tunnel: UpstreamConn | None = None
         self.tunnel_pending: list[bytes] = []
         self.client_eof = False
+        self.batch: list[bytes] | None = None  # writes to the client, collected per event
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -479,16 +480,16 @@ class ClientConn(asyncio.Protocol):
         if ex.request_id is None:
             ex.request_id = http1.new_request_id()
         if ex.expect_continue and not ex.body_complete and ex.version == "1.1":
-            self.transport.write(http1.CONTINUE_100)  # type: ignore[union-attr]
+            self._send(http1.CONTINUE_100)
         pool: PoolState | None = None
         if ex.override is not None and live.override_header is not None:
             pool = live.pools.get(ex.override.decode("latin-1"))
         if pool is None:
             ids = live.client_ids
+            client_id: str | None = None
             if ids is None:
                 client_id = http1.new_request_id().decode()
             else:
-                client_id = None
                 if ex.cookie is not None:
                     value = cookie_from_header(ex.cookie.decode("latin-1"), live.cookie_name)
                     if value is not None:
@@ -503,7 +504,7 @@ class ClientConn(asyncio.Protocol):
                         + live.set_cookie_attrs
                         + (b"; Secure\r\n" if ex.https else b"\r\n")
                     )
-            name = choose_pool(client_id, live.weights, live.live_pool_names())
+            name = choose_pool(client_id, live.weights, live.live_pools)
             pool = live.pools[name] if name is not None else None
         if pool is None:
             self._answer_error(ex, 503, close=False)
@@ -688,25 +689,25 @@ class ClientConn(asyncio.Protocol):
                 return
             upgrade = _header(headers, b"upgrade")
             out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n\r\n")
-            self.transport.write(b"".join(out))  # type: ignore[union-attr]
+            self._send(b"".join(out))
             return
         if ex.upgrade or framing == F_CLOSE or not ex.keep_alive or self.server.draining:
             ex.close_after = True
         out.append(b"Connection: close\r\n\r\n" if ex.close_after else b"\r\n")
-        self.transport.write(b"".join(out))  # type: ignore[union-attr]
+        self._send(b"".join(out))
         self._set_deadline(D_READ, self.server.read_timeout)
 
     def on_response_body(self, body: bytes) -> None:
         ex = self.current
         if ex is None:
             return
-        transport = self.transport
-        assert transport is not None
         ex.response_bytes += len(body)
         if ex.response_framing == F_CHUNKED:
-            transport.writelines((http1.chunk_header(len(body)), body, http1.CRLF))
+            self._send(http1.chunk_header(len(body)))
+            self._send(body)
+            self._send(http1.CRLF)
         elif ex.response_framing != F_NONE:
-            transport.write(body)
+            self._send(body)
         if not self.client_paused:
             self.deadline = self.loop.time() + self.server.read_timeout
 
@@ -718,7 +719,7 @@ class ClientConn(asyncio.Protocol):
         if conn is not None and ex.status == 101:
             return  # the tunnel starts in on_upstream_upgraded
         if ex.response_framing == F_CHUNKED:
-            self.transport.write(http1.LAST_CHUNK)  # type: ignore[union-attr]
+            self._send(http1.LAST_CHUNK)
         ex.upstream = None
         self._finish(ex, conn, reusable=ex.upstream_reusable and ex.body_complete)
 
@@ -731,7 +732,7 @@ class ClientConn(asyncio.Protocol):
         self.tunnel = conn
         self._set_deadline(D_NONE, 0)
         if rest:
-            self.transport.write(rest)  # type: ignore[union-attr]
+            self._send(rest)
         for chunk in self.tunnel_pending:
             conn.write(chunk)
         self.tunnel_pending = []
@@ -769,7 +770,7 @@ class ClientConn(asyncio.Protocol):
 
     def _end_close_delimited(self, ex: Exchange) -> None:
         if ex.response_framing == F_CHUNKED:
-            self.transport.write(http1.LAST_CHUNK)  # type: ignore[union-attr]
+            self._send(http1.LAST_CHUNK)
         conn = ex.upstream
         ex.upstream = None
         self._finish(ex, conn, reusable=False)
@@ -846,7 +847,7 @@ class ClientConn(asyncio.Protocol):
         ex.response_bytes = 0
         ex.response_started = True
         if self.transport is not None and not self.closed:
-            self.transport.write(data)
+            self._send(data)
         if not ex.body_complete:
             close = True  # the rest of the body would be read as the next request
         ex.close_after = close
@@ -918,9 +919,29 @@ class ClientConn(asyncio.Protocol):
         if self.current is None and self.parsing is None and self.tunnel is None:
             self.close()
 
+    def _send(self, data: bytes) -> None:
+        """Write to the client; inside a batch, collect so one event makes one write."""
+        if self.batch is not None:
+            self.batch.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def begin_batch(self) -> None:
+        self.batch = []
+
+    def end_batch(self) -> None:
+        batch = self.batch
+        self.batch = None
+        if batch and self.transport is not None and not self.transport.is_closing():
+            if len(batch) == 1:
+                self.transport.write(batch[0])
+            else:
+                self.transport.writelines(batch)
+
     def close(self) -> None:
         if not self.closed and self.transport is not None:
             self.closed = True
+            self.end_batch()
             self.transport.close()
 
     def abort(self) -> None:

@@ -172,8 +172,9 @@ class ProxyServer:
         last = self._refusals_logged.get(key, 0.0)
         if now - last >= 1.0:
             self._refusals_logged[key] = now
-            log.warning("refused a request with %d: %s (from %s)", status, reason,
-                        peer.decode("latin-1"))
+            log.warning(
+                "refused a request with %d: %s (from %s)", status, reason, peer.decode("latin-1")
+            )
 
     def note_upstream_error(self, ex: Exchange, reason: str, what: object) -> None:
         backend = ex.backend.url if ex.backend is not None else "-"
@@ -195,4 +196,4 @@ def _iso_time(now: float) -> str:
     if second != _last_second:
         _last_second = second
         _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return "%s.%03dZ" % (_last_prefix, int((now - second) * 1000))
+    return f"{_last_prefix}.{int((now - second) * 1000):03d}Z"

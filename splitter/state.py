@@ -51,33 +51,38 @@ class BackendState:
 
 
 class PoolState:
-    __slots__ = ("pool", "name", "name_bytes", "backends", "balancer", "up")
+    """One pool as the request path sees it; health flags are cached, not recomputed."""
+
+    __slots__ = ("backends", "balancer", "live", "name", "pool", "up_flags")
 
     def __init__(self, pool: Pool, backends: list[BackendState]) -> None:
         self.pool = pool
         self.name = pool.name
-        self.name_bytes = pool.name.encode()
         self.backends = backends
         self.balancer = BackendBalancer([b.backend.weight for b in backends])
+        self.up_flags: list[bool] | None = None  # None: every backend is up
+        self.live = True
+        self.refresh_health()
 
-    def up_flags(self) -> list[bool] | None:
-        """None when every backend is up (the common case: no list to build)."""
+    def refresh_health(self) -> None:
+        """Call after a backend's `up` changed."""
         flags = [b.up for b in self.backends]
-        return None if all(flags) else flags
+        self.up_flags = None if all(flags) else flags
+        self.live = any(flags)
 
     def pick(self) -> BackendState | None:
-        index = self.balancer.pick(self.up_flags())
+        index = self.balancer.pick(self.up_flags)
         return None if index is None else self.backends[index]
 
     def pick_other(self, exclude: BackendState) -> BackendState | None:
-        index = self.balancer.pick_other(self.backends.index(exclude), self.up_flags())
+        index = self.balancer.pick_other(self.backends.index(exclude), self.up_flags)
         return None if index is None else self.backends[index]
 
     def has_live_backend(self) -> bool:
-        return any(b.up for b in self.backends)
+        return self.live
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Live:
     config: Config
     weights: tuple[tuple[str, float], ...]
@@ -86,14 +91,18 @@ class Live:
     cookie_name: str
     set_cookie_attrs: bytes  # "; Path=/; HttpOnly; SameSite=Lax; Max-Age=N"
     override_header: bytes | None  # lower-case header name
+    # Pools with a live backend; None when all are (routing then skips the filter).
+    live_pools: set[str] | None = None
 
     def weight_map(self) -> dict[str, float]:
         return dict(self.weights)
 
-    def live_pool_names(self) -> set[str] | None:
-        """Pools with a live backend; None when all are (so routing skips the filter)."""
-        names = {name for name, p in self.pools.items() if p.has_live_backend()}
-        return None if len(names) == len(self.pools) else names
+    def refresh_health(self) -> None:
+        """Call after a backend's `up` changed: recompute the cached health views."""
+        for pool in self.pools.values():
+            pool.refresh_health()
+        names = {name for name, p in self.pools.items() if p.live}
+        self.live_pools = None if len(names) == len(self.pools) else names
 
 
 def build_live(
@@ -125,7 +134,7 @@ def build_live(
         cookie_name = sticky.cookie
         attrs = b"; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d" % sticky.max_age
     override = config.override.header.lower().encode() if config.override else None
-    return Live(
+    live = Live(
         config=config,
         weights=tuple((p.name, weights.get(p.name, p.weight)) for p in config.pools),
         pools=pools,
@@ -134,6 +143,8 @@ def build_live(
         set_cookie_attrs=attrs,
         override_header=override,
     )
+    live.refresh_health()
+    return live
 
 
 class StateFile:
@@ -150,8 +161,11 @@ class StateFile:
         except FileNotFoundError:
             return
         except OSError as exc:
-            log.error("state file %s cannot be read (%s); starting from the config", self.path,
-                      exc.strerror)
+            log.error(
+                "state file %s cannot be read (%s); starting from the config",
+                self.path,
+                exc.strerror,
+            )
             return
         try:
             data = orjson.loads(raw)

@@ -72,15 +72,18 @@ class UpstreamConn(asyncio.Protocol):
         if owner is None:  # an idle connection must stay silent
             self.close()
             return
+        # One batch per read: the response head and the first body bytes leave in one
+        # write to the client, not two.
+        owner.begin_batch()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             owner.on_upstream_upgraded(data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _HeadDone):
-                return  # the answer to a HEAD ended at its head
-            if self.owner is not None:
+            if not isinstance(exc.__context__, _HeadDone) and self.owner is not None:
                 self.owner.on_upstream_protocol_error(str(exc))
+        finally:
+            owner.end_batch()
 
     def eof_received(self) -> bool:
         owner = self.owner
