@@ -118,11 +118,3 @@ def is_token(value: bytes) -> bool:
 
 
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def valid_field_value(value: bytes) -> bool:
-    """No control characters but HTAB (CR, LF and NUL above all)."""
-    return not value.translate(None, _VCHAR_OBS)
-
-
-_VCHAR_OBS = bytes([9]) + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))

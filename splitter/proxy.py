@@ -81,92 +81,57 @@ _SPECIAL_REQUEST_HEADERS = frozenset(
 
 
 class Exchange:
-    """One request and its response."""
+    """One request and its response.
 
-    __slots__ = (
-        "method",
-        "target",
-        "version",
-        "head",
-        "host",
-        "xff",
-        "request_id",
-        "cookie",
-        "override",
-        "https",
-        "upgrade",
-        "upgrade_value",
-        "expect_continue",
-        "chunked",
-        "content_length",
-        "keep_alive",
-        "reject",
-        "reject_detail",
-        "pending",
-        "pending_bytes",
-        "body_received",
-        "upstream_reusable",
-        "upstream_until_close",
-        "body_complete",
-        "body_sent",
-        "retained",
-        "started",
-        "pool",
-        "backend",
-        "upstream",
-        "reused",
-        "attempts",
-        "status",
-        "response_started",
-        "response_framing",
-        "response_bytes",
-        "set_cookie",
-        "done",
-        "connect_task",
-        "close_after",
-    )
+    Defaults live on the class, so making an exchange costs a few stores, not forty
+    (no __slots__ on purpose: an instance dict with class-level defaults is cheaper to
+    create than forty slot assignments).
+    """
 
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.version = "1.1"
+    method = b""
+    target = b""
+    version = "1.1"
+    host: bytes | None = None
+    xff: bytes | None = None
+    request_id: bytes | None = None
+    cookie: bytes | None = None
+    override: bytes | None = None
+    https = False
+    upgrade = False
+    upgrade_value = b""
+    expect_continue = False
+    chunked = False
+    content_length = -1
+    keep_alive = True
+    reject = 0  # a status to answer with instead of forwarding
+    reject_detail = ""
+    # Body chunks (already framed) not yet written; a tuple until the first one waits.
+    pending: list[bytes] | tuple[()] = ()
+    pending_bytes = 0
+    body_received = 0
+    upstream_reusable = False  # keep-alive, framed: the connection can be reused
+    upstream_until_close = False  # the backend's body ends when it closes
+    body_complete = False
+    body_sent = 0  # framed body bytes written to the backend
+    # Framed body written so far, kept for a retry; None once over RETRY_BODY_LIMIT.
+    retained: list[bytes] | tuple[()] | None = ()
+    pool: PoolState | None = None
+    backend: BackendState | None = None
+    upstream: UpstreamConn | None = None
+    reused = False
+    attempts = 0
+    status = 0
+    response_started = False
+    response_framing = F_NONE
+    response_bytes = 0
+    set_cookie: bytes | None = None
+    done = False
+    connect_task: asyncio.Task[None] | None = None
+    close_after = False
+
+    def __init__(self, started: float) -> None:
+        self.started = started
         self.head: list[bytes] = []  # forwarded header lines, each ending in CRLF
-        self.host: bytes | None = None
-        self.xff: bytes | None = None
-        self.request_id: bytes | None = None
-        self.cookie: bytes | None = None
-        self.override: bytes | None = None
-        self.https = False
-        self.upgrade = False
-        self.upgrade_value = b""
-        self.expect_continue = False
-        self.chunked = False
-        self.content_length = -1
-        self.keep_alive = True
-        self.reject = 0  # a status to answer with instead of forwarding
-        self.reject_detail = ""
-        self.pending: list[bytes] = []  # body chunks (already framed) not yet written
-        self.pending_bytes = 0
-        self.body_received = 0
-        self.upstream_reusable = False  # keep-alive, framed: the connection can be reused
-        self.upstream_until_close = False  # the backend's body ends when it closes
-        self.body_complete = False
-        self.body_sent = 0  # framed body bytes written to the backend
-        self.retained: list[bytes] | None = []  # framed body written, kept for a retry
-        self.started = 0.0
-        self.pool: PoolState | None = None
-        self.backend: BackendState | None = None
-        self.upstream: UpstreamConn | None = None
-        self.reused = False
-        self.attempts = 0
-        self.status = 0
-        self.response_started = False
-        self.response_framing = F_NONE
-        self.response_bytes = 0
-        self.set_cookie: bytes | None = None
-        self.done = False
-        self.connect_task: asyncio.Task[None] | None = None
-        self.close_after = False
 
 
 class ClientConn(asyncio.Protocol):
@@ -284,8 +249,7 @@ class ClientConn(asyncio.Protocol):
     # -- httptools callbacks (request) --------------------------------------------------
 
     def on_message_begin(self) -> None:
-        ex = Exchange()
-        ex.started = time.time()
+        ex = Exchange(time.time())
         self.parsing = ex
         self.in_head = True
         self.head_bytes = 0
@@ -380,7 +344,6 @@ class ClientConn(asyncio.Protocol):
             self._refuse_in_callback(400, "upgrade with a body")
         if ex.content_length <= 0 and not ex.chunked:
             ex.body_complete = True
-            ex.retained = None if ex.upgrade else ex.retained
         self.queue.append(ex)
         if len(self.queue) > MAX_QUEUED:
             self._pause_reading(2)
@@ -435,9 +398,7 @@ class ClientConn(asyncio.Protocol):
             return
         self.dead = True
         self.server.note_refusal(status, reason, self.peer)
-        ex = self.parsing if self.parsing is not None else Exchange()
-        if self.parsing is None:
-            ex.started = time.time()
+        ex = self.parsing if self.parsing is not None else Exchange(time.time())
         self.parsing = None
         self.in_head = False
         ex.reject = status
@@ -587,6 +548,8 @@ class ClientConn(asyncio.Protocol):
                 conn.write(chunk)
             self._retain(ex, framed)
             return
+        if not ex.pending:
+            ex.pending = []
         ex.pending.extend(framed)
         ex.pending_bytes += size
         if ex.pending_bytes > BODY_HIGH_WATER:
@@ -596,7 +559,7 @@ class ClientConn(asyncio.Protocol):
         conn = ex.upstream
         assert conn is not None
         pending = ex.pending
-        ex.pending = []
+        ex.pending = ()
         ex.pending_bytes = 0
         for chunk in pending:
             conn.write(chunk)
@@ -604,17 +567,18 @@ class ClientConn(asyncio.Protocol):
         if not self.dead and len(self.queue) <= MAX_QUEUED:
             self._resume_reading(2)
 
-    def _retain(self, ex: Exchange, chunks: list[bytes]) -> None:
+    def _retain(self, ex: Exchange, chunks: list[bytes] | tuple[()]) -> None:
         size = 0
         for chunk in chunks:
             size += len(chunk)
         ex.body_sent += size
-        retained = ex.retained
-        if retained is not None:
+        if ex.retained is not None:
             if ex.body_sent > RETRY_BODY_LIMIT:
                 ex.retained = None
+            elif isinstance(ex.retained, tuple):
+                ex.retained = list(chunks)
             else:
-                retained.extend(chunks)
+                ex.retained.extend(chunks)
 
     # -- response events (called by UpstreamConn) ---------------------------------------
 
@@ -632,35 +596,32 @@ class ClientConn(asyncio.Protocol):
         content_length = -1
         chunked = False
         out = [http1.status_line(status, reason)]
-        connection_drop: set[bytes] = set()
+        connection_drop: list[bytes] = []
+        # llhttp has already refused invalid names and values, duplicate Content-Length
+        # and Content-Length with Transfer-Encoding; what is left is deciding what to pass.
         for name, value in headers:
-            lname = name.lower()
-            if not http1.valid_field_value(value):
-                self.on_upstream_protocol_error("invalid header value")
-                return
-            if lname == b"content-length":
+            kind = _RESPONSE_SPECIAL.get(name.lower())
+            if kind is None:
+                out.append(name + b": " + value + http1.CRLF)
+            elif kind == _R_LENGTH:
                 if content_length >= 0 or not value.isdigit():
                     self.on_upstream_protocol_error("conflicting Content-Length")
                     return
                 content_length = int(value)
-            elif lname == b"transfer-encoding":
+            elif kind == _R_TRANSFER_ENCODING:
                 if chunked or value.strip().lower() != b"chunked":
                     self.on_upstream_protocol_error("unsupported Transfer-Encoding")
                     return
                 chunked = True
-            elif lname == b"connection":
-                connection_drop.update(http1.connection_tokens(value))
-            elif lname == b"x-request-id":
-                continue  # the client gets the id splitter used
-            elif lname not in http1.HOP_BY_HOP:
-                out.append(name + b": " + value + http1.CRLF)
+            elif kind == _R_CONNECTION:
+                connection_drop += http1.connection_tokens(value)
+            # else: hop-by-hop, or X-Request-Id (the client gets the id splitter used)
         if chunked and content_length >= 0:
             self.on_upstream_protocol_error("Content-Length with Transfer-Encoding")
             return
-        if connection_drop - _CONNECTION_KNOWN:
-            out = [out[0]] + [
-                h for h in out[1:] if h.split(b":", 1)[0].lower() not in connection_drop
-            ]
+        if connection_drop and not _CONNECTION_KNOWN.issuperset(connection_drop):
+            drop = set(connection_drop)
+            out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
         client_11 = ex.version == "1.1"
         no_body = ex.method == b"HEAD" or status in (204, 304) or status < 200
         ex.upstream_until_close = not (no_body or chunked or content_length >= 0)
@@ -887,8 +848,7 @@ class ClientConn(asyncio.Protocol):
             self.server.note_refusal(408, "request header timeout", self.peer)
             self.dead = True
             if ex is None:
-                stub = self.parsing or Exchange()
-                stub.started = stub.started or time.time()
+                stub = self.parsing or Exchange(time.time())
                 stub.keep_alive = False
                 self.parsing = None
                 self.current = stub
@@ -951,6 +911,14 @@ class ClientConn(asyncio.Protocol):
 
 
 _CONNECTION_KNOWN = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+_R_HOP, _R_LENGTH, _R_TRANSFER_ENCODING, _R_CONNECTION = range(4)
+_RESPONSE_SPECIAL = dict.fromkeys(http1.HOP_BY_HOP, _R_HOP) | {
+    b"content-length": _R_LENGTH,
+    b"transfer-encoding": _R_TRANSFER_ENCODING,
+    b"connection": _R_CONNECTION,
+    b"x-request-id": _R_HOP,
+}
 
 
 class _Refused(Exception):

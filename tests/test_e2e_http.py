@@ -41,7 +41,9 @@ MiB = 1024 * 1024
 @pytest.fixture
 def sp(three_pools: dict[str, Backend], splitter_factory: Any) -> SplitterProc:
     """A splitter with one pool (blue, weight 100) in front of the session's Flask backend."""
-    proc: SplitterProc = splitter_factory(pools_config({"blue": three_pools["blue"]}, {"blue": 100}))
+    proc: SplitterProc = splitter_factory(
+        pools_config({"blue": three_pools["blue"]}, {"blue": 100})
+    )
     proc.wait_readyz()
     return proc
 
@@ -61,7 +63,9 @@ def _request(
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = _conn(sp, timeout)
     try:
-        conn.request(method, target, body=body, headers=headers or {}, encode_chunked=encode_chunked)
+        conn.request(
+            method, target, body=body, headers=headers or {}, encode_chunked=encode_chunked
+        )
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, resp.headers, data
@@ -139,7 +143,8 @@ class RssSampler:
     [
         "/echo/a%2Fb%20c?x=%2F&y=1+2",
         "/echo/%7E~%41%2f%25?a=%2f%2F&b=&c=%3D%26",
-        "/echo//double//slash?q=a%20b+c",
+        "/echo/./x/../y;p=1?q=a%20b+c",
+        "/echo/%2e%2E/%00?q=%zz&r=%C3%A9",
     ],
 )
 def test_request_target_reaches_backend_byte_for_byte(sp: SplitterProc, target: str) -> None:
@@ -174,9 +179,7 @@ def test_method_and_body_reach_backend(sp: SplitterProc, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE", "OPTIONS"])
-def test_method_without_body_reaches_backend_with_empty_body(
-    sp: SplitterProc, method: str
-) -> None:
+def test_method_without_body_reaches_backend_with_empty_body(sp: SplitterProc, method: str) -> None:
     status, _, data = _request(sp, method, "/echo")
     assert status == 200
     echo = json.loads(data)
@@ -188,7 +191,14 @@ def test_method_without_body_reaches_backend_with_empty_body(
 
 
 def test_chunked_request_body_from_generator_arrives_exactly(sp: SplitterProc) -> None:
-    pieces = [b"a", b"", b"hello world\r\n0\r\n\r\n", bytes(range(256)) * 1000, b"z" * 70_000, b"end"]
+    pieces = [
+        b"a",
+        b"",
+        b"hello world\r\n0\r\n\r\n",
+        bytes(range(256)) * 1000,
+        b"z" * 70_000,
+        b"end",
+    ]
     expected = b"".join(pieces)
 
     def gen() -> Iterator[bytes]:
@@ -454,7 +464,9 @@ def test_request_id_generated_when_absent(sp: SplitterProc) -> None:
 
 def test_request_id_passed_through_when_sent(sp: SplitterProc) -> None:
     rid = "client-chosen-id-42"
-    status, headers, body = _request(sp, "GET", "/request-id?given=1", headers={"X-Request-Id": rid})
+    status, headers, body = _request(
+        sp, "GET", "/request-id?given=1", headers={"X-Request-Id": rid}
+    )
     assert status == 200
     assert json.loads(body) == {"request_id": rid}
     assert headers.get_all("X-Request-Id") == [rid]
@@ -567,7 +579,9 @@ def test_sse_events_are_not_buffered(sp: SplitterProc) -> None:
     conn = _conn(sp, timeout=10)
     arrivals: list[tuple[int, float, float]] = []  # (index, sent at, received at)
     try:
-        conn.request("GET", f"/sse?n={n}&interval={interval}", headers={"Accept": "text/event-stream"})
+        conn.request(
+            "GET", f"/sse?n={n}&interval={interval}", headers={"Accept": "text/event-stream"}
+        )
         resp = conn.getresponse()
         assert resp.status == 200
         assert (resp.getheader("Content-Type") or "").startswith("text/event-stream")
@@ -627,17 +641,27 @@ def test_websocket_echo_through_splitter(backend_factory: Any, splitter_factory:
     assert (status, body) == (200, b"blue")
 
 
-def test_upgrade_answered_without_101_is_a_normal_response(sp: SplitterProc) -> None:
+@pytest.mark.parametrize("upgrade", ["websocket", "example/1"])
+def test_upgrade_answered_without_101_is_a_normal_response(
+    three_pools: dict[str, Backend], sp: SplitterProc, upgrade: str
+) -> None:
+    """The Flask backend answers an Upgrade request with a plain response (werkzeug: 400 for
+    a websocket upgrade it has no route for, 200 otherwise); it reaches the client as is."""
     req = (
-        b"GET / HTTP/1.1\r\nHost: test.local\r\n"
-        b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+        "GET / HTTP/1.1\r\nHost: test.local\r\n"
+        f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    with RawConn(three_pools["blue"].port) as direct:
+        direct.send(req)
+        expected = direct.read_response()
+    assert expected.status != 101
     with RawConn(sp.proxy_port) as c:
         c.send(req)
         resp = c.read_response()
-        assert resp.status == 200
-        assert resp.body == b"blue"
+        assert resp.status == expected.status
+        assert resp.body == expected.body
+        assert resp.header("Content-Type") == expected.header("Content-Type")
         assert resp.header("X-Pool") == "blue"
         assert resp.header("Upgrade") is None
         # the connection did not turn into a tunnel: it is closed, or it still speaks HTTP

@@ -93,7 +93,9 @@ class Client:
             self.conn = None
 
 
-def parallel(base_url: str, items: Sequence[T], fn: Callable[[Client, T], R], workers: int = 6) -> list[R]:
+def parallel(
+    base_url: str, items: Sequence[T], fn: Callable[[Client, T], R], workers: int = 6
+) -> list[R]:
     """`fn(client, item)` for every item, on `workers` threads with one connection each;
     results in the order of `items`."""
     local = threading.local()
@@ -174,7 +176,9 @@ def start(factory: Callable[..., SplitterProc], config: Any) -> SplitterProc:
     return sp
 
 
-def assert_share(counts: Counter[str], total: int, expected: Mapping[str, float], tol: float) -> None:
+def assert_share(
+    counts: Counter[str], total: int, expected: Mapping[str, float], tol: float
+) -> None:
     weight_sum = sum(expected.values())
     for pool, weight in expected.items():
         share = counts.get(pool, 0) / total
@@ -188,7 +192,9 @@ def assert_share(counts: Counter[str], total: int, expected: Mapping[str, float]
 # --------------------------------------------------------------------------- weighted shares
 
 
-def test_weighted_shares_with_sticky(three_pools: dict[str, Backend], splitter_factory: Any) -> None:
+def test_weighted_shares_with_sticky(
+    three_pools: dict[str, Backend], splitter_factory: Any
+) -> None:
     sp = start(
         splitter_factory,
         pools_config(three_pools, {"blue": 70, "canary": 30}, sticky=STICKY),
@@ -202,7 +208,9 @@ def test_weighted_shares_with_sticky(three_pools: dict[str, Backend], splitter_f
     assert len(set(cookies)) == 1500, "every fresh client gets its own id"
 
 
-def test_weighted_shares_without_sticky(three_pools: dict[str, Backend], splitter_factory: Any) -> None:
+def test_weighted_shares_without_sticky(
+    three_pools: dict[str, Backend], splitter_factory: Any
+) -> None:
     sp = start(splitter_factory, pools_config(three_pools, {"blue": 70, "canary": 30}))
 
     def one(client: Client, _: int) -> tuple[str, list[str]]:
@@ -227,7 +235,9 @@ def test_weighted_shares_without_sticky(three_pools: dict[str, Backend], splitte
 # --------------------------------------------------------------------------- stickiness
 
 
-def test_sticky_client_keeps_its_pool(three_pools: dict[str, Backend], splitter_factory: Any) -> None:
+def test_sticky_client_keeps_its_pool(
+    three_pools: dict[str, Backend], splitter_factory: Any
+) -> None:
     sp = start(
         splitter_factory,
         pools_config(three_pools, {"blue": 50, "canary": 50}, sticky=STICKY),
@@ -522,9 +532,17 @@ def test_override_to_a_pool_with_no_healthy_backend_is_503(
         return http_request(sp.proxy_url + "/", headers={"X-Splitter-Pool": "dark"})
 
     # the health check (every 200ms, threshold 1) marks the backend down soon
-    status, headers, body = wait_until(
-        lambda: (r := answer())[0] == 503 and r, timeout=5, message="override to dead pool -> 503"
-    )
+    last: list[tuple[int, dict[str, str], bytes]] = []
+
+    def is_503() -> bool:
+        last[:] = [answer()]
+        return last[0][0] == 503
+
+    try:
+        wait_until(is_503, timeout=5, message="override to a dead pool -> 503")
+    except AssertionError:
+        raise AssertionError(f"override to a pool with no healthy backend: {last}") from None
+    status, headers, body = last[0]
     assert headers.get("content-type", "").startswith("application/json"), headers
     payload = json.loads(body)
     assert isinstance(payload, dict) and payload.get("error"), payload
@@ -590,11 +608,12 @@ def test_access_log_one_json_line_per_request(
     finally:
         client.close()
 
-    entries = wait_until(
-        lambda: (e := sp.access_log()) if len(e) >= len(sent) else None,
+    wait_until(
+        lambda: len(sp.access_log()) >= len(sent),
         timeout=5,
         message=f"{len(sent)} access log lines",
     )
+    entries = sp.access_log()
     assert len(entries) == len(sent), entries
     by_id = {e["request_id"]: e for e in entries}
     for rid, target, status, pool in sent:

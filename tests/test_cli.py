@@ -1,0 +1,435 @@
+"""The command line (CONTRACT.md section 1): `splitter check`, `splitter run`, `splitter demo`.
+
+Every expected failure is exit status 2 with exactly one line on stderr and no traceback
+(`check` lists one line per problem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from splitter import __version__
+from tests.support import (
+    REPO_ROOT,
+    _child_env,
+    _kill_group,
+    free_port,
+    http_request,
+    run_cli,
+    wait_until,
+)
+
+GOOD = """\
+listen: 127.0.0.1:{port}
+admin:
+  listen: 127.0.0.1:{admin}
+pools:
+  blue:
+    weight: 90
+    backends: [http://127.0.0.1:5001]
+  canary:
+    weight: 10
+    backends: [http://127.0.0.1:5003]
+state_file: ./state.json
+"""
+
+NEGATIVE_WEIGHT = """\
+listen: 127.0.0.1:8080
+pools:
+  blue:
+    weight: 90
+    backends:
+      - http://127.0.0.1:5001
+  canary:
+    weight: -5
+    backends: [http://127.0.0.1:5003]
+"""
+NEGATIVE_WEIGHT_LINE = 8
+
+SEVERAL_ERRORS = """\
+listen: 127.0.0.1:8080
+pools:
+  blue:
+    weight: 90
+    backends: [http://127.0.0.1:5001]
+  canary:
+    weight: -1
+    backends: [http://127.0.0.1:5003]
+timeouts:
+  connect: soon
+colour: blue
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def good_config(tmp_path: Path, name: str = "good.yaml", **ports: int) -> Path:
+    port = ports.get("port") or free_port()
+    admin = ports.get("admin") or free_port()
+    return write(tmp_path, name, GOOD.format(port=port, admin=admin))
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], *expect: str) -> str:
+    """Exit 2, exactly one non-empty stderr line, no traceback; returns that line."""
+    stderr = result.stderr
+    assert result.returncode == 2, f"exit {result.returncode}; stderr:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{stderr}"
+    for text in expect:
+        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@contextlib.contextmanager
+def listening_socket(port: int, host: str = "127.0.0.1") -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+        sock.listen(8)
+        yield sock
+    finally:
+        sock.close()
+
+
+class Proc:
+    """`python -m splitter ARGS` in its own session, stderr to a file; always killed by
+    `kill()` (the fixture below does it at teardown)."""
+
+    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> None:
+        self.stderr_path = cwd / f"stderr-{time.monotonic_ns()}.txt"
+        self.stdout_path = cwd / f"stdout-{time.monotonic_ns()}.txt"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "splitter", *args],
+                cwd=cwd,
+                env=_child_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_bytes().decode("utf-8", "replace")
+
+    def wait_stderr(self, text: str, timeout: float = 20) -> None:
+        def found() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited {self.proc.returncode}; stderr:\n{self.stderr()}")
+            return text in self.stderr()
+
+        try:
+            wait_until(found, timeout, message=f"{text!r} on stderr")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstderr:\n{self.stderr()}") from None
+
+    def kill(self) -> None:
+        _kill_group(self.proc)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+def start(
+    procs: list[Proc], args: list[str], cwd: Path, env: Mapping[str, str] | None = None
+) -> Proc:
+    proc = Proc(args, cwd, env)
+    procs.append(proc)
+    return proc
+
+
+# --------------------------------------------------------------------------- version
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert __version__ in out and "splitter" in out
+    assert "Traceback" not in out
+
+
+def test_console_script_is_the_same() -> None:
+    script = Path(sys.executable).parent / "splitter"
+    assert script.exists(), f"no console script at {script}"
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert __version__ in result.stdout + result.stderr
+
+
+def test_no_command_is_a_usage_error() -> None:
+    result = run_cli()
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- check
+
+
+def test_check_good_config(tmp_path: Path) -> None:
+    path = good_config(tmp_path)
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_bundled_configs() -> None:
+    for path in ("config/splitter.yaml", "config/demo.yaml"):
+        result = run_cli("check", "-c", str(REPO_ROOT / path), env={"SPLITTER_ADMIN_TOKEN": ""})
+        assert result.returncode == 0, (path, result.stderr)
+
+
+def test_check_negative_weight_names_path_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yaml", NEGATIVE_WEIGHT)
+    assert NEGATIVE_WEIGHT.splitlines()[NEGATIVE_WEIGHT_LINE - 1].strip() == "weight: -5"
+    result = run_cli("check", "-c", str(path))
+    line = assert_one_line_failure(
+        result, f"pools.canary.weight (line {NEGATIVE_WEIGHT_LINE}): must be >= 0"
+    )
+    assert str(path) in line or "bad.yaml" in line  # which file
+
+
+def test_check_lists_every_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "several.yaml", SEVERAL_ERRORS)
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) >= 3, result.stderr
+    text = result.stderr
+    assert "pools.canary.weight (line 7): must be >= 0" in text
+    assert "timeouts.connect (line 10)" in text
+    assert "colour (line 11)" in text and "unknown key" in text
+    # in file order
+    order = [
+        text.index("pools.canary.weight"),
+        text.index("timeouts.connect"),
+        text.index("colour"),
+    ]
+    assert order == sorted(order)
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = run_cli("check", "-c", str(missing))
+    assert_one_line_failure(result, "nope.yaml")
+
+
+def test_check_non_loopback_admin_without_token(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "admin.yaml",
+        GOOD.format(port=8080, admin=9901).replace("127.0.0.1:9901", "0.0.0.0:9901"),
+    )
+    result = run_cli("check", "-c", str(path))
+    assert_one_line_failure(result, "admin.token")
+
+
+def test_check_uses_splitter_config_env(tmp_path: Path) -> None:
+    good = good_config(tmp_path)
+    bad = write(tmp_path, "bad.yaml", NEGATIVE_WEIGHT)
+    result = run_cli("check", env={"SPLITTER_CONFIG": str(good)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("check", env={"SPLITTER_CONFIG": str(bad)}, cwd=tmp_path)
+    assert_one_line_failure(result, "pools.canary.weight")
+    # -c wins over the environment
+    result = run_cli("check", "-c", str(good), env={"SPLITTER_CONFIG": str(bad)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_default_path_is_config_splitter_yaml(tmp_path: Path) -> None:
+    env = {"SPLITTER_CONFIG": ""}
+    result = run_cli("check", env=env, cwd=tmp_path)
+    assert_one_line_failure(result, "config/splitter.yaml")
+    (tmp_path / "config").mkdir()
+    good_config(tmp_path / "config", "splitter.yaml")
+    result = run_cli("check", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- run failures
+
+
+def test_run_missing_config(tmp_path: Path) -> None:
+    result = run_cli("run", "-c", str(tmp_path / "missing.yaml"), timeout=20)
+    assert_one_line_failure(result, "missing.yaml")
+
+
+def test_run_invalid_config(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yaml", NEGATIVE_WEIGHT)
+    result = run_cli("run", "-c", str(path), timeout=20)
+    assert_one_line_failure(result, "pools.canary.weight")
+
+
+def test_run_invalid_config_several_errors_is_still_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "several.yaml", SEVERAL_ERRORS)
+    result = run_cli("run", "-c", str(path), timeout=20)
+    assert_one_line_failure(result, "pools.canary.weight")
+
+
+def test_run_invalid_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "broken.yaml", "listen: 127.0.0.1:8080\npools: [unclosed\n")
+    result = run_cli("run", "-c", str(path), timeout=20)
+    assert_one_line_failure(result)
+
+
+def test_run_proxy_port_in_use(tmp_path: Path) -> None:
+    port = free_port()
+    path = good_config(tmp_path, port=port)
+    with listening_socket(port):
+        result = run_cli("run", "-c", str(path), cwd=tmp_path, timeout=20)
+    assert_one_line_failure(result, str(port))
+
+
+def test_run_admin_port_in_use(tmp_path: Path) -> None:
+    admin = free_port()
+    path = good_config(tmp_path, admin=admin)
+    with listening_socket(admin):
+        result = run_cli("run", "-c", str(path), cwd=tmp_path, timeout=20)
+    assert_one_line_failure(result, str(admin))
+
+
+def test_run_admin_on_all_interfaces_without_token(tmp_path: Path) -> None:
+    admin = free_port()
+    text = GOOD.format(port=free_port(), admin=admin).replace(
+        f"127.0.0.1:{admin}", f"0.0.0.0:{admin}"
+    )
+    path = write(tmp_path, "open-admin.yaml", text)
+    result = run_cli(
+        "run", "-c", str(path), cwd=tmp_path, timeout=20, env={"SPLITTER_ADMIN_TOKEN": ""}
+    )
+    assert_one_line_failure(result, "admin")
+
+
+def test_run_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli("run", "--no-such-option", cwd=tmp_path, timeout=20)
+    assert_one_line_failure(result)
+
+
+# --------------------------------------------------------------------------- run and signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_on_idle_run_exits_0_quickly(tmp_path: Path, procs: list[Proc], sig: int) -> None:
+    port, admin = free_port(), free_port()
+    path = good_config(tmp_path, port=port, admin=admin)
+    proc = start(procs, ["run", "-c", str(path)], tmp_path)
+    proc.wait_stderr("splitter: listening", timeout=15)
+    wait_until(lambda: http_request(f"http://127.0.0.1:{admin}/healthz", timeout=1)[0] == 200, 5)
+    began = time.monotonic()
+    proc.proc.send_signal(sig)
+    try:
+        code = proc.proc.wait(5)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running 5s after {sig!r}; stderr:\n{proc.stderr()}") from None
+    assert code == 0, f"exit {code}; stderr:\n{proc.stderr()}"
+    assert time.monotonic() - began < 3, "an idle proxy stops at once"
+    assert "Traceback" not in proc.stderr()
+    # the ports are free again
+    with listening_socket(port), listening_socket(admin):
+        pass
+
+
+def test_run_uses_splitter_config_env(tmp_path: Path, procs: list[Proc]) -> None:
+    port, admin = free_port(), free_port()
+    path = good_config(tmp_path, "from-env.yaml", port=port, admin=admin)
+    proc = start(procs, ["run"], tmp_path, env={"SPLITTER_CONFIG": str(path)})
+    proc.wait_stderr("splitter: listening", timeout=15)
+    line = next(ln for ln in proc.stderr().splitlines() if "splitter: listening" in ln)
+    assert f":{port}" in line and f":{admin}" in line, line
+    status, _, _ = http_request(f"http://127.0.0.1:{admin}/healthz")
+    assert status == 200
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(10) == 0
+
+
+# --------------------------------------------------------------------------- demo
+
+DEMO_PORTS = (8080, 9901, 5001, 5002, 5003)
+
+
+def _assert_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            pytest.fail(f"`splitter demo` needs port {port}, which is busy here: {exc}")
+
+
+def test_demo(tmp_path: Path, procs: list[Proc]) -> None:
+    for port in DEMO_PORTS:
+        _assert_port_free(port)
+    proc = start(procs, ["demo"], tmp_path)
+    try:
+        proc.wait_stderr("splitter demo:", timeout=20)
+        text = proc.stderr()
+        assert "http://127.0.0.1:8080" in text and "http://127.0.0.1:9901" in text, text
+        assert "curl" in text, text
+
+        counts: Counter[str] = Counter()
+        for _ in range(200):
+            status, headers, body = http_request("http://127.0.0.1:8080/", timeout=5)
+            assert status == 200, (status, body)
+            counts[body.decode().strip()] += 1
+            assert "set-cookie" in headers, (
+                "the demo config is sticky: a fresh client gets a cookie"
+            )
+        assert counts["green"] == 0, dict(counts)
+        assert counts["blue"] > 0 and counts["canary"] > 0, dict(counts)
+        assert set(counts) == {"blue", "canary"}, dict(counts)
+        assert 0.10 <= counts["canary"] / 200 <= 0.30, f"about 80/20 expected: {dict(counts)}"
+
+        for _ in range(5):
+            status, headers, body = http_request(
+                "http://127.0.0.1:8080/", headers={"X-Splitter-Pool": "green"}
+            )
+            assert status == 200 and body.decode().strip() == "green"
+            assert "set-cookie" not in headers
+
+        status, _, _ = http_request("http://127.0.0.1:9901/healthz")
+        assert status == 200
+
+        proc.proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"demo still running after SIGTERM:\n{proc.stderr()}") from None
+        assert code == 0, f"exit {code}; stderr:\n{proc.stderr()}"
+        assert "Traceback" not in proc.stderr()
+    finally:
+        proc.kill()
+    # it wrote its state file in the current directory, nowhere else
+    assert (tmp_path / "splitter-demo-state.json").exists()
+
+
+def test_demo_port_in_use_is_one_line(tmp_path: Path) -> None:
+    for port in DEMO_PORTS:
+        _assert_port_free(port)
+    with listening_socket(5002):
+        result = run_cli("demo", cwd=tmp_path, timeout=20)
+    assert_one_line_failure(result, "5002")
