@@ -26,6 +26,7 @@ from aiohttp import web
 from splitter import config as config_mod
 from splitter.config import Address, Config
 from splitter.errors import ConfigError, StartupError
+from splitter.health import HealthChecker
 from splitter.server import ProxyServer
 from splitter.state import Live, StateFile, build_live
 from splitter.upstream import BackendConnections
@@ -83,6 +84,7 @@ class Splitter:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.server: ProxyServer | None = None
+        self.health = HealthChecker(self._health_changed)
 
     @property
     def proxy_url(self) -> str:
@@ -106,6 +108,7 @@ class Splitter:
         self.state_file.load()
         live = self.build_live(self.config)
         self.server = ProxyServer(live, self.connections, loop)
+        self._check_health_of(self.config)
         await self.server.listen(self.proxy_sock)
         admin = make_admin_app(self)
         self._runner = web.AppRunner(admin, access_log=None, handle_signals=False)
@@ -115,6 +118,20 @@ class Splitter:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload_from_signal)
+
+    def _check_health_of(self, config: Config) -> None:
+        backends = {b.url: (b.host, b.port) for p in config.pools for b in p.backends}
+        self.health.update(backends, config.health_check)
+
+    def _health_changed(self, url: str, up: bool, what: str) -> None:
+        conns = self.connections.get(url)
+        if conns is None or self.server is None:
+            return
+        conns.up = up
+        if not up:
+            conns.close_all()
+        self.server.live.refresh_health()
+        log.warning("backend %s is %s (%s)", url, "up" if up else "down", what)
 
     def request_stop(self) -> None:
         if not self.stopping:
@@ -142,6 +159,7 @@ class Splitter:
             await asyncio.sleep(0.05)
         if server.conns:
             log.warning("shutdown grace over: closing %d connections", len(server.conns))
+        self.health.stop()
         server.abort_all()
         server.close()
         if self._runner is not None:
@@ -174,6 +192,7 @@ class Splitter:
             log.warning("reload (%s): a change of listen or admin.listen needs a restart", source)
         self.config = new
         self.server.swap(self.build_live(new))
+        self._check_health_of(new)
         log.info("reload (%s): config applied, weights %s", source, new.weights())
         return None
 

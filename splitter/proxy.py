@@ -204,6 +204,13 @@ class ClientConn(asyncio.Protocol):
     def eof_received(self) -> bool:
         # A half-closed client may still read the answers to what it sent.
         self.client_eof = True
+        tunnel = self.tunnel
+        if tunnel is not None:
+            if tunnel.transport is not None and tunnel.transport.can_write_eof():
+                tunnel.transport.write_eof()
+            else:
+                tunnel.close()
+            return True
         if self.current is None and not self.queue:
             self.close()
         return True
@@ -691,6 +698,7 @@ class ClientConn(asyncio.Protocol):
             self.on_upstream_protocol_error("unexpected upgrade")
             return
         self.tunnel = conn
+        conn.tunnel = True
         self._set_deadline(D_NONE, 0)
         if rest:
             self._send(rest)
@@ -699,6 +707,9 @@ class ClientConn(asyncio.Protocol):
         self.tunnel_pending = []
         self._resume_reading(3)
         # The exchange is logged when the tunnel closes (connection_lost).
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self._send(data)
 
     def on_upstream_eof(self) -> None:
         ex = self.current

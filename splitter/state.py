@@ -8,7 +8,8 @@ Rules:
   one reference the proxy holds: a request reads `server.live` once and finishes on it.
 - Backend connection pools are keyed by backend URL and handed from one snapshot to the
   next, so a change of weights never drops a kept-alive connection.
-- Backend health (`up`) is mutable on purpose: it changes under a snapshot, not with it.
+- Backend health (`up`, kept on the backend's connection pool, shared by URL) changes
+  under a snapshot, not with it; `Live.refresh_health` updates the cached views.
 - The state file is JSON, written atomically (write, fsync, rename): `{"version": 1,
   "cookie_secret": hex, ...}`. An unreadable file or one of an unknown version is set
   aside (renamed with a `.bad-<time>` suffix) and a fresh one is started.
@@ -41,13 +42,16 @@ STATE_VERSION = 1
 class BackendState:
     """One backend as the request path sees it."""
 
-    __slots__ = ("backend", "conns", "up", "url")
+    __slots__ = ("backend", "conns", "url")
 
     def __init__(self, backend: Backend, conns: BackendConnections) -> None:
         self.backend = backend
-        self.conns = conns
+        self.conns = conns  # shared by URL across snapshots; carries the health flag
         self.url = backend.url
-        self.up = True
+
+    @property
+    def up(self) -> bool:
+        return self.conns.up
 
 
 class PoolState:

@@ -48,6 +48,7 @@ class UpstreamConn(asyncio.Protocol):
         "closed",
         "head_request",
         "interim",
+        "tunnel",
     )
 
     def __init__(self, backend: BackendConnections) -> None:
@@ -61,6 +62,7 @@ class UpstreamConn(asyncio.Protocol):
         self.closed = False
         self.head_request = False  # the exchange in progress answers a HEAD
         self.interim = False  # the message being parsed is a 1xx other than 101
+        self.tunnel = False  # after a 101: bytes go to the owner as they are
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -71,6 +73,9 @@ class UpstreamConn(asyncio.Protocol):
         owner = self.owner
         if owner is None:  # an idle connection must stay silent
             self.close()
+            return
+        if self.tunnel:
+            owner.on_tunnel_data(data)
             return
         # One batch per read: the response head and the first body bytes leave in one
         # write to the client, not two.
@@ -188,7 +193,7 @@ class _HeadDone(Exception):
 class BackendConnections:
     """The connections to one backend: the idle keep-alive pool and how to open more."""
 
-    __slots__ = ("backend", "host", "port", "idle", "loop", "opened")
+    __slots__ = ("backend", "host", "idle", "loop", "opened", "port", "up")
 
     def __init__(self, backend: Backend, loop: asyncio.AbstractEventLoop) -> None:
         self.backend = backend
@@ -197,6 +202,7 @@ class BackendConnections:
         self.idle: list[UpstreamConn] = []
         self.loop = loop
         self.opened = 0
+        self.up = True  # set by the health checker
 
     def take_idle(self) -> UpstreamConn | None:
         idle = self.idle

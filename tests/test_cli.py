@@ -98,6 +98,8 @@ def assert_one_line_failure(result: subprocess.CompletedProcess[str], *expect: s
 @contextlib.contextmanager
 def listening_socket(port: int, host: str = "127.0.0.1") -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # SO_REUSEADDR: the port may still hold TIME_WAIT connections from an earlier test.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
         sock.listen(8)

@@ -1,0 +1,117 @@
+"""Active health checks: a pure rise/fall rule per backend, and the loop that probes.
+
+Rules (contract `health_check`):
+
+- A backend starts healthy and is probed at once, then every `interval`.
+- A probe is `GET <path>` on a new connection with `Connection: close`; an answer with a
+  status from 200 to 399 within `timeout` is a success, anything else a failure.
+- `unhealthy_threshold` failures in a row take a healthy backend down;
+  `healthy_threshold` successes in a row bring a down backend back.
+- Health belongs to the backend URL, not to a config snapshot, so a reload keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from splitter.config import HealthCheck
+
+log = logging.getLogger("splitter.health")
+
+
+@dataclass(slots=True)
+class RiseFall:
+    """The health of one backend as a function of its probe results."""
+
+    up: bool = True
+    successes: int = 0
+    failures: int = 0
+
+    def record(self, ok: bool, rule: HealthCheck) -> bool:
+        """Count one probe result; True when `up` changed."""
+        if ok:
+            self.successes += 1
+            self.failures = 0
+            if not self.up and self.successes >= rule.healthy_threshold:
+                self.up = True
+                return True
+        else:
+            self.failures += 1
+            self.successes = 0
+            if self.up and self.failures >= rule.unhealthy_threshold:
+                self.up = False
+                return True
+        return False
+
+
+async def probe(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
+    """One health probe: (ok, what happened)."""
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: splitter-health\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            line = await reader.readline()
+    except TimeoutError:
+        return False, f"no answer within {timeout:g}s"
+    except OSError as exc:
+        return False, exc.strerror or type(exc).__name__
+    finally:
+        if writer is not None:
+            writer.close()
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return False, "not an HTTP answer"
+    status = int(parts[1])
+    return 200 <= status < 400, f"status {status}"
+
+
+class HealthChecker:
+    """Probes every backend of the current config; tells `on_change` when one flips."""
+
+    def __init__(self, on_change: Callable[[str, bool, str], None]) -> None:
+        self.on_change = on_change
+        self.states: dict[str, RiseFall] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.rule = HealthCheck()
+
+    def is_up(self, url: str) -> bool:
+        state = self.states.get(url)
+        return True if state is None else state.up
+
+    def update(self, backends: dict[str, tuple[str, int]], rule: HealthCheck) -> None:
+        """Probe exactly these backends (url -> host, port) from now on."""
+        restart = rule != self.rule
+        self.rule = rule
+        for url in list(self.tasks):
+            if url not in backends or restart:
+                self.tasks.pop(url).cancel()
+                if url not in backends:
+                    self.states.pop(url, None)
+        for url, (host, port) in backends.items():
+            if url not in self.tasks:
+                self.states.setdefault(url, RiseFall())
+                self.tasks[url] = asyncio.get_running_loop().create_task(
+                    self._loop(url, host, port), name=f"health {url}"
+                )
+
+    async def _loop(self, url: str, host: str, port: int) -> None:
+        rule = self.rule
+        state = self.states[url]
+        while True:
+            ok, what = await probe(host, port, rule.path, rule.timeout)
+            if state.record(ok, rule):
+                self.on_change(url, state.up, what)
+            await asyncio.sleep(rule.interval)
+
+    def stop(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks.clear()
