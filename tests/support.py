@@ -197,11 +197,17 @@ class Backend:
 
 
 def _start_backend(
-    pool: str, backend_id: str, argv_for_port: Callable[[int], list[str]], env: Mapping[str, str]
+    pool: str,
+    backend_id: str,
+    argv_for_port: Callable[[int], list[str]],
+    env: Mapping[str, str],
+    port: int | None = None,
 ) -> Backend:
+    """`port`: a fixed port (to bring a stopped backend back where it was)."""
     last_log = ""
+    fixed = port
     for _attempt in range(3):  # a "free" port can be taken by someone else in between
-        port = free_port()
+        port = fixed or free_port()
         log = tempfile.TemporaryFile()
         proc = subprocess.Popen(
             argv_for_port(port),
@@ -225,7 +231,11 @@ def _start_backend(
 
 
 def start_flask_backend(
-    pool: str, backend_id: str | None = None, workers: int = 2, threads: int = 8
+    pool: str,
+    backend_id: str | None = None,
+    workers: int = 2,
+    threads: int = 8,
+    port: int | None = None,
 ) -> Backend:
     """gunicorn (gthread) serving tests.backends.flask_app:app; returns once /healthz is 200."""
     backend_id = backend_id or pool
@@ -242,7 +252,8 @@ def start_flask_backend(
             "tests.backends.flask_app:app",
         ]  # fmt: skip
 
-    return _start_backend(pool, backend_id, argv, {"POOL": pool, "BACKEND_ID": backend_id})
+    env = {"POOL": pool, "BACKEND_ID": backend_id}
+    return _start_backend(pool, backend_id, argv, env, port)
 
 
 def start_aio_backend(pool: str, backend_id: str | None = None) -> Backend:

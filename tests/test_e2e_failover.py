@@ -1,0 +1,90 @@
+"""Health checks drive routing: a dead pool's clients go elsewhere and come back."""
+
+from __future__ import annotations
+
+import http.client
+from collections import Counter
+
+from tests.support import free_port, pools_config, wait_until
+
+
+def _get(
+    port: int, cookie: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, str, str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        h = dict(headers or {})
+        if cookie:
+            h["Cookie"] = cookie
+        conn.request("GET", "/", headers=h)
+        resp = conn.getresponse()
+        body = resp.read().decode().strip()
+        set_cookie = resp.getheader("Set-Cookie")
+        return resp.status, body, set_cookie.split(";", 1)[0] if set_cookie else None
+    finally:
+        conn.close()
+
+
+def _readyz(admin_port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+    try:
+        conn.request("GET", "/readyz")
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_clients_of_a_dead_pool_move_and_return(backend_factory, splitter_factory) -> None:
+    blue = backend_factory("blue")
+    canary = backend_factory("canary")
+    sp = splitter_factory(
+        pools_config({"blue": blue, "canary": canary}, {"blue": 50, "canary": 50}, sticky={})
+    )
+    clients = []
+    for _ in range(60):
+        status, pool, cookie = _get(sp.proxy_port)
+        assert status == 200 and cookie
+        clients.append((cookie, pool))
+    assert {pool for _, pool in clients} == {"blue", "canary"}
+
+    canary.kill()
+    wait_until(lambda: all(_get(sp.proxy_port, c)[1] == "blue" for c, _ in clients[:10]), 10)
+    # Everyone is served by blue while canary is down; nobody gets a new cookie.
+    for cookie, _ in clients:
+        status, pool, new_cookie = _get(sp.proxy_port, cookie)
+        assert (status, pool, new_cookie) == (200, "blue", None)
+
+    # Back on its port: exactly its own clients return to it.
+    backend_factory("canary", port=canary.port)
+    wait_until(lambda: _get(sp.proxy_port, clients[0][0])[1] == clients[0][1], 10)
+    wait_until(lambda: all(_get(sp.proxy_port, c)[1] == p for c, p in clients), 10)
+
+
+def test_nothing_live_gives_503_and_readyz_follows(backend_factory, splitter_factory) -> None:
+    blue = backend_factory("blue")
+    sp = splitter_factory(pools_config({"blue": blue}, {"blue": 100}))
+    assert _get(sp.proxy_port)[0] == 200
+    assert _readyz(sp.admin_port) == 200
+    blue.kill()
+    wait_until(lambda: _readyz(sp.admin_port) == 503, 10)
+    status, body, _ = _get(sp.proxy_port)
+    assert status == 503
+    assert "no healthy backend" in body
+    # The access log is flushed within a sweep interval; the 503 is logged with no pool.
+    last = wait_until(lambda: [e for e in sp.access_log() if e["status"] == 503], 5)[-1]
+    assert last["pool"] is None
+
+
+def test_override_to_a_dead_pool_is_503_and_others_unaffected(
+    backend_factory, splitter_factory
+) -> None:
+    blue = backend_factory("blue")
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    sp = splitter_factory(
+        pools_config({"blue": blue, "green": dead_url}, {"blue": 100}, override={})
+    )
+    wait_until(lambda: _get(sp.proxy_port, headers={"X-Splitter-Pool": "green"})[0] == 503, 10)
+    counts = Counter(_get(sp.proxy_port)[1] for _ in range(20))
+    assert counts == {"blue": 20}
