@@ -29,6 +29,16 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# Response headers splitter looks at; every other one is passed on as it came.
+R_HOP, R_LENGTH, R_TRANSFER_ENCODING, R_CONNECTION, R_UPGRADE = range(5)
+RESPONSE_SPECIAL = dict.fromkeys(HOP_BY_HOP, R_HOP) | {
+    b"content-length": R_LENGTH,
+    b"transfer-encoding": R_TRANSFER_ENCODING,
+    b"connection": R_CONNECTION,
+    b"upgrade": R_UPGRADE,
+    b"x-request-id": R_HOP,  # the client gets the id splitter used
+}
+
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 CRLF = b"\r\n"

@@ -26,14 +26,19 @@ Rules:
 - Retries: at most one per exchange, only before any response byte went to the client,
   by the rules of contract section 4 (`_may_retry`).
 - Deadlines are timestamps checked by the server's periodic sweep (`check_deadline`),
-  not one timer per request: setting one is an attribute store.
+  not one timer per request: setting one is an attribute store, from the server's coarse
+  `clock` (never behind the real time, at most two sweep intervals ahead).
 - An `Upgrade` request becomes a byte tunnel only after the backend answers 101.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import socket
+import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -42,7 +47,7 @@ import httptools
 
 from splitter import http1
 from splitter.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
-from splitter.routing import choose_pool, cookie_from_header
+from splitter.routing import cookie_from_header
 
 if TYPE_CHECKING:
     from splitter.server import ProxyServer
@@ -56,6 +61,8 @@ RETRY_BODY_LIMIT = 64 * 1024  # a body up to this size is kept so it can be sent
 MAX_QUEUED = 16  # pipelined requests parsed ahead of the one being served
 
 INF = float("inf")
+_random = random.Random().random  # its own generator: pool draws when stickiness is off
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 # What a deadline means when it passes.
 D_NONE, D_HEADER, D_KEEPALIVE, D_BODY, D_READ = range(5)
@@ -147,7 +154,8 @@ class ClientConn(asyncio.Protocol):
         self.parsing: Exchange | None = None
         self.queue: deque[Exchange] = deque()
         self.current: Exchange | None = None
-        self.head_bytes = 0
+        self.head_bytes = 0  # bytes received while a head is incomplete
+        self.header_bytes = 0  # size of the header fields of the request being parsed
         self.header_count = 0
         self.in_head = False
         self.dead = False  # the parser stopped; nothing more is read
@@ -186,6 +194,8 @@ class ClientConn(asyncio.Protocol):
             rest = data[upgrade.args[0] :]
             if rest:
                 self.tunnel_pending.append(rest)
+            if self.current is None and self.queue:
+                self._next()
             return
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _Refused):
@@ -196,8 +206,11 @@ class ClientConn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._parser_error(exc)
             return
+        if self.current is None and self.queue:
+            self._next()
         if self.in_head:
             self.head_bytes += len(data)
+            # A head still incomplete: bound what httptools buffers for a field in progress.
             if self.head_bytes > self.limits.max_header_bytes + self.limits.max_request_line:
                 self._refuse(431 if self.parsing and self.parsing.target else 414, "head size")
 
@@ -251,7 +264,7 @@ class ClientConn(asyncio.Protocol):
         if upstream is not None and upstream.transport is not None:
             upstream.transport.resume_reading()
         if current is not None and self.deadline_kind == D_READ:
-            self.deadline = self.loop.time() + self.server.read_timeout
+            self.deadline = self.server.clock + self.server.read_timeout
 
     # -- httptools callbacks (request) --------------------------------------------------
 
@@ -260,6 +273,7 @@ class ClientConn(asyncio.Protocol):
         self.parsing = ex
         self.in_head = True
         self.head_bytes = 0
+        self.header_bytes = 0
         self.header_count = 0
         if self.current is None:
             self._set_deadline(D_HEADER, self.limits.header_timeout)
@@ -277,6 +291,9 @@ class ClientConn(asyncio.Protocol):
         self.header_count += 1
         if self.header_count > self.limits.max_header_count:
             self._refuse_in_callback(431, "too many header fields")
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.limits.max_header_bytes:
+            self._refuse_in_callback(431, "header fields too large")
         lname = name.lower()
         if lname in _SPECIAL_REQUEST_HEADERS:
             self._special_header(ex, lname, value)
@@ -338,6 +355,8 @@ class ClientConn(asyncio.Protocol):
             drop = set(ex.reject_detail.encode("latin-1").split(b","))
             ex.head = [h for h in ex.head if h.split(b":", 1)[0].lower() not in drop]
             ex.reject_detail = ""
+        if ex.version != "1.1" and ex.version != "1.0":
+            self._refuse_in_callback(505, "HTTP version")
         if ex.host is None and ex.version == "1.1":
             self._refuse_in_callback(400, "missing Host")
         if ex.chunked and ex.content_length >= 0:
@@ -354,8 +373,9 @@ class ClientConn(asyncio.Protocol):
         self.queue.append(ex)
         if len(self.queue) > MAX_QUEUED:
             self._pause_reading(2)
-        if self.current is None:
-            self._next()
+        # Not started here: the rest of this read is parsed first, so a request whose body
+        # turns out malformed (a bad chunk size) never reaches a backend, and a body that
+        # came with its head leaves with it (`data_received` starts it).
 
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
@@ -454,10 +474,13 @@ class ClientConn(asyncio.Protocol):
             pool = live.pools.get(ex.override.decode("latin-1"))
         if pool is None:
             ids = live.client_ids
-            client_id: str | None = None
+            chooser = live.chooser
+            assert chooser is not None
             if ids is None:
-                client_id = http1.new_request_id().decode()
+                # Stickiness off: a fresh random id per request, which is a weighted draw.
+                name = chooser.at_random(_random())
             else:
+                client_id: str | None = None
                 if ex.cookie is not None:
                     value = cookie_from_header(ex.cookie.decode("latin-1"), live.cookie_name)
                     if value is not None:
@@ -472,7 +495,7 @@ class ClientConn(asyncio.Protocol):
                         + live.set_cookie_attrs
                         + (b"; Secure\r\n" if ex.https else b"\r\n")
                     )
-            name = choose_pool(client_id, live.weights, live.live_pools)
+                name = chooser.for_client(client_id)
             pool = live.pools[name] if name is not None else None
         if pool is None:
             self._answer_error(ex, 503, close=False)
@@ -593,7 +616,8 @@ class ClientConn(asyncio.Protocol):
         self,
         status: int,
         reason: bytes,
-        headers: list[tuple[bytes, bytes]],
+        lines: list[bytes],
+        special: list[tuple[int, bytes]],
         version: str,
         upstream_keep_alive: bool,
     ) -> None:
@@ -602,33 +626,34 @@ class ClientConn(asyncio.Protocol):
         framing = F_CLOSE
         content_length = -1
         chunked = False
-        out = [http1.status_line(status, reason)]
         connection_drop: list[bytes] = []
+        upgrade = b""
         # llhttp has already refused invalid names and values, duplicate Content-Length
         # and Content-Length with Transfer-Encoding; what is left is deciding what to pass.
-        for name, value in headers:
-            kind = _RESPONSE_SPECIAL.get(name.lower())
-            if kind is None:
-                out.append(name + b": " + value + http1.CRLF)
-            elif kind == _R_LENGTH:
+        for kind, value in special:
+            if kind == http1.R_LENGTH:
                 if content_length >= 0 or not value.isdigit():
                     self.on_upstream_protocol_error("conflicting Content-Length")
                     return
                 content_length = int(value)
-            elif kind == _R_TRANSFER_ENCODING:
+            elif kind == http1.R_TRANSFER_ENCODING:
                 if chunked or value.strip().lower() != b"chunked":
                     self.on_upstream_protocol_error("unsupported Transfer-Encoding")
                     return
                 chunked = True
-            elif kind == _R_CONNECTION:
-                connection_drop += http1.connection_tokens(value)
+            elif kind == http1.R_CONNECTION:
+                if value not in _CONNECTION_PLAIN:
+                    connection_drop += http1.connection_tokens(value)
+            elif kind == http1.R_UPGRADE:
+                upgrade = value
             # else: hop-by-hop, or X-Request-Id (the client gets the id splitter used)
         if chunked and content_length >= 0:
             self.on_upstream_protocol_error("Content-Length with Transfer-Encoding")
             return
         if connection_drop and not _CONNECTION_KNOWN.issuperset(connection_drop):
             drop = set(connection_drop)
-            out = [out[0]] + [h for h in out[1:] if h.split(b":", 1)[0].lower() not in drop]
+            lines = [h for h in lines if h.split(b":", 1)[0].lower() not in drop]
+        out = [http1.status_line(status, reason), *lines]
         client_11 = ex.version == "1.1"
         no_body = ex.method == b"HEAD" or status in (204, 304) or status < 200
         ex.upstream_until_close = not (no_body or chunked or content_length >= 0)
@@ -655,7 +680,6 @@ class ClientConn(asyncio.Protocol):
             if not ex.upgrade:
                 self.on_upstream_protocol_error("101 without an upgrade request")
                 return
-            upgrade = _header(headers, b"upgrade")
             out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n\r\n")
             self._send(b"".join(out))
             return
@@ -677,7 +701,7 @@ class ClientConn(asyncio.Protocol):
         elif ex.response_framing != F_NONE:
             self._send(body)
         if not self.client_paused:
-            self.deadline = self.loop.time() + self.server.read_timeout
+            self.deadline = self.server.clock + self.server.read_timeout
 
     def on_response_complete(self) -> None:
         ex = self.current
@@ -829,7 +853,7 @@ class ClientConn(asyncio.Protocol):
         ex.done = True
         if conn is not None:
             if reusable and not conn.closed:
-                conn.backend.release(conn, self.loop.time())
+                conn.backend.release(conn, self.server.clock)
             else:
                 conn.close()
         self.server.finished(self, ex)
@@ -843,7 +867,7 @@ class ClientConn(asyncio.Protocol):
 
     def _set_deadline(self, kind: int, seconds: float) -> None:
         self.deadline_kind = kind
-        self.deadline = INF if kind == D_NONE else self.loop.time() + seconds
+        self.deadline = INF if kind == D_NONE else self.server.clock + seconds
 
     def check_deadline(self, now: float) -> None:
         """Called by the server's sweep; acts when this connection's deadline passed."""
@@ -916,28 +940,22 @@ class ClientConn(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None:
+        """Cut the connection with a reset, so a client can tell a cut-short response from
+        a complete one even when the response was delimited by the close."""
+        transport = self.transport
+        if transport is not None:
             self.closed = True
-            self.transport.abort()
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
 
 
 _CONNECTION_KNOWN = frozenset({b"keep-alive", b"close", b"upgrade"})
 
-_R_HOP, _R_LENGTH, _R_TRANSFER_ENCODING, _R_CONNECTION = range(4)
-_RESPONSE_SPECIAL = dict.fromkeys(http1.HOP_BY_HOP, _R_HOP) | {
-    b"content-length": _R_LENGTH,
-    b"transfer-encoding": _R_TRANSFER_ENCODING,
-    b"connection": _R_CONNECTION,
-    b"x-request-id": _R_HOP,
-}
+_CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade"})
 
 
 class _Refused(Exception):
     """Stops the parser after a callback refused the request."""
-
-
-def _header(headers: list[tuple[bytes, bytes]], lname: bytes) -> bytes:
-    for name, value in headers:
-        if name.lower() == lname:
-            return value
-    return b""

@@ -50,11 +50,13 @@ import hashlib
 import hmac
 import math
 import os
+from bisect import bisect_right as _bisect_right
 from collections.abc import Container, Sequence
 
 __all__ = [
     "BackendBalancer",
     "ClientIds",
+    "PoolChooser",
     "choose_pool",
     "cookie_from_header",
 ]
@@ -86,10 +88,13 @@ def _b64url(raw: bytes) -> str:
 class ClientIds:
     """Makes client ids and signs/verifies the sticky cookie that carries them."""
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_secret", "_verified")
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        # Cookies already verified -> their client id. A returning client costs a dict
+        # lookup instead of an HMAC; only values that passed verification get in.
+        self._verified: dict[str, str] = {}
 
     def new_id(self) -> str:
         """A fresh random client id: 16 bytes from os.urandom, base64url without padding."""
@@ -104,6 +109,17 @@ class ClientIds:
 
     def verify(self, cookie_value: str) -> str | None:
         """The client id in `cookie_value` if we signed it with this secret, else None."""
+        known = self._verified.get(cookie_value)
+        if known is not None:
+            return known
+        client_id = self._verify(cookie_value)
+        if client_id is not None:
+            if len(self._verified) >= CACHE_SIZE:
+                self._verified.clear()
+            self._verified[cookie_value] = client_id
+        return client_id
+
+    def _verify(self, cookie_value: str) -> str | None:
         if len(cookie_value) > _MAX_COOKIE_LEN or not cookie_value.isascii():
             return None
         client_id, dot, sig = cookie_value.rpartition(".")
@@ -160,6 +176,58 @@ def choose_pool(
             best_name = name
             best_score = score
     return best_name
+
+
+class PoolChooser:
+    """`choose_pool` for one set of weights and live pools, with the fixed work done once.
+
+    - One candidate pool: it is the answer for everyone, no hashing.
+    - `for_client` caches each client's pool (bounded); a new chooser is built whenever
+      the weights or the live pools change, so the cache never outlives its inputs.
+    - `at_random(u)` serves requests without a client id (stickiness off): a fresh random
+      id hashed by rendezvous lands in pool i with probability w_i / sum(w), which is
+      exactly what a draw on the cumulative weights gives, for less work.
+    """
+
+    __slots__ = ("_cache", "_cumulative", "_names", "candidates", "only")
+
+    def __init__(
+        self, weights: Sequence[tuple[str, float]], live: Container[str] | None = None
+    ) -> None:
+        self.candidates = tuple(
+            (name, w) for name, w in weights if w > 0.0 and (live is None or name in live)
+        )
+        self.only = self.candidates[0][0] if len(self.candidates) == 1 else None
+        self._names = tuple(name for name, _ in self.candidates)
+        total = 0.0
+        cumulative = []
+        for _, w in self.candidates:
+            total += w
+            cumulative.append(total)
+        self._cumulative = tuple(c / total for c in cumulative) if total > 0 else ()
+        self._cache: dict[str, str | None] = {}
+
+    def for_client(self, client_id: str) -> str | None:
+        if self.only is not None or not self.candidates:
+            return self.only
+        pool = self._cache.get(client_id, _MISSING)
+        if pool is _MISSING:
+            pool = choose_pool(client_id, self.candidates)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[client_id] = pool
+        return pool
+
+    def at_random(self, u: float) -> str | None:
+        """The pool for a draw `u` uniform in [0, 1)."""
+        if self.only is not None or not self.candidates:
+            return self.only
+        index = _bisect_right(self._cumulative, u)
+        return self._names[min(index, len(self._names) - 1)]
+
+
+_MISSING = "\0missing"
+CACHE_SIZE = 65536
 
 
 class BackendBalancer:

@@ -51,6 +51,7 @@ class ProxyServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self.on_finished: list[Any] = []  # hooks (metrics) called with each exchange
         self.swap(live)
+        self.clock = loop.time() + self.sweep_interval
 
     # -- state --------------------------------------------------------------------------
 
@@ -105,6 +106,8 @@ class ProxyServer:
     def _sweep(self) -> None:
         self._sweeper = None
         now = self.loop.time()
+        # Deadlines are set from this clock; one interval ahead, none fires early.
+        self.clock = now + self.sweep_interval
         for conn in list(self.conns):
             if conn.deadline <= now:
                 try:

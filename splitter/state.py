@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from splitter.routing import BackendBalancer, ClientIds
+from splitter.routing import BackendBalancer, ClientIds, PoolChooser
 
 if TYPE_CHECKING:
     import asyncio
@@ -57,7 +57,7 @@ class BackendState:
 class PoolState:
     """One pool as the request path sees it; health flags are cached, not recomputed."""
 
-    __slots__ = ("backends", "balancer", "live", "name", "pool", "up_flags")
+    __slots__ = ("backends", "balancer", "live", "name", "pool", "single", "up_flags")
 
     def __init__(self, pool: Pool, backends: list[BackendState]) -> None:
         self.pool = pool
@@ -65,6 +65,7 @@ class PoolState:
         self.backends = backends
         self.balancer = BackendBalancer([b.backend.weight for b in backends])
         self.up_flags: list[bool] | None = None  # None: every backend is up
+        self.single = backends[0] if len(backends) == 1 else None
         self.live = True
         self.refresh_health()
 
@@ -75,6 +76,8 @@ class PoolState:
         self.live = any(flags)
 
     def pick(self) -> BackendState | None:
+        if self.single is not None and self.up_flags is None:
+            return self.single
         index = self.balancer.pick(self.up_flags)
         return None if index is None else self.backends[index]
 
@@ -97,6 +100,8 @@ class Live:
     override_header: bytes | None  # lower-case header name
     # Pools with a live backend; None when all are (routing then skips the filter).
     live_pools: set[str] | None = None
+    # Pool choice over the weights and live pools of this moment (rebuilt on change).
+    chooser: PoolChooser | None = None
 
     def weight_map(self) -> dict[str, float]:
         return dict(self.weights)
@@ -107,6 +112,7 @@ class Live:
             pool.refresh_health()
         names = {name for name, p in self.pools.items() if p.live}
         self.live_pools = None if len(names) == len(self.pools) else names
+        self.chooser = PoolChooser(self.weights, self.live_pools)
 
 
 def build_live(

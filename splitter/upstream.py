@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from splitter.http1 import RESPONSE_SPECIAL
+
 if TYPE_CHECKING:
     from splitter.config import Backend
 
@@ -42,7 +44,8 @@ class UpstreamConn(asyncio.Protocol):
         "transport",
         "owner",
         "parser",
-        "headers",
+        "lines",
+        "special",
         "reason",
         "idle_since",
         "closed",
@@ -56,7 +59,8 @@ class UpstreamConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.owner: Any = None
         self.parser = httptools.HttpResponseParser(self)
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] = []  # response header lines to pass on, with CRLF
+        self.special: list[tuple[int, bytes]] = []  # (kind, value) of the others
         self.reason = b""
         self.idle_since = 0.0
         self.closed = False
@@ -117,14 +121,19 @@ class UpstreamConn(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.headers = []
+        self.lines = []
+        self.special = []
         self.reason = b""
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        kind = RESPONSE_SPECIAL.get(name.lower())
+        if kind is None:
+            self.lines.append(name + b": " + value + b"\r\n")
+        else:
+            self.special.append((kind, value))
 
     def on_headers_complete(self) -> None:
         status: int = self.parser.get_status_code()
@@ -137,7 +146,8 @@ class UpstreamConn(asyncio.Protocol):
         self.owner.on_response_head(
             status,
             self.reason,
-            self.headers,
+            self.lines,
+            self.special,
             self.parser.get_http_version(),
             self.parser.should_keep_alive(),
         )

@@ -24,6 +24,7 @@ from tests.support import (
     LOCALHOST,
     SplitterProc,
     free_port,
+    http_get,
     http_request,
     pools_config,
     wait_until,
@@ -271,33 +272,98 @@ M = b"MARKER"  # replaced by a unique token per case: it must never come back
 
 
 def _post(headers: bytes, body: bytes = b"") -> bytes:
-    return b"POST /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\r\n" + headers + b"\r\n" + body
+    return (
+        b"POST /frame-"
+        + M
+        + b" HTTP/1.1\r\nHost: x\r\nX-Probe: "
+        + M
+        + b"\r\n"
+        + headers
+        + b"\r\n"
+        + body
+    )
 
 
 FRAMING_CASES: list[tuple[str, bytes, set[int]]] = [
-    ("cl-and-te", _post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"), {400}),
-    ("te-and-cl", _post(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"), {400}),
+    (
+        "cl-and-te",
+        _post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+        {400},
+    ),
+    (
+        "te-and-cl",
+        _post(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"),
+        {400},
+    ),
     ("duplicate-cl-same", _post(b"Content-Length: 5\r\nContent-Length: 5\r\n", b"hello"), {400}),
-    ("duplicate-cl-different", _post(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!"), {400}),
+    (
+        "duplicate-cl-different",
+        _post(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!"),
+        {400},
+    ),
     ("cl-list", _post(b"Content-Length: 5, 5\r\n", b"hello"), {400}),
     ("cl-plus", _post(b"Content-Length: +5\r\n", b"hello"), {400}),
     ("cl-minus", _post(b"Content-Length: -5\r\n", b"hello"), {400}),
     ("cl-not-a-number", _post(b"Content-Length: 5x\r\n", b"hello"), {400}),
     ("te-xchunked", _post(b"Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n"), {400, 501}),
-    ("te-chunked-identity", _post(b"Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n"), {400, 501}),
+    (
+        "te-chunked-identity",
+        _post(b"Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n"),
+        {400, 501},
+    ),
     ("te-identity", _post(b"Transfer-Encoding: identity\r\n", b"hello"), {400, 501}),
-    ("te-twice", _post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"), {400}),
+    (
+        "te-twice",
+        _post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+        {400},
+    ),
     ("te-space-before-colon", _post(b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"), {400}),
     ("chunk-size-zz", _post(b"Transfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n"), {400}),
-    ("chunk-size-negative", _post(b"Transfer-Encoding: chunked\r\n", b"-5\r\nhello\r\n0\r\n\r\n"), {400}),
-    ("chunk-size-overflow", _post(b"Transfer-Encoding: chunked\r\n", b"1ffffffffffffffff\r\nhello\r\n0\r\n\r\n"), {400}),
-    ("obs-fold", b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\r\n folded\r\n\r\n", {400}),
-    ("space-before-colon", b"GET /frame-" + M + b" HTTP/1.1\r\nHost : x\r\nX-Probe: " + M + b"\r\n\r\n", {400}),
-    ("space-in-name", b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX Probe: " + M + b"\r\n\r\n", {400}),
-    ("bare-lf-in-head", b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\nX-Probe: " + M + b"\r\n\r\n", {400}),
-    ("bare-cr-in-value", b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\rX-Other: y\r\n\r\n", {400}),
-    ("nul-in-value", b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\x00y\r\n\r\n", {400}),
-    ("control-in-value", b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\x01y\r\n\r\n", {400}),
+    (
+        "chunk-size-negative",
+        _post(b"Transfer-Encoding: chunked\r\n", b"-5\r\nhello\r\n0\r\n\r\n"),
+        {400},
+    ),
+    (
+        "chunk-size-overflow",
+        _post(b"Transfer-Encoding: chunked\r\n", b"1ffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+        {400},
+    ),
+    (
+        "obs-fold",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\r\n folded\r\n\r\n",
+        {400},
+    ),
+    (
+        "space-before-colon",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost : x\r\nX-Probe: " + M + b"\r\n\r\n",
+        {400},
+    ),
+    (
+        "space-in-name",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX Probe: " + M + b"\r\n\r\n",
+        {400},
+    ),
+    (
+        "bare-lf-in-head",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\nX-Probe: " + M + b"\r\n\r\n",
+        {400},
+    ),
+    (
+        "bare-cr-in-value",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\rX-Other: y\r\n\r\n",
+        {400},
+    ),
+    (
+        "nul-in-value",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\x00y\r\n\r\n",
+        {400},
+    ),
+    (
+        "control-in-value",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nX-Probe: " + M + b"\x01y\r\n\r\n",
+        {400},
+    ),
     ("control-in-target", b"GET /frame-" + M + b"\x01x HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     ("del-in-target", b"GET /frame-" + M + b"\x7fx HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     ("invalid-method-chars", b"G@T /frame-" + M + b" HTTP/1.1\r\nHost: x\r\n\r\n", {400, 501}),
@@ -307,7 +373,11 @@ FRAMING_CASES: list[tuple[str, bytes, set[int]]] = [
     ("version-garbage", b"GET /frame-" + M + b" HTTP/1.x\r\nHost: x\r\n\r\n", {400, 505}),
     ("version-lowercase", b"GET /frame-" + M + b" http/1.1\r\nHost: x\r\n\r\n", {400, 505}),
     ("missing-host-1.1", b"GET /frame-" + M + b" HTTP/1.1\r\nX-Probe: " + M + b"\r\n\r\n", {400}),
-    ("two-hosts", b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nHost: y\r\nX-Probe: " + M + b"\r\n\r\n", {400}),
+    (
+        "two-hosts",
+        b"GET /frame-" + M + b" HTTP/1.1\r\nHost: x\r\nHost: y\r\nX-Probe: " + M + b"\r\n\r\n",
+        {400},
+    ),
 ]
 
 
@@ -341,7 +411,9 @@ def test_framing_attack_refused_and_never_forwarded(
 
 
 @pytest.fixture
-def limited(raw_backend: Callable[..., RawBackend], tmp_path: Path) -> Iterator[tuple[RawBackend, SplitterProc]]:
+def limited(
+    raw_backend: Callable[..., RawBackend], tmp_path: Path
+) -> Iterator[tuple[RawBackend, SplitterProc]]:
     backend = raw_backend()
     config = pools_config(
         {"main": backend.url},
@@ -381,9 +453,11 @@ def test_request_line_over_limit_is_414(limited: tuple[RawBackend, SplitterProc]
 
 
 def test_request_line_just_under_limit_is_served(limited: tuple[RawBackend, SplitterProc]) -> None:
-    backend, proc = limited
+    _, proc = limited
     target = b"/" + b"a" * 900
-    data = send_raw(proc.proxy_port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = send_raw(
+        proc.proxy_port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert parse_responses(data)[0].status == 200
 
 
@@ -400,7 +474,9 @@ def test_header_bytes_over_limit_is_431(limited: tuple[RawBackend, SplitterProc]
     _refused(proc.proxy_port, b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n", 431, backend)
 
 
-def test_header_bytes_over_limit_in_small_pieces_is_431(limited: tuple[RawBackend, SplitterProc]) -> None:
+def test_header_bytes_over_limit_in_small_pieces_is_431(
+    limited: tuple[RawBackend, SplitterProc],
+) -> None:
     backend, proc = limited
     backend.reset()
     fields = b"".join(b"X-Big%d: %s\r\n" % (i, b"b" * 1000) for i in range(8))
@@ -419,17 +495,24 @@ def test_header_bytes_over_limit_in_small_pieces_is_431(limited: tuple[RawBacken
     assert backend.proxied() == []
 
 
-def test_content_length_over_max_body_is_413_before_backend(limited: tuple[RawBackend, SplitterProc]) -> None:
+def test_content_length_over_max_body_is_413_before_backend(
+    limited: tuple[RawBackend, SplitterProc],
+) -> None:
     backend, proc = limited
     head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
     _refused(proc.proxy_port, head, 413, backend)  # no body byte sent: the answer comes anyway
 
 
-def test_chunked_body_over_max_body_is_never_fully_forwarded(limited: tuple[RawBackend, SplitterProc]) -> None:
+def test_chunked_body_over_max_body_is_never_fully_forwarded(
+    limited: tuple[RawBackend, SplitterProc],
+) -> None:
     backend, proc = limited
     backend.reset()
     rid = "big-" + _unique()
-    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % rid.encode()
+    head = (
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" % rid.encode()
+    )
     chunk = b"%x\r\n%s\r\n" % (400, b"c" * 400)
     got = b""
     with open_conn(proc.proxy_port) as sock:
@@ -460,15 +543,15 @@ def test_chunked_body_over_max_body_is_never_fully_forwarded(limited: tuple[RawB
     forwarded = backend.proxied_bytes()
     assert b"0\r\n\r\n" not in forwarded.split(b"\r\n\r\n", 1)[-1], "the whole body was forwarded"
     assert forwarded.count(b"c") <= 1000 + 400, "more than max_body was forwarded"
-    assert rid.encode() not in b"".join(
-        c for c in backend.proxied() if c.endswith(b"0\r\n\r\n")
-    )
+    assert rid.encode() not in b"".join(c for c in backend.proxied() if c.endswith(b"0\r\n\r\n"))
     _assert_ok_after(proc.proxy_port, backend)
 
 
 def test_body_within_max_body_is_served(limited: tuple[RawBackend, SplitterProc]) -> None:
-    backend, proc = limited
-    status, _, body = http_request(proc.proxy_url + "/upload", "POST", body=b"x" * 1000, headers={"X-Request-Id": "small-1"})
+    _, proc = limited
+    status, _, body = http_request(
+        proc.proxy_url + "/upload", "POST", body=b"x" * 1000, headers={"X-Request-Id": "small-1"}
+    )
     assert (status, body) == (200, b"small-1")
 
 
@@ -476,7 +559,9 @@ def test_body_within_max_body_is_served(limited: tuple[RawBackend, SplitterProc]
 
 
 @pytest.fixture
-def timed(raw_backend: Callable[..., RawBackend], tmp_path: Path) -> Iterator[tuple[RawBackend, SplitterProc]]:
+def timed(
+    raw_backend: Callable[..., RawBackend], tmp_path: Path
+) -> Iterator[tuple[RawBackend, SplitterProc]]:
     backend = raw_backend()
     config = pools_config(
         {"main": backend.url},
@@ -489,7 +574,9 @@ def timed(raw_backend: Callable[..., RawBackend], tmp_path: Path) -> Iterator[tu
     print(f"--- {proc!r} exit={code} stderr:\n{proc.stderr_text()[-4000:]}")
 
 
-def test_slowloris_gets_408_and_close_while_others_are_served(timed: tuple[RawBackend, SplitterProc]) -> None:
+def test_slowloris_gets_408_and_close_while_others_are_served(
+    timed: tuple[RawBackend, SplitterProc],
+) -> None:
     backend, proc = timed
     drip = b"GET /slow-headers HTTP/1.1\r\nHost: x\r\nX-Drip: " + b"d" * 100
     received = b""
@@ -503,8 +590,10 @@ def test_slowloris_gets_408_and_close_while_others_are_served(timed: tuple[RawBa
             except (BrokenPipeError, ConnectionResetError):
                 break
             if i % 2 == 1:  # another client is served meanwhile
-                rid = "meanwhile-%d-%s" % (i, _unique())
-                status, _, body = http_request(proc.proxy_url + "/", headers={"X-Request-Id": rid}, timeout=3)
+                rid = f"meanwhile-{i}-{_unique()}"
+                status, _, body = http_request(
+                    proc.proxy_url + "/", headers={"X-Request-Id": rid}, timeout=3
+                )
                 assert (status, body) == (200, rid.encode())
                 served_meanwhile += 1
             sock.settimeout(0.2)
@@ -554,7 +643,9 @@ def test_header_timeout_on_silent_connection(timed: tuple[RawBackend, SplitterPr
 def test_body_idle_timeout_is_408_and_close(timed: tuple[RawBackend, SplitterProc]) -> None:
     _, proc = timed
     with RawConn(proc.proxy_port) as conn:
-        conn.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"0123456789")
+        conn.send(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"0123456789"
+        )
         start = time.monotonic()
         resp = conn.read_response(timeout=5)
         elapsed = time.monotonic() - start
@@ -575,7 +666,9 @@ def test_idle_keepalive_is_closed_silently(timed: tuple[RawBackend, SplitterProc
         assert conn.buffer == b"", "bytes sent on an idle keep-alive close"
 
 
-def test_keepalive_timer_restarts_after_each_request(timed: tuple[RawBackend, SplitterProc]) -> None:
+def test_keepalive_timer_restarts_after_each_request(
+    timed: tuple[RawBackend, SplitterProc],
+) -> None:
     _, proc = timed
     with RawConn(proc.proxy_port) as conn:
         for i in range(4):
@@ -585,6 +678,17 @@ def test_keepalive_timer_restarts_after_each_request(timed: tuple[RawBackend, Sp
 
 
 # --------------------------------------------------------------------------- upstream errors
+
+
+# Health checks that never take a backend down during a test (probed once at start, then
+# hourly, and 1000 failures needed): what is tested is the request path's own handling.
+NO_HEALTH_DOWN = {
+    "path": "/healthz",
+    "interval": "1h",
+    "timeout": "1s",
+    "healthy_threshold": 1,
+    "unhealthy_threshold": 1000,
+}
 
 
 def _one_backend_splitter(url: str, tmp_path: Path, **extra: Any) -> SplitterProc:
@@ -605,11 +709,31 @@ def _get(proc: SplitterProc, path: str = "/", rid: str | None = None) -> Respons
 
 
 def test_backend_port_closed_is_502(tmp_path: Path) -> None:
+    proc = _one_backend_splitter(
+        f"http://{LOCALHOST}:{free_port()}", tmp_path, health_check=NO_HEALTH_DOWN
+    )
+    try:
+        for _ in range(3):
+            resp = _get(proc)
+            _json_error(resp, 502)
+            assert resp.complete
+    finally:
+        proc.stop()
+
+
+def test_no_healthy_backend_is_503(tmp_path: Path) -> None:
+    # The default quick health check (200 ms, one failure) takes the dead backend down.
     proc = _one_backend_splitter(f"http://{LOCALHOST}:{free_port()}", tmp_path)
     try:
+        wait_until(
+            lambda: _get(proc).status == 503, timeout=5, message="503 once the backend is down"
+        )
         resp = _get(proc)
-        _json_error(resp, 502)
-        assert resp.complete
+        body = _json_error(resp, 503)
+        assert body["status"] == 503
+        assert resp.header("X-Request-Id")
+        status, _ = http_get(proc.admin_url + "/readyz")
+        assert status == 503
     finally:
         proc.stop()
 
@@ -618,14 +742,24 @@ def test_backend_port_closed_is_502(tmp_path: Path) -> None:
     "reply",
     [
         pytest.param(b"HELLO\r\n\r\n", id="garbage"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok", id="control-in-value"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nok", id="nul-in-value"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nok", id="space-in-name"),
         pytest.param(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+            id="control-in-value",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nok", id="nul-in-value"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nok", id="space-in-name"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nok\r\n0\r\n\r\n",
             id="cl-and-te",
         ),
-        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!", id="two-cls"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!", id="two-cls"
+        ),
         pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok", id="signed-cl"),
         pytest.param(b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok", id="bad-status"),
         pytest.param(b"HTTQ/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", id="bad-status-line"),
@@ -649,8 +783,12 @@ def test_backend_answering_garbage_is_502(
 @pytest.mark.parametrize(
     "reply",
     [
-        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"t" * 10, id="content-length"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", id="chunked"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"t" * 10, id="content-length"
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", id="chunked"
+        ),
     ],
 )
 def test_backend_closing_mid_body_is_never_a_complete_200(
@@ -672,7 +810,9 @@ def test_backend_closing_mid_body_is_never_a_complete_200(
             # or, for a close-delimited body, by a reset instead of a clean close.
             framed = resp.header("Content-Length") is not None or resp.chunked
             if framed:
-                assert not resp.complete, f"{version!r}: a truncated body passed as complete: {data!r}"
+                assert not resp.complete, (
+                    f"{version!r}: a truncated body passed as complete: {data!r}"
+                )
             else:
                 assert reset, f"{version!r}: a truncated body ended with a clean close: {data!r}"
     finally:
@@ -723,7 +863,12 @@ def test_connect_failure_is_retried_on_the_other_backend(
     good = backend_factory("main", "good")
     dead = f"http://{LOCALHOST}:{free_port()}"
     proc = _start_splitter(
-        pools_config({"main": [dead, good.url]}, {"main": 100}, timeouts={"connect": "1s", "read": "10s"}),
+        pools_config(
+            {"main": [dead, good.url]},
+            {"main": 100},
+            timeouts={"connect": "1s", "read": "10s"},
+            health_check=NO_HEALTH_DOWN,  # the dead backend stays "up": every other try fails
+        ),
         tmp_path,
     )
     try:
@@ -758,6 +903,7 @@ def test_access_log_has_one_line_per_answered_request(
         {"main": 100},
         override={"header": "X-Splitter-Pool"},
         timeouts={"connect": "1s", "read": "500ms"},
+        health_check=NO_HEALTH_DOWN,
         limits={
             "max_request_line": 1024,
             "max_header_count": 20,
@@ -792,8 +938,8 @@ def test_access_log_has_one_line_per_answered_request(
         rid = "slow-" + _unique()
         data = send_raw(
             port,
-            b"GET /slow?seconds=2 HTTP/1.1\r\nHost: x\r\nX-Splitter-Pool: slow\r\nX-Request-Id: %s\r\n"
-            b"Connection: close\r\n\r\n" % rid.encode(),
+            b"GET /slow?seconds=2 HTTP/1.1\r\nHost: x\r\nX-Splitter-Pool: slow\r\n"
+            b"X-Request-Id: %s\r\nConnection: close\r\n\r\n" % rid.encode(),
         )
         assert parse_responses(data)[0].status == 504
         by_id[rid] = 504
@@ -802,11 +948,15 @@ def test_access_log_has_one_line_per_answered_request(
             resp = parse_responses(send_raw(port, data))[0]
             assert resp.status in statuses, name
             expected[resp.status] += 1
-        resp = parse_responses(send_raw(port, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"))[0]
+        resp = parse_responses(
+            send_raw(port, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        )[0]
         assert resp.status == 414
         expected[414] += 1
         fields = b"".join(b"X-F%d: v\r\n" % i for i in range(30))
-        resp = parse_responses(send_raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"))[0]
+        resp = parse_responses(send_raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"))[
+            0
+        ]
         assert resp.status == 431
         expected[431] += 1
         resp = parse_responses(
@@ -842,7 +992,11 @@ def test_refusals_are_logged_without_traceback(framing: tuple[RawBackend, Splitt
     before = len(proc.stderr_text())
     start = time.monotonic()
     for _ in range(20):
-        send_raw(proc.proxy_port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", timeout=3)
+        send_raw(
+            proc.proxy_port,
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+            timeout=3,
+        )
     elapsed = time.monotonic() - start
     time.sleep(0.2)
     stderr = proc.stderr_text()[before:]
