@@ -683,7 +683,13 @@ class ClientConn(asyncio.Protocol):
             out.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n\r\n")
             self._send(b"".join(out))
             return
-        if ex.upgrade or framing == F_CLOSE or not ex.keep_alive or self.server.draining:
+        if (
+            ex.upgrade
+            or framing == F_CLOSE
+            or not ex.keep_alive
+            or not ex.body_complete  # answered early: the rest of the body is not read
+            or self.server.draining
+        ):
             ex.close_after = True
         out.append(b"Connection: close\r\n\r\n" if ex.close_after else b"\r\n")
         self._send(b"".join(out))
