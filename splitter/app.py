@@ -24,16 +24,18 @@ from typing import Any
 from aiohttp import web
 
 from splitter import config as config_mod
+from splitter.admin import make_admin_app
 from splitter.config import Address, Config
+from splitter.control import Controller
 from splitter.errors import ConfigError, StartupError
 from splitter.health import HealthChecker
+from splitter.metrics import Metrics
+from splitter.reload import ConfigWatcher
 from splitter.server import ProxyServer
 from splitter.state import Live, StateFile, build_live
 from splitter.upstream import BackendConnections
 
 log = logging.getLogger("splitter")
-
-SPLITTER_KEY: web.AppKey[Splitter] = web.AppKey("splitter")
 
 
 def bind(address: Address, what: str) -> socket.socket:
@@ -69,7 +71,6 @@ class Splitter:
     """One running splitter: proxy listener, admin listener, state, lifecycle."""
 
     def __init__(self, config: Config, config_path: str | None) -> None:
-        self.config = config
         self.config_path = config_path
         self.proxy_sock = bind(config.listen, "proxy")
         try:
@@ -78,6 +79,8 @@ class Splitter:
             self.proxy_sock.close()
             raise
         self.state_file = StateFile(config.state_file)
+        self.controller = Controller(config, self.state_file, self._install)
+        self.metrics = Metrics(self._metrics_view)
         self.ready = False
         self.stopping = False
         self.connections: dict[str, BackendConnections] = {}
@@ -85,6 +88,11 @@ class Splitter:
         self._runner: web.AppRunner | None = None
         self.server: ProxyServer | None = None
         self.health = HealthChecker(self._health_changed)
+        self.watcher: ConfigWatcher | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.controller.config
 
     @property
     def proxy_url(self) -> str:
@@ -94,34 +102,50 @@ class Splitter:
     def admin_url(self) -> str:
         return _url(self.admin_sock)
 
-    def build_live(self, config: Config) -> Live:
-        return build_live(
-            config,
-            config.weights(),
-            self.state_file.cookie_secret(),
-            self.connections,
-            asyncio.get_running_loop(),
-        )
-
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.state_file.load()
-        live = self.build_live(self.config)
-        self.server = ProxyServer(live, self.connections, loop)
+        self._cookie_secret = self.state_file.cookie_secret()
+        weights = self.controller.start()
+        self.server = ProxyServer(self._build_live(self.config, weights), self.connections, loop)
+        self.server.metrics = self.metrics
         self._check_health_of(self.config)
         await self.server.listen(self.proxy_sock)
-        admin = make_admin_app(self)
-        self._runner = web.AppRunner(admin, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, self.admin_sock).start()
         self.ready = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_from_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, "signal")
+        if self.config_path is not None:
+            self.watcher = ConfigWatcher(self.config_path, lambda: self.reload("file"))
+            self.watcher.start()
+
+    # -- the live state -----------------------------------------------------------------
+
+    def _build_live(self, config: Config, weights: dict[str, float]) -> Live:
+        return build_live(
+            config, weights, self._cookie_secret, self.connections, asyncio.get_running_loop()
+        )
+
+    def _install(self, config: Config, weights: dict[str, float]) -> None:
+        """Put a config and weights in force: one reference swapped on the request path."""
+        if self.server is None:
+            return
+        self.server.swap(self._build_live(config, weights))
+        self._check_health_of(config)
+        urls = {b.url for p in config.pools for b in p.backends}
+        for url in [u for u in self.connections if u not in urls]:
+            self.connections.pop(url).close_all()  # in-flight exchanges keep their own
 
     def _check_health_of(self, config: Config) -> None:
         backends = {b.url: (b.host, b.port) for p in config.pools for b in p.backends}
         self.health.update(backends, config.health_check)
+        if self.server is not None:
+            for url, conns in self.connections.items():
+                conns.up = self.health.is_up(url)
+            self.server.live.refresh_health()
 
     def _health_changed(self, url: str, up: bool, what: str) -> None:
         conns = self.connections.get(url)
@@ -132,6 +156,41 @@ class Splitter:
             conns.close_all()
         self.server.live.refresh_health()
         log.warning("backend %s is %s (%s)", url, "up" if up else "down", what)
+
+    def _metrics_view(self) -> tuple[dict[str, float], list[tuple[str, str, bool]]]:
+        config = self.controller.config
+        backends = [
+            (p.name, b.url, self.health.is_up(b.url)) for p in config.pools for b in p.backends
+        ]
+        return dict(self.controller.weights), backends
+
+    def is_ready(self) -> bool:
+        """A pool with weight > 0 has a live backend, and we are not shutting down."""
+        if not self.ready or self.server is None:
+            return False
+        live = self.server.live
+        return any(w > 0 and live.pools[name].has_live_backend() for name, w in live.weights)
+
+    # -- reload -------------------------------------------------------------------------
+
+    def reload(self, source: str) -> ConfigError | None:
+        """Re-read the config file; an invalid one changes nothing and is returned."""
+        if self.config_path is None or self.server is None:
+            return None
+        if self.watcher is not None:
+            self.watcher.mark_current()
+        try:
+            new = config_mod.load(self.config_path)
+        except ConfigError as exc:
+            self.metrics.count_reload(False)
+            for line in exc.lines():
+                log.error("reload (%s) failed, the old config stays: %s", source, line)
+            return exc
+        self.controller.apply_config(new, source)
+        self.metrics.count_reload(True)
+        return None
+
+    # -- shutdown -----------------------------------------------------------------------
 
     def request_stop(self) -> None:
         if not self.stopping:
@@ -147,6 +206,8 @@ class Splitter:
     async def shutdown(self) -> None:
         server = self.server
         assert server is not None
+        if self.watcher is not None:
+            self.watcher.stop()
         grace = self.config.shutdown
         if grace.accept_grace > 0:
             server.draining = True  # keep-alive clients get Connection: close from now on
@@ -165,56 +226,6 @@ class Splitter:
         if self._runner is not None:
             await self._runner.cleanup()
         log.info("stopped")
-
-    def is_ready(self) -> bool:
-        """A pool with weight > 0 has a live backend, and we are not shutting down."""
-        if not self.ready or self.server is None:
-            return False
-        live = self.server.live
-        return any(w > 0 and live.pools[name].has_live_backend() for name, w in live.weights)
-
-    # -- reload (SIGHUP) ----------------------------------------------------------------
-
-    def reload_from_signal(self) -> None:
-        self.reload("signal")
-
-    def reload(self, source: str) -> ConfigError | None:
-        """Re-read the config file; an invalid one changes nothing."""
-        if self.config_path is None or self.server is None:
-            return None
-        try:
-            new = config_mod.load(self.config_path)
-        except ConfigError as exc:
-            for line in exc.lines():
-                log.error("reload (%s) failed, old config kept: %s", source, line)
-            return exc
-        if new.listen != self.config.listen or new.admin.listen != self.config.admin.listen:
-            log.warning("reload (%s): a change of listen or admin.listen needs a restart", source)
-        self.config = new
-        self.server.swap(self.build_live(new))
-        self._check_health_of(new)
-        log.info("reload (%s): config applied, weights %s", source, new.weights())
-        return None
-
-
-def make_admin_app(splitter: Splitter) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024)
-    app[SPLITTER_KEY] = splitter
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    return app
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    splitter = request.app[SPLITTER_KEY]
-    if splitter.is_ready():
-        return web.json_response({"status": "ready"})
-    reason = "shutting down" if splitter.stopping else "no pool with weight > 0 has a live backend"
-    return web.json_response({"status": "not ready", "reason": reason}, status=503)
 
 
 def configure_logging() -> None:

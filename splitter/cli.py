@@ -35,12 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", default=default, help=f"config file (default: {default})")
     check = commands.add_parser("check", help="validate a config file")
     check.add_argument("-c", "--config", default=default, help=f"config file (default: {default})")
+    commands.add_parser("ctl", help="talk to a running splitter's admin API (splitter ctl --help)")
     demo = commands.add_parser("demo", help="run the proxy in front of three demo backends")
     demo.add_argument("--config", default=None, help="demo config (default: the bundled one)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ctl"]:
+        from splitter import ctl  # the admin client; it does not import the proxy
+
+        sys.exit(ctl.main(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help(sys.stderr)

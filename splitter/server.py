@@ -24,6 +24,7 @@ from splitter.proxy import ClientConn
 
 if TYPE_CHECKING:
     from splitter.config import Config
+    from splitter.metrics import Metrics
     from splitter.proxy import Exchange
     from splitter.state import Live
     from splitter.upstream import BackendConnections
@@ -49,7 +50,7 @@ class ProxyServer:
         self._log_size = 0
         self._refusals_logged: dict[str, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self.on_finished: list[Any] = []  # hooks (metrics) called with each exchange
+        self.metrics: Metrics | None = None
         self.swap(live)
         self.clock = loop.time() + self.sweep_interval
 
@@ -132,10 +133,11 @@ class ProxyServer:
 
     def finished(self, conn: ClientConn, ex: Exchange) -> None:
         """Every exchange ends here exactly once."""
-        for hook in self.on_finished:
-            hook(ex)
+        now = time.time()
+        pool = ex.pool
+        if self.metrics is not None:
+            self.metrics.count_request(pool.name if pool else None, ex.status, now - ex.started)
         if self.access_log:
-            now = time.time()
             backend = ex.backend
             line = orjson.dumps(
                 {
@@ -144,7 +146,7 @@ class ProxyServer:
                     "method": ex.method.decode("latin-1"),
                     "target": ex.target.decode("latin-1"),
                     "status": ex.status,
-                    "pool": ex.pool.name if ex.pool is not None else None,
+                    "pool": pool.name if pool is not None else None,
                     "backend": backend.url if backend is not None else None,
                     "duration": round(now - ex.started, 6),
                     "bytes": ex.response_bytes,
@@ -180,6 +182,8 @@ class ProxyServer:
             )
 
     def note_upstream_error(self, ex: Exchange, reason: str, what: object) -> None:
+        if self.metrics is not None:
+            self.metrics.count_upstream_error(ex.pool.name if ex.pool else None, reason)
         backend = ex.backend.url if ex.backend is not None else "-"
         key = f"upstream {reason} {backend}"
         now = time.monotonic()

@@ -1,0 +1,201 @@
+"""The admin listener: the HTTP API of contract section 5, /healthz, /readyz and /metrics.
+
+Thin handlers over `Controller` (changes) and the live state (reads). Rules:
+
+- JSON in and out; every error is `{"error": "..."}` with a 4xx code and changes nothing.
+- With `admin.token` set, every `/api/` request needs `Authorization: Bearer TOKEN`
+  (compared in constant time), else 401.
+- Bodies over 64 KiB: 413. A method an endpoint does not take: 405. A GET changes nothing.
+- Never served on the proxy listener (it is another socket, another server).
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from splitter.control import WeightError, plain
+from splitter.openapi import OPENAPI
+
+if TYPE_CHECKING:
+    from splitter.app import Splitter
+
+MAX_BODY = 64 * 1024
+
+SPLITTER_KEY: web.AppKey[Splitter] = web.AppKey("splitter")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return json_response({"error": message, **extra}, status=status)
+
+
+class ApiError(Exception):
+    """A 4xx answer with its message; raised anywhere below a handler."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Our ApiErrors and aiohttp's own 404/405/413 answers, as JSON."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error(exc.status, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error(exc.status, exc.reason.lower())
+        allow = exc.headers.get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
+        return response
+
+
+@web.middleware
+async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[SPLITTER_KEY].controller.config.admin.token
+    if token and request.path.startswith("/api/"):
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            response = error(401, "missing or wrong bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="splitter"'
+            return response
+    return await handler(request)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 4xx HTTPException (turned into JSON above)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    raw = await request.read()  # client_max_size caps a body without Content-Length
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson refuses NaN, Infinity and numbers out of range (1e400) here too.
+        raise ApiError(400, "the body is not valid JSON (numbers must be finite)") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+# -- handlers ---------------------------------------------------------------------------
+
+
+async def get_weights(request: web.Request) -> web.Response:
+    return json_response(plain(request.app[SPLITTER_KEY].controller.weights))
+
+
+async def put_weights(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    body = await read_json_object(request)
+    if not body:
+        return error(400, "name at least one pool")
+    for name, value in body.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return error(400, f"weight of {name!r} must be a number >= 0")
+        if isinstance(value, float) and not math.isfinite(value):
+            return error(400, f"weight of {name!r} must be a finite number >= 0")
+    try:
+        weights = splitter.controller.set_weights(body)
+    except WeightError as exc:
+        return error(exc.status, str(exc))
+    return json_response(plain(weights))
+
+
+async def post_switch(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    body = await read_json_object(request)
+    unknown = set(body) - {"pool"}
+    if unknown or "pool" not in body:
+        return error(400, 'the body must be {"pool": NAME}')
+    try:
+        weights, previous = splitter.controller.switch(body["pool"])
+    except WeightError as exc:
+        return error(exc.status, str(exc))
+    return json_response({"weights": plain(weights), "previous": plain(previous)})
+
+
+async def get_pools(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    weights = splitter.controller.weights
+    out: dict[str, Any] = {}
+    for pool in splitter.controller.config.pools:
+        out[pool.name] = {
+            "weight": plain({"w": weights.get(pool.name, 0.0)})["w"],
+            "backends": [
+                {
+                    "url": b.url,
+                    "weight": plain({"w": b.weight})["w"],
+                    "up": splitter.health.is_up(b.url),
+                }
+                for b in pool.backends
+            ],
+        }
+    return json_response(out)
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    failure = splitter.reload("api")
+    if failure is not None:
+        return error(422, "invalid config", errors=failure.lines())
+    return json_response({"status": "reloaded", "weights": plain(splitter.controller.weights)})
+
+
+async def get_events(request: web.Request) -> web.Response:
+    return json_response({"events": list(request.app[SPLITTER_KEY].controller.events)})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return json_response(OPENAPI)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    if splitter.is_ready():
+        return json_response({"status": "ready"})
+    reason = "shutting down" if splitter.stopping else "no pool with weight > 0 has a live backend"
+    return json_response({"status": "not ready", "reason": reason}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SPLITTER_KEY].metrics.render()
+    return web.Response(
+        body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+def make_admin_app(splitter: Splitter) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json, bearer_token])
+    app[SPLITTER_KEY] = splitter
+    r = app.router
+    r.add_get("/api/v1/weights", get_weights, allow_head=False)
+    r.add_put("/api/v1/weights", put_weights)
+    r.add_post("/api/v1/switch", post_switch)
+    r.add_get("/api/v1/pools", get_pools, allow_head=False)
+    r.add_post("/api/v1/reload", post_reload)
+    r.add_get("/api/v1/events", get_events, allow_head=False)
+    r.add_get("/api/v1/openapi.json", get_openapi, allow_head=False)
+    r.add_get("/healthz", healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics)
+    return app

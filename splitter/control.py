@@ -1,0 +1,191 @@
+"""Changes to the running state: weights from the admin API, config reloads, their history.
+
+Every change goes through `Controller`, which owns the config in force, the weights in
+force, the event history and the state file, and puts each result in force by handing a
+new `Live` snapshot to `install` (the proxy swaps one reference).
+
+Rules (contract sections 5 and 6):
+
+- A weight change is validated first, then written to the state file (atomically),
+  then put in force, then answered: what the API confirmed survives a crash.
+- Runtime weights are kept with the file's weights as they were when the change was
+  made. On a later load of the file (start, reload) they stay in force while the file's
+  weights are unchanged; once the file's weights differ, the file wins, the runtime
+  weights are dropped, and an event says so.
+- A config that fails to load changes nothing.
+- Every change becomes an event `{time, source, what, old, new}` (sources: api, file,
+  signal, startup), kept in a bounded history and logged as one JSON line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from splitter.config import Config
+from splitter.state import StateFile
+
+log = logging.getLogger("splitter.events")
+
+EVENTS_KEPT = 200
+
+Weights = dict[str, float]
+
+
+class WeightError(ValueError):
+    """A weight change that cannot be applied; `status` is the admin API's answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def plain(weights: Mapping[str, float]) -> dict[str, float | int]:
+    """Weights for JSON: whole numbers as ints (`90`, not `90.0`)."""
+    return {name: int(w) if float(w).is_integer() else w for name, w in weights.items()}
+
+
+def iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+class Controller:
+    def __init__(
+        self,
+        config: Config,
+        state_file: StateFile,
+        install: Callable[[Config, Weights], None],
+    ) -> None:
+        self.config = config
+        self.state_file = state_file
+        self.install = install
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.weights: Weights = config.weights()
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self) -> Weights:
+        """The weights to start with: the config's, or saved runtime ones that still apply."""
+        file_weights = self.config.weights()
+        weights = self._reconcile(file_weights, "startup")
+        self.weights = weights
+        return weights
+
+    # -- weights from the API -----------------------------------------------------------
+
+    def set_weights(self, changes: Mapping[str, Any], source: str = "api") -> Weights:
+        """Set some pools' weights; WeightError (400/404/409) changes nothing."""
+        new = dict(self.weights)
+        for name, value in changes.items():
+            if name not in new:
+                raise WeightError(404, f"unknown pool: {name}")
+            new[name] = self._weight(name, value)
+        return self._apply(new, source, "weights set")
+
+    def switch(self, pool: Any, source: str = "api") -> tuple[Weights, Weights]:
+        """Blue/green flip: `pool` 100, all others 0. Returns (new, previous)."""
+        if not isinstance(pool, str):
+            raise WeightError(400, "'pool' must be a pool name")
+        if pool not in self.weights:
+            raise WeightError(404, f"unknown pool: {pool}")
+        previous = dict(self.weights)
+        new = {name: (100.0 if name == pool else 0.0) for name in self.weights}
+        return self._apply(new, source, f"switch to {pool}"), previous
+
+    @staticmethod
+    def _weight(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise WeightError(400, f"weight of {name!r} must be a number >= 0")
+        weight = float(value)
+        if not math.isfinite(weight) or weight < 0:
+            raise WeightError(400, f"weight of {name!r} must be a finite number >= 0")
+        return weight
+
+    def _apply(self, new: Weights, source: str, what: str) -> Weights:
+        if not any(w > 0 for w in new.values()):
+            raise WeightError(409, "at least one pool must keep a weight > 0")
+        old = self.weights
+        # Saved before it is in force: once the API answers, a crash cannot lose it.
+        self.state_file.data["runtime"] = {
+            "weights": new,
+            "file_weights": self.config.weights(),
+            "time": iso_now(),
+        }
+        self.state_file.save()
+        self.weights = new
+        self.install(self.config, new)
+        self.event(source, what, old, new)
+        return new
+
+    # -- config loads -------------------------------------------------------------------
+
+    def apply_config(self, config: Config, source: str) -> None:
+        """Put a freshly loaded (valid) config in force."""
+        old_weights = self.weights
+        old_config = self.config
+        self.config = config
+        self.weights = self._reconcile(config.weights(), source)
+        if config.listen != old_config.listen:
+            log.warning("listen changed to %s: it takes effect at the next restart", config.listen)
+        if config.admin.listen != old_config.admin.listen:
+            log.warning(
+                "admin.listen changed to %s: it takes effect at the next restart",
+                config.admin.listen,
+            )
+        self.install(config, self.weights)
+        self.event(source, "config reloaded", old_weights, self.weights)
+
+    def _reconcile(self, file_weights: Weights, source: str) -> Weights:
+        """The file's weights, or the saved runtime weights while the file's are unchanged."""
+        runtime = self.state_file.data.get("runtime")
+        if not isinstance(runtime, dict):
+            return file_weights
+        saved = runtime.get("weights")
+        saved_file = runtime.get("file_weights")
+        usable = (
+            isinstance(saved, dict)
+            and saved_file == file_weights
+            and set(saved) == set(file_weights)
+            and all(
+                isinstance(w, int | float) and math.isfinite(w) and w >= 0 for w in saved.values()
+            )
+            and any(w > 0 for w in saved.values())
+        )
+        if usable:
+            assert isinstance(saved, dict)
+            weights = {name: float(saved[name]) for name in file_weights}
+            if source == "startup":
+                self.event("startup", "runtime weights restored", file_weights, weights)
+            return weights
+        del self.state_file.data["runtime"]
+        self.state_file.save()
+        shown = plain(saved) if isinstance(saved, dict) else None
+        self.event(
+            "file" if source == "startup" else source,
+            "runtime weights dropped: the file's weights changed since they were set",
+            shown or {},
+            file_weights,
+        )
+        return file_weights
+
+    # -- events -------------------------------------------------------------------------
+
+    def event(
+        self, source: str, what: str, old: Mapping[str, float], new: Mapping[str, float]
+    ) -> None:
+        entry = {
+            "time": iso_now(),
+            "source": source,
+            "what": what,
+            "old": plain(old),
+            "new": plain(new),
+        }
+        self.events.append(entry)
+        log.info("%s", orjson.dumps({"event": entry}).decode())
