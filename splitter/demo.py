@@ -66,7 +66,8 @@ splitter demo: proxy {proxy}  admin {admin}
   pools: {weights} (demo backends on loopback)
   try:   for i in $(seq 20); do curl -s {proxy}/; done | sort | uniq -c
          curl -s -H 'X-Splitter-Pool: green' {proxy}/
-         curl -s {admin}/readyz
+         splitter ctl --admin {admin} set canary=50 blue=50
+         splitter ctl --admin {admin} events
   stop:  Ctrl-C
 """,
         file=sys.stderr,
