@@ -141,7 +141,7 @@ async def get_pools(request: web.Request) -> web.Response:
                 {
                     "url": b.url,
                     "weight": plain({"w": b.weight})["w"],
-                    "up": splitter.health.is_up(b.url),
+                    "up": splitter.backend_up(b.url),
                 }
                 for b in pool.backends
             ],

@@ -143,15 +143,18 @@ class Splitter:
         backends = {b.url: (b.host, b.port) for p in config.pools for b in p.backends}
         self.health.update(backends, config.health_check)
         if self.server is not None:
+            now = asyncio.get_running_loop().time()
             for url, conns in self.connections.items():
-                conns.up = self.health.is_up(url)
+                conns.health_up = self.health.is_up(url)
+                conns.update_up(now)
             self.server.live.refresh_health()
 
     def _health_changed(self, url: str, up: bool, what: str) -> None:
         conns = self.connections.get(url)
         if conns is None or self.server is None:
             return
-        conns.up = up
+        conns.health_up = up
+        conns.update_up(asyncio.get_running_loop().time())
         if not up:
             conns.close_all()
         self.server.live.refresh_health()
@@ -160,9 +163,14 @@ class Splitter:
     def _metrics_view(self) -> tuple[dict[str, float], list[tuple[str, str, bool]]]:
         config = self.controller.config
         backends = [
-            (p.name, b.url, self.health.is_up(b.url)) for p in config.pools for b in p.backends
+            (p.name, b.url, self.backend_up(b.url)) for p in config.pools for b in p.backends
         ]
         return dict(self.controller.weights), backends
+
+    def backend_up(self, url: str) -> bool:
+        """Health checks and passive ejection together: what routing uses."""
+        conns = self.connections.get(url)
+        return conns.up if conns is not None else self.health.is_up(url)
 
     def is_ready(self) -> bool:
         """A pool with weight > 0 has a live backend, and we are not shutting down."""

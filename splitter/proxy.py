@@ -527,6 +527,7 @@ class ClientConn(asyncio.Protocol):
             if ex.done or self.closed:
                 return
             self.server.note_upstream_error(ex, UpstreamConnectError.reason, exc)
+            self.server.backend_failed(backend)
             self._retry_or_fail(ex, 502, UpstreamConnectError.reason)
             return
         ex.connect_task = None
@@ -673,6 +674,12 @@ class ClientConn(asyncio.Protocol):
         ex.response_framing = framing
         ex.status = status
         ex.response_started = True
+        backend = ex.backend
+        if backend is not None:
+            if status >= 500:
+                self.server.backend_failed(backend)
+            elif backend.conns.failures:
+                backend.conns.failures = 0
         if ex.set_cookie is not None:
             out.append(ex.set_cookie)
         out.append(b"X-Request-Id: " + ex.request_id + http1.CRLF)  # type: ignore[operator]
@@ -782,6 +789,8 @@ class ClientConn(asyncio.Protocol):
         if ex is None or ex.done:
             return
         self.server.note_upstream_error(ex, UpstreamProtocolError.reason, what)
+        if ex.backend is not None:
+            self.server.backend_failed(ex.backend)
         self._fail(ex, 502, UpstreamProtocolError.reason)
 
     def upstream_paused(self) -> None:
@@ -795,9 +804,12 @@ class ClientConn(asyncio.Protocol):
     def _upstream_broke(self, ex: Exchange, what: str) -> None:
         """The backend connection ended before a complete response."""
         if not ex.response_started:
-            # A kept-alive connection the backend closed as it was reused: the request
-            # may not have been seen, so an idempotent one is sent again.
-            if ex.reused and ex.method in http1.IDEMPOTENT_METHODS:
+            if ex.backend is not None and not ex.reused:
+                self.server.backend_failed(ex.backend)
+            # Nothing reached the client yet: an idempotent request is sent again (a
+            # kept-alive connection the backend closed as it was reused, or a backend
+            # that died with the request in hand).
+            if ex.method in http1.IDEMPOTENT_METHODS:
                 self._retry_or_fail(ex, 502, UpstreamConnectError.reason)
                 return
             self.server.note_upstream_error(ex, UpstreamConnectError.reason, what)
@@ -900,6 +912,8 @@ class ClientConn(asyncio.Protocol):
             self._fail(ex, 408, "")
         elif kind == D_READ and ex is not None:
             self.server.note_upstream_error(ex, UpstreamTimeout.reason, "read timeout")
+            if ex.backend is not None:
+                self.server.backend_failed(ex.backend)
             self._fail(ex, 504, UpstreamTimeout.reason)
 
     def _pause_reading(self, reason: int) -> None:

@@ -26,12 +26,20 @@ if TYPE_CHECKING:
     from splitter.config import Config
     from splitter.metrics import Metrics
     from splitter.proxy import Exchange
-    from splitter.state import Live
+    from splitter.state import BackendState, Live
     from splitter.upstream import BackendConnections
 
 log = logging.getLogger("splitter.proxy")
 
 LOG_FLUSH_BYTES = 64 * 1024
+
+# Passive ejection (outlier detection): after EJECT_AFTER failed exchanges in a row
+# (connect failure, reset before an answer, 5xx, timeout) a backend is taken out for
+# EJECT_BASE seconds, doubled at each ejection in a row, up to EJECT_MAX; the count of
+# ejections is forgotten once the backend has served EJECT_MAX seconds without one.
+EJECT_AFTER = 5
+EJECT_BASE = 2.0
+EJECT_MAX = 60.0
 
 
 class ProxyServer:
@@ -51,6 +59,7 @@ class ProxyServer:
         self._refusals_logged: dict[str, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.metrics: Metrics | None = None
+        self.ejected: set[BackendConnections] = set()
         self.swap(live)
         self.clock = loop.time() + self.sweep_interval
 
@@ -120,6 +129,10 @@ class ProxyServer:
         for conns in self.connections.values():
             if conns.idle:
                 conns.close_idle_before(cutoff)
+            if conns.ejections and now - conns.ejected_until > EJECT_MAX:
+                conns.ejections = 0
+        if self.ejected:
+            self._return_ejected(now)
         self.flush_log()
         self._schedule_sweep()
 
@@ -169,6 +182,53 @@ class ProxyServer:
             sys.stdout.buffer.flush()
         except (OSError, ValueError):
             pass
+
+    # -- passive ejection ---------------------------------------------------------------
+
+    def backend_failed(self, backend: BackendState) -> None:
+        conns = backend.conns
+        conns.failures += 1
+        if conns.failures >= EJECT_AFTER and conns.up:
+            self._eject(backend)
+
+    def _eject(self, backend: BackendState) -> None:
+        conns = backend.conns
+        live = self.live
+        # Panic threshold: never take out the last live backend of the whole route.
+        others_live = any(
+            b.up and b.conns is not conns
+            for name, weight in live.weights
+            if weight > 0
+            for b in live.pools[name].backends
+        )
+        if not others_live:
+            log.warning("backend %s keeps failing, but it is the last one live: kept", backend.url)
+            conns.failures = 0
+            return
+        now = self.loop.time()
+        conns.ejections += 1
+        seconds = min(EJECT_MAX, EJECT_BASE * 2 ** (conns.ejections - 1))
+        conns.ejected_until = now + seconds
+        conns.failures = 0
+        conns.update_up(now)
+        conns.close_all()
+        self.ejected.add(conns)
+        live.refresh_health()
+        log.warning(
+            "backend %s ejected for %gs after %d failures in a row",
+            backend.url,
+            seconds,
+            EJECT_AFTER,
+        )
+
+    def _return_ejected(self, now: float) -> None:
+        back = [c for c in self.ejected if now >= c.ejected_until]
+        for conns in back:
+            self.ejected.discard(conns)
+            conns.update_up(now)
+            log.info("backend %s back from ejection", conns.backend.url)
+        if back:
+            self.live.refresh_health()
 
     def note_refusal(self, status: int, reason: str, peer: bytes) -> None:
         """One log line per reason per second at most: a flood must not flood the log."""

@@ -203,7 +203,19 @@ class _HeadDone(Exception):
 class BackendConnections:
     """The connections to one backend: the idle keep-alive pool and how to open more."""
 
-    __slots__ = ("backend", "host", "idle", "loop", "opened", "port", "up")
+    __slots__ = (
+        "backend",
+        "ejected_until",
+        "ejections",
+        "failures",
+        "health_up",
+        "host",
+        "idle",
+        "loop",
+        "opened",
+        "port",
+        "up",
+    )
 
     def __init__(self, backend: Backend, loop: asyncio.AbstractEventLoop) -> None:
         self.backend = backend
@@ -212,7 +224,20 @@ class BackendConnections:
         self.idle: list[UpstreamConn] = []
         self.loop = loop
         self.opened = 0
-        self.up = True  # set by the health checker
+        # Health: `up` is what routing uses: the active checks say so (`health_up`) and
+        # passive ejection (`ejected_until`, after consecutive failures) does not object.
+        self.up = True
+        self.health_up = True
+        self.ejected_until = 0.0
+        self.ejections = 0  # in a row; each one lasts twice as long as the one before
+        self.failures = 0  # consecutive failed exchanges (connect, reset, 5xx, timeout)
+
+    def update_up(self, now: float) -> bool:
+        """Recompute `up`; True when it changed."""
+        up = self.health_up and now >= self.ejected_until
+        changed = up != self.up
+        self.up = up
+        return changed
 
     def take_idle(self) -> UpstreamConn | None:
         idle = self.idle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 from collections import Counter
 
 from tests.support import free_port, pools_config, wait_until
@@ -88,3 +89,49 @@ def test_override_to_a_dead_pool_is_503_and_others_unaffected(
     wait_until(lambda: _get(sp.proxy_port, headers={"X-Splitter-Pool": "green"})[0] == 503, 10)
     counts = Counter(_get(sp.proxy_port)[1] for _ in range(20))
     assert counts == {"blue": 20}
+
+
+NO_ACTIVE_CHECKS = {"interval": "1h", "healthy_threshold": 1000, "unhealthy_threshold": 1000}
+
+
+def _pools(admin_port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+    try:
+        conn.request("GET", "/api/v1/pools")
+        resp = conn.getresponse()
+        return json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_a_failing_backend_is_ejected_and_comes_back(backend_factory, splitter_factory) -> None:
+    blue = backend_factory("blue")
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    sp = splitter_factory(
+        pools_config({"blue": [blue, dead_url]}, {"blue": 100}, health_check=NO_ACTIVE_CHECKS)
+    )
+    statuses = Counter(_get(sp.proxy_port)[0] for _ in range(20))
+    assert statuses == {200: 20}  # connect failures are retried on the live backend
+
+    def dead_is(up: bool) -> bool:
+        backends = _pools(sp.admin_port)["blue"]["backends"]
+        return {b["url"]: b["up"] for b in backends}[dead_url] is up
+
+    assert dead_is(False)  # ejected after 5 failures in a row, without an active check
+    assert "ejected" in sp.stderr_text()
+    # The first ejection lasts 2 s; then it is tried again and, still failing, ejected again.
+    wait_until(lambda: dead_is(True), 5)
+    for _ in range(20):
+        assert _get(sp.proxy_port)[0] == 200
+    assert dead_is(False)
+
+
+def test_the_last_live_backend_is_never_ejected(splitter_factory) -> None:
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    sp = splitter_factory(
+        pools_config({"blue": dead_url}, {"blue": 100}, health_check=NO_ACTIVE_CHECKS)
+    )
+    for _ in range(10):
+        assert _get(sp.proxy_port)[0] == 502
+    assert _pools(sp.admin_port)["blue"]["backends"][0]["up"] is True
+    assert "last one live" in sp.stderr_text()
