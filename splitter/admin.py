@@ -69,9 +69,12 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SPLITTER_KEY].controller.config.admin.token
     if token and request.path.startswith("/api/"):
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # Header bytes that are not UTF-8 arrive as surrogates: compare bytes, never fail.
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token.encode()
+        )
+        if not ok:
             response = error(401, "missing or wrong bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="splitter"'
             return response

@@ -161,7 +161,7 @@ class ProxyServer:
                     "status": ex.status,
                     "pool": pool.name if pool is not None else None,
                     "backend": backend.url if backend is not None else None,
-                    "duration": round(now - ex.started, 6),
+                    "duration": now - ex.started,
                     "bytes": ex.response_bytes,
                     "request_id": ex.request_id.decode("latin-1") if ex.request_id else None,
                 }
@@ -252,15 +252,16 @@ class ProxyServer:
             log.warning("backend %s: %s (%s)", backend, reason, what)
 
 
-_last_second = 0
-_last_prefix = ""
+_last_ms = 0
+_last_text = ""
 
 
 def _iso_time(now: float) -> str:
-    """RFC 3339 UTC with milliseconds; the second part is formatted once per second."""
-    global _last_second, _last_prefix
-    second = int(now)
-    if second != _last_second:
-        _last_second = second
-        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_last_prefix}.{int((now - second) * 1000):03d}Z"
+    """RFC 3339 UTC with milliseconds, formatted once per millisecond at most."""
+    global _last_ms, _last_text
+    ms = int(now * 1000)
+    if ms != _last_ms:
+        _last_ms = ms
+        second, millis = divmod(ms, 1000)
+        _last_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)) + f".{millis:03d}Z"
+    return _last_text
