@@ -469,6 +469,8 @@ def _pools(ck: _Checker, value: Any) -> tuple[Pool, ...]:
         path = _join("pools", name)
         if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
             ck.add(path, "pool name must be letters, digits, '_', '.' or '-'")
+        elif name == "none":  # the metrics' label for requests refused before a pool
+            ck.add(path, "'none' is reserved; name the pool otherwise")
         m = ck.mapping(spec, path, ("weight", "backends"))
         if m is None:
             all_weights_known = False

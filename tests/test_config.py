@@ -759,3 +759,15 @@ def test_list_items_have_their_own_lines(tmp_path: Path) -> None:
     assert problems == [
         "pools.blue.backends[1] (line 8): duplicate backend (same as pools.blue.backends[0])"
     ]
+
+
+def test_pool_named_none_is_reserved() -> None:
+    data = {
+        "listen": "127.0.0.1:8080",
+        "pools": {"none": {"weight": 1, "backends": ["http://127.0.0.1:5001"]}},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert [str(p) for p in info.value.problems] == [
+        "pools.none: 'none' is reserved; name the pool otherwise"
+    ]
