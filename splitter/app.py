@@ -1,23 +1,21 @@
-"""Wiring: one splitter process, from a loaded config to a clean exit.
+"""Wiring: one splitter, from a loaded config to a clean exit.
 
     bind both listeners (a busy port is a StartupError, before anything runs)
-    -> state file (cookie key) -> Live snapshot -> ProxyServer on the proxy socket
+    -> state file (cookie key, runtime weights) -> Live snapshot
+    -> the request path: a ProxyServer in this process, or `workers` processes
     -> admin aiohttp app on the admin socket -> "splitter: listening on ..." on stderr
     -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (contract 4b)
 
-Shutdown: `/readyz` turns 503 at once; the proxy keeps accepting for
-`shutdown.accept_grace`, then stops; idle keep-alive connections close, busy ones close
-after their exchange (answered with `Connection: close`); whatever is still open after
-`shutdown.grace` is cut; the process exits 0.
+This process is the only one that changes state: the controller (weights, events, the
+state file), the config watcher and the health checks live here; with workers, each
+change is sent to them (see `workers.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -25,46 +23,20 @@ from aiohttp import web
 
 from splitter import config as config_mod
 from splitter.admin import make_admin_app
-from splitter.config import Address, Config
+from splitter.config import Config
 from splitter.control import Controller
+from splitter.counters import Counters
 from splitter.errors import ConfigError, StartupError
 from splitter.health import HealthChecker
 from splitter.metrics import Metrics
 from splitter.reload import ConfigWatcher
+from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.server import ProxyServer
 from splitter.state import Live, StateFile, build_live
 from splitter.upstream import BackendConnections
+from splitter.workers import WorkerPool
 
 log = logging.getLogger("splitter")
-
-
-def bind(address: Address, what: str) -> socket.socket:
-    """A listening socket, or a StartupError naming the address and the reason."""
-    try:
-        infos = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as exc:
-        raise StartupError(f"cannot listen on {address} ({what}): {exc.strerror}") from None
-    family, kind, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StartupError(f"cannot listen on {address} ({what}): {reason}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class Splitter:
@@ -72,7 +44,10 @@ class Splitter:
 
     def __init__(self, config: Config, config_path: str | None) -> None:
         self.config_path = config_path
-        self.proxy_sock = bind(config.listen, "proxy")
+        # With workers, each binds its own listening socket (SO_REUSEPORT); this one only
+        # holds the port, so a busy port is still an error here, before anything starts.
+        many = config.workers > 1
+        self.proxy_sock = bind(config.listen, "proxy", listen=not many, reuse_port=many)
         try:
             self.admin_sock = bind(config.admin.listen, "admin")
         except StartupError:
@@ -80,13 +55,15 @@ class Splitter:
             raise
         self.state_file = StateFile(config.state_file)
         self.controller = Controller(config, self.state_file, self._install)
-        self.metrics = Metrics(self._metrics_view)
+        self.workers: WorkerPool | None = None
+        self.metrics = Metrics(self._metrics_view, self._counters_view)
         self.ready = False
         self.stopping = False
         self.connections: dict[str, BackendConnections] = {}
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.server: ProxyServer | None = None
+        self.server: ProxyServer | None = None  # the request path, when in this process
+        self.live: Live | None = None
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
 
@@ -96,21 +73,27 @@ class Splitter:
 
     @property
     def proxy_url(self) -> str:
-        return _url(self.proxy_sock)
+        return url_of(self.proxy_sock)
 
     @property
     def admin_url(self) -> str:
-        return _url(self.admin_sock)
+        return url_of(self.admin_sock)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.state_file.load()
         self._cookie_secret = self.state_file.cookie_secret()
         weights = self.controller.start()
-        self.server = ProxyServer(self._build_live(self.config, weights), self.connections, loop)
-        self.server.metrics = self.metrics
-        self._check_health_of(self.config)
-        await self.server.listen(self.proxy_sock)
+        self.live = self._build_live(self.config, weights)
+        if self.config.workers > 1:
+            self.workers = WorkerPool(self.config.workers, self._cookie_secret)
+            self._check_health_of(self.config)
+            await self.workers.start(self.config, weights)
+        else:
+            self.server = ProxyServer(self.live, self.connections, loop)
+            self.server.metrics = self.metrics.counters
+            self._check_health_of(self.config)
+            await self.server.listen(self.proxy_sock)
         self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, self.admin_sock).start()
@@ -131,9 +114,13 @@ class Splitter:
 
     def _install(self, config: Config, weights: dict[str, float]) -> None:
         """Put a config and weights in force: one reference swapped on the request path."""
-        if self.server is None:
-            return
-        self.server.swap(self._build_live(config, weights))
+        if self.live is None:
+            return  # not started yet: start() builds the first snapshot
+        self.live = self._build_live(config, weights)
+        if self.server is not None:
+            self.server.swap(self.live)
+        if self.workers is not None:
+            self.workers.install(config, weights)
         self._check_health_of(config)
         urls = {b.url for p in config.pools for b in p.backends}
         for url in [u for u in self.connections if u not in urls]:
@@ -142,22 +129,24 @@ class Splitter:
     def _check_health_of(self, config: Config) -> None:
         backends = {b.url: (b.host, b.port) for p in config.pools for b in p.backends}
         self.health.update(backends, config.health_check)
-        if self.server is not None:
+        if self.live is not None:
             now = asyncio.get_running_loop().time()
             for url, conns in self.connections.items():
                 conns.health_up = self.health.is_up(url)
                 conns.update_up(now)
-            self.server.live.refresh_health()
+            self.live.refresh_health()
 
     def _health_changed(self, url: str, up: bool, what: str) -> None:
+        if self.workers is not None:
+            self.workers.set_health(url, up)
         conns = self.connections.get(url)
-        if conns is None or self.server is None:
+        if conns is None or self.live is None:
             return
         conns.health_up = up
         conns.update_up(asyncio.get_running_loop().time())
         if not up:
             conns.close_all()
-        self.server.live.refresh_health()
+        self.live.refresh_health()
         log.warning("backend %s is %s (%s)", url, "up" if up else "down", what)
 
     def _metrics_view(self) -> tuple[dict[str, float], list[tuple[str, str, bool]]]:
@@ -167,6 +156,9 @@ class Splitter:
         ]
         return dict(self.controller.weights), backends
 
+    def _counters_view(self) -> Counters:
+        return self.workers.counters() if self.workers is not None else self.metrics.counters
+
     def backend_up(self, url: str) -> bool:
         """Health checks and passive ejection together: what routing uses."""
         conns = self.connections.get(url)
@@ -174,16 +166,16 @@ class Splitter:
 
     def is_ready(self) -> bool:
         """A pool with weight > 0 has a live backend, and we are not shutting down."""
-        if not self.ready or self.server is None:
+        live = self.live
+        if not self.ready or live is None:
             return False
-        live = self.server.live
         return any(w > 0 and live.pools[name].has_live_backend() for name, w in live.weights)
 
     # -- reload -------------------------------------------------------------------------
 
     def reload(self, source: str) -> ConfigError | None:
         """Re-read the config file; an invalid one changes nothing and is returned."""
-        if self.config_path is None or self.server is None:
+        if self.config_path is None or self.live is None:
             return None
         if self.watcher is not None:
             self.watcher.mark_current()
@@ -212,46 +204,19 @@ class Splitter:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        server = self.server
-        assert server is not None
         if self.watcher is not None:
             self.watcher.stop()
-        grace = self.config.shutdown
-        if grace.accept_grace > 0:
-            server.draining = True  # keep-alive clients get Connection: close from now on
-            await asyncio.sleep(grace.accept_grace)
-        server.stop_accepting()
-        server.drain()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace.grace
-        while server.conns and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if server.conns:
-            log.warning("shutdown grace over: closing %d connections", len(server.conns))
+        if self.server is not None:
+            await self.server.graceful_stop(self.config.shutdown)
+        if self.workers is not None:
+            await self.workers.stop()
         self.health.stop()
-        server.abort_all()
-        server.close()
+        for conns in self.connections.values():
+            conns.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
+        self.proxy_sock.close()
         log.info("stopped")
-
-
-def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 async def serve(splitter: Splitter, on_ready: Any = None) -> None:

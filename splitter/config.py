@@ -143,6 +143,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     shutdown: Shutdown = field(default_factory=Shutdown)
     access_log: bool = True
+    workers: int = 1  # processes serving the proxy listener (SO_REUSEPORT)
 
     def weights(self) -> dict[str, float]:
         return {p.name: p.weight for p in self.pools}
@@ -312,6 +313,19 @@ def _as_str(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid("must be a string (quote it)")
     return value
+
+
+def _as_workers(value: Any) -> int:
+    """A number of worker processes, or "auto": one per core."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        workers = _as_int(value, 1)
+    except _Invalid:
+        raise _Invalid('must be an integer >= 1 or "auto"') from None
+    if workers > 256:
+        raise _Invalid("must be at most 256")
+    return workers
 
 
 def _as_bool(value: Any) -> bool:
@@ -541,7 +555,8 @@ def parse(
         ck.add("", "must be a mapping (listen: ..., pools: ...)")
         raise ConfigError(ck.problems)
     data = _substitute(ck, data, "", os.environ if env is None else env)
-    ck.mapping(data, "", ("listen", "admin", "pools", "state_file", "access_log", *_SECTIONS))
+    top = ("listen", "admin", "pools", "state_file", "access_log", "workers", *_SECTIONS)
+    ck.mapping(data, "", top)
     if data.get("listen") is None:
         ck.add("listen", "is required (host:port of the proxy, e.g. 0.0.0.0:8080)")
     d = Config(listen=Address("", 0), pools=())
@@ -559,6 +574,7 @@ def parse(
         pools=pools,
         state_file=ck.get(data, "", "state_file", d.state_file, _as_str),
         access_log=ck.get(data, "", "access_log", d.access_log, _as_bool),
+        workers=ck.get(data, "", "workers", d.workers, _as_workers),
         **sections,
     )
     if ck.problems:

@@ -15,6 +15,7 @@ from aiohttp import web
 from splitter import app
 from splitter.config import Address, Config, load
 from splitter.errors import StartupError
+from splitter.runtime import bind
 
 
 def demo_backend(pool: str) -> web.Application:
@@ -41,7 +42,7 @@ def run(config_path: str | None) -> None:
     try:
         for pool in config.pools:
             for backend in pool.backends:
-                sockets.append((pool.name, app.bind(Address(backend.host, backend.port), "demo")))
+                sockets.append((pool.name, bind(Address(backend.host, backend.port), "demo")))
     except StartupError:
         for _, sock in sockets:
             sock.close()

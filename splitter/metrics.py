@@ -11,7 +11,6 @@ upstream error reason, each reload result) start at 0.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,42 +22,30 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-# A proxy's requests take from a millisecond to many seconds.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from splitter.counters import BUCKETS, NO_POOL, Counters
+
 REASONS = ("connect", "timeout", "protocol")
-NO_POOL = "none"
 
 # pool name -> its weight, and (pool, backend url) -> up; read at scrape time.
 StateView = Callable[[], tuple[dict[str, float], list[tuple[str, str, bool]]]]
 
 
 class Metrics(Collector):
-    def __init__(self, state_view: StateView) -> None:
+    """The counters of this process (`counters`), or, with worker processes, the sum that
+    `counters_view` gives; plus what only the primary knows (reloads, weights, health)."""
+
+    def __init__(
+        self, state_view: StateView, counters_view: Callable[[], Counters] | None = None
+    ) -> None:
         self.state_view = state_view
-        self.requests: dict[tuple[str, int], int] = {}
-        self.histograms: dict[str, list[float]] = {}  # per bucket counts, then +Inf, then sum
-        self.upstream_errors: dict[tuple[str, str], int] = {}
+        self.counters = Counters()
+        self.counters_view = counters_view or (lambda: self.counters)
+        self.count_request = self.counters.count_request
+        self.count_upstream_error = self.counters.count_upstream_error
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_ok = 1
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-
-    # -- the request path ---------------------------------------------------------------
-
-    def count_request(self, pool: str | None, status: int, duration: float) -> None:
-        name = pool if pool is not None else NO_POOL
-        key = (name, status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        hist = self.histograms.get(name)
-        if hist is None:
-            hist = self.histograms[name] = [0.0] * (len(BUCKETS) + 2)
-        hist[bisect_left(BUCKETS, duration)] += 1
-        hist[-1] += duration
-
-    def count_upstream_error(self, pool: str | None, reason: str) -> None:
-        key = (pool if pool is not None else NO_POOL, reason)
-        self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
     def count_reload(self, ok: bool) -> None:
         self.reloads["success" if ok else "failure"] += 1
@@ -72,13 +59,14 @@ class Metrics(Collector):
     def collect(self) -> Iterator[Metric]:
         weights, backends = self.state_view()
         pools = [*weights, NO_POOL]
+        counters = self.counters_view()
 
         requests = CounterMetricFamily(
             "splitter_requests",
             "Requests answered, by pool and status code.",
             labels=["pool", "code"],
         )
-        for (pool, code), count in sorted(self.requests.items()):
+        for (pool, code), count in sorted(counters.requests.items()):
             requests.add_metric([pool, str(code)], count)
         yield requests
 
@@ -87,8 +75,8 @@ class Metrics(Collector):
             "Time from the request's first byte to the end of its response.",
             labels=["pool"],
         )
-        for pool in sorted(set(pools) | set(self.histograms)):
-            hist = self.histograms.get(pool) or [0.0] * (len(BUCKETS) + 2)
+        for pool in sorted(set(pools) | set(counters.histograms)):
+            hist = counters.histograms.get(pool) or [0.0] * (len(BUCKETS) + 2)
             cumulative = 0.0
             buckets = []
             for bound, in_bucket in zip((*BUCKETS, float("inf")), hist[:-1], strict=True):
@@ -118,8 +106,8 @@ class Metrics(Collector):
             labels=["pool", "reason"],
         )
         seen = {(pool, reason) for pool in weights for reason in REASONS}
-        for key in sorted(seen | set(self.upstream_errors)):
-            errors.add_metric(list(key), self.upstream_errors.get(key, 0))
+        for key in sorted(seen | set(counters.upstream_errors)):
+            errors.add_metric(list(key), counters.upstream_errors.get(key, 0))
         yield errors
 
         reloads = CounterMetricFamily(

@@ -809,10 +809,10 @@ class ClientConn(asyncio.Protocol):
             # Nothing reached the client yet: an idempotent request is sent again (a
             # kept-alive connection the backend closed as it was reused, or a backend
             # that died with the request in hand).
+            self.server.note_upstream_error(ex, UpstreamConnectError.reason, what)
             if ex.method in http1.IDEMPOTENT_METHODS:
                 self._retry_or_fail(ex, 502, UpstreamConnectError.reason)
                 return
-            self.server.note_upstream_error(ex, UpstreamConnectError.reason, what)
         self._fail(ex, 502, UpstreamConnectError.reason)
 
     def _retry_or_fail(self, ex: Exchange, status: int, reason: str) -> None:

@@ -23,8 +23,8 @@ import orjson
 from splitter.proxy import ClientConn
 
 if TYPE_CHECKING:
-    from splitter.config import Config
-    from splitter.metrics import Metrics
+    from splitter.config import Config, Shutdown
+    from splitter.counters import Counters
     from splitter.proxy import Exchange
     from splitter.state import BackendState, Live
     from splitter.upstream import BackendConnections
@@ -58,7 +58,7 @@ class ProxyServer:
         self._log_size = 0
         self._refusals_logged: dict[str, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self.metrics: Metrics | None = None
+        self.metrics: Counters | None = None
         self.ejected: set[BackendConnections] = set()
         self.swap(live)
         self.clock = loop.time() + self.sweep_interval
@@ -100,6 +100,21 @@ class ProxyServer:
         self.draining = True
         for conn in list(self.conns):
             conn.drain()
+
+    async def graceful_stop(self, shutdown: Shutdown) -> None:
+        """Contract 4b: accept grace, stop accepting, drain, cut what outlives the grace."""
+        if shutdown.accept_grace > 0:
+            self.draining = True  # keep-alive clients get Connection: close from now on
+            await asyncio.sleep(shutdown.accept_grace)
+        self.stop_accepting()
+        self.drain()
+        deadline = self.loop.time() + shutdown.grace
+        while self.conns and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.conns:
+            log.warning("shutdown grace over: closing %d connections", len(self.conns))
+        self.abort_all()
+        self.close()
 
     def abort_all(self) -> None:
         for conn in list(self.conns):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -771,3 +772,26 @@ def test_pool_named_none_is_reserved() -> None:
     assert [str(p) for p in info.value.problems] == [
         "pools.none: 'none' is reserved; name the pool otherwise"
     ]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1), (4, 4), ("2", 2), ("auto", None)])
+def test_workers(value: object, expected: int | None) -> None:
+    data = {
+        "listen": "127.0.0.1:8080",
+        "workers": value,
+        "pools": {"blue": {"weight": 1, "backends": ["http://127.0.0.1:5001"]}},
+    }
+    config = parse(data)
+    assert config.workers == (expected or os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "many", True, 1000])
+def test_bad_workers(value: object) -> None:
+    data = {
+        "listen": "127.0.0.1:8080",
+        "workers": value,
+        "pools": {"blue": {"weight": 1, "backends": ["http://127.0.0.1:5001"]}},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    assert info.value.problems[0].path == "workers"
