@@ -113,6 +113,7 @@ async def put_weights(request: web.Request) -> web.Response:
             return error(400, f"weight of {name!r} must be a number >= 0")
         if isinstance(value, float) and not math.isfinite(value):
             return error(400, f"weight of {name!r} must be a finite number >= 0")
+    splitter.catch_up_with_file()
     try:
         weights = splitter.controller.set_weights(body)
     except WeightError as exc:
@@ -126,6 +127,7 @@ async def post_switch(request: web.Request) -> web.Response:
     unknown = set(body) - {"pool"}
     if unknown or "pool" not in body:
         return error(400, 'the body must be {"pool": NAME}')
+    splitter.catch_up_with_file()
     try:
         weights, previous = splitter.controller.switch(body["pool"])
     except WeightError as exc:

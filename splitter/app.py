@@ -173,6 +173,12 @@ class Splitter:
 
     # -- reload -------------------------------------------------------------------------
 
+    def catch_up_with_file(self) -> None:
+        """Apply an edit of the config file the watcher has not polled yet, so a runtime
+        change made after the edit is recorded against the file as it is now."""
+        if self.watcher is not None:
+            self.watcher.check()
+
     def reload(self, source: str) -> ConfigError | None:
         """Re-read the config file; an invalid one changes nothing and is returned."""
         if self.config_path is None or self.live is None:
