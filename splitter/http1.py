@@ -118,6 +118,23 @@ def error_response(
     return b"".join(parts)
 
 
+# What a Host value may hold: a reg-name or IP literal and a port (RFC 3986 3.2.2).
+HOST_CHARS = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~%!$&'()*+,;=:[]"
+)
+
+
+def valid_other_target(target: bytes) -> bool:
+    """A request target that is not origin-form: `*`, or absolute-form with a host."""
+    if target == b"*":
+        return True
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or not scheme.isalpha():
+        return False
+    authority = rest.split(b"/", 1)[0].split(b"?", 1)[0].rpartition(b"@")[2]
+    return bool(authority) and not authority.startswith(b":")
+
+
 def connection_tokens(value: bytes) -> list[bytes]:
     return [t.strip().lower() for t in value.split(b",") if t.strip()]
 

@@ -307,6 +307,8 @@ class ClientConn(asyncio.Protocol):
         if lname == b"host":
             if ex.host is not None:
                 self._refuse_in_callback(400, "duplicate Host")
+            if value.translate(None, http1.HOST_CHARS):
+                self._refuse_in_callback(400, "invalid Host")
             ex.host = value
         elif lname == b"content-length":
             if ex.content_length >= 0 or not value.isdigit():
@@ -363,6 +365,8 @@ class ClientConn(asyncio.Protocol):
             self._refuse_in_callback(400, "Content-Length with Transfer-Encoding")
         if ex.method == b"CONNECT":
             self._refuse_in_callback(501, "CONNECT")
+        if ex.target[:1] != b"/" and not http1.valid_other_target(ex.target):
+            self._refuse_in_callback(400, "invalid request target")
         max_body = self.limits.max_body
         if max_body is not None and ex.content_length > max_body:
             self._refuse_in_callback(413, "body over max_body")
@@ -764,7 +768,7 @@ class ClientConn(asyncio.Protocol):
             return
         self._upstream_broke(ex, "closed by the backend")
 
-    def on_upstream_lost(self) -> None:
+    def on_upstream_lost(self, exc: Exception | None) -> None:
         if self.tunnel is not None:
             self.tunnel = None
             self.close()
@@ -772,10 +776,10 @@ class ClientConn(asyncio.Protocol):
         ex = self.current
         if ex is None or ex.done or ex.upstream is None:
             return
-        if ex.response_started and ex.upstream_until_close:
-            self._end_close_delimited(ex)
+        if ex.response_started and ex.upstream_until_close and exc is None:
+            self._end_close_delimited(ex)  # a clean close ends a body delimited by it
             return
-        self._upstream_broke(ex, "connection lost")
+        self._upstream_broke(ex, "connection lost")  # a reset never ends a body
 
     def _end_close_delimited(self, ex: Exchange) -> None:
         if ex.response_framing == F_CHUNKED:

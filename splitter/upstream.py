@@ -108,7 +108,7 @@ class UpstreamConn(asyncio.Protocol):
         owner = self.owner
         if owner is not None:
             self.owner = None
-            owner.on_upstream_lost()
+            owner.on_upstream_lost(exc)
 
     def pause_writing(self) -> None:
         if self.owner is not None:
