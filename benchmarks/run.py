@@ -1,24 +1,35 @@
 #!/usr/bin/env python3
-"""Throughput/latency comparison: splitter vs nginx vs haproxy, all on 127.0.0.1.
+"""Reverse-proxy comparison: splitter vs nginx vs haproxy, all on 127.0.0.1.
 
-    python benchmarks/run.py [--duration 10] [--connections 8,64] [--quick]
-                             [--targets direct,splitter,splitter-log,nginx,haproxy]
-                             [--rounds 1] [--json benchmarks/results.json]
+    python benchmarks/run.py [--quick] [--duration 5] [--warmup 1] [--connections 1,8,64,512]
+                             [--backend tiny|flask|both] [--targets direct,splitter,...]
+                             [--rounds 1] [--no-stream] [--stream-size 1G]
+                             [--burst 10000] [--json benchmarks/results.json]
 
-A tiny backend (nginx `return 200`, or benchmarks/backend.py when nginx is missing) is
-started, then every proxy in front of it, each on its own free port; wrk (-t1) is run
-against each target for each connection count. Every started process is stopped at
-the end, also on Ctrl-C. Stdlib only; needs `wrk` on PATH.
+Three parts, each bounded in time:
+  1. req/s and latency (wrk -t1) per backend kind ("tiny": nginx `return 200`, or
+     benchmarks/backend.py without nginx; "flask": benchmarks/flask_backend.py under gunicorn,
+     2 sync workers, which close every connection) and per connection count, for the targets
+     direct, splitter, splitter-log, splitter-w2 (workers: 2), nginx and haproxy. The RSS of each
+     target (its whole process tree) is sampled every 100 ms: idle, peak per load, after.
+  2. streaming: a 1 GiB download (nginx serving a sparse file, or benchmarks/stream_backend.py)
+     and a 1 GiB upload (to benchmarks/stream_backend.py, which discards it) through each proxy,
+     measured with curl; MB/s and the proxy's peak RSS.
+  3. a burst of 10,000 short connections against splitter; its RSS before, peak, 5 s after.
+Every started process is stopped at the end, also on Ctrl-C/SIGTERM. Stdlib only; needs `wrk`
+(and `curl` for part 2) on PATH.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -26,20 +37,100 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ALL_TARGETS = ["direct", "splitter", "splitter-log", "nginx", "haproxy"]
-START_TIMEOUT = 10.0
+ALL_TARGETS = ["direct", "splitter", "splitter-log", "splitter-w2", "nginx", "haproxy"]
+STREAM_TARGETS = ["direct", "splitter", "nginx", "haproxy"]
+SPLITTERS = {"splitter": (False, 1), "splitter-log": (True, 1), "splitter-w2": (False, 2)}
+START_TIMEOUT = 15.0
+MAXCONN = 4096  # nginx worker_connections and haproxy maxconn
+MB = 1e6
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def raise_nofile(want: int) -> str:
+    """Raise RLIMIT_NOFILE towards want (at most the hard limit); children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            return f"RLIMIT_NOFILE stays {soft} (hard {hard}): {e}"
+        soft = target
+    return f"RLIMIT_NOFILE {soft} (hard {hard})"
+
+
+# -- memory ---------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids.extend(int(x) for x in f.read().split())
+    except OSError:
+        pass
+    return kids
+
+
+def tree_pids(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children(p))
+    return out
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS of pid plus all its descendants (workers, nginx worker), in MB (10^6)."""
+    return sum(rss_kb(p) for p in tree_pids(pid)) * 1024 / MB
+
+
+class Sampler:
+    """Samples tree_rss_mb(pid) every 100 ms in a thread; .peak is the maximum seen."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak = tree_rss_mb(pid)
+        self.samples = 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, tree_rss_mb(self.pid))
+            self.samples += 1
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss_mb(self.pid))
 
 
 @dataclass
@@ -61,6 +152,13 @@ class Service:
 class Bench:
     tmp: Path
     services: list[Service] = field(default_factory=list)
+    seq: int = 0
+
+    def fresh_dir(self, name: str) -> Path:
+        self.seq += 1
+        d = self.tmp / f"{self.seq:02d}-{name}"
+        d.mkdir()
+        return d
 
     # -- process management -------------------------------------------------------
     def spawn(
@@ -72,7 +170,8 @@ class Bench:
         env: dict | None = None,
     ) -> Service | None:
         """Start argv, wait until it accepts on port and answers GET / with 200."""
-        err = self.tmp / f"{name}.stderr"
+        self.seq += 1
+        err = self.tmp / f"{self.seq:02d}-{name}.stderr"
         try:
             proc = subprocess.Popen(
                 argv,
@@ -82,7 +181,7 @@ class Bench:
                 stdout=subprocess.DEVNULL,
                 stderr=err.open("wb"),
                 start_new_session=True,
-            )  # no Ctrl-C: we stop it ourselves
+            )  # own process group, no Ctrl-C: we stop it (and its children) ourselves
         except OSError as e:
             print(f"  SKIP {name}: cannot start: {e}")
             return None
@@ -100,12 +199,17 @@ class Bench:
         if svc.proc.poll() is None:
             try:
                 os.killpg(svc.proc.pid, signal.SIGTERM)
-                svc.proc.wait(5)
+                svc.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(svc.proc.pid, signal.SIGKILL)
                 svc.proc.wait(5)
             except ProcessLookupError:
                 pass
+        # children that outlived their parent (same process group) go too
+        try:
+            os.killpg(svc.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         if svc in self.services:
             self.services.remove(svc)
 
@@ -117,63 +221,83 @@ class Bench:
                 print(f"  warning: stopping {svc.name}: {e}", file=sys.stderr)
 
     # -- the servers ---------------------------------------------------------------
-    def nginx_conf(self, name: str, port: int, body: str) -> Path:
-        d = self.tmp / name
-        d.mkdir()
+    def nginx(self, name: str, port: int, body: str) -> Service | None:
+        d = self.fresh_dir(name)
         user = "user root;\n" if os.geteuid() == 0 else ""
         conf = d / "nginx.conf"
         conf.write_text(f"""{user}worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile {2 * MAXCONN + 64};
+events {{ worker_connections {MAXCONN}; }}
 http {{
     access_log off;
     client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
     keepalive_requests 1000000;
+    sendfile on;
 {body}
 }}
 """)
-        return conf
+        argv = ["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf)]
+        return self.spawn(name, port, argv)
 
-    def start_backend(self) -> Service | None:
+    def start_tiny(self, big_file: Path | None) -> Service | None:
+        """nginx `return 200 "blue"` (GET /big serves big_file), else benchmarks/backend.py."""
         port = free_port()
         if shutil.which("nginx"):
-            conf = self.nginx_conf(
-                "backend",
+            big = f"location = /big {{ alias {big_file}; default_type application/octet-stream; }}"
+            return self.nginx(
+                "backend-tiny(nginx)",
                 port,
                 f"""    server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=4096;
         location / {{ default_type text/plain; return 200 "blue\\n"; }}
+        {big if big_file else ""}
     }}""",
             )
-            return self.spawn(
-                "backend(nginx)",
-                port,
-                [
-                    "nginx",
-                    "-p",
-                    str(conf.parent),
-                    "-e",
-                    str(conf.parent / "error.log"),
-                    "-c",
-                    str(conf),
-                ],
-            )
         return self.spawn(
-            "backend(python)", port, [sys.executable, str(HERE / "backend.py"), str(port)]
+            "backend-tiny(python)", port, [sys.executable, str(HERE / "backend.py"), str(port)]
         )
 
-    def start_splitter(self, name: str, backend: int, access_log: bool) -> Service | None:
+    def start_flask(self) -> Service | None:
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "2",
+            "-k",
+            "sync",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--backlog",
+            "4096",
+            "--chdir",
+            str(HERE),
+            "flask_backend:app",
+        ]
+        return self.spawn("backend-flask(gunicorn)", port, argv, cwd=HERE)
+
+    def start_stream_backend(self, size: int) -> Service | None:
+        port = free_port()
+        argv = [sys.executable, str(HERE / "stream_backend.py"), str(port), str(size)]
+        return self.spawn("backend-stream(python)", port, argv)
+
+    def start_splitter(self, name: str, backend: int) -> Service | None:
+        access_log, workers = SPLITTERS[name]
         port, admin = free_port(), free_port()
-        cfg = self.tmp / f"{name}.yaml"
+        d = self.fresh_dir(name)
+        cfg = d / "splitter.yaml"
         cfg.write_text(f"""listen: 127.0.0.1:{port}
 admin: {{listen: 127.0.0.1:{admin}}}
 pools:
   blue: {{weight: 100, backends: ["http://127.0.0.1:{backend}"]}}
 access_log: {"true" if access_log else "false"}
-state_file: {self.tmp / (name + "-state.json")}
+workers: {workers}
+state_file: {d / "state.json"}
 """)
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         return self.spawn(
@@ -185,8 +309,10 @@ state_file: {self.tmp / (name + "-state.json")}
             print("  SKIP nginx: not installed")
             return None
         port = free_port()
-        conf = self.nginx_conf(
-            "nginx-proxy",
+        # Streaming settings an operator would use for large bodies: no request buffering
+        # to disk, no response spooling to temp files (nginx then streams synchronously).
+        return self.nginx(
+            "nginx",
             port,
             f"""    upstream be {{
         server 127.0.0.1:{backend};
@@ -194,26 +320,16 @@ state_file: {self.tmp / (name + "-state.json")}
         keepalive_requests 1000000;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=4096;
+        client_max_body_size 0;
         location / {{
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_request_buffering off;
+            proxy_max_temp_file_size 0;
         }}
     }}""",
-        )
-        return self.spawn(
-            "nginx",
-            port,
-            [
-                "nginx",
-                "-p",
-                str(conf.parent),
-                "-e",
-                str(conf.parent / "error.log"),
-                "-c",
-                str(conf),
-            ],
         )
 
     def start_haproxy(self, backend: int) -> Service | None:
@@ -221,12 +337,13 @@ state_file: {self.tmp / (name + "-state.json")}
             print("  SKIP haproxy: not installed")
             return None
         port = free_port()
-        conf = self.tmp / "haproxy.cfg"
+        conf = self.fresh_dir("haproxy") / "haproxy.cfg"
         conf.write_text(f"""global
     nbthread 1
-    maxconn 4000
+    maxconn {MAXCONN}
 defaults
     mode http
+    maxconn {MAXCONN}
     option http-keep-alive
     http-reuse always
     timeout connect 5s
@@ -237,9 +354,18 @@ frontend fe
     bind 127.0.0.1:{port}
     default_backend be
 backend be
-    server s1 127.0.0.1:{backend}
+    server s1 127.0.0.1:{backend} maxconn {MAXCONN}
 """)
         return self.spawn("haproxy", port, ["haproxy", "-db", "-f", str(conf)])
+
+    def start_target(self, target: str, backend: Service) -> Service | None:
+        if target == "direct":
+            return backend
+        if target in SPLITTERS:
+            return self.start_splitter(target, backend.port)
+        if target == "nginx":
+            return self.start_nginx_proxy(backend.port)
+        return self.start_haproxy(backend.port)
 
 
 def wait_ready(svc: Service) -> str | None:
@@ -305,17 +431,112 @@ def parse_wrk(text: str) -> dict:
     }
 
 
+# -- streaming (curl) -----------------------------------------------------------------
+def run_curl(direction: str, port: int, big_file: Path, size: int, timeout: float) -> dict:
+    url = f"http://127.0.0.1:{port}/" + ("big" if direction == "download" else "upload")
+    argv = ["curl", "-s", "-o", "/dev/null", "--max-time", str(int(timeout))]
+    if direction == "download":
+        argv += ["-w", "%{http_code} %{size_download} %{time_total}", url]
+    else:  # -T streams the file; no "Expect: 100-continue" round trip
+        argv += [
+            "-X",
+            "POST",
+            "-H",
+            "Expect:",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-T",
+            str(big_file),
+            "-w",
+            "%{http_code} %{size_upload} %{time_total}",
+            url,
+        ]
+    t0 = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 15)
+    wall = time.monotonic() - t0
+    try:
+        code, nbytes, secs = out.stdout.split()
+        status, nbytes, secs = int(code), int(float(nbytes)), float(secs)
+    except ValueError:
+        status, nbytes, secs = 0, 0, wall
+    ok = out.returncode == 0 and status == 200 and nbytes == size
+    return {
+        "ok": ok,
+        "status": status,
+        "bytes": nbytes,
+        "seconds": round(secs, 3),
+        "mb_s": round(nbytes / secs / MB, 1) if secs > 0 else 0.0,
+        "curl_rc": out.returncode,
+    }
+
+
+# -- burst of short connections -------------------------------------------------------
+async def _burst(port: int, total: int, batch: int, per_conn_timeout: float) -> dict:
+    req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+    async def one() -> bool:
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(req)
+            data = await reader.read()  # until the server closes
+            return data.startswith(b"HTTP/1.1 200")
+        except (OSError, asyncio.IncompleteReadError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+
+    async def guarded() -> bool:
+        try:
+            return await asyncio.wait_for(one(), per_conn_timeout)
+        except TimeoutError:
+            return False
+
+    ok = done = 0
+    for start in range(0, total, batch):
+        n = min(batch, total - start)
+        results = await asyncio.gather(*(guarded() for _ in range(n)))
+        ok += sum(results)
+        done += n
+    return {"connections": done, "ok": ok, "failed": done - ok}
+
+
+def burst_test(svc: Service, total: int, batch: int, settle: float = 5.0) -> dict:
+    before = tree_rss_mb(svc.proc.pid)
+    t0 = time.monotonic()
+    with Sampler(svc.proc.pid) as s:
+        r = asyncio.run(_burst(svc.port, total, batch, per_conn_timeout=15.0))
+        secs = time.monotonic() - t0
+        time.sleep(settle)
+    r.update(
+        target=svc.name,
+        batch=batch,
+        seconds=round(secs, 2),
+        rss_before_mb=round(before, 1),
+        rss_peak_mb=round(s.peak, 1),
+        rss_after_mb=round(tree_rss_mb(svc.proc.pid), 1),
+        settle_s=settle,
+    )
+    return r
+
+
 # -- report ---------------------------------------------------------------------------
-def table(results: list[dict]) -> str:
+def fmt_err(r: dict) -> str:
+    errs = r["non2xx"] + r["socket_errors"]
+    return "0" if not errs else f"{r['non2xx']} non-2xx, {r['socket_errors']} socket"
+
+
+def load_table(results: list[dict]) -> str:
     by = {(r["target"], r["connections"]): r for r in results}
     rows = [
         "| target | conns | req/s | p50 ms | p99 ms | errors | req/s vs nginx "
-        "| added p50 ms | added p50 vs nginx |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| added p50 ms | added p50 vs nginx | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
+    for r in sorted(results, key=lambda r: (r["connections"], ALL_TARGETS.index(r["target"]))):
         n, d = by.get(("nginx", r["connections"])), by.get(("direct", r["connections"]))
-        ratio = f"{r['rps'] / n['rps']:.2f}" if n else "-"
+        ratio = f"{r['rps'] / n['rps']:.2f}" if n and n["rps"] else "-"
         added = added_ratio = "-"
         if d and r["target"] != "direct":
             a = r["p50_ms"] - d["p50_ms"]
@@ -323,11 +544,46 @@ def table(results: list[dict]) -> str:
             if n:
                 na = n["p50_ms"] - d["p50_ms"]
                 added_ratio = f"{a / na:.2f}" if na > 0 else "-"
-        errs = r["non2xx"] + r["socket_errors"]
-        err = "0" if not errs else f"{r['non2xx']} non-2xx, {r['socket_errors']} socket"
         rows.append(
             f"| {r['target']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} "
-            f"| {r['p99_ms']:.3f} | {err} | {ratio} | {added} | {added_ratio} |"
+            f"| {r['p99_ms']:.3f} | {fmt_err(r)} | {ratio} | {added} | {added_ratio} "
+            f"| {r['rss_peak_mb']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def stream_table(streams: list[dict]) -> str:
+    rows = [
+        "| direction | target | MB/s | vs nginx | seconds | complete | peak RSS MB (idle) |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    by = {(s["direction"], s["target"]): s for s in streams}
+    for s in streams:
+        n = by.get((s["direction"], "nginx"))
+        ratio = f"{s['mb_s'] / n['mb_s']:.2f}" if n and n["ok"] and n["mb_s"] and s["ok"] else "-"
+        done = "yes" if s["ok"] else f"NO ({s['bytes']:,} B, HTTP {s['status']}, rc {s['curl_rc']})"
+        rows.append(
+            f"| {s['direction']} | {s['target']} | {s['mb_s']:,.1f} | {ratio} | {s['seconds']:.2f} "
+            f"| {done} | {s['rss_peak_mb']:.1f} ({s['rss_idle_mb']:.1f}) |"
+        )
+    return "\n".join(rows)
+
+
+def memory_table(memory: list[dict], conns: list[int]) -> str:
+    rows = [
+        "| backend | target | idle MB | "
+        + " | ".join(f"peak c={c}" for c in conns)
+        + " | after MB |",
+        "|---|---|---:|" + "---:|" * len(conns) + "---:|",
+    ]
+    for m in memory:
+        peaks = " | ".join(
+            f"{m['peak_by_conns'][str(c)]:.1f}" if str(c) in m["peak_by_conns"] else "-"
+            for c in conns
+        )
+        rows.append(
+            f"| {m['backend']} | {m['target']} | {m['idle_mb']:.1f} | {peaks} "
+            f"| {m['after_mb']:.1f} |"
         )
     return "\n".join(rows)
 
@@ -336,131 +592,321 @@ def _sigterm(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMG]?)", text.strip().upper())
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 1G, 256M)")
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+# -- the three parts ------------------------------------------------------------------
+def load_part(
+    bench: Bench, kind: str, args, conns: list[int], wanted: list[str], out: dict
+) -> None:
+    print(f"\n[{kind}] starting:")
+    backend = bench.start_tiny(None) if kind == "tiny" else bench.start_flask()
+    if backend is None:
+        out["skipped"].append(f"backend {kind}")
+        return
+    svcs: dict[str, Service] = {}
+    for t in wanted:
+        svc = bench.start_target(t, backend)
+        if svc:
+            svcs[t] = svc
+        else:
+            out["skipped"].append(f"{kind}/{t}")
+    targets = [t for t in wanted if t in svcs]
+    time.sleep(1.0)  # let workers and health checks settle before the idle reading
+    idle = {t: tree_rss_mb(svcs[t].proc.pid) for t in targets}
+    peaks: dict[str, dict[str, float]] = {t: {} for t in targets}
+    runs: list[dict] = []
+    k = 0
+    for rnd in range(args.rounds):
+        for c in conns:
+            order = targets if k % 2 == 0 else targets[::-1]  # alternate to spread drift
+            k += 1
+            for t in order:
+                pid = svcs[t].proc.pid
+                before = tree_rss_mb(pid)
+                try:
+                    with Sampler(pid) as s:
+                        if args.warmup:
+                            run_wrk(svcs[t].port, c, args.warmup)
+                        r = run_wrk(svcs[t].port, c, args.duration)
+                except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                    print(f"  {kind} {t} c={c}: FAILED: {e}")
+                    continue
+                r.update(
+                    backend=kind,
+                    target=t,
+                    connections=c,
+                    round=rnd,
+                    rss_before_mb=round(before, 1),
+                    rss_peak_mb=round(s.peak, 1),
+                    rss_after_mb=round(tree_rss_mb(pid), 1),
+                )
+                peaks[t][str(c)] = max(peaks[t].get(str(c), 0.0), s.peak)
+                runs.append(r)
+                print(
+                    f"  {kind} r{rnd + 1} c={c:<4} {t:<13} {r['rps']:>9,.0f} req/s  "
+                    f"p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:8.3f} ms  "
+                    f"err {r['non2xx'] + r['socket_errors']:<5} RSS peak {s.peak:6.1f} MB"
+                )
+    time.sleep(1.0)
+    for t in targets:
+        out["memory"].append(
+            {
+                "backend": kind,
+                "target": t,
+                "idle_mb": round(idle[t], 1),
+                "peak_by_conns": {c: round(v, 1) for c, v in peaks[t].items()},
+                "after_mb": round(tree_rss_mb(svcs[t].proc.pid), 1),
+            }
+        )
+    if kind == "tiny" and args.burst and "splitter" in svcs:
+        print(f"  burst: {args.burst} connections against splitter, batches of {args.burst_batch}")
+        b = burst_test(svcs["splitter"], args.burst, args.burst_batch)
+        out["burst"] = b
+        print(
+            f"  burst: {b['ok']}/{b['connections']} ok in {b['seconds']} s; RSS "
+            f"{b['rss_before_mb']} -> peak {b['rss_peak_mb']} -> {b['rss_after_mb']} MB"
+        )
+    out["runs"].extend(runs)
+    for svc in svcs.values():
+        bench.stop(svc)
+    bench.stop(backend)
+
+
+def stream_part(bench: Bench, args, wanted: list[str], out: dict) -> None:
+    size = args.stream_size
+    if not shutil.which("curl"):
+        print("\nSKIP streaming: curl is not installed")
+        out["skipped"].append("streaming (no curl)")
+        return
+    big = bench.tmp / "big.bin"
+    with open(big, "wb") as f:  # sparse, like `truncate -s 1G`
+        f.truncate(size)
+    targets = [t for t in STREAM_TARGETS if t in wanted]
+    for direction in ("download", "upload"):
+        print(f"\n[stream {direction}, {size / 2**20:.0f} MiB] starting:")
+        if direction == "download" and shutil.which("nginx"):
+            backend = bench.start_tiny(big)
+        else:
+            backend = bench.start_stream_backend(size)
+        if backend is None:
+            out["skipped"].append(f"stream {direction} backend")
+            continue
+        svcs = {}
+        for t in targets:
+            svc = bench.start_target(t, backend)
+            if svc:
+                svcs[t] = svc
+            else:
+                out["skipped"].append(f"stream {direction}/{t}")
+        time.sleep(0.5)
+        # one untimed transfer straight to the backend warms the page cache and the backend
+        try:
+            run_curl(direction, backend.port, big, size, args.stream_timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        for t in targets:
+            if t not in svcs:
+                continue
+            pid = svcs[t].proc.pid
+            idle = tree_rss_mb(pid)
+            try:
+                with Sampler(pid) as s:
+                    r = run_curl(direction, svcs[t].port, big, size, args.stream_timeout)
+            except subprocess.TimeoutExpired:
+                r = {
+                    "ok": False,
+                    "status": 0,
+                    "bytes": 0,
+                    "seconds": args.stream_timeout,
+                    "mb_s": 0.0,
+                    "curl_rc": -1,
+                }
+            r.update(
+                direction=direction,
+                target=t,
+                size=size,
+                backend=backend.name,
+                rss_idle_mb=round(idle, 1),
+                rss_peak_mb=round(s.peak, 1),
+            )
+            out["streams"].append(r)
+            print(
+                f"  {direction:<8} {t:<9} {r['mb_s']:>8,.1f} MB/s  {r['seconds']:6.2f} s  "
+                f"{'ok' if r['ok'] else 'INCOMPLETE'}  RSS {idle:.1f} -> peak {s.peak:.1f} MB"
+            )
+        for svc in svcs.values():
+            bench.stop(svc)
+        bench.stop(backend)
+    big.unlink(missing_ok=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
-    ap.add_argument(
-        "--warmup", type=int, default=2, help="warm-up seconds before each run (default 2)"
-    )
-    ap.add_argument("--connections", default="8,64", help="comma list (default 8,64)")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up seconds per run (default 1)")
+    ap.add_argument("--connections", help="comma list (default 1,8,64,512; --quick: 8,64)")
+    ap.add_argument("--backend", choices=["tiny", "flask", "both"], default="both")
     ap.add_argument(
         "--targets", default=",".join(ALL_TARGETS), help="comma subset of " + ",".join(ALL_TARGETS)
     )
     ap.add_argument(
-        "--rounds", type=int, default=1, help="repeat everything; the median-req/s run is kept"
+        "--rounds", type=int, default=1, help="repeat the load part; the median-req/s run is kept"
     )
-    ap.add_argument("--quick", action="store_true", help="--duration 3 --warmup 1")
+    ap.add_argument("--no-stream", action="store_true", help="skip the 1 GiB download/upload")
+    ap.add_argument("--stream-size", type=parse_size, help="default 1G (--quick: 256M)")
+    ap.add_argument("--stream-timeout", type=float, default=120.0, help="per transfer, seconds")
+    ap.add_argument(
+        "--burst",
+        type=int,
+        help="connections in the burst test (default 10000, --quick: 0); 0 skips it",
+    )
+    ap.add_argument("--burst-batch", type=int, default=1000, help="concurrent connections")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 s per point, connections 8,64, 256 MiB streams, no burst",
+    )
     ap.add_argument("--json", default=str(HERE / "results.json"), help="results file")
     args = ap.parse_args()
     if args.quick:
-        args.duration, args.warmup = 3, 1
-    conns = [int(c) for c in args.connections.split(",") if c]
+        args.duration, args.warmup = 2, 1
+    conns = [
+        int(c)
+        for c in (args.connections or ("8,64" if args.quick else "1,8,64,512")).split(",")
+        if c
+    ]
+    if args.stream_size is None:
+        args.stream_size = (256 << 20) if args.quick else (1 << 30)
+    if args.burst is None:
+        args.burst = 0 if args.quick else 10000
+    kinds = ["tiny", "flask"] if args.backend == "both" else [args.backend]
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
     bad = [t for t in wanted if t not in ALL_TARGETS]
-    if bad or not wanted or not conns:
-        ap.error(f"unknown targets {bad}; choose from {ALL_TARGETS}")
+    if bad or not wanted or not conns or min(conns) < 1:
+        ap.error(f"bad --targets {bad} (choose from {ALL_TARGETS}) or --connections")
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install -y wrk)")
 
     # SIGTERM behaves like Ctrl-C so the finally block below always cleans up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm)
+    nofile = raise_nofile(max(conns) * 4 + args.burst_batch * 2 + 1024)
     nproc = os.cpu_count()
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    print(f"date: {started}   nproc: {nproc}   python: {sys.version.split()[0]}")
-    est = args.rounds * len(conns) * len(wanted) * (args.duration + args.warmup)
+    print(f"date: {started}   nproc: {nproc}   python: {sys.version.split()[0]}   {nofile}")
+    est = args.rounds * len(kinds) * len(conns) * len(wanted) * (args.duration + args.warmup)
     print(
-        f"plan: targets={wanted} connections={conns} duration={args.duration}s "
-        f"warmup={args.warmup}s rounds={args.rounds}  (~{est}s of load)"
+        f"plan: backends={kinds} targets={wanted} connections={conns} duration={args.duration}s "
+        f"warmup={args.warmup}s rounds={args.rounds} (~{est}s of load)"
+        f"; streams={'off' if args.no_stream else f'{args.stream_size / 2**20:.0f} MiB'}"
+        f"; burst={args.burst or 'off'}"
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="splitter-bench-"))
     bench = Bench(tmp)
-    runs: list[dict] = []
-    skipped: list[str] = []
+    out: dict = {"runs": [], "memory": [], "streams": [], "burst": None, "skipped": []}
+    t_start = time.monotonic()
     try:
-        print("starting:")
-        backend = bench.start_backend()
-        if backend is None:
-            sys.exit("backend failed to start; nothing to measure")
-        ports: dict[str, int] = {}
-        starters = {
-            "direct": lambda: backend,
-            "splitter": lambda: bench.start_splitter("splitter", backend.port, access_log=False),
-            "splitter-log": lambda: bench.start_splitter(
-                "splitter-log", backend.port, access_log=True
-            ),
-            "nginx": lambda: bench.start_nginx_proxy(backend.port),
-            "haproxy": lambda: bench.start_haproxy(backend.port),
-        }
-        for t in wanted:
-            svc = starters[t]()
-            if svc:
-                ports[t] = svc.port
-            else:
-                skipped.append(t)
-        targets = [t for t in wanted if t in ports]
-
-        k = 0
-        for rnd in range(args.rounds):
-            for c in conns:
-                order = targets if k % 2 == 0 else targets[::-1]  # alternate to spread drift
-                k += 1
-                for t in order:
-                    try:
-                        if args.warmup:
-                            run_wrk(ports[t], c, args.warmup)
-                        r = run_wrk(ports[t], c, args.duration)
-                    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
-                        print(f"  {t} c={c}: FAILED: {e}")
-                        continue
-                    r.update(target=t, connections=c, round=rnd)
-                    runs.append(r)
-                    print(
-                        f"  round {rnd + 1} c={c:<4} {t:<13} {r['rps']:>10,.0f} req/s  "
-                        f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                        f"errors {r['non2xx'] + r['socket_errors']}"
-                    )
+        for kind in kinds:
+            load_part(bench, kind, args, conns, wanted, out)
+        if not args.no_stream:
+            stream_part(bench, args, wanted, out)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=sys.stderr)
         return 130
     finally:
         bench.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.monotonic() - t_start
 
-    # one result per (target, conns): the median-req/s run over the rounds
+    # one result per (backend, target, conns): the median-req/s run over the rounds
+    runs = out["runs"]
     results = []
-    for c in conns:
-        for t in wanted:
-            rs = sorted(
-                (r for r in runs if r["target"] == t and r["connections"] == c),
-                key=lambda r: r["rps"],
-            )
-            if rs:
-                results.append(rs[(len(rs) - 1) // 2])
-    print(f"\n## splitter benchmark, {started}, nproc={nproc}, wrk -t1, {args.duration}s per run\n")
-    print(table(results))
-    if skipped:
-        print(f"\nskipped (did not start): {', '.join(skipped)}")
+    for kind in kinds:
+        for c in conns:
+            for t in wanted:
+                rs = sorted(
+                    (
+                        r
+                        for r in runs
+                        if (r["backend"], r["target"], r["connections"]) == (kind, t, c)
+                    ),
+                    key=lambda r: r["rps"],
+                )
+                if rs:
+                    results.append(rs[(len(rs) - 1) // 2])
+
+    print(f"\n# splitter benchmark, {started}, nproc={nproc}, took {elapsed:.0f} s\n")
+    print(
+        f"wrk -t1, {args.duration} s per point after {args.warmup} s warm-up, "
+        f"rounds={args.rounds}; RSS = whole process tree, sampled every 100 ms"
+    )
+    for kind in kinds:
+        rs = [r for r in results if r["backend"] == kind]
+        if rs:
+            desc = {
+                "tiny": "tiny backend (nginx return 200)"
+                if shutil.which("nginx")
+                else "tiny backend (python asyncio)",
+                "flask": "Flask backend (gunicorn, 2 sync workers, closes every connection)",
+            }
+            print(f"\n## {desc[kind]}\n")
+            print(load_table(rs))
+    if out["streams"]:
+        print(f"\n## streaming, {args.stream_size / 2**20:.0f} MiB per transfer (curl)\n")
+        print(stream_table(out["streams"]))
+    if out["memory"]:
+        print("\n## memory (RSS MB, process tree)\n")
+        print(memory_table(out["memory"], conns))
+    if out["burst"]:
+        b = out["burst"]
+        print(
+            f"\n## burst: {b['connections']:,} short connections to splitter "
+            f"(batches of {b['batch']}, one request each)\n"
+        )
+        print("| ok | failed | seconds | RSS before MB | RSS peak MB | RSS 5 s after MB |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"| {b['ok']:,} | {b['failed']:,} | {b['seconds']} | {b['rss_before_mb']} "
+            f"| {b['rss_peak_mb']} | {b['rss_after_mb']} |"
+        )
+    if out["skipped"]:
+        print(f"\nskipped (did not start): {', '.join(out['skipped'])}")
     doc = {
         "date": started,
         "nproc": nproc,
+        "elapsed_s": round(elapsed, 1),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "connections": conns,
+        "backends": kinds,
         "rounds": args.rounds,
-        "skipped": skipped,
+        "stream_size": None if args.no_stream else args.stream_size,
+        "skipped": out["skipped"],
         "results": results,
+        "streams": out["streams"],
+        "memory": out["memory"],
+        "burst": out["burst"],
         "runs": runs,
         "rps_median_all_rounds": {
-            f"{t}@{c}": statistics.median(
-                r["rps"] for r in runs if r["target"] == t and r["connections"] == c
-            )
+            f"{kind}/{t}@{c}": statistics.median(rps)
+            for kind in kinds
             for t in wanted
             for c in conns
-            if any(r["target"] == t and r["connections"] == c for r in runs)
+            if (
+                rps := [
+                    r["rps"]
+                    for r in runs
+                    if (r["backend"], r["target"], r["connections"]) == (kind, t, c)
+                ]
+            )
         },
     }
     Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
