@@ -17,11 +17,12 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from splitter import config as config_mod
+from splitter import memory
 from splitter.admin import make_admin_app
 from splitter.config import Config
 from splitter.control import Controller
@@ -34,7 +35,9 @@ from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.server import ProxyServer
 from splitter.state import Live, StateFile, build_live
 from splitter.upstream import BackendConnections
-from splitter.workers import WorkerPool
+
+if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
+    from splitter.workers import WorkerPool
 
 log = logging.getLogger("splitter")
 
@@ -86,6 +89,8 @@ class Splitter:
         weights = self.controller.start()
         self.live = self._build_live(self.config, weights)
         if self.config.workers > 1:
+            from splitter.workers import WorkerPool
+
             self.workers = WorkerPool(self.config.workers, self._cookie_secret)
             self._check_health_of(self.config)
             await self.workers.start(self.config, weights)
@@ -227,6 +232,7 @@ class Splitter:
 
 async def serve(splitter: Splitter, on_ready: Any = None) -> None:
     await splitter.start()
+    memory.release()  # what parsing the config and starting up left behind
     print(
         f"splitter: listening on {splitter.proxy_url}, admin on {splitter.admin_url}",
         file=sys.stderr,

@@ -19,7 +19,6 @@ the dataclasses below.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import ipaddress
 import math
@@ -228,6 +227,8 @@ class _Checker:
             return None
         for key in value:
             if key not in allowed:
+                import difflib  # only on an error
+
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.add(_join(path, key), f"unknown key{hint}")

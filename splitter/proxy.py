@@ -176,7 +176,11 @@ class ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
-        self.server.conns.add(self)
+        conns = self.server.conns
+        conns.add(self)
+        burst = self.server.burst
+        if len(conns) > burst.peak:
+            burst.peak = len(conns)
         self._set_deadline(D_HEADER, self.limits.header_timeout)
 
     def data_received(self, data: bytes) -> None:

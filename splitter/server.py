@@ -4,7 +4,8 @@
 request path reads (`swap` replaces it), the settings copied out of the config for speed,
 and a periodic sweep that enforces connection deadlines, closes idle backend connections
 and flushes the access log. One sweep for all connections costs far less than a timer
-per request.
+per request. The sweep also notices the end of a burst of connections and gives the
+memory it took back to the system (`splitter.memory`).
 
 Every exchange ends in `finished`, exactly once: that is where the access log line is
 written (and where the metrics will count it).
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from splitter import memory
 from splitter.proxy import ClientConn
 
 if TYPE_CHECKING:
@@ -60,6 +62,7 @@ class ProxyServer:
         self._sweeper: asyncio.TimerHandle | None = None
         self.metrics: Counters | None = None
         self.ejected: set[BackendConnections] = set()
+        self.burst = memory.BurstWatch()
         self.swap(live)
         self.clock = loop.time() + self.sweep_interval
 
@@ -141,13 +144,16 @@ class ProxyServer:
                     log.exception("error while enforcing a deadline")
                     conn.abort()
         cutoff = now - self.upstream_idle_timeout
+        open_conns = len(self.conns)
         for conns in self.connections.values():
             if conns.idle:
                 conns.close_idle_before(cutoff)
+                open_conns += len(conns.idle)
             if conns.ejections and now - conns.ejected_until > EJECT_MAX:
                 conns.ejections = 0
         if self.ejected:
             self._return_ejected(now)
+        self.burst.check(open_conns)  # after a burst, give the memory back
         self.flush_log()
         self._schedule_sweep()
 

@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any
 
+from splitter import memory
 from splitter.config import Config
 from splitter.counters import Counters
 from splitter.errors import StartupError
@@ -123,6 +124,7 @@ async def _serve(
 
     loop.add_reader(conn.fileno(), on_message)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    memory.release()
     conn.send(("ready",))
 
     async def report() -> None:
