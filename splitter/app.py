@@ -232,7 +232,7 @@ class Splitter:
 
 async def serve(splitter: Splitter, on_ready: Any = None) -> None:
     await splitter.start()
-    memory.release()  # what parsing the config and starting up left behind
+    memory.release(freeze=True)  # what parsing the config and starting up left behind
     print(
         f"splitter: listening on {splitter.proxy_url}, admin on {splitter.admin_url}",
         file=sys.stderr,

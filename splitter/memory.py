@@ -7,9 +7,10 @@ gone. `release()` runs a full garbage collection and then asks glibc to hand fre
 back (`malloc_trim(0)`, which also returns free pages in the middle of the heap).
 
 It is called once when the listeners are up (the YAML parse, the dataclasses and the
-imports leave 1-2 MB of freed heap behind), and by the proxy's sweep once the open
-connections have fallen well below their recent peak (see `ProxyServer`). It costs a few
-milliseconds, so it is never run on the request path and at most every `MIN_GAP` seconds.
+imports leave 1-2 MB of freed heap behind; what is left then is frozen), and by the
+proxy's sweep once the open connections have fallen well below their recent peak (see
+`BurstWatch`). It costs a few milliseconds, so it never runs on the request path, and the
+sweep runs it at most every `MIN_GAP` seconds.
 On a libc without `malloc_trim` (musl, macOS) only the collection runs.
 """
 
@@ -38,11 +39,18 @@ def _find_trim() -> Callable[[int], int] | None:
 _trim = _find_trim()
 
 
-def release() -> None:
-    """Collect garbage and give the freed heap pages back to the system."""
+def release(freeze: bool = False) -> None:
+    """Collect garbage and give the freed heap pages back to the system.
+
+    `freeze` (at start-up) then moves every object left to the collector's permanent
+    generation: the modules, the config and the app live as long as the process, and
+    the full collections that the request path's allocations trigger no longer walk them.
+    """
     global _last
     _last = time.monotonic()
     gc.collect()
+    if freeze:
+        gc.freeze()
     if _trim is not None:
         _trim(0)
 

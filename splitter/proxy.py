@@ -41,6 +41,7 @@ import socket
 import struct
 import time
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING
 
 import httptools
@@ -496,9 +497,7 @@ class ClientConn(asyncio.Protocol):
                 if client_id is None:
                     client_id = ids.new_id()
                     ex.set_cookie = (
-                        b"Set-Cookie: "
-                        + live.cookie_name.encode()
-                        + b"="
+                        live.set_cookie_prefix
                         + ids.cookie_value(client_id).encode()
                         + live.set_cookie_attrs
                         + (b"; Secure\r\n" if ex.https else b"\r\n")
@@ -528,20 +527,22 @@ class ClientConn(asyncio.Protocol):
             ex.connect_task = self.loop.create_task(self._connect(ex, backend))
 
     async def _connect(self, ex: Exchange, backend: BackendState) -> None:
+        """Open a connection for `ex`; `_connected` sends the request the moment it is up."""
         try:
-            conn = await backend.conns.connect(self.server.connect_timeout)
+            await backend.conns.connect(self.server.connect_timeout, partial(self._connected, ex))
         except (OSError, TimeoutError) as exc:
+            if ex.connect_task is None or ex.done or self.closed:
+                return  # attached already (a loss is reported by the connection) or over
             ex.connect_task = None
-            if ex.done or self.closed:
-                return
             self.server.note_upstream_error(ex, UpstreamConnectError.reason, exc)
             self.server.backend_failed(backend)
             self._retry_or_fail(ex, 502, UpstreamConnectError.reason)
-            return
-        ex.connect_task = None
-        if ex.done or self.closed or self.current is not ex:
+
+    def _connected(self, ex: Exchange, conn: UpstreamConn) -> None:
+        if ex.connect_task is None or ex.done or self.closed or self.current is not ex:
             conn.close()
             return
+        ex.connect_task = None
         self._attach(ex, conn)
 
     def _attach(self, ex: Exchange, conn: UpstreamConn) -> None:

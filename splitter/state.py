@@ -96,6 +96,7 @@ class Live:
     pools: dict[str, PoolState]
     client_ids: ClientIds | None  # None: sticky is off
     cookie_name: str
+    set_cookie_prefix: bytes  # "Set-Cookie: NAME="
     set_cookie_attrs: bytes  # "; Path=/; HttpOnly; SameSite=Lax; Max-Age=N"
     override_header: bytes | None  # lower-case header name
     # Pools with a live backend; None when all are (routing then skips the filter).
@@ -150,6 +151,7 @@ def build_live(
         pools=pools,
         client_ids=client_ids,
         cookie_name=cookie_name,
+        set_cookie_prefix=b"Set-Cookie: " + cookie_name.encode() + b"=",
         set_cookie_attrs=attrs,
         override_header=override,
     )

@@ -24,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -52,10 +53,16 @@ class UpstreamConn(asyncio.Protocol):
         "head_request",
         "interim",
         "tunnel",
+        "on_made",
     )
 
-    def __init__(self, backend: BackendConnections) -> None:
+    def __init__(
+        self,
+        backend: BackendConnections,
+        on_made: Callable[[UpstreamConn], None] | None = None,
+    ) -> None:
         self.backend = backend
+        self.on_made = on_made  # called at connection_made, once
         self.transport: asyncio.Transport | None = None
         self.owner: Any = None
         self.parser = httptools.HttpResponseParser(self)
@@ -72,6 +79,10 @@ class UpstreamConn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        on_made = self.on_made
+        if on_made is not None:
+            self.on_made = None
+            on_made(self)
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
@@ -212,7 +223,6 @@ class BackendConnections:
         "host",
         "idle",
         "loop",
-        "opened",
         "port",
         "up",
     )
@@ -223,7 +233,6 @@ class BackendConnections:
         self.port = backend.port
         self.idle: list[UpstreamConn] = []
         self.loop = loop
-        self.opened = 0
         # Health: `up` is what routing uses: the active checks say so (`health_up`) and
         # passive ejection (`ejected_until`, after consecutive failures) does not object.
         self.up = True
@@ -248,13 +257,18 @@ class BackendConnections:
                 return conn
         return None
 
-    async def connect(self, timeout: float) -> UpstreamConn:
-        """Open a new connection; OSError or TimeoutError when it cannot be made in time."""
+    async def connect(
+        self, timeout: float, on_made: Callable[[UpstreamConn], None] | None = None
+    ) -> UpstreamConn:
+        """Open a new connection; OSError or TimeoutError when it cannot be made in time.
+
+        `on_made(conn)` runs as soon as the connection is up, from the protocol callback:
+        the request goes out then, one loop iteration before this coroutine resumes.
+        """
         async with asyncio.timeout(timeout):
             _, conn = await self.loop.create_connection(
-                lambda: UpstreamConn(self), self.host, self.port
+                lambda: UpstreamConn(self, on_made), self.host, self.port
             )
-        self.opened += 1
         return conn
 
     def release(self, conn: UpstreamConn, now: float) -> None:

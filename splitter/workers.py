@@ -124,7 +124,7 @@ async def _serve(
 
     loop.add_reader(conn.fileno(), on_message)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    memory.release()
+    memory.release(freeze=True)
     conn.send(("ready",))
 
     async def report() -> None:

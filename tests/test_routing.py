@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import random
 from collections import Counter
 
@@ -62,6 +63,26 @@ def test_cookie_round_trip_gives_back_the_client_id(secret: bytes) -> None:
     value = ids.cookie_value(client_id)
     assert value.startswith(client_id + ".")
     assert ids.verify(value) == client_id
+
+
+@pytest.mark.parametrize("key_len", [0, 1, 32, 63, 64, 65, 200])
+def test_signature_is_hmac_sha256_of_the_id(key_len: int) -> None:
+    """The precomputed-pad signer agrees with the stdlib's HMAC for every key length."""
+    secret = bytes(range(256))[:key_len] if key_len <= 256 else b""
+    ids = ClientIds(secret)
+    for _ in range(20):
+        client_id = ids.new_id()
+        digest = hmac.digest(secret, client_id.encode(), "sha256")
+        expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        assert ids.cookie_value(client_id) == f"{client_id}.{expected}"
+
+
+def test_new_ids_are_distinct_22_char_base64url() -> None:
+    ids = ClientIds(b"k" * 32)
+    made = [ids.new_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert all(len(i) == 22 and set(i) <= alphabet for i in made)
 
 
 @given(data=st.data())
