@@ -10,7 +10,8 @@ Three parts, each bounded in time:
   1. req/s and latency (wrk -t1) per backend kind ("tiny": nginx `return 200`, or
      benchmarks/backend.py without nginx; "flask": benchmarks/flask_backend.py under gunicorn,
      2 sync workers, which close every connection) and per connection count, for the targets
-     direct, splitter, splitter-log, splitter-w2 (workers: 2), nginx and haproxy. The RSS of each
+     direct, splitter, splitter-log, splitter-w2 (workers: 2), nginx, haproxy and minimal (a bare
+     httptools proxy, minimal_proxy.py, as the floor for Python). The RSS of each
      target (its whole process tree) is sampled every 100 ms: idle, peak per load, after.
   2. streaming: a 1 GiB download (nginx serving a sparse file, or benchmarks/stream_backend.py)
      and a 1 GiB upload (to benchmarks/stream_backend.py, which discards it) through each proxy,
@@ -44,7 +45,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-ALL_TARGETS = ["direct", "splitter", "splitter-log", "splitter-w2", "nginx", "haproxy"]
+ALL_TARGETS = [
+    "direct", "splitter", "splitter-log", "splitter-w2", "nginx", "haproxy", "minimal"
+]
 STREAM_TARGETS = ["direct", "splitter", "nginx", "haproxy"]
 SPLITTERS = {"splitter": (False, 1), "splitter-log": (True, 1), "splitter-w2": (False, 2)}
 START_TIMEOUT = 15.0
@@ -326,6 +329,11 @@ state_file: {d / "state.json"}
             proxy_pass http://be;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id;
             proxy_request_buffering off;
             proxy_max_temp_file_size 0;
         }}
@@ -352,6 +360,12 @@ defaults
     timeout http-keep-alive 30s
 frontend fe
     bind 127.0.0.1:{port}
+    option forwardfor
+    unique-id-format %{{+X}}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Request-Id %[unique-id]
+    http-response set-header X-Request-Id %[unique-id]
     default_backend be
 backend be
     server s1 127.0.0.1:{backend} maxconn {MAXCONN}
@@ -365,7 +379,14 @@ backend be
             return self.start_splitter(target, backend.port)
         if target == "nginx":
             return self.start_nginx_proxy(backend.port)
+        if target == "minimal":
+            return self.start_minimal(backend.port)
         return self.start_haproxy(backend.port)
+
+    def start_minimal(self, backend: int) -> Service | None:
+        port = free_port()
+        argv = [sys.executable, str(HERE / "minimal_proxy.py"), str(port), str(backend)]
+        return self.spawn("minimal", port, argv)
 
 
 def wait_ready(svc: Service) -> str | None:
@@ -610,6 +631,8 @@ def load_part(
         return
     svcs: dict[str, Service] = {}
     for t in wanted:
+        if t == "minimal" and kind != "tiny":
+            continue  # it pairs connections 1:1: only for a keep-alive backend
         svc = bench.start_target(t, backend)
         if svc:
             svcs[t] = svc
