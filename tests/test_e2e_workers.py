@@ -12,7 +12,7 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import pools_config, wait_until
+from tests.support import pools_config, wait_until, write_config
 
 
 def _children(pid: int) -> set[int]:
@@ -130,3 +130,39 @@ def test_sigterm_drains_every_worker(three_pools, splitter_factory) -> None:
     assert results == [(200, "slow")] * 4
     assert sp.wait(15) == 0
     assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+
+
+def test_a_reload_reaches_every_worker(three_pools, splitter_factory) -> None:
+    sp = splitter_factory(
+        pools_config(
+            {"blue": three_pools["blue"], "green": three_pools["green"]}, {"blue": 100}, workers=2
+        )
+    )
+    assert sp.config is not None
+    edited = json.loads(json.dumps(sp.config))
+    edited["pools"]["blue"]["weight"] = 0
+    edited["pools"]["green"]["weight"] = 100
+    write_config(sp.config_path, edited)
+    sp.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    # Fresh connections land on both workers; every one of them has the new weights.
+    assert Counter(_get(sp.proxy_port)[1] for _ in range(100)) == {"green": 100}
+    assert len(_children(sp.pid)) == 2
+
+
+def test_a_runtime_change_with_workers_survives_a_kill_of_the_primary(
+    three_pools, splitter_factory
+) -> None:
+    config = pools_config(
+        {"blue": three_pools["blue"], "green": three_pools["green"]}, {"blue": 100}, workers=2
+    )
+    first = splitter_factory(config)
+    _admin(first.admin_url, "POST", "/api/v1/switch", {"pool": "green"})
+    workers = _children(first.pid)
+    first.kill()  # kill -9 of the primary: the state file was written before the answer
+    # The workers notice their primary is gone and leave by themselves.
+    wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in workers), 10)
+    second = splitter_factory(first.config_path)
+    weights = _admin(second.admin_url, "GET", "/api/v1/weights")
+    assert weights == {"blue": 0, "green": 100}
+    assert Counter(_get(second.proxy_port)[1] for _ in range(50)) == {"green": 50}
