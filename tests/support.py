@@ -504,3 +504,29 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# Health checks that never take a backend down during a test (probed once at start, then
+# hourly): what is tested is the request path's own handling, and a closed port gives 502.
+NO_HEALTH_DOWN = {
+    "path": "/healthz",
+    "interval": "1h",
+    "timeout": "1s",
+    "healthy_threshold": 1,
+    "unhealthy_threshold": 1000,
+}
+
+
+def start_splitter(config: dict[str, Any], workdir: Path) -> SplitterProc:
+    """A splitter on `config` (listen, admin and state_file filled in when absent), for
+    fixtures wider than a test (the function-scoped `splitter_factory` cannot serve them).
+    The caller stops it."""
+    config = dict(config)
+    config.setdefault("listen", f"{LOCALHOST}:{free_port()}")
+    config.setdefault("admin", {"listen": f"{LOCALHOST}:{free_port()}"})
+    config.setdefault("state_file", str(workdir / "splitter-state.json"))
+    path = write_config(workdir / "splitter.yaml", config)
+    proc = SplitterProc(path, workdir)
+    proc.config = config
+    proc.wait_ready()
+    return proc

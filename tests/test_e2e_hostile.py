@@ -13,15 +13,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import math
 import re
-import socket
-import struct
-import threading
 import time
 import uuid
 from collections import Counter
@@ -33,180 +29,17 @@ import pytest
 
 from tests.faultproxy import FaultProxy
 from tests.hostile_requests import CORPUS, Hostile
+from tests.rawbackend import RawBackend
 from tests.rawhttp import Response, open_conn, parse_responses
 from tests.support import (
     LOCALHOST,
+    NO_HEALTH_DOWN,
     SplitterProc,
-    free_port,
     http_request,
     pools_config,
+    start_splitter,
     stream_sha256,
-    write_config,
 )
-
-HEALTH_PREFIX = b"GET /healthz "
-LINGER_RESET = struct.pack("ii", 1, 0)
-
-# Health checks that never take the backend down during a test: what is tested is the
-# request path's own handling (probed once at start, then hourly).
-NO_HEALTH_DOWN = {
-    "path": "/healthz",
-    "interval": "1h",
-    "timeout": "1s",
-    "healthy_threshold": 1,
-    "unhealthy_threshold": 1000,
-}
-
-
-# --------------------------------------------------------------------------- raw backend
-
-
-class RawBackend:
-    """An HTTP/1.1 backend on 127.0.0.1 that records every byte it receives, per connection.
-
-    Default: answers each request 200 with its X-Request-Id as the body, keep-alive.
-    With `reply`, each request that is not a health check gets exactly those bytes; then
-    `after` says what happens to the connection: "keep" (read the next request), "close"
-    (a FIN) or "reset" (SO_LINGER 0). Health checks (`GET /healthz`) always get a 200.
-    """
-
-    OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
-
-    def __init__(self, reply: bytes | None = None, after: str = "keep") -> None:
-        assert after in ("keep", "close", "reset")
-        self.reply = reply
-        self.after = after
-        self.conns: list[bytearray] = []  # every byte received, per connection
-        self.requests: list[int] = []  # requests other than health checks, per connection
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(5), "raw backend did not start"
-        self.url = f"http://{LOCALHOST}:{self.port}"
-
-    def __repr__(self) -> str:
-        return f"<RawBackend {self.url}>"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, LOCALHOST, 0, limit=1 << 22)
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
-        server.close()
-        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-        for task in tasks:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
-
-    def received(self) -> bytes:
-        """Every byte received so far, health checks included."""
-        with self._lock:
-            return b"".join(bytes(c) for c in self.conns)
-
-    def request_counts(self) -> list[int]:
-        """Per connection that carried any, the number of requests (health checks aside)."""
-        with self._lock:
-            return [n for n in self.requests if n]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        rec = bytearray()
-        with self._lock:
-            self.conns.append(rec)
-            index = len(self.requests)
-            self.requests.append(0)
-
-        async def read(coro: Any) -> bytes:
-            try:
-                data = await coro
-            except asyncio.IncompleteReadError as exc:
-                rec.extend(exc.partial)
-                raise
-            rec.extend(data)
-            return bytes(data)
-
-        try:
-            while True:
-                head = await read(reader.readuntil(b"\r\n\r\n"))
-                if head.startswith(HEALTH_PREFIX):
-                    writer.write(self.OK % 2 + b"ok")
-                    await writer.drain()
-                    continue
-                with self._lock:
-                    self.requests[index] += 1
-                request_id, length, chunked = b"ok", 0, False
-                for field in head.split(b"\r\n")[1:]:
-                    name, _, value = field.partition(b":")
-                    lname = name.strip().lower()
-                    if lname == b"content-length":
-                        length = int(value.strip())
-                    elif lname == b"transfer-encoding" and b"chunked" in value.lower():
-                        chunked = True
-                    elif lname == b"x-request-id":
-                        request_id = value.strip()
-                if chunked:
-                    while True:
-                        size = int((await read(reader.readuntil(b"\r\n"))).split(b";")[0], 16)
-                        if size == 0:
-                            while await read(reader.readuntil(b"\r\n")) != b"\r\n":
-                                pass
-                            break
-                        await read(reader.readexactly(size + 2))
-                elif length:
-                    await read(reader.readexactly(length))
-                if self.reply is None:
-                    writer.write(self.OK % len(request_id) + request_id)
-                    await writer.drain()
-                    continue
-                writer.write(self.reply)
-                await writer.drain()
-                if self.after == "keep":
-                    continue
-                if self.after == "reset":
-                    await asyncio.sleep(0.1)  # the bytes reach splitter before the reset
-                    sock = writer.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-                    writer.transport.abort()
-                break
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            ConnectionError,
-            ValueError,
-        ):
-            pass
-        finally:
-            with contextlib.suppress(AttributeError):
-                rest = reader._buffer  # type: ignore[attr-defined]
-                rec.extend(bytes(rest))
-            writer.close()
-
-
-@pytest.fixture
-def raw_backend() -> Iterator[Callable[..., RawBackend]]:
-    made: list[RawBackend] = []
-
-    def make(reply: bytes | None = None, after: str = "keep") -> RawBackend:
-        backend = RawBackend(reply, after)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.stop()
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -271,18 +104,6 @@ def _json_error(resp: Response, statuses: set[int] | frozenset[int]) -> dict[str
     return body
 
 
-def _start_splitter(config: dict[str, Any], workdir: Path) -> SplitterProc:
-    config = dict(config)
-    config.setdefault("listen", f"{LOCALHOST}:{free_port()}")
-    config.setdefault("admin", {"listen": f"{LOCALHOST}:{free_port()}"})
-    config.setdefault("state_file", str(workdir / "splitter-state.json"))
-    path = write_config(workdir / "splitter.yaml", config)
-    proc = SplitterProc(path, workdir)
-    proc.config = config
-    proc.wait_ready()
-    return proc
-
-
 # --------------------------------------------------------------------------- hostile requests
 
 
@@ -293,7 +114,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawBacke
     proc = None
     try:
         config = pools_config({"main": backend.url}, {"main": 100})
-        proc = _start_splitter(config, tmp_path_factory.mktemp("hostile"))
+        proc = start_splitter(config, tmp_path_factory.mktemp("hostile"))
         yield backend, proc
     finally:
         if proc is not None:
@@ -365,7 +186,7 @@ def test_refusal_flood_is_logged_once_per_second_per_reason(
 
 def _one_backend(url: str, tmp_path: Path, **extra: Any) -> SplitterProc:
     extra.setdefault("health_check", NO_HEALTH_DOWN)
-    return _start_splitter(pools_config({"main": url}, {"main": 100}, **extra), tmp_path)
+    return start_splitter(pools_config({"main": url}, {"main": 100}, **extra), tmp_path)
 
 
 def _is_aborted(data: bytes, how: str) -> bool:

@@ -1,16 +1,14 @@
 """End to end: request framing attacks, limits, timeouts and upstream errors (contract 4, 4a).
 
-Most tests put splitter in front of `RawBackend`, a tiny asyncio backend defined here that
-records every byte it receives per connection, so "never forwarded" can be checked as
+Most tests put splitter in front of `RawBackend` (tests/rawbackend.py), a tiny asyncio
+backend that records every byte it receives per connection, so "never forwarded" can be checked as
 "the backend received nothing".
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,206 +17,19 @@ from typing import Any
 
 import pytest
 
+from tests.rawbackend import RawBackend
 from tests.rawhttp import RawConn, Response, open_conn, parse_responses, send_raw
 from tests.support import (
     LOCALHOST,
+    NO_HEALTH_DOWN,
     SplitterProc,
     free_port,
     http_get,
     http_request,
     pools_config,
+    start_splitter,
     wait_until,
-    write_config,
 )
-
-# --------------------------------------------------------------------------- raw backend
-
-HEALTH_PREFIX = b"GET /healthz "
-
-
-class RawBackend:
-    """An HTTP/1.1 backend on 127.0.0.1 that records the raw bytes of each connection.
-
-    Default: answers every request `200` with the request's X-Request-Id as the body
-    (keep-alive; bodies framed by Content-Length or chunked are read). With `reply`, the
-    first request that is not a health check gets those exact bytes, then the connection
-    is closed (after `linger` seconds). Health checks (`GET /healthz`) always get a 200
-    and are left out of `proxied()`.
-    """
-
-    OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
-
-    def __init__(self, reply: bytes | None = None, linger: float = 0.0) -> None:
-        self.reply = reply
-        self.linger = linger
-        self.conns: list[bytearray] = []
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(5), "raw backend did not start"
-        self.url = f"http://{LOCALHOST}:{self.port}"
-
-    def __repr__(self) -> str:
-        return f"<RawBackend {self.url}>"
-
-    # -- lifecycle
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, LOCALHOST, 0, limit=1 << 22)
-        )
-        self.port = self.server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
-        self.server.close()
-        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-        for task in tasks:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
-
-    # -- what arrived
-
-    def proxied(self) -> list[bytes]:
-        """The bytes of every connection that carried anything but health checks."""
-        with self._lock:
-            raw = [bytes(c) for c in self.conns]
-        return [r for r in raw if r and not _health_only(r)]
-
-    def proxied_bytes(self) -> bytes:
-        return b"".join(self.proxied())
-
-    def reset(self) -> None:
-        with self._lock:  # open connections keep recording into their (emptied) buffers
-            for rec in self.conns:
-                rec.clear()
-
-    # -- serving
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        rec = bytearray()
-        with self._lock:
-            self.conns.append(rec)
-
-        async def until(sep: bytes) -> bytes:
-            try:
-                data = await reader.readuntil(sep)
-            except asyncio.IncompleteReadError as exc:
-                rec.extend(exc.partial)
-                raise
-            rec.extend(data)
-            return data
-
-        async def exactly(n: int) -> bytes:
-            try:
-                data = await reader.readexactly(n)
-            except asyncio.IncompleteReadError as exc:
-                rec.extend(exc.partial)
-                raise
-            rec.extend(data)
-            return data
-
-        try:
-            while True:
-                head = await until(b"\r\n\r\n")
-                if head.startswith(HEALTH_PREFIX):
-                    writer.write(self.OK % 2 + b"ok")
-                    await writer.drain()
-                    continue
-                if self.reply is not None:
-                    writer.write(self.reply)
-                    await writer.drain()
-                    if self.linger:
-                        await asyncio.sleep(self.linger)
-                    break
-                request_id = b"ok"
-                length = 0
-                chunked = False
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    lname = name.strip().lower()
-                    if lname == b"content-length":
-                        length = int(value.strip())
-                    elif lname == b"transfer-encoding" and b"chunked" in value.lower():
-                        chunked = True
-                    elif lname == b"x-request-id":
-                        request_id = value.strip()
-                if chunked:
-                    while True:
-                        size = int((await until(b"\r\n")).split(b";")[0].strip(), 16)
-                        if size == 0:
-                            while await until(b"\r\n") != b"\r\n":
-                                pass
-                            break
-                        await exactly(size + 2)
-                elif length:
-                    await exactly(length)
-                writer.write(self.OK % len(request_id) + request_id)
-                await writer.drain()
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            asyncio.CancelledError,
-            ConnectionError,
-            ValueError,
-        ):
-            pass
-        finally:
-            # the reader may still hold bytes that arrived with the close
-            try:
-                rest = reader._buffer  # type: ignore[attr-defined]
-                if rest:
-                    rec.extend(bytes(rest))
-                    rest.clear()
-            except AttributeError:
-                pass
-            writer.close()
-
-
-def _health_only(raw: bytes) -> bool:
-    parts = raw.split(b"\r\n\r\n")
-    if parts[-1] != b"":
-        return False
-    return all(p.startswith(HEALTH_PREFIX) for p in parts[:-1])
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def raw_backend() -> Iterator[Callable[..., RawBackend]]:
-    made: list[RawBackend] = []
-
-    def make(reply: bytes | None = None, linger: float = 0.0) -> RawBackend:
-        backend = RawBackend(reply, linger)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.stop()
-
-
-def _start_splitter(config: dict[str, Any], workdir: Path) -> SplitterProc:
-    config = dict(config)
-    config.setdefault("listen", f"{LOCALHOST}:{free_port()}")
-    config.setdefault("admin", {"listen": f"{LOCALHOST}:{free_port()}"})
-    config.setdefault("state_file", str(workdir / "splitter-state.json"))
-    path = write_config(workdir / "splitter.yaml", config)
-    proc = SplitterProc(path, workdir)
-    proc.config = config
-    proc.wait_ready()
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +39,7 @@ def framing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawBacke
     workdir = tmp_path_factory.mktemp("framing")
     proc = None
     try:
-        proc = _start_splitter(pools_config({"main": backend.url}, {"main": 100}), workdir)
+        proc = start_splitter(pools_config({"main": backend.url}, {"main": 100}), workdir)
         yield backend, proc
     finally:
         if proc is not None:
@@ -425,7 +236,7 @@ def limited(
             "max_body": 1000,
         },
     )
-    proc = _start_splitter(config, tmp_path)
+    proc = start_splitter(config, tmp_path)
     yield backend, proc
     code = proc.stop()
     print(f"--- {proc!r} exit={code} stderr:\n{proc.stderr_text()[-4000:]}")
@@ -568,7 +379,7 @@ def timed(
         {"main": 100},
         limits={"header_timeout": "1s", "body_idle_timeout": "1s", "keepalive_timeout": "1s"},
     )
-    proc = _start_splitter(config, tmp_path)
+    proc = start_splitter(config, tmp_path)
     yield backend, proc
     code = proc.stop()
     print(f"--- {proc!r} exit={code} stderr:\n{proc.stderr_text()[-4000:]}")
@@ -682,17 +493,10 @@ def test_keepalive_timer_restarts_after_each_request(
 
 # Health checks that never take a backend down during a test (probed once at start, then
 # hourly, and 1000 failures needed): what is tested is the request path's own handling.
-NO_HEALTH_DOWN = {
-    "path": "/healthz",
-    "interval": "1h",
-    "timeout": "1s",
-    "healthy_threshold": 1,
-    "unhealthy_threshold": 1000,
-}
 
 
 def _one_backend_splitter(url: str, tmp_path: Path, **extra: Any) -> SplitterProc:
-    return _start_splitter(pools_config({"main": url}, {"main": 100}, **extra), tmp_path)
+    return start_splitter(pools_config({"main": url}, {"main": 100}, **extra), tmp_path)
 
 
 def _get(proc: SplitterProc, path: str = "/", rid: str | None = None) -> Response:
@@ -768,7 +572,7 @@ def test_no_healthy_backend_is_503(tmp_path: Path) -> None:
 def test_backend_answering_garbage_is_502(
     raw_backend: Callable[..., RawBackend], tmp_path: Path, reply: bytes
 ) -> None:
-    backend = raw_backend(reply=reply, linger=0.5)
+    backend = raw_backend(reply=reply, after="close", linger=0.5)
     proc = _one_backend_splitter(backend.url, tmp_path)
     try:
         resp = _get(proc)
@@ -794,7 +598,7 @@ def test_backend_answering_garbage_is_502(
 def test_backend_closing_mid_body_is_never_a_complete_200(
     raw_backend: Callable[..., RawBackend], tmp_path: Path, reply: bytes
 ) -> None:
-    backend = raw_backend(reply=reply)
+    backend = raw_backend(reply=reply, after="close")
     proc = _one_backend_splitter(backend.url, tmp_path)
     try:
         for version in (b"HTTP/1.1", b"HTTP/1.0"):
@@ -862,7 +666,7 @@ def test_connect_failure_is_retried_on_the_other_backend(
 ) -> None:
     good = backend_factory("main", "good")
     dead = f"http://{LOCALHOST}:{free_port()}"
-    proc = _start_splitter(
+    proc = start_splitter(
         pools_config(
             {"main": [dead, good.url]},
             {"main": 100},
@@ -911,7 +715,7 @@ def test_access_log_has_one_line_per_answered_request(
             "header_timeout": "1s",
         },
     )
-    proc = _start_splitter(config, tmp_path)
+    proc = start_splitter(config, tmp_path)
     port = proc.proxy_port
     expected: collections.Counter[int] = collections.Counter()
     by_id: dict[str, int] = {}

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.rawhttp import RawConn, parse_responses, send_raw
 from tests.support import (
     LOCALHOST,
+    NO_HEALTH_DOWN,
     Backend,
     SplitterProc,
     free_port,
@@ -41,14 +42,6 @@ FAMILIES = {
 }
 REASONS = ("connect", "timeout", "protocol")
 
-# A health check that never takes a backend down (so a closed port gives 502, not 503).
-NO_HEALTH_DOWN = {
-    "path": "/healthz",
-    "interval": "1h",
-    "timeout": "1s",
-    "healthy_threshold": 1,
-    "unhealthy_threshold": 1000,
-}
 
 SplitterFactory = Callable[..., SplitterProc]
 BackendFactory = Callable[..., Backend]

@@ -1,0 +1,200 @@
+"""`RawBackend`: an HTTP/1.1 test backend that records every byte it receives.
+
+Tests put splitter in front of it so that "never forwarded" can be checked as "the backend
+received nothing", and so that a backend can answer with exact bytes (garbage, conflicting
+framing, a short body) and then keep, close or reset its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+
+from tests.support import LOCALHOST
+
+HEALTH_PREFIX = b"GET /healthz "
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+def _health_only(raw: bytes) -> bool:
+    parts = raw.split(b"\r\n\r\n")
+    if parts[-1] != b"":
+        return False
+    return all(p.startswith(HEALTH_PREFIX) for p in parts[:-1])
+
+
+class RawBackend:
+    """An HTTP/1.1 backend on 127.0.0.1 that records the raw bytes of each connection.
+
+    Default: answers every request `200` with the request's X-Request-Id as the body
+    (keep-alive; bodies framed by Content-Length or chunked are read). With `reply`, each
+    request that is not a health check gets those exact bytes; then `after` says what
+    happens to the connection: "keep" (read the next request), "close" (a FIN) or "reset"
+    (SO_LINGER 0), `linger` seconds later. Health checks (`GET /healthz`) always get a 200
+    and are left out of `proxied()` and `request_counts()`.
+    """
+
+    OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+
+    def __init__(
+        self, reply: bytes | None = None, after: str = "keep", linger: float = 0.0
+    ) -> None:
+        assert after in ("keep", "close", "reset")
+        self.reply = reply
+        self.after = after
+        self.linger = linger
+        self.conns: list[bytearray] = []  # every byte received, per connection
+        self.requests: list[int] = []  # requests other than health checks, per connection
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5), "raw backend did not start"
+        self.url = f"http://{LOCALHOST}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"<RawBackend {self.url}>"
+
+    # -- lifecycle
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._handle, LOCALHOST, 0, limit=1 << 22)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+        server.close()
+        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+
+    # -- what arrived
+
+    def received(self) -> bytes:
+        """Every byte received so far, health checks included."""
+        with self._lock:
+            return b"".join(bytes(c) for c in self.conns)
+
+    def proxied(self) -> list[bytes]:
+        """The bytes of every connection that carried anything but health checks."""
+        with self._lock:
+            raw = [bytes(c) for c in self.conns]
+        return [r for r in raw if r and not _health_only(r)]
+
+    def proxied_bytes(self) -> bytes:
+        return b"".join(self.proxied())
+
+    def request_counts(self) -> list[int]:
+        """Per connection that carried any, the number of requests (health checks aside)."""
+        with self._lock:
+            return [n for n in self.requests if n]
+
+    def reset(self) -> None:
+        with self._lock:  # open connections keep recording into their (emptied) buffers
+            for rec in self.conns:
+                rec.clear()
+
+    # -- serving
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        rec = bytearray()
+        with self._lock:
+            self.conns.append(rec)
+            index = len(self.requests)
+            self.requests.append(0)
+
+        async def until(sep: bytes) -> bytes:
+            try:
+                data = await reader.readuntil(sep)
+            except asyncio.IncompleteReadError as exc:
+                rec.extend(exc.partial)
+                raise
+            rec.extend(data)
+            return data
+
+        async def exactly(n: int) -> bytes:
+            try:
+                data = await reader.readexactly(n)
+            except asyncio.IncompleteReadError as exc:
+                rec.extend(exc.partial)
+                raise
+            rec.extend(data)
+            return data
+
+        try:
+            while True:
+                head = await until(b"\r\n\r\n")
+                if head.startswith(HEALTH_PREFIX):
+                    writer.write(self.OK % 2 + b"ok")
+                    await writer.drain()
+                    continue
+                with self._lock:
+                    self.requests[index] += 1
+                request_id, length, chunked = b"ok", 0, False
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    lname = name.strip().lower()
+                    if lname == b"content-length":
+                        length = int(value.strip())
+                    elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+                        chunked = True
+                    elif lname == b"x-request-id":
+                        request_id = value.strip()
+                if chunked:
+                    while True:
+                        size = int((await until(b"\r\n")).split(b";")[0].strip(), 16)
+                        if size == 0:
+                            while await until(b"\r\n") != b"\r\n":
+                                pass
+                            break
+                        await exactly(size + 2)
+                elif length:
+                    await exactly(length)
+                if self.reply is None:
+                    writer.write(self.OK % len(request_id) + request_id)
+                    await writer.drain()
+                    continue
+                writer.write(self.reply)
+                await writer.drain()
+                if self.after == "keep":
+                    continue
+                if self.linger:
+                    await asyncio.sleep(self.linger)
+                if self.after == "reset":
+                    await asyncio.sleep(0.1)  # the bytes reach splitter before the reset
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                    writer.transport.abort()
+                break
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            asyncio.CancelledError,
+            ConnectionError,
+            ValueError,
+        ):
+            pass
+        finally:
+            # the reader may still hold bytes that arrived with the close
+            try:
+                rest = reader._buffer  # type: ignore[attr-defined]
+                if rest:
+                    rec.extend(bytes(rest))
+                    rest.clear()
+            except AttributeError:
+                pass
+            writer.close()
