@@ -180,7 +180,7 @@ class ClientConn(asyncio.Protocol):
         conns = self.server.conns
         conns.add(self)
         burst = self.server.burst
-        if len(conns) > burst.peak:
+        if len(conns) > burst.peak:  # the sweep gives memory back once a burst is over
             burst.peak = len(conns)
         self._set_deadline(D_HEADER, self.limits.header_timeout)
 

@@ -11,8 +11,11 @@ import asyncio
 import socket
 import struct
 import threading
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from tests.support import LOCALHOST
+from tests.support import LOCALHOST, SplitterProc, pools_config, start_splitter
 
 HEALTH_PREFIX = b"GET /healthz "
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
@@ -117,23 +120,21 @@ class RawBackend:
             index = len(self.requests)
             self.requests.append(0)
 
-        async def until(sep: bytes) -> bytes:
+        async def recorded(read: Awaitable[bytes]) -> bytes:
+            """Await a read of `reader`, keeping what it got (a partial read too)."""
             try:
-                data = await reader.readuntil(sep)
+                data = await read
             except asyncio.IncompleteReadError as exc:
                 rec.extend(exc.partial)
                 raise
             rec.extend(data)
             return data
 
-        async def exactly(n: int) -> bytes:
-            try:
-                data = await reader.readexactly(n)
-            except asyncio.IncompleteReadError as exc:
-                rec.extend(exc.partial)
-                raise
-            rec.extend(data)
-            return data
+        def until(sep: bytes) -> Awaitable[bytes]:
+            return recorded(reader.readuntil(sep))
+
+        def exactly(n: int) -> Awaitable[bytes]:
+            return recorded(reader.readexactly(n))
 
         try:
             while True:
@@ -198,3 +199,19 @@ class RawBackend:
             except AttributeError:
                 pass
             writer.close()
+
+
+@contextmanager
+def guarded_splitter(workdir: Path) -> Iterator[tuple[RawBackend, SplitterProc]]:
+    """One splitter (default limits) in front of one RawBackend; both stopped after, and
+    splitter's stderr printed (pytest shows it when a test fails)."""
+    backend = RawBackend()
+    proc = None
+    try:
+        proc = start_splitter(pools_config({"main": backend.url}, {"main": 100}), workdir)
+        yield backend, proc
+    finally:
+        if proc is not None:
+            code = proc.stop()
+            print(f"--- {proc!r} exit={code} stderr:\n{proc.stderr_text()[-4000:]}")
+        backend.stop()

@@ -29,7 +29,7 @@ import pytest
 
 from tests.faultproxy import FaultProxy
 from tests.hostile_requests import CORPUS, Hostile
-from tests.rawbackend import RawBackend
+from tests.rawbackend import RawBackend, guarded_splitter
 from tests.rawhttp import Response, open_conn, parse_responses
 from tests.support import (
     LOCALHOST,
@@ -110,17 +110,8 @@ def _json_error(resp: Response, statuses: set[int] | frozenset[int]) -> dict[str
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawBackend, SplitterProc]]:
     """One splitter (default limits) in front of one recording backend, for the module."""
-    backend = RawBackend()
-    proc = None
-    try:
-        config = pools_config({"main": backend.url}, {"main": 100})
-        proc = start_splitter(config, tmp_path_factory.mktemp("hostile"))
-        yield backend, proc
-    finally:
-        if proc is not None:
-            code = proc.stop()
-            print(f"--- {proc!r} exit={code} stderr:\n{proc.stderr_text()[-4000:]}")
-        backend.stop()
+    with guarded_splitter(tmp_path_factory.mktemp("hostile")) as pair:
+        yield pair
 
 
 def test_corpus_is_large_and_distinct() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.rawbackend import RawBackend
+from tests.rawbackend import RawBackend, guarded_splitter
 from tests.rawhttp import RawConn, Response, open_conn, parse_responses, send_raw
 from tests.support import (
     LOCALHOST,
@@ -35,17 +35,8 @@ from tests.support import (
 @pytest.fixture(scope="module")
 def framing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawBackend, SplitterProc]]:
     """One splitter (default limits) in front of one recording backend, for the module."""
-    backend = RawBackend()
-    workdir = tmp_path_factory.mktemp("framing")
-    proc = None
-    try:
-        proc = start_splitter(pools_config({"main": backend.url}, {"main": 100}), workdir)
-        yield backend, proc
-    finally:
-        if proc is not None:
-            code = proc.stop()
-            print(f"--- {proc!r} exit={code} stderr:\n{proc.stderr_text()[-4000:]}")
-        backend.stop()
+    with guarded_splitter(tmp_path_factory.mktemp("framing")) as pair:
+        yield pair
 
 
 def _unique() -> str:
