@@ -49,7 +49,13 @@ ALL_TARGETS = [
     "direct", "splitter", "splitter-log", "splitter-w2", "nginx", "haproxy", "minimal"
 ]
 STREAM_TARGETS = ["direct", "splitter", "nginx", "haproxy"]
-SPLITTERS = {"splitter": (False, 1), "splitter-log": (True, 1), "splitter-w2": (False, 2)}
+SPLITTERS = {
+    "splitter": (False, 1),
+    "splitter-log": (True, 1),
+    "splitter-w2": (False, 2),
+    "splitter-base": (False, 1),  # the same, from the checkout given by --baseline
+}
+BASELINE: Path | None = None
 START_TIMEOUT = 15.0
 MAXCONN = 4096  # nginx worker_connections and haproxy maxconn
 MB = 1e6
@@ -298,13 +304,15 @@ http {{
 admin: {{listen: 127.0.0.1:{admin}}}
 pools:
   blue: {{weight: 100, backends: ["http://127.0.0.1:{backend}"]}}
+sticky: {{cookie: splitter, secret: benchmark-secret}}
 access_log: {"true" if access_log else "false"}
 workers: {workers}
 state_file: {d / "state.json"}
 """)
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        repo = BASELINE if name == "splitter-base" and BASELINE is not None else REPO
+        env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         return self.spawn(
-            name, port, [sys.executable, "-m", "splitter", "run", "-c", str(cfg)], cwd=REPO, env=env
+            name, port, [sys.executable, "-m", "splitter", "run", "-c", str(cfg)], cwd=repo, env=env
         )
 
     def start_nginx_proxy(self, backend: int) -> Service | None:
@@ -797,7 +805,18 @@ def main() -> int:
         help="smoke run: 2 s per point, connections 8,64, 256 MiB streams, no burst",
     )
     ap.add_argument("--json", default=str(HERE / "results.json"), help="results file")
+    ap.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="another checkout of splitter (e.g. a git worktree of an older commit): adds the "
+        "target splitter-base, run from there, for a before/after in the same run",
+    )
     args = ap.parse_args()
+    global BASELINE
+    if args.baseline:
+        BASELINE = Path(args.baseline).resolve()
+        if not (BASELINE / "splitter" / "__init__.py").exists():
+            ap.error(f"--baseline {args.baseline}: no splitter package there")
     if args.quick:
         args.duration, args.warmup = 2, 1
     conns = [
@@ -811,7 +830,9 @@ def main() -> int:
         args.burst = 0 if args.quick else 10000
     kinds = ["tiny", "flask"] if args.backend == "both" else [args.backend]
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
-    bad = [t for t in wanted if t not in ALL_TARGETS]
+    if BASELINE is not None and "splitter-base" not in wanted:
+        wanted.insert(wanted.index("splitter") + 1 if "splitter" in wanted else 0, "splitter-base")
+    bad = [t for t in wanted if t not in ALL_TARGETS and t != "splitter-base"]
     if bad or not wanted or not conns or min(conns) < 1:
         ap.error(f"bad --targets {bad} (choose from {ALL_TARGETS}) or --connections")
     if not shutil.which("wrk"):
