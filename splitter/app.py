@@ -2,7 +2,7 @@
 
     bind both listeners (a busy port is a StartupError, before anything runs)
     -> state file (cookie key, runtime weights) -> Live snapshot
-    -> the request path: a ProxyServer in this process, or `workers` processes
+    -> the request path: a ProxyListener in this process, or `workers` processes
     -> admin aiohttp app on the admin socket -> "splitter: listening on ..." on stderr
     -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (contract 4b)
 
@@ -30,16 +30,18 @@ from splitter.counters import Counters
 from splitter.errors import ConfigError, StartupError
 from splitter.health import HealthChecker
 from splitter.metrics import Metrics
+from splitter.proxy.listener import ProxyListener
 from splitter.reload import ConfigWatcher
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
-from splitter.server import ProxyServer
-from splitter.state import Live, StateFile, build_live
-from splitter.upstream import BackendConnections
+from splitter.state import HealthTable, Live, StateFile, build_live
+from splitter.stats import Recorder, Window
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
     from splitter.workers import WorkerPool
 
 log = logging.getLogger("splitter")
+
+STATS_EVERY = 0.5  # seconds between two drains of the statistics recorder
 
 
 class Splitter:
@@ -62,10 +64,13 @@ class Splitter:
         self.metrics = Metrics(self._metrics_view, self._counters_view)
         self.ready = False
         self.stopping = False
-        self.connections: dict[str, BackendConnections] = {}
+        self.health_table = HealthTable()  # backend health by URL, for this process's snapshots
+        self.window = Window()  # per-pool statistics of every process, by second
+        self.recorder = Recorder()
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.server: ProxyServer | None = None  # the request path, when in this process
+        self._stats_task: asyncio.Task[None] | None = None
+        self.server: ProxyListener | None = None  # the request path, when in this process
         self.live: Live | None = None
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
@@ -91,14 +96,14 @@ class Splitter:
         if self.config.workers > 1:
             from splitter.workers import WorkerPool
 
-            self.workers = WorkerPool(self.config.workers, self._cookie_secret)
+            self.workers = WorkerPool(self.config.workers, self._cookie_secret, self.window)
             self._check_health_of(self.config)
             await self.workers.start(self.config, weights)
         else:
-            self.server = ProxyServer(self.live, self.connections, loop)
-            self.server.metrics = self.metrics.counters
+            self.server = ProxyListener(self.live, loop, self.metrics.counters, self.recorder)
             self._check_health_of(self.config)
             await self.server.listen(self.proxy_sock)
+            self._stats_task = loop.create_task(self._collect_stats(), name="stats")
         self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, self.admin_sock).start()
@@ -113,9 +118,12 @@ class Splitter:
     # -- the live state -----------------------------------------------------------------
 
     def _build_live(self, config: Config, weights: dict[str, float]) -> Live:
-        return build_live(
-            config, weights, self._cookie_secret, self.connections, asyncio.get_running_loop()
-        )
+        return build_live(config, weights, self._cookie_secret, self.health_table)
+
+    async def _collect_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_EVERY)
+            self.window.add(self.recorder.drain())
 
     def _install(self, config: Config, weights: dict[str, float]) -> None:
         """Put a config and weights in force: one reference swapped on the request path."""
@@ -127,30 +135,24 @@ class Splitter:
         if self.workers is not None:
             self.workers.install(config, weights)
         self._check_health_of(config)
-        urls = {b.url for p in config.pools for b in p.backends}
-        for url in [u for u in self.connections if u not in urls]:
-            self.connections.pop(url).close_all()  # in-flight exchanges keep their own
 
     def _check_health_of(self, config: Config) -> None:
         backends = {b.url: (b.host, b.port) for p in config.pools for b in p.backends}
         self.health.update(backends, config.health_check)
         if self.live is not None:
             now = asyncio.get_running_loop().time()
-            for url, conns in self.connections.items():
-                conns.health_up = self.health.is_up(url)
-                conns.update_up(now)
+            for url in backends:
+                self.health_table.set_checked(url, self.health.is_up(url), now)
             self.live.refresh_health()
 
     def _health_changed(self, url: str, up: bool, what: str) -> None:
         if self.workers is not None:
             self.workers.set_health(url, up)
-        conns = self.connections.get(url)
-        if conns is None or self.live is None:
+        if self.live is None or url not in self.health_table.by_url:
             return
-        conns.health_up = up
-        conns.update_up(asyncio.get_running_loop().time())
-        if not up:
-            conns.close_all()
+        self.health_table.set_checked(url, up, asyncio.get_running_loop().time())
+        if not up and self.server is not None:
+            self.server.backend_down(url)
         self.live.refresh_health()
         log.warning("backend %s is %s (%s)", url, "up" if up else "down", what)
 
@@ -166,8 +168,11 @@ class Splitter:
 
     def backend_up(self, url: str) -> bool:
         """Health checks and passive ejection together: what routing uses."""
-        conns = self.connections.get(url)
-        return conns.up if conns is not None else self.health.is_up(url)
+        if self.workers is None:
+            health = self.health_table.by_url.get(url)
+            if health is not None:
+                return health.up
+        return self.health.is_up(url)
 
     def is_ready(self) -> bool:
         """A pool with weight > 0 has a live backend, and we are not shutting down."""
@@ -222,8 +227,8 @@ class Splitter:
         if self.workers is not None:
             await self.workers.stop()
         self.health.stop()
-        for conns in self.connections.values():
-            conns.close_all()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         self.proxy_sock.close()

@@ -11,6 +11,8 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
+from splitter.observe import Observation
+
 # A proxy's requests take from a millisecond to many seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 NO_POOL = "none"
@@ -24,6 +26,9 @@ class Counters:
         # Per pool: the count in each bucket, then over the last bound (+Inf), then the sum.
         self.histograms: dict[str, list[float]] = {}
         self.upstream_errors: dict[tuple[str, str], int] = {}
+
+    def observe(self, obs: Observation) -> None:
+        self.count_request(obs.pool_name, obs.status, obs.finished - obs.started)
 
     def count_request(self, pool: str | None, status: int, duration: float) -> None:
         name = pool if pool is not None else NO_POOL

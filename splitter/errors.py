@@ -4,20 +4,34 @@
     ├── ConfigError            a config file or mapping that cannot be used; carries every
     │                          problem found, each with its YAML path and line
     ├── StartupError           the process cannot start (port in use, unsafe admin listener)
-    └── ProxyError             a request that cannot be served; knows its HTTP status
+    └── ProxyError             a request that cannot be served: knows its HTTP status, the
+        │                      reason label of the metrics, and whether it may be retried
+        ├── RequestRefused     400/408/413/414/417/431/501/505: the client's request is
+        │                      refused before (or instead of) reaching a backend; never retried
         ├── NoHealthyBackend   503: nothing live to send the request to
-        ├── UpstreamConnectError   502: connect refused, reset or timed out
-        ├── UpstreamProtocolError  502: the backend answered something that is not HTTP
-        └── UpstreamTimeout        504: no answer within timeouts.read
+        ├── UpstreamConnectError   502: connect refused or timed out; always retryable
+        ├── UpstreamLost       502: the backend connection closed or reset before a complete
+        │                      response; retryable when the request may be sent twice
+        ├── UpstreamProtocolError  502: the backend answered something that is not valid
+        │                      HTTP (or not allowed: a head over the limits, a 101 unasked)
+        └── UpstreamTimeout    504: no answer within timeouts.read; never retried
 
-Library exceptions (OSError, asyncio.TimeoutError, httptools' parser errors) are turned
-into these at one boundary each: config loading in `config.load`, backend I/O in
-`upstream`. Nothing below the command line calls `sys.exit`.
+Where they come from and where they end:
+
+- Library exceptions are translated at one boundary each: YAML and OSError in
+  `config.load`; OSError and TimeoutError of a backend connect in `proxy.upstream`; llhttp's
+  parser errors in `http1.request`. The response reader (`http1.response`) raises
+  `UpstreamProtocolError` itself.
+- On the request path a `ProxyError` is never raised through the event loop: the exchange
+  takes it as a value (`Exchange.fail`), which applies the retry rule once (`retry`) and then
+  answers `status` as JSON, or cuts the client connection when part of a response was sent.
+- Nothing below the command line calls `sys.exit`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 
 class SplitterError(Exception):
@@ -63,11 +77,33 @@ class StartupError(SplitterError):
     """The process cannot start; the message is one line for the operator."""
 
 
+# When a failed attempt may be sent again (contract section 4, "Retries").
+RETRY_NEVER: Final = 0
+RETRY_ALWAYS: Final = 1  # nothing reached the backend: connect refused or timed out
+RETRY_IDEMPOTENT: Final = 2  # an idempotent method, or no byte of the request was written
+
+
 class ProxyError(SplitterError):
-    """A request that cannot be served. `status` is the HTTP answer, `reason` a short code."""
+    """A request that cannot be served.
+
+    `status` is the answer, `reason` the label of `splitter_upstream_errors_total` (and of
+    the JSON error body), `retry` when another attempt is allowed. The message says what
+    happened, for the log; it never goes to the client.
+    """
 
     status = 502
     reason = "bad_gateway"
+    retry = RETRY_NEVER
+
+
+class RequestRefused(ProxyError):
+    """The client's request is refused; `status` is given per instance (400, 408, ...)."""
+
+    reason = "refused"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class NoHealthyBackend(ProxyError):
@@ -78,6 +114,13 @@ class NoHealthyBackend(ProxyError):
 class UpstreamConnectError(ProxyError):
     status = 502
     reason = "connect"
+    retry = RETRY_ALWAYS
+
+
+class UpstreamLost(ProxyError):
+    status = 502
+    reason = "connect"  # the metrics count a lost connection with the connect failures
+    retry = RETRY_IDEMPOTENT
 
 
 class UpstreamProtocolError(ProxyError):

@@ -6,10 +6,9 @@ Rules:
   request path derives from them (pool lookup tables, the cookie signer, the pre-built
   Set-Cookie attributes). A change (admin call, reload) builds a new `Live` and swaps the
   one reference the proxy holds: a request reads `server.live` once and finishes on it.
-- Backend connection pools are keyed by backend URL and handed from one snapshot to the
-  next, so a change of weights never drops a kept-alive connection.
-- Backend health (`up`, kept on the backend's connection pool, shared by URL) changes
-  under a snapshot, not with it; `Live.refresh_health` updates the cached views.
+- Backend health (`BackendHealth`, one per URL in a `HealthTable`) is shared from one
+  snapshot to the next and changes under a snapshot, not with it; `Live.refresh_health`
+  updates the cached views. (The keep-alive connections, by URL too, belong to the proxy.)
 - The state file is JSON, written atomically (write, fsync, rename): `{"version": 1,
   "cookie_secret": hex, ...}`. An unreadable file or one of an unknown version is set
   aside (renamed with a `.bad-<time>` suffix) and a fresh one is started.
@@ -29,29 +28,73 @@ import orjson
 from splitter.routing import BackendBalancer, ClientIds, PoolChooser
 
 if TYPE_CHECKING:
-    import asyncio
-
     from splitter.config import Backend, Config, Pool
-    from splitter.upstream import BackendConnections
 
 log = logging.getLogger("splitter.state")
 
 STATE_VERSION = 1
 
 
+class BackendHealth:
+    """The health of one backend, shared by URL across snapshots (a reload keeps it).
+
+    `up` is what routing uses: the active checks say so (`checked_up`) and passive
+    ejection (`ejected_until`, after failures in a row) does not object.
+    """
+
+    __slots__ = ("checked_up", "ejected_until", "ejections", "failures", "up")
+
+    def __init__(self) -> None:
+        self.up = True
+        self.checked_up = True
+        self.ejected_until = 0.0
+        self.ejections = 0  # in a row; each one lasts twice as long as the one before
+        self.failures = 0  # consecutive failed exchanges (connect, reset, 5xx, timeout)
+
+    def update(self, now: float) -> bool:
+        """Recompute `up`; True when it changed."""
+        up = self.checked_up and now >= self.ejected_until
+        changed = up != self.up
+        self.up = up
+        return changed
+
+
+class HealthTable:
+    """Every backend's health by URL, for the snapshots of one process."""
+
+    def __init__(self) -> None:
+        self.by_url: dict[str, BackendHealth] = {}
+
+    def get(self, url: str) -> BackendHealth:
+        health = self.by_url.get(url)
+        if health is None:
+            health = self.by_url[url] = BackendHealth()
+        return health
+
+    def set_checked(self, url: str, up: bool, now: float) -> bool:
+        """The active checks' verdict for `url`; True when `up` changed."""
+        health = self.get(url)
+        health.checked_up = up
+        return health.update(now)
+
+    def retain(self, urls: set[str]) -> None:
+        for url in [u for u in self.by_url if u not in urls]:
+            del self.by_url[url]
+
+
 class BackendState:
     """One backend as the request path sees it."""
 
-    __slots__ = ("backend", "conns", "url")
+    __slots__ = ("backend", "health", "url")
 
-    def __init__(self, backend: Backend, conns: BackendConnections) -> None:
+    def __init__(self, backend: Backend, health: BackendHealth) -> None:
         self.backend = backend
-        self.conns = conns  # shared by URL across snapshots; carries the health flag
+        self.health = health  # shared by URL across snapshots
         self.url = backend.url
 
     @property
     def up(self) -> bool:
-        return self.conns.up
+        return self.health.up
 
 
 class PoolState:
@@ -115,26 +158,28 @@ class Live:
         self.live_pools = None if len(names) == len(self.pools) else names
         self.chooser = PoolChooser(self.weights, self.live_pools)
 
+    def backends(self) -> list[BackendState]:
+        return [b for pool in self.pools.values() for b in pool.backends]
+
+    def route_has_other_live(self, health: BackendHealth) -> bool:
+        """Whether a backend other than this one is live in a pool with weight > 0."""
+        return any(
+            b.up and b.health is not health
+            for name, weight in self.weights
+            if weight > 0
+            for b in self.pools[name].backends
+        )
+
 
 def build_live(
-    config: Config,
-    weights: dict[str, float],
-    cookie_secret: bytes,
-    connections: dict[str, BackendConnections],
-    loop: asyncio.AbstractEventLoop,
+    config: Config, weights: dict[str, float], cookie_secret: bytes, health: HealthTable
 ) -> Live:
-    """A snapshot for `config` with `weights` in force, reusing `connections` by URL."""
-    from splitter.upstream import BackendConnections
-
+    """A snapshot for `config` with `weights` in force, sharing backend health by URL."""
     pools: dict[str, PoolState] = {}
     for pool in config.pools:
-        backends = []
-        for backend in pool.backends:
-            conns = connections.get(backend.url)
-            if conns is None:
-                conns = connections[backend.url] = BackendConnections(backend, loop)
-            backends.append(BackendState(backend, conns))
+        backends = [BackendState(backend, health.get(backend.url)) for backend in pool.backends]
         pools[pool.name] = PoolState(pool, backends)
+    health.retain({b.url for p in config.pools for b in p.backends})
     sticky = config.sticky
     client_ids = None
     cookie_name = ""

@@ -4,7 +4,8 @@
     config, weights, state file, events,  --->   ("live", config, weights, secret)
     admin API, health checks, the watcher  --->  ("health", url, up)
                                            --->  ("stop",)
-    /metrics sums the workers' counters    <---  ("ready",), ("counters", snapshot)
+    /metrics sums the workers' counters    <---  ("ready",), ("counters", snapshot, stats)
+    and their per-pool statistics
 
 Rules:
 
@@ -38,10 +39,10 @@ from splitter import memory
 from splitter.config import Config
 from splitter.counters import Counters
 from splitter.errors import StartupError
+from splitter.proxy.listener import ProxyListener
 from splitter.runtime import bind, configure_logging, new_event_loop
-from splitter.server import ProxyServer
-from splitter.state import Live, build_live
-from splitter.upstream import BackendConnections
+from splitter.state import HealthTable, Live, build_live
+from splitter.stats import Recorder, Window
 
 log = logging.getLogger("splitter.workers")
 
@@ -80,21 +81,20 @@ async def _serve(
     except StartupError as exc:
         conn.send(("error", str(exc)))
         return 2
-    connections: dict[str, BackendConnections] = {}
+    table = HealthTable()
     current: list[Any] = [config, weights]
 
     def build() -> Live:
-        live = build_live(current[0], current[1], secret, connections, loop)
+        live = build_live(current[0], current[1], secret, table)
         now = loop.time()
-        for url, conns in connections.items():
-            conns.health_up = health.get(url, True)
-            conns.update_up(now)
+        for url in table.by_url:
+            table.set_checked(url, health.get(url, True), now)
         live.refresh_health()
         return live
 
-    server = ProxyServer(build(), connections, loop)
     counters = Counters()
-    server.metrics = counters
+    recorder = Recorder()
+    server = ProxyListener(build(), loop, counters, recorder)
     await server.listen(sock)
     stop = asyncio.Event()
 
@@ -109,12 +109,10 @@ async def _serve(
                 elif kind == "health":
                     _, url, up = message
                     health[url] = up
-                    conns = connections.get(url)
-                    if conns is not None:
-                        conns.health_up = up
-                        conns.update_up(loop.time())
+                    if url in table.by_url:
+                        table.set_checked(url, up, loop.time())
                         if not up:
-                            conns.close_all()
+                            server.backend_down(url)
                         server.live.refresh_health()
                 elif kind == "stop":
                     stop.set()
@@ -130,13 +128,13 @@ async def _serve(
     async def report() -> None:
         while True:
             await asyncio.sleep(COUNTERS_EVERY)
-            _send(conn, ("counters", counters.snapshot()))
+            _send(conn, ("counters", counters.snapshot(), recorder.drain()))
 
     reporter = loop.create_task(report())
     await stop.wait()
     await server.graceful_stop(current[0].shutdown)
     reporter.cancel()
-    _send(conn, ("counters", counters.snapshot()))
+    _send(conn, ("counters", counters.snapshot(), recorder.drain()))
     return 0
 
 
@@ -163,9 +161,10 @@ class _Worker:
 class WorkerPool:
     """The primary's view of its workers."""
 
-    def __init__(self, count: int, secret: bytes) -> None:
+    def __init__(self, count: int, secret: bytes, window: Window) -> None:
         self.count = count
         self.secret = secret
+        self.window = window  # the workers' statistics are summed into it
         self.context = multiprocessing.get_context("spawn")
         self.workers = [_Worker(i + 1) for i in range(count)]
         self.retired: list[dict[str, Any]] = []  # last counters of workers that died
@@ -212,6 +211,7 @@ class WorkerPool:
                 message = conn.recv()
                 if message[0] == "counters":
                     worker.counters = message[1]
+                    self.window.add(message[2])
                 elif message[0] == "ready" and worker.ready and not worker.ready.done():
                     worker.ready.set_result(None)
                 elif message[0] == "error" and worker.ready and not worker.ready.done():

@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # so `tests.backends...` and `splitter` import in-process
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.rawbackend import RawBackend  # noqa: E402
+from tests.rawbackend import RawBackend, Script  # noqa: E402
 from tests.support import (  # noqa: E402
     Backend,
     SplitterProc,
@@ -128,7 +128,11 @@ def raw_backend() -> Iterator[Callable[..., RawBackend]]:
     """`(reply=None, after="keep", linger=0.0) -> RawBackend`, each stopped at teardown."""
     made: list[RawBackend] = []
 
-    def make(reply: bytes | None = None, after: str = "keep", linger: float = 0.0) -> RawBackend:
+    def make(
+        reply: bytes | Callable[[bytes], Script | None] | None = None,
+        after: str = "keep",
+        linger: float = 0.0,
+    ) -> RawBackend:
         backend = RawBackend(reply, after, linger)
         made.append(backend)
         return backend

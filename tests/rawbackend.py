@@ -11,7 +11,7 @@ import asyncio
 import socket
 import struct
 import threading
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +19,11 @@ from tests.support import LOCALHOST, SplitterProc, pools_config, start_splitter
 
 HEALTH_PREFIX = b"GET /healthz "
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+DRAIN = "drain"  # in a script: from here on, record what the connection sends until it ends
+
+# A scripted reply: bytes are written (and drained), a float is a pause in seconds, DRAIN
+# ends the script and reads everything else the connection carries (a tunnel after a 101).
+Script = Sequence[bytes | float | str]
 
 
 def _health_only(raw: bytes) -> bool:
@@ -35,14 +40,19 @@ class RawBackend:
     (keep-alive; bodies framed by Content-Length or chunked are read). With `reply`, each
     request that is not a health check gets those exact bytes; then `after` says what
     happens to the connection: "keep" (read the next request), "close" (a FIN) or "reset"
-    (SO_LINGER 0), `linger` seconds later. Health checks (`GET /healthz`) always get a 200
-    and are left out of `proxied()` and `request_counts()`.
+    (SO_LINGER 0), `linger` seconds later. `reply` may also be a function of the request
+    head (its body is read first) returning a `Script`, or None for the default answer.
+    Health checks (`GET /healthz`) always get a 200 and are left out of `proxied()`,
+    `request_counts()` and `connections()`.
     """
 
     OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
 
     def __init__(
-        self, reply: bytes | None = None, after: str = "keep", linger: float = 0.0
+        self,
+        reply: bytes | Callable[[bytes], Script | None] | None = None,
+        after: str = "keep",
+        linger: float = 0.0,
     ) -> None:
         assert after in ("keep", "close", "reset")
         self.reply = reply
@@ -50,6 +60,7 @@ class RawBackend:
         self.linger = linger
         self.conns: list[bytearray] = []  # every byte received, per connection
         self.requests: list[int] = []  # requests other than health checks, per connection
+        self.request_heads: list[list[bytes]] = []  # their heads, per connection
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.loop = asyncio.new_event_loop()
@@ -106,10 +117,26 @@ class RawBackend:
         with self._lock:
             return [n for n in self.requests if n]
 
+    def heads(self) -> list[bytes]:
+        """The head of every request other than a health check, as received."""
+        with self._lock:
+            return [head for heads in self.request_heads for head in heads]
+
+    def connections(self) -> list[tuple[bytes, list[bytes]]]:
+        """Per connection that carried a request other than a health check: every byte it
+        received, and the heads of those requests in order."""
+        with self._lock:
+            pairs = [
+                (bytes(c), list(h)) for c, h in zip(self.conns, self.request_heads, strict=True)
+            ]
+        return [(raw, heads) for raw, heads in pairs if heads]
+
     def reset(self) -> None:
         with self._lock:  # open connections keep recording into their (emptied) buffers
             for rec in self.conns:
                 rec.clear()
+            for heads in self.request_heads:
+                heads.clear()
 
     # -- serving
 
@@ -119,6 +146,7 @@ class RawBackend:
             self.conns.append(rec)
             index = len(self.requests)
             self.requests.append(0)
+            self.request_heads.append([])
 
         async def recorded(read: Awaitable[bytes]) -> bytes:
             """Await a read of `reader`, keeping what it got (a partial read too)."""
@@ -145,6 +173,7 @@ class RawBackend:
                     continue
                 with self._lock:
                     self.requests[index] += 1
+                    self.request_heads[index].append(head)
                 request_id, length, chunked = b"ok", 0, False
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
@@ -165,11 +194,21 @@ class RawBackend:
                         await exactly(size + 2)
                 elif length:
                     await exactly(length)
-                if self.reply is None:
+                reply = self.reply
+                if callable(reply):
+                    script = reply(head)
+                    if script is None:
+                        writer.write(self.OK % len(request_id) + request_id)
+                        await writer.drain()
+                        continue
+                    if await self._play(script, writer, lambda: recorded(reader.read(65536))):
+                        break  # drained: the connection has ended
+                    continue
+                if reply is None:
                     writer.write(self.OK % len(request_id) + request_id)
                     await writer.drain()
                     continue
-                writer.write(self.reply)
+                writer.write(reply)
                 await writer.drain()
                 if self.after == "keep":
                     continue
@@ -199,6 +238,25 @@ class RawBackend:
             except AttributeError:
                 pass
             writer.close()
+
+    @staticmethod
+    async def _play(
+        script: Script, writer: asyncio.StreamWriter, read: Callable[[], Awaitable[bytes]]
+    ) -> bool:
+        """Play a script; True when it ended with DRAIN (the connection is then over)."""
+        for step in script:
+            if isinstance(step, bytes):
+                writer.write(step)
+                await writer.drain()
+            elif isinstance(step, float):
+                await asyncio.sleep(step)
+            elif step == DRAIN:
+                while await read():
+                    pass
+                return True
+            else:
+                raise ValueError(f"unknown script step {step!r}")
+        return False
 
 
 @contextmanager

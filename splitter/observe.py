@@ -1,0 +1,42 @@
+"""One observation per finished request, handed to whoever counts: the metrics, the access
+log and the per-pool statistics (`stats`) that the rollout judge and the dashboard read.
+
+An exchange *is* its observation (`proxy.exchange.Exchange` extends `Observation`): the
+fields below are filled in as the request goes, and the observers read them when it ends,
+so observing costs no allocation and no copy. Observers must not keep a reference to it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["Observation", "Observer"]
+
+
+class Observation:
+    """A request as it ended."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started  # wall-clock time of the first byte of its head
+        self.finished = 0.0  # wall-clock time it ended
+        self.pool_name: str | None = None  # None: refused before a pool was chosen
+        self.backend_url: str | None = None
+        self.status = 0  # the status answered (499: the client left before the answer)
+        self.body_bytes = 0  # response body bytes sent to the client
+        self.error = ""  # "" or the reason of a failure: connect, timeout, protocol, refused
+        self.by_override = False  # the override header chose the pool, not the weights
+        self.client_id: str | None = None  # the sticky client, when there is one
+        self.assigned = False  # the weighted choice placed a client without a cookie
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started
+
+    @property
+    def bad(self) -> bool:
+        """A 5xx (from the backend or splitter) or an upstream error (contract section 8)."""
+        return self.status >= 500 or (self.error != "" and self.error != "refused")
+
+
+class Observer(Protocol):
+    def observe(self, obs: Observation) -> None: ...

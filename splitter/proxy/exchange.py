@@ -1,0 +1,542 @@
+"""One exchange: a client's request and its response, as an explicit state machine.
+
+Theory of operation
+-------------------
+The downstream protocol (`downstream.ClientConn`) reads a request head and makes an
+`Exchange`; the exchange at the front of the connection's queue is served. Serving it is a
+line of states, each left by one event:
+
+    state        event                                  next state
+    ----------   ------------------------------------   ----------------------------------
+    QUEUED       its turn comes (start)                 ROUTING
+    ROUTING      a pool and backend; an idle connection AWAIT_HEAD
+    ROUTING      ... no idle connection                 CONNECTING
+    ROUTING      no live pool or backend                FAILED (503)
+    ROUTING      the request was refused while queued   FAILED (its 4xx)
+    CONNECTING   connected                              AWAIT_HEAD
+    CONNECTING   connect refused / timed out            CONNECTING (retry) | FAILED (502)
+    AWAIT_HEAD   a response head                        STREAMING | DONE (no body) | TUNNEL
+    AWAIT_HEAD   connection lost, bad head              CONNECTING (retry) | FAILED (502)
+    AWAIT_HEAD   read timeout                           FAILED (504)
+    STREAMING    the body is complete                   DONE
+    STREAMING    connection lost, bad body, timeout     FAILED (client connection cut)
+    TUNNEL       either side closes                     DONE
+    any          the client leaves                      FAILED (499)
+    any          the request body is refused or stalls  FAILED (408, 413, 400)
+
+DONE and FAILED are final: the observation (the exchange itself, see `splitter.observe`)
+goes to the observers once, and the client connection goes on with its next request or
+closes.
+
+Rules that live here, once:
+
+- **Retry and retain** (`fail`): an attempt that failed before any response byte reached
+  the client is sent once more (a second attempt at most), on another live backend of the
+  pool (the same one on a fresh connection when it is alone), when its error allows it
+  (`errors.RETRY_*`: connect failures always; a connection lost before the answer for an
+  idempotent method), and when its body can be sent again: not forwarded yet, or kept
+  because it is small (up to RETRY_BODY_LIMIT framed bytes are retained as they are sent).
+- **Request body**: streamed to the backend as it arrives, re-chunked when it came chunked;
+  held (up to BODY_HIGH_WATER, then client reads pause) while no connection is attached.
+- **Response framing towards the client** (`policy.response_head` decides): the backend's
+  Content-Length is kept; a chunked or close-delimited body is chunked for an HTTP/1.1
+  client and close-delimited for an HTTP/1.0 one; HEAD, 204, 304 have none.
+- Nothing is retried once a response byte has reached the client: a failure then cuts the
+  client connection with a reset, so no client takes a cut response for a complete one.
+
+Everything it does to the outside goes through the interfaces it is given: the client
+connection (`Downstream`), the listener (`Context`: routing policy, backends' connection
+pools, the clock) and the backend connection (`upstream.UpstreamConn`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final, Protocol
+
+from splitter.errors import (
+    RETRY_ALWAYS,
+    RETRY_IDEMPOTENT,
+    NoHealthyBackend,
+    ProxyError,
+    RequestRefused,
+    UpstreamConnectError,
+    UpstreamTimeout,
+)
+from splitter.http1.messages import (
+    CONTINUE_100,
+    CRLF,
+    LAST_CHUNK,
+    chunk_header,
+    error_response,
+    new_request_id,
+)
+from splitter.http1.request import RequestHead
+from splitter.http1.response import ResponseHead
+from splitter.observe import Observation
+from splitter.proxy.upstream import BackendConnections, UpstreamConn
+from splitter.state import BackendState, Live, PoolState
+
+__all__ = ["Context", "Downstream", "Exchange", "Phases"]
+
+QUEUED, ROUTING, CONNECTING, AWAIT_HEAD, STREAMING, TUNNEL, DONE, FAILED = range(8)
+STATE_NAMES: Final = (
+    "QUEUED", "ROUTING", "CONNECTING", "AWAIT_HEAD", "STREAMING", "TUNNEL", "DONE", "FAILED"
+)  # fmt: skip
+
+# How the response body is framed towards the client.
+F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE = range(4)
+
+BODY_HIGH_WATER: Final = 256 * 1024  # body bytes held for a backend before client reads pause
+RETRY_BODY_LIMIT: Final = 64 * 1024  # a body up to this size is kept so it can be sent again
+IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+
+# Why the client connection stops reading (bits; reading resumes when none is left).
+PAUSE_UPSTREAM_FULL: Final = 1  # the backend's socket is full
+PAUSE_QUEUE: Final = 2  # too many pipelined requests, or a body held for a queued one
+PAUSE_STOPPED: Final = 4  # a refusal: nothing more is read
+PAUSE_HOLD: Final = 8  # an upgrade waits for its 101 with as much held as allowed
+
+INF: Final = float("inf")
+
+
+class Downstream(Protocol):
+    """What an exchange needs of its client connection."""
+
+    peer: bytes
+    upstream_deadline: float  # connect or read deadline of the current exchange
+    send_blocked: bool  # the client's socket is full: a slow reader is not a slow backend
+
+    def send(self, data: bytes) -> None: ...
+    def begin_batch(self) -> bool: ...
+    def end_batch(self, started: bool) -> None: ...
+    def pause_reading(self, reason: int) -> None: ...
+    def resume_reading(self, reason: int) -> None: ...
+    def exchange_done(self, ex: Exchange, close: bool) -> None: ...
+    def abort(self) -> None: ...
+    def start_tunnel(self, ex: Exchange, upstream: UpstreamConn, rest: bytes) -> None: ...
+    def tunnel_eof(self) -> None: ...
+    def tunnel_lost(self) -> None: ...
+
+
+class Phases(Protocol):
+    """The proxy's decisions, as named phases (`policy.Policy`)."""
+
+    def route(self, ex: Exchange, live: Live) -> PoolState | None: ...
+    def upstream_head(self, ex: Exchange) -> bytes: ...
+    def response_status(self, ex: Exchange, status: int) -> None: ...
+    def response_head(self, ex: Exchange, head: ResponseHead) -> bytes: ...
+    def upstream_failed(self, ex: Exchange, error: ProxyError) -> None: ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> bool: ...
+
+
+class Context(Protocol):
+    """What an exchange needs of the listener it came through."""
+
+    live: Live
+    clock: float  # never behind the real loop time; deadlines are set from it
+    read_timeout: float
+    connect_timeout: float
+    draining: bool
+
+    @property
+    def policy(self) -> Phases: ...
+
+    def backend_pool(self, backend: BackendState) -> BackendConnections: ...
+    def connect(self, ex: Exchange, pool: BackendConnections) -> None: ...
+    def finished(self, ex: Exchange) -> None: ...
+
+
+class Exchange(Observation):
+    """One request and its response (see the module docstring)."""
+
+    def __init__(self, conn: Downstream, ctx: Context, req: RequestHead, started: float) -> None:
+        super().__init__(started)
+        self.conn = conn
+        self.ctx = ctx
+        self.req = req
+        self.state = QUEUED
+        self.refusal: RequestRefused | None = None  # refused while queued: answer it in turn
+        # Request body towards the backend.
+        self.body_complete = not req.has_body or req.upgrade
+        self.pending: list[bytes] | None = None  # framed body waiting for a connection
+        self.pending_bytes = 0
+        self.retained: list[bytes] | None = [] if req.has_body else None  # for a retry
+        self.body_sent = 0  # framed body bytes written to the current attempt
+        # Routing and the backend.
+        self.live: Live | None = None
+        self.pool: PoolState | None = None
+        self.backend: BackendState | None = None
+        self.upstream: UpstreamConn | None = None
+        self.attempts = 0
+        self.reused = False  # the current attempt took a kept-alive connection
+        self.set_cookie: bytes | None = None
+        self.connect_task: Cancellable | None = None  # a connection being made for it
+        # The response towards the client.
+        self.framing = F_NONE
+        self.close_after = False
+        self.response_started = False  # a byte of the answer was sent to the client
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES[self.state]
+
+    @property
+    def finished_state(self) -> bool:
+        return self.state >= DONE
+
+    # -- starting -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Its turn has come: route it and send it to a backend (QUEUED -> ROUTING -> ...)."""
+        req = self.req
+        if req.request_id is None:
+            req.request_id = new_request_id()
+        self.state = ROUTING
+        if self.refusal is not None:
+            self._answer_error(self.refusal.status, "", close=True)
+            return
+        ctx = self.ctx
+        live = self.live = ctx.live
+        if req.expect_continue and not self.body_complete and req.version == "1.1":
+            self.conn.send(CONTINUE_100)
+        pool = ctx.policy.route(self, live)
+        if pool is None:
+            self.fail(NoHealthyBackend("no live pool"))
+            return
+        self.pool = pool
+        self.pool_name = pool.name
+        backend = pool.pick()
+        if backend is None:
+            self.fail(NoHealthyBackend(f"pool {pool.name} has no live backend"))
+            return
+        self._send_to(backend, fresh=False)
+
+    def _send_to(self, backend: BackendState, fresh: bool) -> None:
+        self.backend = backend
+        self.backend_url = backend.url
+        self.attempts += 1
+        ctx = self.ctx
+        pool = ctx.backend_pool(backend)
+        conn = None if fresh else pool.take_idle()
+        if conn is not None:
+            self.reused = True
+            self._attach(conn)
+            return
+        self.reused = False
+        self.state = CONNECTING
+        self.conn.upstream_deadline = ctx.clock + ctx.connect_timeout
+        ctx.connect(self, pool)
+
+    # -- events from the connector ------------------------------------------------------
+
+    def connected(self, upstream: UpstreamConn) -> bool:
+        """A new connection is up; False when this exchange no longer wants it."""
+        if self.state != CONNECTING:
+            return False
+        self._attach(upstream)
+        return True
+
+    def connect_failed(self, error: ProxyError) -> None:
+        if self.state != CONNECTING:
+            return
+        self.ctx.policy.upstream_failed(self, error)
+        self.fail(error)
+
+    def _attach(self, upstream: UpstreamConn) -> None:
+        self.upstream = upstream
+        upstream.owner = self
+        req = self.req
+        upstream.reader.start(req.method == b"HEAD", req.upgrade)
+        self.state = AWAIT_HEAD
+        head = self.ctx.policy.upstream_head(self)
+        retained = self.retained
+        if retained and self.attempts > 1:  # a retry: send what the first attempt sent
+            upstream.write_parts([head, *retained])
+            self.body_sent = sum(len(c) for c in retained)
+        else:
+            upstream.write(head)
+            self.body_sent = 0
+        if self.pending is not None:
+            self._flush_pending(upstream)
+        ctx = self.ctx
+        self.conn.upstream_deadline = ctx.clock + ctx.read_timeout if self.body_complete else INF
+
+    # -- the request body (from the client connection) ----------------------------------
+
+    def request_body(self, data: bytes) -> None:
+        if self.state >= DONE:
+            return  # answered already (the connection closes after the answer)
+        if self.req.chunked:
+            self._forward([chunk_header(len(data)), data, CRLF], len(data))
+        else:
+            self._forward([data], len(data))
+
+    def request_end(self) -> None:
+        if self.req.chunked and self.state < DONE:
+            self._forward([LAST_CHUNK], 0)  # trailers, if any, were dropped by the reader
+        self.body_complete = True
+        if self.state == AWAIT_HEAD:
+            ctx = self.ctx
+            self.conn.upstream_deadline = ctx.clock + ctx.read_timeout
+
+    def _forward(self, framed: list[bytes], size: int) -> None:
+        upstream = self.upstream
+        if upstream is not None and self.pending is None and self.state >= AWAIT_HEAD:
+            upstream.write_parts(framed)
+            self._retain(framed)
+            return
+        if self.pending is None:
+            self.pending = []
+        self.pending.extend(framed)
+        self.pending_bytes += size
+        if self.pending_bytes > BODY_HIGH_WATER:
+            self.conn.pause_reading(PAUSE_QUEUE)
+
+    def _flush_pending(self, upstream: UpstreamConn) -> None:
+        pending = self.pending
+        self.pending = None
+        self.pending_bytes = 0
+        if pending:
+            upstream.write_parts(pending)
+            self._retain(pending)
+        self.conn.resume_reading(PAUSE_QUEUE)
+
+    def _retain(self, framed: list[bytes]) -> None:
+        size = 0
+        for chunk in framed:
+            size += len(chunk)
+        self.body_sent += size
+        retained = self.retained
+        if retained is None or self.attempts > 1:  # a second attempt is the last one
+            return
+        if self.body_sent > RETRY_BODY_LIMIT:
+            self.retained = None  # too big to keep: this body cannot be sent twice
+        else:
+            retained.extend(framed)
+
+    # -- events from the backend connection ---------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        """Bytes from the backend; one write to the client per read."""
+        upstream = self.upstream
+        if upstream is None:
+            return
+        conn = self.conn
+        batch = conn.begin_batch()
+        try:
+            rest = upstream.reader.feed(data, self)
+            if rest and self.state == TUNNEL:
+                conn.send(rest)
+        except ProxyError as error:
+            self.upstream_failed(error)
+        finally:
+            conn.end_batch(batch)
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        status = head.status
+        self.status = status
+        policy = self.ctx.policy
+        policy.response_status(self, status)
+        data = policy.response_head(self, head)
+        self.response_started = True
+        conn = self.conn
+        if status == 101:
+            self.state = TUNNEL
+            conn.send(data)
+            upstream = self.upstream
+            assert upstream is not None
+            conn.start_tunnel(self, upstream, b"")
+            return
+        self.state = STREAMING
+        conn.send(data)
+        if not conn.send_blocked:
+            conn.upstream_deadline = self.ctx.clock + self.ctx.read_timeout
+
+    def on_response_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        framing = self.framing
+        conn = self.conn
+        if framing == F_CHUNKED:
+            conn.send(chunk_header(len(data)))
+            conn.send(data)
+            conn.send(CRLF)
+        elif framing != F_NONE:
+            conn.send(data)
+        if not conn.send_blocked:
+            conn.upstream_deadline = self.ctx.clock + self.ctx.read_timeout
+
+    def on_response_end(self, clean: bool) -> None:
+        if self.framing == F_CHUNKED:
+            self.conn.send(LAST_CHUNK)
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            reusable = clean and self.body_complete and upstream.reader.keep_alive
+            upstream.done(reusable, self.ctx.clock)
+        self._finish(DONE, self.close_after)
+
+    def upstream_failed(self, error: ProxyError) -> None:
+        """The backend connection broke, timed out or sent something invalid."""
+        if self.state >= DONE or self.state == QUEUED:
+            return
+        self.ctx.policy.upstream_failed(self, error)
+        self.fail(error)
+
+    def upstream_eof(self) -> None:
+        """The backend closed its side: the end of a close-delimited body, or a failure."""
+        if self.state == TUNNEL:
+            self.conn.tunnel_eof()
+            return
+        upstream = self.upstream
+        if upstream is None:
+            return
+        batch = self.conn.begin_batch()
+        try:
+            upstream.reader.eof(self)
+        except ProxyError as error:
+            self.upstream_failed(error)
+        finally:
+            self.conn.end_batch(batch)
+        upstream.close()  # it said it is done: whatever happened, it is not reused
+
+    def upstream_lost(self, error: ProxyError | None) -> None:
+        """The backend connection is gone; a reset never ends a body."""
+        if self.state == TUNNEL:
+            self.upstream = None
+            self.conn.tunnel_lost()
+            return
+        if self.upstream is None:
+            return
+        if error is None:
+            self.upstream_eof()
+        else:
+            self.upstream_failed(error)
+
+    def tunnel_closed(self) -> None:
+        """The tunnel ended (either side); the exchange is logged now."""
+        if self.state == TUNNEL:
+            self._drop_upstream(abort=False)
+            self.state = DONE
+            self.finished = time.time()
+            self.ctx.finished(self)
+
+    def upstream_paused(self) -> None:
+        self.conn.pause_reading(PAUSE_UPSTREAM_FULL)
+
+    def upstream_resumed(self) -> None:
+        self.conn.resume_reading(PAUSE_UPSTREAM_FULL)
+
+    # -- events from the client connection ----------------------------------------------
+
+    def deadline_passed(self) -> None:
+        """The upstream deadline passed: a connect or read timeout."""
+        if self.state == CONNECTING:
+            error: ProxyError = UpstreamConnectError("connect timed out")
+        elif self.state in (AWAIT_HEAD, STREAMING):
+            error = UpstreamTimeout("read timed out")
+        else:
+            return
+        self.ctx.policy.upstream_failed(self, error)
+        self.fail(error)
+
+    def refuse(self, error: RequestRefused) -> None:
+        """The client's request was refused while it was being read (body too large, bad
+        chunk, body idle): nothing more of it reaches the backend."""
+        if self.state == QUEUED:
+            self.refusal = error
+            return
+        self.error = error.reason
+        self._drop_upstream(abort=True)
+        self.fail(error)
+
+    def client_gone(self) -> None:
+        if self.state >= DONE:
+            return
+        self._drop_upstream(abort=True)
+        if not self.response_started:
+            self.status = 499  # the client left before its answer (nginx's convention)
+        self.state = FAILED
+        self.finished = time.time()
+        self.ctx.finished(self)
+
+    # -- ending -------------------------------------------------------------------------
+
+    def fail(self, error: ProxyError) -> None:
+        """Retry once when the rules allow it; else answer the error, or cut the client
+        connection when part of the response already reached it."""
+        if self.state >= DONE:
+            return
+        if self._may_retry(error):
+            pool, backend = self.pool, self.backend
+            assert pool is not None and backend is not None
+            other = pool.pick_other(backend)
+            if other is not None:
+                self._drop_upstream(abort=True)
+                self.conn.upstream_deadline = INF
+                self._send_to(other, fresh=True)
+                return
+        if not isinstance(error, RequestRefused):
+            self.error = error.reason
+        self._drop_upstream(abort=True)
+        self.conn.upstream_deadline = INF
+        if self.response_started:
+            self._finish(FAILED, True)
+            self.conn.abort()
+            return
+        reason = "" if isinstance(error, RequestRefused) else error.reason
+        self._answer_error(error.status, reason, close=isinstance(error, RequestRefused))
+
+    def _may_retry(self, error: ProxyError) -> bool:
+        if self.response_started or self.attempts >= 2 or self.backend is None:
+            return False
+        if error.retry == RETRY_ALWAYS:
+            pass
+        elif error.retry == RETRY_IDEMPOTENT:
+            if self.req.method not in IDEMPOTENT_METHODS:
+                return False
+        else:
+            return False
+        # The body must be sendable again: none forwarded yet, or all of it retained.
+        return self.body_sent == 0 or self.retained is not None
+
+    def _answer_error(self, status: int, reason: str, close: bool) -> None:
+        req = self.req
+        if req.request_id is None:
+            req.request_id = new_request_id()
+        close = close or not req.keep_alive or self.ctx.draining or not self.body_complete
+        detail = None
+        if reason:
+            detail = {"reason": reason}
+            if self.pool_name is not None:
+                detail["pool"] = self.pool_name
+        data = error_response(
+            status, req.request_id, close, detail, head_only=req.method == b"HEAD"
+        )
+        self.status = status
+        self.body_bytes = 0
+        self.response_started = True
+        self.conn.send(data)
+        self._finish(FAILED, close)
+
+    def _drop_upstream(self, abort: bool) -> None:
+        upstream = self.upstream
+        self.upstream = None
+        if upstream is not None:
+            if abort:
+                upstream.abort()
+            else:
+                upstream.close()
+        task = self.connect_task
+        if task is not None:
+            self.connect_task = None
+            task.cancel()
+
+    def _finish(self, state: int, close: bool) -> None:
+        self.state = state
+        self.finished = time.time()
+        self.ctx.finished(self)
+        self.conn.exchange_done(self, close)
