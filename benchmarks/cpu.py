@@ -94,10 +94,12 @@ def main() -> int:
                 "sticky: {cookie: splitter, secret: benchmark-secret}\n"
                 f"access_log: false\nstate_file: {tmp}/state-{i}.json\n"
             )
-            env = dict(os.environ, PYTHONPATH=str(Path(path).resolve()))
+            # `python -m` puts the working directory first on sys.path: run from the checkout.
+            root = Path(path).resolve()
+            env = dict(os.environ, PYTHONPATH=str(root))
             proc = subprocess.Popen(
                 [sys.executable, "-m", "splitter", "run", "-c", str(cfg)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             procs.append(proc)
             wait_port(port)

@@ -45,7 +45,7 @@ it. Over a cycle of ``sum(weights)`` picks (integer weights) each backend is pic
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import math
@@ -66,7 +66,8 @@ __all__ = [
 _MAX_COOKIE_LEN = 200
 
 # Bound once: these run for every request.
-_b64encode = base64.urlsafe_b64encode
+_b2a_base64 = binascii.b2a_base64
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _compare_digest = hmac.compare_digest
 _blake2b = hashlib.blake2b
 _from_bytes = int.from_bytes
@@ -75,7 +76,7 @@ _sha256 = hashlib.sha256
 # Client ids need to be unique, not secret: the signature is what a client cannot forge.
 # A generator seeded from os.urandom costs a third of a getrandom() call per id. Each
 # process (workers are spawned, not forked) seeds its own.
-_random_bytes = random.Random().randbytes
+_random_bits = random.Random().getrandbits
 
 _TWO_TO_64 = float(2**64)
 # (h + 0.5) / 2**64 rounds to exactly 1.0 for h within ~2**10 of 2**64, and ln(1.0) == 0
@@ -85,7 +86,7 @@ _BELOW_ONE = math.nextafter(1.0, 0.0)
 
 
 def _b64url(raw: bytes) -> str:
-    return _b64encode(raw).rstrip(b"=").decode("ascii")
+    return _b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 class ClientIds:
@@ -106,7 +107,7 @@ class ClientIds:
 
     def new_id(self) -> str:
         """A fresh random client id: 16 random bytes, base64url without padding."""
-        return _b64url(_random_bytes(16))
+        return _b64url(_random_bits(128).to_bytes(16, "little"))
 
     def _sign(self, client_id: str) -> str:
         inner = self._inner.copy()

@@ -21,14 +21,12 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from splitter.config import Backend, Config, Pool
 from splitter.routing import BackendBalancer, ClientIds, PoolChooser
-
-if TYPE_CHECKING:
-    from splitter.config import Backend, Config, Pool
 
 log = logging.getLogger("splitter.state")
 

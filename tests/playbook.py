@@ -257,15 +257,9 @@ class Playbook:
             self.counters,
             self.recorder,
             connector=self._connect,
+            watch=self.observed.append,
         )
         self.listener.access_log = False
-        finished = self.listener.finished
-
-        def record(ex: Exchange) -> None:
-            self.observed.append(ex)
-            finished(ex)
-
-        self.listener.finished = record  # type: ignore[method-assign]
 
     def _connect(self, ex: Exchange, pool: BackendConnections) -> None:
         self.waiting.append((ex, pool))

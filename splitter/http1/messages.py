@@ -6,6 +6,7 @@ fragments and never formats what it can take from a table.
 
 from __future__ import annotations
 
+import binascii
 import random
 from http import HTTPStatus
 from typing import Final
@@ -40,7 +41,7 @@ def chunk_header(size: int) -> bytes:
 def new_request_id() -> bytes:
     """32 hex digits, like a UUID without dashes. An id needs to be unique, not secret:
     `random` costs a fraction of a getrandom() system call per request."""
-    return b"%032x" % _random_bits(128)
+    return binascii.b2a_hex(_random_bits(128).to_bytes(16, "little"))
 
 
 _VISIBLE_ASCII: Final = bytes(range(0x21, 0x7F))

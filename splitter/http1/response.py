@@ -53,12 +53,13 @@ _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
 # Header lines: a token, a colon, a value of visible bytes, spaces and tabs (obs-text too).
 _FIELDS: Final = re.compile(rb"(?:[-!#$%&'*+.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
-_REASON: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-_STATUS_LINE: Final = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([^\r\n]*))?")
+_STATUS_LINE: Final = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
+_VISIBLE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
 MAX_CHUNK_LINE: Final = 4096  # a chunk-size line with its extensions
 
-# Response headers splitter reads rather than passes on; lower-case.
+# Response headers splitter reads or takes out (hop-by-hop, framing, its own request id),
+# lower-case; every other line passes on byte for byte.
 _HOP, _LENGTH, _TE, _CONNECTION, _UPGRADE = range(5)
 _SPECIAL: Final[dict[bytes, int]] = {
     b"connection": _CONNECTION,
@@ -70,11 +71,10 @@ _SPECIAL: Final[dict[bytes, int]] = {
     b"upgrade": _UPGRADE,
     b"proxy-authorization": _HOP,
     b"proxy-authenticate": _HOP,
-    b"content-length": _LENGTH,
+    b"content-length": _LENGTH,  # read, and passed on as it came
     b"x-request-id": _HOP,  # the client gets the id splitter used
 }
 _CONNECTION_OPTIONS: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
-
 
 _HEAD_BYTES: Final = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
@@ -90,23 +90,22 @@ def _check_partial_head(buffer: bytes) -> None:
 
 
 class ResponseHead:
-    """A response head as it will be passed on: hop-by-hop and framing headers taken out."""
+    """A response head as it will be passed on: hop-by-hop lines taken out."""
 
     def __init__(
         self,
         status: int,
-        reason: bytes,
-        version: int,
-        lines: list[bytes],
+        status_line: bytes,
+        fields: bytes,
         content_length: int,
         chunked: bool,
         keep_alive: bool,
         upgrade: bytes,
     ) -> None:
         self.status = status
-        self.reason = reason
-        self.version = version  # the minor version: 1 or 0
-        self.lines = lines  # header lines to pass on, each ending in CRLF
+        self.status_line = status_line  # "HTTP/1.1 200 OK\r\n", as the backend's, in 1.1
+        self.fields = fields  # the header lines to pass on, with their CRLFs; Content-Length
+        # is among them when there is one (it passes as it came)
         self.content_length = content_length  # -1 when absent
         self.chunked = chunked
         self.keep_alive = keep_alive  # the backend keeps the connection open after it
@@ -252,37 +251,41 @@ class ResponseReader:
         match = _STATUS_LINE.fullmatch(buffer, 0, line_end)
         if match is None:
             raise UpstreamProtocolError("malformed status line")
-        status = int(match[2])
-        reason = match[3] or b""
-        if reason and _REASON.fullmatch(reason) is None:
-            raise UpstreamProtocolError("malformed status line")
-        if _FIELDS.fullmatch(buffer, line_end + 2, end + 2) is None:
+        fields = buffer[line_end + 2 : end + 2]
+        if _FIELDS.fullmatch(fields) is None:
             raise UpstreamProtocolError("invalid header field")
-        lines = buffer[line_end + 2 : end].split(b"\r\n") if end > line_end else []
-        self.fields += len(lines)
+        self.fields += fields.count(b"\n")
         if self.fields > self.max_fields:
             raise UpstreamProtocolError("too many header fields in the response")
+        status = int(match[2])
         if 100 <= status < 200 and status != 101:
             return None  # 100 and 103 are not forwarded: splitter answers 100-continue itself
-        version = 1 if match[1] == b"1" else 0
-        kept: list[bytes] = []
+        version = match[1]
+        if version == b"1":
+            status_line = buffer[: line_end + 2]
+        else:
+            status_line = b"HTTP/1.1" + buffer[8 : line_end + 2]
         content_length = -1
         chunked = False
         close = False
         keep_alive_token = False
         upgrade = b""
         drop: list[bytes] | None = None
+        lines = fields.split(b"\r\n")
+        lines.pop()  # after the last CRLF
+        kept: list[bytes] = []
         for line in lines:
-            name, _, value = line.partition(b":")
-            kind = _SPECIAL.get(name.lower())
+            colon = line.find(b":")
+            kind = _SPECIAL.get(line[:colon].lower())
             if kind is None:
-                kept.append(line + b"\r\n")
+                kept.append(line)
                 continue
-            value = value.strip(b" \t")
+            value = line[colon + 1 :].strip(b" \t")
             if kind == _LENGTH:
                 if content_length >= 0 or not value.isdigit() or len(value) > 18:
                     raise UpstreamProtocolError("conflicting Content-Length")
                 content_length = int(value)
+                kept.append(line)  # end-to-end: it passes on
             elif kind == _TE:
                 if chunked or value.lower() != b"chunked":
                     raise UpstreamProtocolError("unsupported Transfer-Encoding")
@@ -300,17 +303,19 @@ class ResponseReader:
                         drop.append(token)
             elif kind == _UPGRADE:
                 upgrade = value
+        if drop:  # headers named by Connection are hop-by-hop too (rare)
+            names = set(drop)
+            kept = [line for line in kept if line.split(b":", 1)[0].lower() not in names]
+        if len(kept) < len(lines):
+            fields = b"\r\n".join(kept) + b"\r\n" if kept else b""
         if chunked and content_length >= 0:
             raise UpstreamProtocolError("Content-Length with Transfer-Encoding")
-        if drop:
-            names = set(drop)
-            kept = [h for h in kept if h.split(b":", 1)[0].lower() not in names]
-        if version == 1:
+        if version == b"1":
             keep_alive = not close
         else:  # HTTP/1.0 closes unless it asks to keep alive, with a length to end the body
             keep_alive = keep_alive_token and not close and content_length >= 0
         return ResponseHead(
-            status, reason, version, kept, content_length, chunked, keep_alive, upgrade
+            status, status_line, fields, content_length, chunked, keep_alive, upgrade
         )
 
     # -- chunked bodies -----------------------------------------------------------------
@@ -363,7 +368,7 @@ class ResponseReader:
             raise UpstreamProtocolError("chunk line over the limits")
         digits, _, extensions = line.partition(b";")
         digits = digits.rstrip(b" \t")
-        if _HEX.fullmatch(digits) is None or _REASON.fullmatch(extensions) is None:
+        if _HEX.fullmatch(digits) is None or _VISIBLE.fullmatch(extensions) is None:
             raise UpstreamProtocolError("invalid chunk size")
         self.remaining = int(digits, 16)
         self.chunk_state = _DATA if self.remaining else _TRAILER

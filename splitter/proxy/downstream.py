@@ -39,7 +39,7 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import Final, Protocol
+from typing import Final
 
 from splitter.config import Limits
 from splitter.errors import RequestRefused
@@ -47,9 +47,11 @@ from splitter.http1.request import ReadSettings, RequestHead, RequestReader
 from splitter.proxy.exchange import (
     INF,
     PAUSE_HOLD,
+    PAUSE_PIPELINE,
     PAUSE_STOPPED,
     STREAMING,
     Context,
+    Downstream,
     Exchange,
 )
 from splitter.proxy.upstream import UpstreamConn
@@ -58,29 +60,34 @@ __all__ = ["ClientConn", "Listener"]
 
 MAX_QUEUED: Final = 16  # pipelined requests read ahead of the one being served
 HOLD_LIMIT: Final = 64 * 1024  # client bytes held while an upgrade waits for its 101
-PAUSE_PIPELINE: Final = 32
 
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
-class Listener(Context, Protocol):
-    """What a client connection needs of its listener, besides what exchanges need."""
+class Listener(Context):
+    """What a client connection needs of its listener, besides what exchanges need
+    (`listener.ProxyListener` implements it)."""
 
     read_settings: ReadSettings
     limits: Limits
 
-    def connection_opened(self, conn: ClientConn) -> None: ...
-    def connection_closed(self, conn: ClientConn) -> None: ...
-    def note_refusal(self, status: int, reason: str, peer: bytes) -> None: ...
+    def connection_opened(self, conn: ClientConn) -> None:
+        raise NotImplementedError
+
+    def connection_closed(self, conn: ClientConn) -> None:
+        raise NotImplementedError
+
+    def note_refusal(self, status: int, reason: str, peer: bytes) -> None:
+        raise NotImplementedError
 
 
-class ClientConn:
+class ClientConn(Downstream):
     """A connection from a client; serves its requests one after another."""
 
     def __init__(self, server: Listener) -> None:
+        super().__init__(b"-")
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.peer = b"-"
         self.reader = RequestReader(server.read_settings, self)
         self.parsing: Exchange | None = None  # the exchange whose body is being read
         self.queue: deque[Exchange] = deque()  # waiting behind `current`
@@ -90,11 +97,9 @@ class ClientConn:
         self.paused = 0  # PAUSE_* bits
         self.closed = False
         self.client_eof = False
-        self.send_blocked = False
         self.batch: list[bytes] | None = None
         self.head_deadline = INF
         self.body_deadline = INF
-        self.upstream_deadline = INF
         self.send_deadline = INF
         self.idle_deadline = INF
         # An upgrade: the bytes after its head, held until the 101; then the tunnel.

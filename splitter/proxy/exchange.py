@@ -61,6 +61,7 @@ from splitter.errors import (
     ProxyError,
     RequestRefused,
     UpstreamConnectError,
+    UpstreamLost,
     UpstreamTimeout,
 )
 from splitter.http1.messages import (
@@ -74,18 +75,23 @@ from splitter.http1.messages import (
 from splitter.http1.request import RequestHead
 from splitter.http1.response import ResponseHead
 from splitter.observe import Observation
+from splitter.proxy.policy import F_CHUNKED, F_NONE, Policy, response_head, route, upstream_head
 from splitter.proxy.upstream import BackendConnections, UpstreamConn
 from splitter.state import BackendState, Live, PoolState
 
-__all__ = ["Context", "Downstream", "Exchange", "Phases"]
+__all__ = ["Context", "Downstream", "Exchange"]
 
-QUEUED, ROUTING, CONNECTING, AWAIT_HEAD, STREAMING, TUNNEL, DONE, FAILED = range(8)
+QUEUED: Final = 0
+ROUTING: Final = 1
+CONNECTING: Final = 2
+AWAIT_HEAD: Final = 3
+STREAMING: Final = 4
+TUNNEL: Final = 5
+DONE: Final = 6
+FAILED: Final = 7
 STATE_NAMES: Final = (
     "QUEUED", "ROUTING", "CONNECTING", "AWAIT_HEAD", "STREAMING", "TUNNEL", "DONE", "FAILED"
 )  # fmt: skip
-
-# How the response body is framed towards the client.
-F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE = range(4)
 
 BODY_HIGH_WATER: Final = 256 * 1024  # body bytes held for a backend before client reads pause
 RETRY_BODY_LIMIT: Final = 64 * 1024  # a body up to this size is kept so it can be sent again
@@ -93,61 +99,78 @@ IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DE
 
 # Why the client connection stops reading (bits; reading resumes when none is left).
 PAUSE_UPSTREAM_FULL: Final = 1  # the backend's socket is full
-PAUSE_QUEUE: Final = 2  # too many pipelined requests, or a body held for a queued one
+PAUSE_QUEUE: Final = 2  # a body held for a request not yet connected is over the high water
 PAUSE_STOPPED: Final = 4  # a refusal: nothing more is read
 PAUSE_HOLD: Final = 8  # an upgrade waits for its 101 with as much held as allowed
+PAUSE_PIPELINE: Final = 16  # too many pipelined requests read ahead
 
 INF: Final = float("inf")
-
-
-class Downstream(Protocol):
-    """What an exchange needs of its client connection."""
-
-    peer: bytes
-    upstream_deadline: float  # connect or read deadline of the current exchange
-    send_blocked: bool  # the client's socket is full: a slow reader is not a slow backend
-
-    def send(self, data: bytes) -> None: ...
-    def begin_batch(self) -> bool: ...
-    def end_batch(self, started: bool) -> None: ...
-    def pause_reading(self, reason: int) -> None: ...
-    def resume_reading(self, reason: int) -> None: ...
-    def exchange_done(self, ex: Exchange, close: bool) -> None: ...
-    def abort(self) -> None: ...
-    def start_tunnel(self, ex: Exchange, upstream: UpstreamConn, rest: bytes) -> None: ...
-    def tunnel_eof(self) -> None: ...
-    def tunnel_lost(self) -> None: ...
-
-
-class Phases(Protocol):
-    """The proxy's decisions, as named phases (`policy.Policy`)."""
-
-    def route(self, ex: Exchange, live: Live) -> PoolState | None: ...
-    def upstream_head(self, ex: Exchange) -> bytes: ...
-    def response_status(self, ex: Exchange, status: int) -> None: ...
-    def response_head(self, ex: Exchange, head: ResponseHead) -> bytes: ...
-    def upstream_failed(self, ex: Exchange, error: ProxyError) -> None: ...
 
 
 class Cancellable(Protocol):
     def cancel(self) -> bool: ...
 
 
-class Context(Protocol):
-    """What an exchange needs of the listener it came through."""
+class Downstream:
+    """What an exchange needs of its client connection: the interface it declares, which
+    `downstream.ClientConn` implements (a base class rather than a Protocol, so that a
+    compiled build calls it directly)."""
 
-    live: Live
-    clock: float  # never behind the real loop time; deadlines are set from it
-    read_timeout: float
-    connect_timeout: float
-    draining: bool
+    def __init__(self, peer: bytes) -> None:
+        self.peer = peer
+        self.upstream_deadline = INF  # the current exchange's connect or read deadline
+        self.send_blocked = False  # the client's socket is full: a slow reader, not backend
 
-    @property
-    def policy(self) -> Phases: ...
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
 
-    def backend_pool(self, backend: BackendState) -> BackendConnections: ...
-    def connect(self, ex: Exchange, pool: BackendConnections) -> None: ...
-    def finished(self, ex: Exchange) -> None: ...
+    def begin_batch(self) -> bool:
+        raise NotImplementedError
+
+    def end_batch(self, started: bool) -> None:
+        raise NotImplementedError
+
+    def pause_reading(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def resume_reading(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def exchange_done(self, ex: Exchange, close: bool) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def start_tunnel(self, ex: Exchange, upstream: UpstreamConn, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def tunnel_eof(self) -> None:
+        raise NotImplementedError
+
+    def tunnel_lost(self) -> None:
+        raise NotImplementedError
+
+
+class Context:
+    """What an exchange needs of the listener it came through (`listener.ProxyListener`
+    implements it): the snapshot in force, the policy, the clock and timeouts, the
+    backends' connection pools, and where a finished exchange goes."""
+
+    def __init__(self, live: Live, policy: Policy) -> None:
+        self.live = live
+        self.policy = policy
+        self.clock = 0.0  # never behind the real loop time; deadlines are set from it
+        self.read_timeout = 60.0
+        self.connect_timeout = 2.0
+        self.draining = False
+        self.pools: dict[str, BackendConnections] = {}
+
+    def connect(self, ex: Exchange, pool: BackendConnections) -> None:
+        raise NotImplementedError
+
+    def finished(self, ex: Exchange) -> None:
+        raise NotImplementedError
 
 
 class Exchange(Observation):
@@ -203,7 +226,7 @@ class Exchange(Observation):
         live = self.live = ctx.live
         if req.expect_continue and not self.body_complete and req.version == "1.1":
             self.conn.send(CONTINUE_100)
-        pool = ctx.policy.route(self, live)
+        pool, self.set_cookie = route(live, req, self)
         if pool is None:
             self.fail(NoHealthyBackend("no live pool"))
             return
@@ -220,7 +243,9 @@ class Exchange(Observation):
         self.backend_url = backend.url
         self.attempts += 1
         ctx = self.ctx
-        pool = ctx.backend_pool(backend)
+        pool = ctx.pools.get(backend.url)
+        if pool is None:  # a snapshot older than the last swap: its backend was removed
+            pool = BackendConnections(backend.backend, ctx.live.config.limits)
         conn = None if fresh else pool.take_idle()
         if conn is not None:
             self.reused = True
@@ -243,7 +268,7 @@ class Exchange(Observation):
     def connect_failed(self, error: ProxyError) -> None:
         if self.state != CONNECTING:
             return
-        self.ctx.policy.upstream_failed(self, error)
+        self._upstream_failed(error)
         self.fail(error)
 
     def _attach(self, upstream: UpstreamConn) -> None:
@@ -252,7 +277,9 @@ class Exchange(Observation):
         req = self.req
         upstream.reader.start(req.method == b"HEAD", req.upgrade)
         self.state = AWAIT_HEAD
-        head = self.ctx.policy.upstream_head(self)
+        backend = self.backend
+        assert backend is not None
+        head = upstream_head(req, self.conn.peer, backend)
         retained = self.retained
         if retained and self.attempts > 1:  # a retry: send what the first attempt sent
             upstream.write_parts([head, *retained])
@@ -339,9 +366,11 @@ class Exchange(Observation):
     def on_response_head(self, head: ResponseHead) -> None:
         status = head.status
         self.status = status
-        policy = self.ctx.policy
-        policy.response_status(self, status)
-        data = policy.response_head(self, head)
+        ctx = self.ctx
+        ctx.policy.response_status(self.backend, status, self.live)
+        data, self.framing, self.close_after = response_head(
+            self.req, head, self.set_cookie, self.body_complete, ctx.draining
+        )
         self.response_started = True
         conn = self.conn
         if status == 101:
@@ -354,7 +383,7 @@ class Exchange(Observation):
         self.state = STREAMING
         conn.send(data)
         if not conn.send_blocked:
-            conn.upstream_deadline = self.ctx.clock + self.ctx.read_timeout
+            conn.upstream_deadline = ctx.clock + ctx.read_timeout
 
     def on_response_body(self, data: bytes) -> None:
         self.body_bytes += len(data)
@@ -383,7 +412,7 @@ class Exchange(Observation):
         """The backend connection broke, timed out or sent something invalid."""
         if self.state >= DONE or self.state == QUEUED:
             return
-        self.ctx.policy.upstream_failed(self, error)
+        self._upstream_failed(error)
         self.fail(error)
 
     def upstream_eof(self) -> None:
@@ -440,7 +469,7 @@ class Exchange(Observation):
             error = UpstreamTimeout("read timed out")
         else:
             return
-        self.ctx.policy.upstream_failed(self, error)
+        self._upstream_failed(error)
         self.fail(error)
 
     def refuse(self, error: RequestRefused) -> None:
@@ -489,6 +518,12 @@ class Exchange(Observation):
             return
         reason = "" if isinstance(error, RequestRefused) else error.reason
         self._answer_error(error.status, reason, close=isinstance(error, RequestRefused))
+
+    def _upstream_failed(self, error: ProxyError) -> None:
+        says_little = isinstance(error, UpstreamLost) and (self.reused or self.response_started)
+        self.ctx.policy.upstream_failed(
+            error, self.pool_name, self.backend, says_little, self.live
+        )
 
     def _may_retry(self, error: ProxyError) -> bool:
         if self.response_started or self.attempts >= 2 or self.backend is None:

@@ -27,12 +27,12 @@ from splitter.counters import Counters
 from splitter.errors import UpstreamConnectError
 from splitter.http1.request import ReadSettings
 from splitter.proxy.accesslog import AccessLog
-from splitter.proxy.downstream import ClientConn
+from splitter.proxy.downstream import ClientConn, Listener
 from splitter.proxy.ejection import Ejector
 from splitter.proxy.exchange import Exchange
 from splitter.proxy.policy import Policy
 from splitter.proxy.upstream import BackendConnections, open_connection
-from splitter.state import BackendState, Live
+from splitter.state import Live
 from splitter.stats import Recorder
 
 __all__ = ["ProxyListener"]
@@ -42,7 +42,7 @@ log = logging.getLogger("splitter.proxy")
 _LOG_EVERY: Final = 1.0
 
 
-class ProxyListener:
+class ProxyListener(Listener):
     def __init__(
         self,
         live: Live,
@@ -50,19 +50,19 @@ class ProxyListener:
         counters: Counters | None = None,
         recorder: Recorder | None = None,
         connector: Callable[[Exchange, BackendConnections], None] | None = None,
+        watch: Callable[[Exchange], None] | None = None,
     ) -> None:
+        self.ejector = Ejector(loop.time, self._health_changed)
+        super().__init__(live, Policy(self.ejector, counters))
         self.loop = loop
         # How backend connections are opened: the event loop's, or a test's.
         self.connector = connector
+        self.watch = watch  # one more observer of every finished exchange (tests)
         self.conns: set[ClientConn] = set()
-        self.pools: dict[str, BackendConnections] = {}
-        self.draining = False
         self.servers: list[asyncio.AbstractServer] = []
         self.counters = counters
         self.recorder = recorder
         self.access = AccessLog()
-        self.ejector = Ejector(loop.time, self._health_changed)
-        self.policy = Policy(self.ejector, counters)
         self.burst = memory.BurstWatch()
         self._refusals_logged: dict[str, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -117,12 +117,6 @@ class ProxyListener:
 
     # -- what exchanges and connections ask of it ---------------------------------------
 
-    def backend_pool(self, backend: BackendState) -> BackendConnections:
-        pool = self.pools.get(backend.url)
-        if pool is None:  # a snapshot older than the last swap: its backend was removed
-            pool = BackendConnections(backend.backend, self.limits)
-        return pool
-
     def connect(self, ex: Exchange, pool: BackendConnections) -> None:
         if self.connector is not None:
             self.connector(ex, pool)
@@ -144,6 +138,8 @@ class ProxyListener:
             self.recorder.observe(ex)
         if self.access_log:
             self.access.observe(ex)
+        if self.watch is not None:
+            self.watch(ex)
 
     def connection_opened(self, conn: ClientConn) -> None:
         conns = self.conns
