@@ -12,14 +12,13 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
 from __future__ import annotations
 
 import hmac
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from splitter.control import WeightError, plain
+from splitter.control import WeightError, plain, weight_value
 from splitter.openapi import OPENAPI
 
 if TYPE_CHECKING:
@@ -108,11 +107,11 @@ async def put_weights(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     if not body:
         return error(400, "name at least one pool")
-    for name, value in body.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return error(400, f"weight of {name!r} must be a number >= 0")
-        if isinstance(value, float) and not math.isfinite(value):
-            return error(400, f"weight of {name!r} must be a finite number >= 0")
+    try:
+        for name, value in body.items():  # every value is checked before any pool name
+            weight_value(name, value)
+    except WeightError as exc:
+        return error(exc.status, str(exc))
     splitter.catch_up_with_file()
     try:
         weights = splitter.controller.set_weights(body)

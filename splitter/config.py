@@ -33,6 +33,7 @@ import yaml
 from splitter.errors import ConfigError, ConfigProblem
 
 __all__ = [
+    "MAX_WEIGHT",
     "Address",
     "Admin",
     "Backend",
@@ -50,6 +51,11 @@ __all__ = [
     "load",
     "parse",
 ]
+
+
+# Weights are finite numbers from 0 to a million (contract 2), in the file as in the API:
+# bounded, a weight stays exact as a float, an int in JSON, and a share of a sum.
+MAX_WEIGHT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +271,9 @@ def _as_weight(value: Any) -> float:
     weight = _as_float(value, "a number >= 0")
     if weight < 0:
         raise _Invalid("must be >= 0")
-    return weight
+    if weight > MAX_WEIGHT:
+        raise _Invalid(f"must be <= {MAX_WEIGHT}")
+    return weight + 0.0  # -0.0 becomes 0.0
 
 
 def _as_int(value: Any, minimum: int) -> int:

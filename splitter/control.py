@@ -15,12 +15,14 @@ Rules (contract sections 5 and 6):
 - A config that fails to load changes nothing.
 - Every change becomes an event `{time, source, what, old, new}` (sources: api, file,
   signal, startup), kept in a bounded history and logged as one JSON line.
+- A weight is a finite number from 0 to `MAX_WEIGHT`, wherever it comes from: the API
+  (`weight_value`), the config file (`config.parse`) or the state file (saved runtime
+  weights that are not valid are ignored with a log line; the config's weights apply).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -28,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from splitter.config import Config
+from splitter.config import MAX_WEIGHT, Config
 from splitter.state import StateFile
 
 log = logging.getLogger("splitter.events")
@@ -47,8 +49,35 @@ class WeightError(ValueError):
 
 
 def plain(weights: Mapping[str, float]) -> dict[str, float | int]:
-    """Weights for JSON: whole numbers as ints (`90`, not `90.0`)."""
-    return {name: int(w) if float(w).is_integer() else w for name, w in weights.items()}
+    """Weights for JSON: whole numbers as ints (`90`, not `90.0`); only within the weights'
+    range, so that nothing becomes an int that JSON (orjson: 64 bits) cannot hold."""
+    return {
+        name: int(w) if float(w).is_integer() and abs(w) <= MAX_WEIGHT else w
+        for name, w in weights.items()
+    }
+
+
+def is_weight(value: Any) -> bool:
+    """A finite number from 0 to MAX_WEIGHT (a bool is not a number here)."""
+    # Compared before any float(): a huge int is refused without an OverflowError.
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and 0 <= value <= MAX_WEIGHT
+
+
+def weight_value(name: str, value: Any) -> float:
+    """A weight from the API as a float, or WeightError(400)."""
+    if not is_weight(value):
+        raise WeightError(400, f"weight of {name!r} must be a finite number from 0 to {MAX_WEIGHT}")
+    return float(value) + 0.0  # -0.0 becomes 0.0
+
+
+def saved_weights(value: Any) -> Weights | None:
+    """Runtime weights read back from the state file, or None when they are not a map of
+    pool names to weights with one > 0 (what the API can never have set)."""
+    if not isinstance(value, dict) or not all(is_weight(w) for w in value.values()):
+        return None
+    weights = {str(name): float(w) + 0.0 for name, w in value.items()}
+    return weights if any(w > 0 for w in weights.values()) else None
 
 
 def iso_now() -> str:
@@ -86,7 +115,7 @@ class Controller:
         for name, value in changes.items():
             if name not in new:
                 raise WeightError(404, f"unknown pool: {name}")
-            new[name] = self._weight(name, value)
+            new[name] = weight_value(name, value)
         return self._apply(new, source, "weights set")
 
     def switch(self, pool: Any, source: str = "api") -> tuple[Weights, Weights]:
@@ -98,15 +127,6 @@ class Controller:
         previous = dict(self.weights)
         new = {name: (100.0 if name == pool else 0.0) for name in self.weights}
         return self._apply(new, source, f"switch to {pool}"), previous
-
-    @staticmethod
-    def _weight(name: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise WeightError(400, f"weight of {name!r} must be a number >= 0")
-        weight = float(value)
-        if not math.isfinite(weight) or weight < 0:
-            raise WeightError(400, f"weight of {name!r} must be a finite number >= 0")
-        return weight
 
     def _apply(self, new: Weights, source: str, what: str) -> Weights:
         if not any(w > 0 for w in new.values()):
@@ -147,32 +167,26 @@ class Controller:
         runtime = self.state_file.data.get("runtime")
         if not isinstance(runtime, dict):
             return file_weights
-        saved = runtime.get("weights")
-        saved_file = runtime.get("file_weights")
-        usable = (
-            isinstance(saved, dict)
-            and saved_file == file_weights
-            and set(saved) == set(file_weights)
-            and all(
-                isinstance(w, int | float) and math.isfinite(w) and w >= 0 for w in saved.values()
+        saved = saved_weights(runtime.get("weights"))
+        if runtime.get("file_weights") == file_weights:  # the file is as it was then
+            if saved is not None and set(saved) == set(file_weights):
+                weights = {name: saved[name] for name in file_weights}
+                if source == "startup":
+                    self.event("startup", "runtime weights restored", file_weights, weights)
+                return weights
+            log.warning(
+                "state file %s: the saved runtime weights are not valid (one weight per pool, "
+                "each from 0 to %d, one > 0); they are ignored and the config's weights apply",
+                self.state_file.path,
+                MAX_WEIGHT,
             )
-            and any(w > 0 for w in saved.values())
-        )
-        if usable:
-            assert isinstance(saved, dict)
-            weights = {name: float(saved[name]) for name in file_weights}
-            if source == "startup":
-                self.event("startup", "runtime weights restored", file_weights, weights)
-            return weights
+            what = "runtime weights dropped: not valid in the state file"
+        else:
+            what = "runtime weights dropped: the file's weights changed since they were set"
+            source = "file" if source == "startup" else source
         del self.state_file.data["runtime"]
         self.state_file.save()
-        shown = plain(saved) if isinstance(saved, dict) else None
-        self.event(
-            "file" if source == "startup" else source,
-            "runtime weights dropped: the file's weights changed since they were set",
-            shown or {},
-            file_weights,
-        )
+        self.event(source, what, saved or {}, file_weights)
         return file_weights
 
     # -- events -------------------------------------------------------------------------

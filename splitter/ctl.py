@@ -51,6 +51,8 @@ ENV_URL = "SPLITTER_ADMIN_URL"
 ENV_TOKEN = "SPLITTER_ADMIN_TOKEN"
 API = "/api/v1"
 
+MAX_WEIGHT = 1_000_000  # as splitter.config.MAX_WEIGHT (not imported: it needs yaml)
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -188,8 +190,10 @@ def _parse_weights(assignments: Sequence[str]) -> dict[str, int | float]:
             value = float(text)
         except ValueError:
             raise _UsageError(f"weight of {pool!r} is not a number: {text!r}") from None
-        if not math.isfinite(value) or value < 0:
-            raise _UsageError(f"weight of {pool!r} must be a number >= 0, got {text!r}")
+        if not 0 <= value <= MAX_WEIGHT:  # also refuses nan and inf
+            raise _UsageError(
+                f"weight of {pool!r} must be a number from 0 to {MAX_WEIGHT}, got {text!r}"
+            )
         if pool in weights:
             raise _UsageError(f"pool {pool!r} given twice")
         weights[pool] = int(value) if value.is_integer() else value

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from splitter import __version__
+from splitter.config import MAX_WEIGHT
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _WEIGHTS = {"$ref": "#/components/schemas/Weights"}
+_WEIGHT = {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -16,7 +18,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "The body is not a JSON object of the right shape.",
+        400: "The body is not a JSON object of the right shape (weights: 0 to 1,000,000).",
         401: "A bearer token is required and was missing or wrong.",
         404: "Unknown pool.",
         405: "Method not allowed.",
@@ -184,7 +186,7 @@ OPENAPI: dict[str, Any] = {
         "schemas": {
             "Weights": {
                 "type": "object",
-                "additionalProperties": {"type": "number", "minimum": 0},
+                "additionalProperties": _WEIGHT,
             },
             "Error": {
                 "type": "object",
@@ -195,7 +197,7 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["weight", "backends"],
                 "properties": {
-                    "weight": {"type": "number", "minimum": 0},
+                    "weight": _WEIGHT,
                     "backends": {
                         "type": "array",
                         "items": {
@@ -203,7 +205,7 @@ OPENAPI: dict[str, Any] = {
                             "required": ["url", "weight", "up"],
                             "properties": {
                                 "url": {"type": "string"},
-                                "weight": {"type": "number", "minimum": 0},
+                                "weight": _WEIGHT,
                                 "up": {"type": "boolean"},
                             },
                         },

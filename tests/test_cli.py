@@ -215,6 +215,20 @@ def test_check_negative_weight_names_path_and_line(tmp_path: Path) -> None:
     assert str(path) in line or "bad.yaml" in line  # which file
 
 
+@pytest.mark.parametrize("weight", ["1e20", "1000000.5", "100000000000000000000000"])
+def test_check_weight_above_a_million_names_path_and_line(tmp_path: Path, weight: str) -> None:
+    text = NEGATIVE_WEIGHT.replace("weight: -5", f"weight: {weight}")
+    path = write(tmp_path, "big.yaml", text)
+    result = run_cli("check", "-c", str(path))
+    assert_one_line_failure(
+        result, f"pools.canary.weight (line {NEGATIVE_WEIGHT_LINE}): must be <= 1000000"
+    )
+    # a million itself is a weight
+    path = write(tmp_path, "million.yaml", NEGATIVE_WEIGHT.replace("weight: -5", "weight: 1e6"))
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+
+
 def test_check_lists_every_error(tmp_path: Path) -> None:
     path = write(tmp_path, "several.yaml", SEVERAL_ERRORS)
     result = run_cli("check", "-c", str(path))

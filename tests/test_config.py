@@ -435,6 +435,64 @@ def test_bad_pool_weights(weight: Any, message: str) -> None:
     assert (problem.path, problem.message) == ("pools.blue.weight", message)
 
 
+@pytest.mark.parametrize(
+    "weight",
+    [
+        1000000.5,
+        1000001,
+        "1000000.5",
+        "1e7",
+        "1e20",
+        1e20,
+        1e308,
+        2**63,
+        2**64 + 1,
+        10**30,
+        "9" * 400,  # a numeric string, as after ${VAR} substitution
+    ],
+)
+def test_weights_above_a_million_are_refused(weight: Any) -> None:
+    pools = {"blue": {"weight": weight, "backends": ["http://a:1"]},
+             "g": {"weight": 1, "backends": [{"url": "http://b:1", "weight": weight}]}}  # fmt: skip
+    problems = parse_problems(minimal(pools=pools))
+    assert [p.path for p in problems] == ["pools.blue.weight", "pools.g.backends[0].weight"]
+    for problem in problems:
+        assert problem.message.startswith("must be "), problem
+        assert "1000000" in problem.message or "finite" in problem.message, problem
+
+
+@pytest.mark.parametrize(
+    ("weight", "expected"),
+    [
+        (1000000, 1e6),
+        (1e6, 1e6),
+        ("1e6", 1e6),
+        ("1000000.0", 1e6),
+        (1e-300, 1e-300),
+        (5e-324, 5e-324),
+        ("1e-300", 1e-300),
+    ],
+)
+def test_weights_up_to_a_million_and_tiny_ones_are_taken(weight: Any, expected: float) -> None:
+    pools = {"blue": {"weight": weight, "backends": [{"url": "http://a:1", "weight": weight}]}}
+    pool = parse(minimal(pools=pools)).pools[0]
+    assert (pool.weight, pool.backends[0].weight) == (expected, expected)
+
+
+@pytest.mark.parametrize("weight", [-0.0, "-0.0", "-0"])
+def test_negative_zero_weight_is_zero(weight: Any) -> None:
+    pools = {"blue": {"weight": 1, "backends": [{"url": "http://a:1", "weight": weight}]},
+             "g": {"weight": weight, "backends": ["http://b:1"]}}  # fmt: skip
+    config = parse(minimal(pools=pools))
+    for value in (config.pools[1].weight, config.pools[0].backends[0].weight):
+        assert value == 0 and math.copysign(1.0, value) == 1.0
+
+
+def test_weight_above_a_million_names_path_and_line(tmp_path: Path) -> None:
+    text = MINIMAL + "  green:\n    weight: 1e7\n    backends: [http://127.0.0.1:5002]\n"
+    assert problems_of(tmp_path, text) == ["pools.green.weight (line 7): must be <= 1000000"]
+
+
 def test_fractional_weights_are_numbers() -> None:
     pools = {"blue": {"weight": 0.5, "backends": [{"url": "http://a:1", "weight": 2.5}]}}
     pool = parse(minimal(pools=pools)).pools[0]

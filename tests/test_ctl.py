@@ -233,6 +233,15 @@ def test_set_sends_integral_weights_as_ints(
     assert isinstance(admin.requests[-1]["body"]["green"], int)
 
 
+def test_set_sends_weights_up_to_a_million_and_tiny_ones(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "--admin", admin.url, "set", "blue=1e6", "green=-0", "canary=1e-300")[0] == 0
+    body = admin.requests[-1]["body"]
+    assert body == {"blue": 1000000, "green": 0, "canary": 1e-300}
+    assert isinstance(body["blue"], int) and isinstance(body["green"], int)
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -243,6 +252,11 @@ def test_set_sends_integral_weights_as_ints(
         ["canary=-1"],
         ["canary=nan"],
         ["canary=inf"],
+        ["canary=1000000.5"],
+        ["canary=1000001"],
+        ["canary=1e20"],
+        ["canary=1e308"],
+        ["canary=18446744073709551616"],
         ["blue=1", "blue=2"],
         [],
     ],

@@ -378,6 +378,17 @@ BAD_WEIGHT_VALUES = [
     pytest.param(b"-1", id="-1"),
     pytest.param(b"-0.5", id="-0.5"),
     pytest.param(b"-1e-300", id="-1e-300"),
+    pytest.param(b"1000000.5", id="1000000.5"),
+    pytest.param(b"1000000.0000001", id="just-above-a-million"),
+    pytest.param(b"1000001", id="1000001"),
+    pytest.param(b"1e7", id="1e7"),
+    pytest.param(b"1e20", id="1e20"),
+    pytest.param(b"1e308", id="1e308"),
+    pytest.param(b"9223372036854775807", id="2**63-1"),
+    pytest.param(b"9223372036854775808", id="2**63"),
+    pytest.param(b"18446744073709551615", id="2**64-1"),
+    pytest.param(b"18446744073709551616", id="2**64"),
+    pytest.param(b"100000000000000000000000000000", id="10**29"),
     pytest.param(b"true", id="true"),
     pytest.param(b"false", id="false"),
     pytest.param(b'"10"', id="string-10"),
@@ -405,6 +416,87 @@ def test_bad_weight_value_is_400(shared: SplitterProc, value: bytes) -> None:
     raw = b'{"canary": 50, "blue": ' + value + b"}"
     assert_json_error(*call(shared, "PUT", "/api/v1/weights", raw=raw), 400)
     assert snapshot(shared) == before
+
+
+def test_weight_edges_are_taken_and_shown_everywhere(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    """1,000,000 exactly, -0.0 and tiny positive numbers are weights: every answer that
+    shows them (weights, pools, events, metrics) carries them, and so does a restart."""
+    sp = splitter_factory(config_for(three_pools))
+    sp.wait_readyz()
+    raw = b'{"blue": 1e6, "green": -0.0, "canary": 1e-300}'
+    status, _, body = call(sp, "PUT", "/api/v1/weights", raw=raw)
+    assert status == 200, body
+    expected = {"blue": 1000000, "green": 0, "canary": 1e-300}
+    assert body == expected
+    status, _, text = http_request(sp.admin_url + "/api/v1/weights")
+    assert status == 200 and b"-0" not in text, text  # no negative zero on the wire
+
+    def shown(sp: SplitterProc) -> None:
+        assert get_weights(sp) == expected
+        status, _, pools = call(sp, "GET", "/api/v1/pools")
+        assert status == 200, pools
+        assert {name: info["weight"] for name, info in pools.items()} == expected
+        status, _, metrics = call(sp, "GET", "/metrics")
+        assert status == 200
+        gauges = {
+            line.split('"')[1]: float(line.rpartition(" ")[2])
+            for line in metrics.decode().splitlines()
+            if line.startswith("splitter_pool_weight{")
+        }
+        assert gauges == expected
+
+    shown(sp)
+    assert get_events(sp)[-1]["new"] == expected
+    for _ in range(10):  # 1e-300 against 1e6: blue takes (all but a 1e-306 share of) it all
+        assert proxy_pool(sp)[0] == "blue"
+
+    # the smallest positive double alone takes all the traffic
+    raw = b'{"blue": 0, "canary": 5e-324}'
+    status, _, body = call(sp, "PUT", "/api/v1/weights", raw=raw)
+    assert status == 200, body
+    assert body == {"blue": 0, "green": 0, "canary": 5e-324}
+    for _ in range(10):
+        assert proxy_pool(sp)[0] == "canary"
+
+    raw = b'{"blue": 1000000, "canary": 1e-300}'
+    assert call(sp, "PUT", "/api/v1/weights", raw=raw)[0] == 200
+    assert sp.stop() == 0
+    again = splitter_factory(sp.config_path)
+    shown(again)
+    assert "Traceback" not in again.stderr_text()
+
+
+def test_refused_huge_weight_leaves_every_answer_and_a_restart_working(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    sp = splitter_factory(config_for(three_pools))
+    before = snapshot(sp)
+    for raw in (b'{"green": 1e20}', b'{"green": 18446744073709551616}', b'{"green": 1e308}'):
+        assert_json_error(*call(sp, "PUT", "/api/v1/weights", raw=raw), expected=400)
+    assert snapshot(sp) == before
+    assert call(sp, "GET", "/metrics")[0] == 200
+    assert sp.stop() == 0
+    again = splitter_factory(sp.config_path)
+    assert get_weights(again) == START
+    assert "Traceback" not in sp.stderr_text() + again.stderr_text()
+
+
+def test_reload_with_weight_above_a_million_is_422(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    sp = splitter_factory(config_for(three_pools))
+    before = snapshot(sp)
+    text = sp.config_path.read_text()
+    assert "weight: 0\n" in text
+    sp.config_path.write_text(text.replace("weight: 0\n", "weight: 1.0e+20\n", 1))
+    line = 1 + text[: text.index("weight: 0\n")].count("\n")
+    status, headers, body = call(sp, "POST", "/api/v1/reload")
+    assert_json_error(status, headers, body, 422)
+    assert any(f"pools.green.weight (line {line}): must be <= 1000000" in e for e in body["errors"])
+    weights, _, pools = snapshot(sp)
+    assert (weights, pools) == (before[0], before[2])
 
 
 @pytest.mark.parametrize(

@@ -346,6 +346,57 @@ def test_unusable_state_file_is_set_aside(
     assert state_data(state)["runtime"]["weights"] == {"blue": 0, "green": 30, "canary": 0}
 
 
+BAD_SAVED_WEIGHTS = [
+    pytest.param({"blue": 1e20, "green": 100, "canary": 0}, id="1e20"),
+    pytest.param({"blue": 1000000.5, "green": 100, "canary": 0}, id="above-a-million"),
+    pytest.param({"blue": 2**64, "green": 100, "canary": 0}, id="2**64"),
+    pytest.param({"blue": 1e308, "green": 100, "canary": 0}, id="1e308"),
+    pytest.param({"blue": -1, "green": 100, "canary": 0}, id="negative"),
+    pytest.param({"blue": "10", "green": 100, "canary": 0}, id="string"),
+    pytest.param({"blue": [10], "green": 100, "canary": 0}, id="list"),
+    pytest.param({"blue": None, "green": 100, "canary": 0}, id="null"),
+    pytest.param({"blue": True, "green": 100, "canary": 0}, id="true"),
+    pytest.param({"blue": 0, "green": 0, "canary": 0}, id="all-zero"),
+    pytest.param({"blue": 1, "green": 100}, id="pool-missing"),
+    pytest.param([100, 0, 0], id="not-a-map"),
+]
+
+
+@pytest.mark.parametrize("saved", BAD_SAVED_WEIGHTS)
+def test_invalid_saved_runtime_weights_are_ignored_at_start(
+    saved: Any,
+    tmp_path: Path,
+    three_pools: dict[str, Backend],
+    splitter_factory: SplitterFactory,
+) -> None:
+    """Saved runtime weights that are not valid weights (out of range, not numbers, all 0)
+    do not stop a start: they are ignored with a log line and the config's weights apply,
+    even though the file's weights are those they were saved against."""
+    state = tmp_path / "state.json"
+    file_weights = {"blue": 70, "green": 30, "canary": 0}
+    runtime = {"weights": saved, "file_weights": file_weights, "time": "2026-01-01T00:00:00Z"}
+    state.write_text(json.dumps({"version": 1, "cookie_secret": "ab" * 32, "runtime": runtime}))
+    cfg = three_pool_config(three_pools, file_weights, state_file=str(state))
+    proc = splitter_factory(cfg)
+
+    assert weights(proc) == file_weights
+    for path in ("/api/v1/pools", "/api/v1/events", "/metrics"):
+        assert http_request(proc.admin_url + path)[0] == 200, path
+    stderr = proc.stderr_text()
+    assert "Traceback" not in stderr, stderr
+    logged = [ln for ln in stderr.splitlines() if "runtime weights" in ln and str(state) in ln]
+    assert logged, stderr
+    proc.wait_readyz(timeout=10)
+    assert pools_served(proc, 30) == {"blue", "green"}
+    # they are gone from the file (the cookie key is kept), and a restart is clean too
+    assert "runtime" not in state_data(state)
+    assert state_data(state)["cookie_secret"] == "ab" * 32
+    assert proc.stop() == 0
+    again = splitter_factory(proc.config_path)
+    assert weights(again) == file_weights
+    assert "Traceback" not in again.stderr_text()
+
+
 # --------------------------------------------------------------------------- hot reload
 
 
