@@ -3,6 +3,11 @@
 Thin handlers over `Controller` (changes) and the live state (reads). Rules:
 
 - JSON in and out; every error is `{"error": "..."}` with a 4xx code and changes nothing.
+- Before anything else (`refusal`, the first middleware), 403: without `admin.token`, a
+  request whose Host is not `localhost`, 127.0.0.0/8 or `[::1]` (any port), on every
+  path: a DNS-rebinding page names its own host. Whatever the token, a request that may
+  change something (any method but GET, HEAD, OPTIONS) with an `Origin` other than
+  `http://<its Host>`: a page of another site (a text/plain form needs no preflight).
 - With `admin.token` set, every `/api/` request needs `Authorization: Bearer TOKEN`
   (compared in constant time), else 401.
 - Bodies over 64 KiB: 413. A method an endpoint does not take: 405. A GET changes nothing.
@@ -12,7 +17,9 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -45,6 +52,60 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+# -- who may talk to the admin listener -------------------------------------------------
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]:]+)(?::[0-9]{1,5})?")
+_LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+_LOOPBACK_V6 = ipaddress.IPv6Address("::1")
+
+
+def is_loopback_authority(value: str) -> bool:
+    """A Host value for this machine: `localhost` (any case), 127.0.0.0/8 in dotted-quad
+    form or `[::1]`, with or without a port. Any other name may resolve anywhere."""
+    match = _AUTHORITY.fullmatch(value) if value.isascii() else None
+    if match is None:
+        return False
+    host = match[1]
+    if host.lower() == "localhost":
+        return True
+    try:
+        if host.startswith("["):
+            return ipaddress.IPv6Address(host[1:-1]) == _LOOPBACK_V6
+        return ipaddress.IPv4Address(host) in _LOOPBACK_V4
+    except ValueError:
+        return False
+
+
+def refusal(
+    method: str, hosts: Sequence[str], origins: Sequence[str], token_set: bool
+) -> str | None:
+    """Why the admin listener refuses a request with 403 (contract 5), or None.
+
+    `hosts` and `origins` are every value of the request's Host and Origin headers."""
+    if not token_set and not (len(hosts) == 1 and is_loopback_authority(hosts[0])):
+        return "without admin.token, only a Host of localhost, 127.0.0.0/8 or [::1] is served"
+    if method not in SAFE_METHODS and origins:
+        own = len(hosts) == 1 and len(origins) == 1
+        if not (own and origins[0].lower() == f"http://{hosts[0]}".lower()):
+            return "a change from another origin is refused (Origin must be http://<Host>)"
+    return None
+
+
+@web.middleware
+async def host_and_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`refusal` before any other middleware: before routing, the body and the token."""
+    reason = refusal(
+        request.method,
+        request.headers.getall("Host", []),
+        request.headers.getall("Origin", []),
+        bool(request.app[SPLITTER_KEY].controller.config.admin.token),
+    )
+    if reason is not None:
+        return error(403, reason)
+    return await handler(request)
 
 
 @web.middleware
@@ -189,7 +250,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_admin_app(splitter: Splitter) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json, bearer_token])
+    middlewares = [host_and_origin, errors_as_json, bearer_token]  # host_and_origin first
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[SPLITTER_KEY] = splitter
     r = app.router
     r.add_get("/api/v1/weights", get_weights, allow_head=False)

@@ -16,17 +16,21 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_FORBIDDEN = _json(_ERROR, "Without a token, a Host that is not loopback.")
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "The body is not a JSON object of the right shape (weights: 0 to 1,000,000).",
         401: "A bearer token is required and was missing or wrong.",
+        403: "Without a token, a Host that is not loopback; a change from another Origin.",
         404: "Unknown pool.",
         405: "Method not allowed.",
         409: "Every weight would be 0.",
         413: "Body over 64 KiB.",
         422: "The config file is invalid; the old config is kept.",
     }
-    return {str(code): _json(_ERROR, text[code]) for code in (401, *codes)}
+    return {str(code): _json(_ERROR, text[code]) for code in (401, 403, *codes)}
 
 
 OPENAPI: dict[str, Any] = {
@@ -153,7 +157,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "200 while the process runs",
                 "operationId": "healthz",
                 "security": [],
-                "responses": {"200": _json({"type": "object"}, "Alive.")},
+                "responses": {"200": _json({"type": "object"}, "Alive."), "403": _FORBIDDEN},
             }
         },
         "/readyz": {
@@ -164,6 +168,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {
                     "200": _json({"type": "object"}, "Ready."),
                     "503": _json({"type": "object"}, "Not ready (or shutting down)."),
+                    "403": _FORBIDDEN,
                 },
             }
         },
@@ -176,7 +181,8 @@ OPENAPI: dict[str, Any] = {
                     "200": {
                         "description": "Prometheus text format.",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    "403": _FORBIDDEN,
                 },
             }
         },

@@ -569,7 +569,7 @@ def test_body_over_64k_chunked_is_413(shared: SplitterProc, path: str, method: s
         chunks += f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     chunks += b"0\r\n\r\n"
     request = (
-        f"{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Type: application/json\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     ).encode() + chunks
     status, body_json = raw_admin(shared, request)
@@ -700,6 +700,210 @@ def test_no_token_configured_needs_no_auth(shared: SplitterProc) -> None:
         assert call(shared, "GET", path)[0] == 200, path
         # a stray Authorization header does not matter either
         assert call(shared, "GET", path, headers={"Authorization": "Bearer x"})[0] == 200, path
+
+
+# --------------------------------------------------------------------------- Host and Origin
+
+# Every path, with each method it takes, one it does not take, and an unknown path.
+EVERY_CALL = [(m, p) for p, methods in ENDPOINTS.items() for m in sorted(methods)] + [
+    ("DELETE", "/api/v1/weights"),
+    ("POST", "/metrics"),
+    ("GET", "/api/v1/nothing-here"),
+    ("GET", "/"),
+]
+CHANGE_BODY = {"canary": 50, "pool": "green"}
+FOREIGN_HOSTS = [
+    "evil.com",
+    "evil.com:{port}",
+    "localhost.evil.com",
+    "localhost.evil.com:{port}",
+    "127.0.0.1.evil.com",
+    "127.0.0.1.evil.com:{port}",
+    "[::2]",
+    "[::2]:{port}",
+    "localhost.",
+    "127.1:{port}",
+    "0.0.0.0:{port}",
+    "[::ffff:127.0.0.1]:{port}",
+]
+LOOPBACK_HOSTS = [
+    "localhost:{port}",
+    "LOCALHOST:{port}",
+    "localhost",
+    "127.0.0.1:{port}",
+    "127.5.6.7",
+    "127.5.6.7:{port}",
+    "[::1]:{port}",
+    "[::1]",
+]
+
+
+def with_host(sp: SplitterProc, host: str, method: str, path: str, **kw: Any) -> Any:
+    headers = {"Host": host.format(port=sp.admin_port), **kw.pop("headers", {})}
+    return call(sp, method, path, headers=headers, **kw)
+
+
+def raw_call(sp: SplitterProc, method: str, path: str, head: str, body: bytes = b"") -> Any:
+    """A request written by hand (no Host unless `head` has one); (status, parsed body)."""
+    request = f"{method} {path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n"
+    return raw_admin(sp, request.encode() + b"Connection: close\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("host", FOREIGN_HOSTS)
+def test_without_token_a_foreign_host_is_403_on_every_path(shared: SplitterProc, host: str) -> None:
+    """DNS rebinding: a page of evil.com whose name now resolves to 127.0.0.1 sends its own
+    Host; without a token the admin listener serves nothing to it, not even /metrics."""
+    before = snapshot(shared)
+    for method, path in EVERY_CALL:
+        body = CHANGE_BODY if method in ("PUT", "POST") else None
+        status, headers, reply = with_host(shared, host, method, path, body=body)
+        assert_json_error(status, headers, reply, 403)
+        assert "weights" not in reply and "pools" not in reply, reply
+    assert snapshot(shared) == before
+
+
+@pytest.mark.parametrize("method,path", EVERY_CALL)
+def test_without_token_an_empty_or_missing_host_is_refused(
+    shared: SplitterProc, method: str, path: str
+) -> None:
+    before = snapshot(shared)
+    body = json.dumps(CHANGE_BODY).encode() if method in ("PUT", "POST") else b""
+    head = "Content-Type: application/json\r\n"
+    status, reply = raw_call(shared, method, path, "Host:\r\n" + head, body)
+    assert status == 403 and isinstance(reply, dict) and reply.get("error"), (status, reply)
+    # HTTP/1.0 may leave Host out; it is still no loopback Host
+    request = f"{method} {path} HTTP/1.0\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+    status, reply = raw_admin(shared, request.encode() + body)
+    assert status == 403 and isinstance(reply, dict) and reply.get("error"), (status, reply)
+    # HTTP/1.1 without Host, or with two: RFC 9112 makes these a 400 before anything else
+    two = "Host: 127.0.0.1\r\nHost: "
+    for hosts in ("", f"{two}127.0.0.1\r\n", f"{two}evil.com\r\n"):
+        status, reply = raw_call(shared, method, path, hosts + head, body)
+        assert status in (400, 403), (hosts, status, reply)
+    assert snapshot(shared) == before
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS)
+def test_without_token_loopback_hosts_reach_every_path(shared: SplitterProc, host: str) -> None:
+    for method, path in EVERY_CALL:
+        if method == "GET" and path.startswith(("/api/v1/", "/healthz", "/readyz", "/metrics")):
+            status, _, reply = with_host(shared, host, method, path)
+            expected = 404 if path == "/api/v1/nothing-here" else 200
+            assert status == expected, (host, path, status, reply)
+
+
+def test_text_plain_cross_site_post_is_403(shared: SplitterProc) -> None:
+    """The attack as a browser sends it: a form-like text/plain POST from another site,
+    straight to 127.0.0.1 (right Host, foreign Origin) or through DNS rebinding."""
+    before = snapshot(shared)
+    for host, origin in [
+        ("127.0.0.1:{port}", "http://evil.com"),
+        ("evil.com:{port}", "http://evil.com:{port}"),
+    ]:
+        origin = origin.format(port=shared.admin_port)
+        for path, raw in [
+            ("/api/v1/switch", b'{"pool": "green"}'),
+            ("/api/v1/weights", b'{"canary": 100, "blue": 0}'),
+            ("/api/v1/reload", b""),
+        ]:
+            method = "PUT" if path.endswith("weights") else "POST"
+            headers = {"Content-Type": "text/plain", "Origin": origin}
+            status, resp_headers, reply = with_host(
+                shared, host, method, path, raw=raw, headers=headers
+            )
+            assert_json_error(status, resp_headers, reply, 403)
+    assert snapshot(shared) == before
+
+
+def foreign_origins(port: int) -> list[str]:
+    return [
+        "null",
+        "http://evil.com",
+        f"http://localhost:{port + 1 if port < 65535 else 1}",
+        f"http://127.0.0.1:{port + 1 if port < 65535 else 1}",
+        f"https://127.0.0.1:{port}",
+        f"http://127.0.0.1:{port}.evil.com",
+        "http://127.0.0.1",
+        "",
+    ]
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("PUT", "/api/v1/weights"),
+        ("POST", "/api/v1/switch"),
+        ("POST", "/api/v1/reload"),
+        ("DELETE", "/api/v1/weights"),
+        ("POST", "/metrics"),
+        ("POST", "/api/v1/nothing-here"),
+    ],
+)
+def test_a_change_from_another_origin_is_403(shared: SplitterProc, method: str, path: str) -> None:
+    before = snapshot(shared)
+    host = f"127.0.0.1:{shared.admin_port}"
+    for origin in foreign_origins(shared.admin_port):
+        status, headers, reply = call(
+            shared, method, path, body=CHANGE_BODY, headers={"Origin": origin, "Host": host}
+        )
+        assert_json_error(status, headers, reply, 403)
+    # two Origin headers, the second one the right one
+    head = f"Host: {host}\r\nOrigin: http://evil.com\r\nOrigin: http://{host}\r\n"
+    status, reply = raw_call(shared, method, path, head, json.dumps(CHANGE_BODY).encode())
+    assert status == 403, reply
+    assert snapshot(shared) == before
+
+
+def test_reads_with_another_origin_are_served(shared: SplitterProc) -> None:
+    for path in [*API_GETS, "/healthz", "/readyz", "/metrics"]:
+        status, _, _ = call(shared, "GET", path, headers={"Origin": "http://evil.com"})
+        assert status == 200, path
+
+
+def test_a_change_from_its_own_origin_is_served(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    sp = splitter_factory(config_for(three_pools))
+    port = sp.admin_port
+    for host, weight in [(f"127.0.0.1:{port}", 20), (f"localhost:{port}", 30), ("[::1]", 40)]:
+        headers = {"Host": host, "Origin": f"http://{host}"}
+        status, _, body = call(sp, "PUT", "/api/v1/weights", {"canary": weight}, headers=headers)
+        assert status == 200, (host, body)
+        assert body["canary"] == weight
+    # curl's way: Host 127.0.0.1:PORT and no Origin
+    status, _, body = call(sp, "POST", "/api/v1/switch", {"pool": "green"})
+    assert status == 200, body
+
+
+def test_with_token_any_host_is_served_but_a_foreign_origin_is_not(guarded: SplitterProc) -> None:
+    before = snapshot(guarded, TOKEN)
+    for host in FOREIGN_HOSTS + LOOPBACK_HOSTS:
+        status, _, reply = with_host(guarded, host, "GET", "/api/v1/weights", token=TOKEN)
+        assert (status, reply) == (200, START), host
+        assert with_host(guarded, host, "GET", "/api/v1/weights")[0] == 401, host
+        assert with_host(guarded, host, "GET", "/metrics")[0] == 200, host
+    # a cross-site change: 403 before the token is even looked at, so with a good one too
+    for origin in [*foreign_origins(guarded.admin_port), "http://splitter.example"]:
+        for token in (TOKEN, None, "wrong"):
+            for method, path in [("PUT", "/api/v1/weights"), ("POST", "/api/v1/switch")]:
+                status, headers, reply = with_host(
+                    guarded, "splitter.example", method, path, body=CHANGE_BODY,
+                    headers={"Origin": origin}, token=token,
+                )  # fmt: skip
+                if origin == "http://splitter.example":
+                    assert status == (401 if token != TOKEN else 400), (origin, token, reply)
+                else:
+                    assert_json_error(status, headers, reply, 403)
+    assert snapshot(guarded, TOKEN) == before
+
+
+def test_with_token_a_change_from_its_own_origin_is_served(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    sp = splitter_factory(config_for(three_pools, admin={"token": TOKEN}))
+    headers = {"Host": "splitter.example:8443", "Origin": "http://splitter.example:8443"}
+    status, _, body = call(sp, "PUT", "/api/v1/weights", {"canary": 50}, None, headers, TOKEN)
+    assert status == 200, body
 
 
 # --------------------------------------------------------------------------- proxy listener
