@@ -12,7 +12,8 @@ Rules (contract sections 5 and 6):
   made. On a later load of the file (start, reload) they stay in force while the file's
   weights are unchanged; once the file's weights differ, the file wins, the runtime
   weights are dropped, and an event says so.
-- A config that fails to load changes nothing.
+- A config that fails to load changes nothing. A reload never changes `listen`,
+  `admin.listen` or `admin.token`: it logs that they need a restart and keeps them.
 - Every change becomes an event `{time, source, what, old, new}` (sources: api, file,
   signal, startup), kept in a bounded history and logged as one JSON line.
 - A weight is a finite number from 0 to `MAX_WEIGHT`, wherever it comes from: the API
@@ -22,6 +23,7 @@ Rules (contract sections 5 and 6):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -147,18 +149,27 @@ class Controller:
     # -- config loads -------------------------------------------------------------------
 
     def apply_config(self, config: Config, source: str) -> None:
-        """Put a freshly loaded (valid) config in force."""
+        """Put a freshly loaded (valid) config in force, but for `listen` and `admin`: the
+        listeners are bound once, and the admin API keeps the token it was started with
+        (a reload must not open it, nor lock out its operator)."""
         old_weights = self.weights
         old_config = self.config
-        self.config = config
-        self.weights = self._reconcile(config.weights(), source)
         if config.listen != old_config.listen:
             log.warning("listen changed to %s: it takes effect at the next restart", config.listen)
+        changed = []
         if config.admin.listen != old_config.admin.listen:
+            changed.append(f"admin.listen changed to {config.admin.listen}")
+        if config.admin.token != old_config.admin.token:
+            changed.append("admin.token changed")  # never the token itself
+        if changed:
             log.warning(
-                "admin.listen changed to %s: it takes effect at the next restart",
-                config.admin.listen,
+                "%s: not applied, the admin API keeps its listener and token until the next "
+                "restart",
+                ", ".join(changed),
             )
+        config = dataclasses.replace(config, listen=old_config.listen, admin=old_config.admin)
+        self.config = config
+        self.weights = self._reconcile(config.weights(), source)
         self.install(config, self.weights)
         self.event(source, "config reloaded", old_weights, self.weights)
 

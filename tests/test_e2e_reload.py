@@ -631,6 +631,120 @@ def test_listen_change_needs_a_restart_but_the_rest_applies(
     assert refused(new_admin)
 
 
+# --------------------------------------------------------------------------- admin at restart
+
+OLD_TOKEN = "old-s3cret"
+NEW_TOKEN = "n3w-s3cret"
+API_GETS = ["/api/v1/weights", "/api/v1/pools", "/api/v1/events", "/api/v1/openapi.json"]
+
+
+def admin_status(
+    proc: SplitterProc,
+    method: str = "GET",
+    path: str = "/api/v1/weights",
+    token: str | None = None,
+    host: str | None = None,
+    body: Any = None,
+) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if host is not None:
+        headers["Host"] = host
+    data = None if body is None else json.dumps(body).encode()
+    return http_request(proc.admin_url + path, method, body=data, headers=headers)[0]
+
+
+def reload_by(proc: SplitterProc, how: str, token: str | None) -> None:
+    """Ask for a reload of the edited file (the watcher sees it by itself)."""
+    if how == "signal":
+        proc.send_signal(signal.SIGHUP)
+    elif how == "api":
+        assert admin_status(proc, "POST", "/api/v1/reload", token) == 200
+
+
+def assert_admin_as_started(proc: SplitterProc, token: str, refused: str | None) -> None:
+    """The admin API behaves per the token it started with (`token`, "" for none);
+    `refused` is a token that must not work."""
+    foreign = f"evil.com:{proc.admin_port}"
+    for path in API_GETS:
+        if token:
+            assert admin_status(proc, path=path, token=token) == 200, path
+            assert admin_status(proc, path=path, token=token, host=foreign) == 200, path
+            assert admin_status(proc, path=path) == 401, path
+        else:  # no token: open on loopback, and a foreign Host is still refused
+            assert admin_status(proc, path=path) == 200, path
+            assert admin_status(proc, path=path, token=refused, host=foreign) == 403, path
+        if refused:
+            assert admin_status(proc, path=path, token=refused) == (401 if token else 200), path
+    if token and refused:
+        switch = {"pool": "canary"}
+        assert admin_status(proc, "POST", "/api/v1/switch", refused, body=switch) == 401
+        assert admin_status(proc, "POST", "/api/v1/reload", refused) == 401
+
+
+@pytest.mark.parametrize("how", ["file", "signal", "api"])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        pytest.param(OLD_TOKEN, "", id="token-emptied"),
+        pytest.param(OLD_TOKEN, NEW_TOKEN, id="token-changed"),
+        pytest.param("", NEW_TOKEN, id="token-added"),
+    ],
+)
+def test_reload_keeps_the_admin_token_until_a_restart(
+    how: str,
+    old: str,
+    new: str,
+    three_pools: dict[str, Backend],
+    splitter_factory: SplitterFactory,
+) -> None:
+    cfg = three_pool_config(three_pools, {"blue": 100, "green": 0}, admin={"token": old})
+    proc, cfg = start_from_dict(splitter_factory, cfg)
+    edited = with_weights(cfg, {"blue": 0, "green": 100})
+    edited["admin"]["token"] = new
+    write_config(proc.config_path, edited, atomic=True)
+    reload_by(proc, how, old)
+
+    # the rest of the file is applied...
+    expected = {"blue": 0, "green": 100, "canary": 0}
+    headers = {"Authorization": f"Bearer {old}"} if old else {}
+
+    def in_force() -> Any:
+        return json.loads(http_request(proc.admin_url + "/api/v1/weights", headers=headers)[2])
+
+    wait_until(lambda: in_force() == expected, RELOAD_WITHIN, message=f"weights {expected}")
+    # ...but not the token: one line says a restart is needed, without the tokens
+    line = proc.wait_for_stderr(r"admin\.token.*restart", timeout=2)
+    assert OLD_TOKEN not in line and NEW_TOKEN not in line, line
+    assert_admin_as_started(proc, old, new)
+    assert proc.running
+
+    # a restart on the edited file puts the new token in force
+    assert proc.stop() == 0
+    again = splitter_factory(proc.config_path)
+    assert_admin_as_started(again, new, old)
+
+
+def test_reload_keeps_admin_listen_and_its_protection_until_a_restart(
+    three_pools: dict[str, Backend], splitter_factory: SplitterFactory
+) -> None:
+    """admin.listen moved to all interfaces, with the token that then requires: the
+    running loopback listener keeps no token and its Host protection."""
+    proc, cfg = start_from_dict(
+        splitter_factory, three_pool_config(three_pools, {"blue": 100, "green": 0})
+    )
+    new_admin = free_port()
+    edited = with_weights(cfg, {"blue": 0, "green": 100})
+    edited["admin"] = {"listen": f"0.0.0.0:{new_admin}", "token": NEW_TOKEN}
+    write_config(proc.config_path, edited, atomic=True)
+    proc.send_signal(signal.SIGHUP)
+
+    wait_weights(proc, {"blue": 0, "green": 100, "canary": 0}, RELOAD_WITHIN)
+    line = proc.wait_for_stderr(r"admin\.listen.*restart", timeout=2)
+    assert NEW_TOKEN not in line, line
+    assert refused(new_admin)
+    assert_admin_as_started(proc, "", NEW_TOKEN)
+
+
 # --------------------------------------------------------------------------- no drops
 
 
