@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -250,18 +251,29 @@ class StateFile:
         return secret
 
     def save(self) -> None:
-        """Write atomically: a crash leaves the old file or the new one, never half."""
+        """Write atomically: a crash leaves the old file or the new one, never half.
+
+        The temporary file is made by mkstemp in the same directory: a name nobody can
+        guess, created with O_EXCL (a file or link planted there is never followed) and
+        mode 0600. It is written and fsynced, renamed over the path (which replaces a link
+        there rather than writing through it), and removed when anything fails."""
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        tmp = f"{self.path}.tmp-{os.getpid()}"
         payload = orjson.dumps(self.data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        name = os.path.basename(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
         try:
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            with open(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         try:
             dir_fd = os.open(directory, os.O_RDONLY)
         except OSError:

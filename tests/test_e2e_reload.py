@@ -346,6 +346,27 @@ def test_unusable_state_file_is_set_aside(
     assert state_data(state)["runtime"]["weights"] == {"blue": 0, "green": 30, "canary": 0}
 
 
+def test_weight_change_does_not_follow_a_link_planted_next_to_the_state_file(
+    tmp_path: Path, three_pools: dict[str, Backend], splitter_factory: SplitterFactory
+) -> None:
+    state = tmp_path / "state.json"
+    cfg = three_pool_config(three_pools, {"blue": 70, "green": 30}, state_file=str(state))
+    proc = splitter_factory(cfg)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious\n")
+    planted = tmp_path / f"state.json.tmp-{proc.pid}"  # the name the temporary file had
+    planted.symlink_to(victim)
+
+    assert put_weights(proc, {"blue": 0}) == {"blue": 0, "green": 30, "canary": 0}
+    assert victim.read_bytes() == b"precious\n"
+    assert planted.is_symlink()
+    assert not state.is_symlink()
+    assert state_data(state)["runtime"]["weights"] == {"blue": 0, "green": 30, "canary": 0}
+    assert os.stat(state).st_mode & 0o777 == 0o600
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith((".state", "state"))]
+    assert sorted(leftovers) == ["state.json", planted.name], leftovers
+
+
 BAD_SAVED_WEIGHTS = [
     pytest.param({"blue": 1e20, "green": 100, "canary": 0}, id="1e20"),
     pytest.param({"blue": 1000000.5, "green": 100, "canary": 0}, id="above-a-million"),
