@@ -229,6 +229,63 @@ def test_check_weight_above_a_million_names_path_and_line(tmp_path: Path, weight
     assert result.returncode == 0, result.stderr
 
 
+def alias_bomb(levels: int) -> str:
+    """A "billion laughs" of `levels` levels of ten aliases each, used as backends."""
+    lines = ["listen: 127.0.0.1:8080", 'l0: &l0 ["http://127.0.0.1:5001"]']
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    lines += ["pools:", "  blue:", "    weight: 1", f"    backends: *l{levels}"]
+    return "\n".join(lines) + "\n"
+
+
+def check_with_peak_memory(path: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`splitter check -c PATH` and the peak RSS (bytes) of that process alone."""
+    probe = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run([sys.executable, '-m', 'splitter', 'check', '-c', sys.argv[1]],"
+        " capture_output=True, text=True, timeout=30)\n"  # kills the check when it hangs
+        "sys.stdout.write(r.stdout); sys.stderr.write(r.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+        "sys.exit(r.returncode)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(path)],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    *lines, peak = result.stderr.splitlines()
+    result.stderr = "\n".join(lines) + "\n"
+    return result, int(peak) * 1024  # ru_maxrss is in KiB on Linux
+
+
+@pytest.mark.parametrize("levels", [5, 9])
+def test_check_alias_bomb_fails_fast_in_little_memory(tmp_path: Path, levels: int) -> None:
+    _, baseline = check_with_peak_memory(good_config(tmp_path))
+    path = write(tmp_path, "bomb.yaml", alias_bomb(levels))
+    started = time.monotonic()
+    result, peak = check_with_peak_memory(path)
+    elapsed = time.monotonic() - started
+    assert_one_line_failure(
+        result, "l5 (line 7): expands to more than 100000 YAML nodes with its aliases"
+    )
+    assert elapsed < 10, elapsed  # two process starts; the check itself takes milliseconds
+    assert peak < baseline + 20 * 2**20, (peak, baseline)
+
+
+def test_run_alias_bomb_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "bomb.yaml", alias_bomb(9))
+    result = run_cli("run", "-c", str(path), timeout=30)
+    assert_one_line_failure(result, "l5 (line 7): expands to more than 100000 YAML nodes")
+
+
+def test_check_config_over_1_mib_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "big.yaml", GOOD.format(port=1, admin=2) + "#" * 2**20 + "\n")
+    assert_one_line_failure(run_cli("check", "-c", str(path)), "larger than 1 MiB")
+
+
 def test_check_lists_every_error(tmp_path: Path) -> None:
     path = write(tmp_path, "several.yaml", SEVERAL_ERRORS)
     result = run_cli("check", "-c", str(path))

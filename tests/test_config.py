@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -853,3 +855,124 @@ def test_bad_workers(value: object) -> None:
     with pytest.raises(ConfigError) as info:
         parse(data)
     assert info.value.problems[0].path == "workers"
+
+
+# --- bounded work -----------------------------------------------------------------------
+
+
+def alias_bomb(levels: int, width: int = 10, used_at: str = "backends") -> str:
+    """A "billion laughs": each level lists `width` aliases of the one before; the last
+    is used as the pool's backends (or defined only, when `used_at` is "")."""
+    lines = ["listen: 127.0.0.1:8080", 'l0: &l0 ["http://127.0.0.1:5001"]']
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    lines += ["pools:", "  blue:", "    weight: 1"]
+    lines.append(f"    backends: *l{levels}" if used_at else "    backends: [http://a:1]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("levels", [5, 9, 30])
+@pytest.mark.parametrize("used_at", ["backends", ""])
+def test_alias_bomb_is_refused_before_it_is_expanded(
+    tmp_path: Path, levels: int, used_at: str
+) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(levels, used_at=used_at))
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError) as caught:
+            load(str(path), env={})
+        elapsed = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (problem,) = caught.value.problems
+    # the first level that alone goes over the bound, at its own line
+    assert problem.path == "l5" and problem.line == 7, problem
+    assert "more than 100000" in problem.message and "alias" in problem.message, problem
+    assert elapsed < 2, elapsed  # generous: it takes milliseconds; the 9 levels took forever
+    assert peak < 20 * 2**20, peak  # and a few MB at most (172 MB for 5 levels before)
+
+
+def test_alias_bomb_nested_in_mappings_and_merge_keys_is_refused(tmp_path: Path) -> None:
+    lines = ["listen: 127.0.0.1:8080", "m0: &m0 {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7}"]
+    for i in range(1, 12):
+        merges = ", ".join([f"*m{i - 1}"] * 4)
+        lines.append(f"m{i}: &m{i} {{<<: [{merges}], x{i}: *m{i - 1}, y{i}: [*m{i - 1}]}}")
+    lines += ["pools: {blue: {weight: 1, backends: [http://a:1]}}"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load(str(path), env={})
+    assert time.monotonic() - started < 2
+    (problem,) = caught.value.problems
+    assert "more than 100000" in problem.message, problem
+    assert problem.path.startswith("m") and problem.line is not None, problem
+
+
+def test_recursive_alias_is_an_error_with_its_line(tmp_path: Path) -> None:
+    for text in ("x: &x [1, *x]\n", "x: &x {a: *x}\n", "x: &x {<<: *x}\n"):
+        problems = problems_of(tmp_path, MINIMAL + text)
+        assert len(problems) == 1, problems
+        assert "recursive" in problems[0] and "(line 6)" in problems[0], problems
+
+
+def test_config_file_over_1_mib_is_refused(tmp_path: Path) -> None:
+    padding = "# " + "x" * 1000 + "\n"
+    text = MINIMAL + padding * (2**20 // len(padding) + 1)
+    assert len(text.encode()) > 2**20
+    (problem,) = problems_of(tmp_path, text)
+    assert "larger than 1 MiB" in problem, problem
+    # just under it is read
+    text = MINIMAL + padding * ((2**20 - len(MINIMAL)) // len(padding))
+    assert len(text.encode()) <= 2**20
+    assert load(write(tmp_path, text), env={}).pools[0].name == "blue"
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "1" * 5000,  # more digits than Python turns into an int from text
+        ":".join(["59"] * 300_000),  # a YAML 1.1 base-60 int: quadratic to build
+        "0x" + "f" * 10_000,
+    ],
+    ids=["5000-digits", "base-60", "hex"],
+)
+def test_overlong_integer_is_an_error_not_a_crash(tmp_path: Path, number: str) -> None:
+    text = MINIMAL.replace("weight: 1", f"weight: {number}")
+    started = time.monotonic()
+    problems = problems_of(tmp_path, text)
+    assert time.monotonic() - started < 2
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("pools.blue.weight (line 4): "), problems
+
+
+def test_aliases_and_merge_keys_still_work_with_their_lines(tmp_path: Path) -> None:
+    text = """\
+        listen: 127.0.0.1:8080
+        pools:
+          blue: &pool
+            weight: 90
+            backends: &two
+              - http://127.0.0.1:5001
+              - {url: http://127.0.0.1:5002, weight: 2}
+          green:
+            <<: *pool
+            weight: 0
+          canary:
+            <<: *pool
+            backends: *two
+            weight: 10
+        """
+    config = load(write(tmp_path, text), env={})
+    assert config.weights() == {"blue": 90, "green": 0, "canary": 10}
+    assert [len(p.backends) for p in config.pools] == [2, 2, 2]
+    assert config.pools[2].backends[1].weight == 2
+
+    bad = text.replace("weight: 10", "weight: 1e7").replace("weight: 0", "wieght: 0")
+    assert problems_of(tmp_path, bad) == [
+        "pools.green.wieght (line 10): unknown key (did you mean 'weight'?)",
+        "pools.canary.weight (line 14): must be <= 1000000",
+    ]

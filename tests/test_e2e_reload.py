@@ -652,6 +652,24 @@ def test_listen_change_needs_a_restart_but_the_rest_applies(
     assert refused(new_admin)
 
 
+def test_alias_bomb_is_refused_by_a_reload_at_once(
+    three_pools: dict[str, Backend], splitter_factory: SplitterFactory
+) -> None:
+    proc, cfg = start_from_dict(
+        splitter_factory, three_pool_config(three_pools, {"blue": 100, "green": 0})
+    )
+    lines = ['l0: &l0 ["lol"]']
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    write_config(proc.config_path, "\n".join(lines) + "\n" + yaml.safe_dump(cfg, sort_keys=False))
+    started = time.monotonic()
+    status, body = api(proc, "POST", "/api/v1/reload", timeout=30)
+    assert time.monotonic() - started < 5
+    assert status == 422, body
+    assert any("l5 (line 6): expands to more than 100000" in e for e in body["errors"]), body
+    assert weights(proc) == {"blue": 100, "green": 0, "canary": 0}
+    assert pools_served(proc, 10) == {"blue"}
+
+
 # --------------------------------------------------------------------------- admin at restart
 
 OLD_TOKEN = "old-s3cret"
