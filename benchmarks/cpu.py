@@ -54,7 +54,10 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
 def wrk(port: int, conns: int, seconds: float) -> int:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, timeout=seconds + 30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
     ).stdout
     m = re.search(r"(\d+) requests in", out)
     if not m:
@@ -63,7 +66,9 @@ def wrk(port: int, conns: int, seconds: float) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--duration", type=float, default=5.0)
@@ -99,7 +104,10 @@ def main() -> int:
             env = dict(os.environ, PYTHONPATH=str(root))
             proc = subprocess.Popen(
                 [sys.executable, "-m", "splitter", "run", "-c", str(cfg)],
-                env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env,
+                cwd=root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             procs.append(proc)
             wait_port(port)
@@ -117,15 +125,20 @@ def main() -> int:
                 user = (u1 - u0) / TICK / n * 1e6
                 system = (s1 - s0) / TICK / n * 1e6
                 results[path].append((user, system, n / elapsed))
-                print(f"round {rnd + 1} {path}: user {user:.2f} us  sys {system:.2f} us  "
-                      f"{n / elapsed:,.0f} req/s", flush=True)
+                print(
+                    f"round {rnd + 1} {path}: user {user:.2f} us  sys {system:.2f} us  "
+                    f"{n / elapsed:,.0f} req/s",
+                    flush=True,
+                )
         print(f"\nc={args.connections}, {args.duration:g} s x {args.rounds} rounds, medians:")
         print("| checkout | user us/req | sys us/req | req/s |\n|---|---:|---:|---:|")
         for path in args.paths:
             rows = results[path]
-            print(f"| {path} | {statistics.median(r[0] for r in rows):.2f} "
-                  f"| {statistics.median(r[1] for r in rows):.2f} "
-                  f"| {statistics.median(r[2] for r in rows):,.0f} |")
+            print(
+                f"| {path} | {statistics.median(r[0] for r in rows):.2f} "
+                f"| {statistics.median(r[1] for r in rows):.2f} "
+                f"| {statistics.median(r[2] for r in rows):,.0f} |"
+            )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -20,20 +20,39 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
-from splitter.control import WeightError, plain, weight_value
+from splitter.control import Controller, WeightError, plain, weight_value
+from splitter.errors import ConfigError
 from splitter.openapi import OPENAPI
 
-if TYPE_CHECKING:
-    from splitter.app import Splitter
+
+class Rendered(Protocol):
+    def render(self) -> bytes: ...
+
+
+class AdminHost(Protocol):
+    """What the admin API needs of the running splitter (`app.Splitter` is one)."""
+
+    @property
+    def controller(self) -> Controller: ...
+    @property
+    def metrics(self) -> Rendered: ...
+    @property
+    def stopping(self) -> bool: ...
+
+    def catch_up_with_file(self) -> None: ...
+    def backend_up(self, url: str) -> bool: ...
+    def reload(self, source: str) -> ConfigError | None: ...
+    def is_ready(self) -> bool: ...
+
 
 MAX_BODY = 64 * 1024
 
-SPLITTER_KEY: web.AppKey[Splitter] = web.AppKey("splitter")
+SPLITTER_KEY: web.AppKey[AdminHost] = web.AppKey("splitter")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -249,7 +268,7 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def make_admin_app(splitter: Splitter) -> web.Application:
+def make_admin_app(splitter: AdminHost) -> web.Application:
     middlewares = [host_and_origin, errors_as_json, bearer_token]  # host_and_origin first
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[SPLITTER_KEY] = splitter

@@ -24,11 +24,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"splitter: {message}\n")
 
 
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from splitter import build
+
+        print(f"splitter {__version__} ({build()})")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="splitter", description="A reverse proxy for blue/green and canary releases."
     )
-    parser.add_argument("--version", action="version", version=f"splitter {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and build")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     default = os.environ.get("SPLITTER_CONFIG") or DEFAULT_CONFIG
     run = commands.add_parser("run", help="run the proxy")
