@@ -25,9 +25,11 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from splitter.config import parse_rollout
 from splitter.control import Controller, WeightError, plain, weight_value
 from splitter.errors import ConfigError
 from splitter.openapi import OPENAPI
+from splitter.rollout import RolloutEngine, RolloutError
 
 
 class Rendered(Protocol):
@@ -43,6 +45,8 @@ class AdminHost(Protocol):
     def metrics(self) -> Rendered: ...
     @property
     def stopping(self) -> bool: ...
+    @property
+    def rollouts(self) -> RolloutEngine: ...
 
     def catch_up_with_file(self) -> None: ...
     def backend_up(self, url: str) -> bool: ...
@@ -193,11 +197,25 @@ async def put_weights(request: web.Request) -> web.Response:
     except WeightError as exc:
         return error(exc.status, str(exc))
     splitter.catch_up_with_file()
+    if (busy := _rollout_busy(splitter)) is not None:
+        return busy
     try:
         weights = splitter.controller.set_weights(body)
     except WeightError as exc:
         return error(exc.status, str(exc))
     return json_response(plain(weights))
+
+
+def _rollout_busy(splitter: AdminHost) -> web.Response | None:
+    """A manual change during a rollout would fight it: 409 (abort or pause it first)."""
+    active = splitter.rollouts.active
+    if active is None:
+        return None
+    return error(
+        409,
+        f"a rollout of {active.plan.pool} is active: abort it first "
+        "(or let it finish); its weights change by themselves",
+    )
 
 
 async def post_switch(request: web.Request) -> web.Response:
@@ -207,6 +225,8 @@ async def post_switch(request: web.Request) -> web.Response:
     if unknown or "pool" not in body:
         return error(400, 'the body must be {"pool": NAME}')
     splitter.catch_up_with_file()
+    if (busy := _rollout_busy(splitter)) is not None:
+        return busy
     try:
         weights, previous = splitter.controller.switch(body["pool"])
     except WeightError as exc:
@@ -268,6 +288,78 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+# -- rollouts (contract section 8) ------------------------------------------------------
+
+
+async def post_rollout(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    body = await read_json_object(request)
+    try:
+        plan = parse_rollout(body, splitter.controller.config.rollouts)
+    except ConfigError as exc:
+        return error(400, str(exc.problems[0]) if exc.problems else "invalid rollout")
+    splitter.catch_up_with_file()
+    try:
+        rollout = splitter.rollouts.start(plan)
+    except RolloutError as exc:
+        return error(exc.status, str(exc))
+    return json_response(rollout.to_json(), status=201)
+
+
+async def get_rollout(request: web.Request) -> web.Response:
+    rollout = request.app[SPLITTER_KEY].rollouts.get()
+    if rollout is None:
+        return error(404, "no rollout has run")
+    return json_response(rollout.to_json())
+
+
+async def get_rollouts(request: web.Request) -> web.Response:
+    return json_response({"rollouts": request.app[SPLITTER_KEY].rollouts.listing()})
+
+
+async def _control(request: web.Request, action: str) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    full = False
+    if request.can_read_body or request.content_length:
+        body = await read_json_object(request)
+        allowed = {"full"} if action == "promote" else set()
+        unknown = set(body) - allowed
+        if unknown:
+            return error(400, f"unknown key: {sorted(unknown)[0]}")
+        full = body.get("full", False)
+        if not isinstance(full, bool):
+            return error(400, "'full' must be true or false")
+    engine = splitter.rollouts
+    try:
+        if action == "pause":
+            rollout = engine.pause()
+        elif action == "resume":
+            rollout = engine.resume()
+        elif action == "promote":
+            rollout = engine.promote(full=full)
+        else:
+            rollout = engine.abort()
+    except RolloutError as exc:
+        return error(exc.status, str(exc))
+    return json_response(rollout.to_json())
+
+
+async def post_rollout_pause(request: web.Request) -> web.Response:
+    return await _control(request, "pause")
+
+
+async def post_rollout_resume(request: web.Request) -> web.Response:
+    return await _control(request, "resume")
+
+
+async def post_rollout_promote(request: web.Request) -> web.Response:
+    return await _control(request, "promote")
+
+
+async def post_rollout_abort(request: web.Request) -> web.Response:
+    return await _control(request, "abort")
+
+
 def make_admin_app(splitter: AdminHost) -> web.Application:
     middlewares = [host_and_origin, errors_as_json, bearer_token]  # host_and_origin first
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
@@ -280,6 +372,13 @@ def make_admin_app(splitter: AdminHost) -> web.Application:
     r.add_post("/api/v1/reload", post_reload)
     r.add_get("/api/v1/events", get_events, allow_head=False)
     r.add_get("/api/v1/openapi.json", get_openapi, allow_head=False)
+    r.add_post("/api/v1/rollout", post_rollout)
+    r.add_get("/api/v1/rollout", get_rollout, allow_head=False)
+    r.add_post("/api/v1/rollout/pause", post_rollout_pause)
+    r.add_post("/api/v1/rollout/resume", post_rollout_resume)
+    r.add_post("/api/v1/rollout/promote", post_rollout_promote)
+    r.add_post("/api/v1/rollout/abort", post_rollout_abort)
+    r.add_get("/api/v1/rollouts", get_rollouts, allow_head=False)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)

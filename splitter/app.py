@@ -19,6 +19,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from splitter import config as config_mod
@@ -32,6 +33,7 @@ from splitter.health import HealthChecker
 from splitter.metrics import Metrics
 from splitter.proxy.listener import ProxyListener
 from splitter.reload import ConfigWatcher
+from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
 from splitter.stats import Recorder, Window
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
 log = logging.getLogger("splitter")
 
 STATS_EVERY = 0.5  # seconds between two drains of the statistics recorder
+ROLLOUT_EVERY = 1.0  # seconds between two looks of the rollout judge
 
 
 class Splitter:
@@ -61,7 +64,7 @@ class Splitter:
         self.state_file = StateFile(config.state_file)
         self.controller = Controller(config, self.state_file, self._install)
         self.workers: WorkerPool | None = None
-        self.metrics = Metrics(self._metrics_view, self._counters_view)
+        self.metrics = Metrics(self._metrics_view, self._counters_view, self._rollout_view)
         self.ready = False
         self.stopping = False
         self.health_table = HealthTable()  # backend health by URL, for this process's snapshots
@@ -74,6 +77,9 @@ class Splitter:
         self.live: Live | None = None
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
+        self.rollouts = RolloutEngine(self, self._post)
+        self._rollout_task: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None  # webhooks and gates
 
     @property
     def config(self) -> Config:
@@ -92,6 +98,7 @@ class Splitter:
         self.state_file.load()
         self._cookie_secret = self.state_file.cookie_secret()
         weights = self.controller.start()
+        file_won = self.controller.file_won
         self.live = self._build_live(self.config, weights)
         if self.config.workers > 1:
             from splitter.workers import WorkerPool
@@ -104,6 +111,11 @@ class Splitter:
             self._check_health_of(self.config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
+        data = self.state_file.data
+        self.rollouts.restore(data.get("rollout"), data.get("rollouts"))
+        if file_won:
+            self.rollouts.cancel("the config file's weights changed while splitter was down")
+        self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
         self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, self.admin_sock).start()
@@ -124,6 +136,55 @@ class Splitter:
         while True:
             await asyncio.sleep(STATS_EVERY)
             self.window.add(self.recorder.drain())
+
+    # -- rollouts (the engine's host) ---------------------------------------------------
+
+    async def _run_rollouts(self) -> None:
+        while True:
+            await asyncio.sleep(ROLLOUT_EVERY)
+            try:
+                self.rollouts.tick()
+            except Exception:  # a bug must not stop the engine's clock: log it, go on
+                log.exception("error while judging the rollout")
+
+    def current_weights(self) -> dict[str, float]:
+        return dict(self.controller.weights)
+
+    def set_weights(self, weights: dict[str, float], what: str) -> None:
+        self.controller.apply_weights(weights, "rollout", what)
+
+    def pool_live(self, pool: str) -> bool:
+        live = self.live
+        state = live.pools.get(pool) if live is not None else None
+        return state is not None and state.has_live_backend()
+
+    def rollout_event(
+        self, event: str, rollout: dict[str, Any], old_weights: dict[str, float]
+    ) -> None:
+        history = rollout["history"]
+        detail = history[-1]["detail"] if history else rollout["reason"]
+        what = f"rollout of {rollout['pool']} {event}: {detail}"
+        self.controller.event("rollout", what, old_weights, self.controller.weights)
+
+    def save_rollouts(self, current: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
+        self.controller.save_rollouts(current, history)
+
+    async def _post(self, url: str, body: dict[str, Any], timeout: float) -> int:
+        """POST JSON to a webhook or gate (never through a proxy from the environment)."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False
+            )
+        async with self._http.post(url, json=body, allow_redirects=False) as response:
+            return response.status
+
+    def _rollout_view(self) -> tuple[str, int, str, dict[tuple[str, str], int]] | None:
+        r = self.rollouts.current
+        if r is None:
+            return None
+        return r.plan.pool, r.step if r.active else -1, r.status, self.rollouts.verdicts
+
+    # -- the live state, continued ------------------------------------------------------
 
     def _install(self, config: Config, weights: dict[str, float]) -> None:
         """Put a config and weights in force: one reference swapped on the request path."""
@@ -202,8 +263,14 @@ class Splitter:
             for line in exc.lines():
                 log.error("reload (%s) failed, the old config stays: %s", source, line)
             return exc
-        self.controller.apply_config(new, source)
+        file_won = self.controller.apply_config(new, source)
         self.metrics.count_reload(True)
+        active = self.rollouts.active
+        if active is not None:
+            if file_won:
+                self.rollouts.cancel("the config file's weights changed: the file's weights stand")
+            elif active.plan.pool not in self.controller.weights:
+                self.rollouts.cancel(f"pool {active.plan.pool} is no longer in the config")
         return None
 
     # -- shutdown -----------------------------------------------------------------------
@@ -229,6 +296,11 @@ class Splitter:
         self.health.stop()
         if self._stats_task is not None:
             self._stats_task.cancel()
+        if self._rollout_task is not None:
+            self._rollout_task.cancel()
+        self.rollouts.shutdown()
+        if self._http is not None:
+            await self._http.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self.proxy_sock.close()

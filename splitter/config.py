@@ -139,6 +139,66 @@ class Shutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class Analysis:
+    """How the rollout judge decides (contract section 8)."""
+
+    confidence: float = 0.99
+    max_error_ratio: float = 1.5
+    min_error_rate: float = 0.005
+    max_slow_ratio: float = 1.25
+    latency_floor: float = 0.010  # seconds
+    warmup: float = 30.0  # seconds after a weight change whose requests are not judged
+
+
+ROLLOUT_EVENTS = ("started", "step", "paused", "resumed", "promoted", "rolled_back", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    url: str
+    events: tuple[str, ...] = ROLLOUT_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Rollouts:
+    """Defaults for automated rollouts; a rollout's request may override them."""
+
+    hold: float = 60.0  # least time at a step
+    max: float = 600.0  # most time at a step before the verdict is "inconclusive"
+    on_inconclusive: str = "pause"  # pause | promote | rollback
+    analysis: Analysis = field(default_factory=Analysis)
+    webhooks: tuple[Webhook, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a rollout: a weight for the candidate (percent), or a manual gate."""
+
+    weight: float | None  # None: a manual gate ({"pause": true})
+    hold: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    """A rollout as asked for (POST /api/v1/rollout), validated, with defaults filled in.
+
+    For `canary`, `steps` are the steps; for `bluegreen`, step 0 is the preview (weight 0,
+    its hold and max) and step 1 the `keep` window after the switch (weight 100).
+    """
+
+    pool: str
+    strategy: str  # canary | bluegreen
+    steps: tuple[Step, ...]
+    analysis: Analysis
+    on_inconclusive: str
+    webhooks: tuple[Webhook, ...]
+    gates: tuple[str, ...]
+    auto_promote: bool = False
+    keep: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: Address
     pools: tuple[Pool, ...]
@@ -152,6 +212,7 @@ class Config:
     shutdown: Shutdown = field(default_factory=Shutdown)
     access_log: bool = True
     workers: int = 1  # processes serving the proxy listener (SO_REUSEPORT)
+    rollouts: Rollouts = field(default_factory=Rollouts)
 
     def weights(self) -> dict[str, float]:
         return {p.name: p.weight for p in self.pools}
@@ -567,7 +628,9 @@ def parse(
         ck.add("", "must be a mapping (listen: ..., pools: ...)")
         raise ConfigError(ck.problems)
     data = _substitute(ck, data, "", os.environ if env is None else env)
-    top = ("listen", "admin", "pools", "state_file", "access_log", "workers", *_SECTIONS)
+    top = (
+        "listen", "admin", "pools", "state_file", "access_log", "workers", "rollouts", *_SECTIONS
+    )  # fmt: skip
     ck.mapping(data, "", top)
     if data.get("listen") is None:
         ck.add("listen", "is required (host:port of the proxy, e.g. 0.0.0.0:8080)")
@@ -587,11 +650,261 @@ def parse(
         state_file=ck.get(data, "", "state_file", d.state_file, _as_str),
         access_log=ck.get(data, "", "access_log", d.access_log, _as_bool),
         workers=ck.get(data, "", "workers", d.workers, _as_workers),
+        rollouts=_rollouts(ck, data.get("rollouts"), "rollouts"),
         **sections,
     )
     if ck.problems:
         raise ConfigError(_in_file_order(ck.problems))
     return config
+
+
+# ---------------------------------------------------------------------------------------
+# Rollouts: the config section, and a rollout's request (the same keys, the same checks)
+
+
+def _as_fraction(value: Any) -> float:
+    number = _as_float(value, "a number between 0 and 1")
+    if not 0 < number < 1:
+        raise _Invalid("must be between 0 and 1 (exclusive)")
+    return number
+
+
+def _as_confidence(value: Any) -> float:
+    number = _as_float(value, "a number such as 0.99")
+    if not 0.5 <= number < 1:
+        raise _Invalid("must be at least 0.5 and below 1")
+    return number
+
+
+def _as_ratio(value: Any) -> float:
+    number = _as_float(value, "a number >= 1")
+    if not 1 <= number <= 1000:
+        raise _Invalid("must be from 1 to 1000")
+    return number
+
+
+def _as_inconclusive(value: Any) -> str:
+    if value not in ("pause", "promote", "rollback"):
+        raise _Invalid("must be pause, promote or rollback")
+    return str(value)
+
+
+def _as_hook_url(value: Any) -> str:
+    url = _as_str(value)
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not sep or not rest or url != url.strip():
+        raise _Invalid("must be an http:// or https:// URL")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in url):
+        raise _Invalid("must be a URL of printable ASCII")
+    return url
+
+
+_ANALYSIS_FIELDS: dict[str, _Convert] = {
+    "confidence": _as_confidence,
+    "max_error_ratio": _as_ratio,
+    "min_error_rate": _as_fraction,
+    "max_slow_ratio": _as_ratio,
+    "latency_floor": _DURATION_GE0,
+    "warmup": _DURATION_GE0,
+}
+
+
+def _analysis(ck: _Checker, value: Any, path: str, base: Analysis) -> Analysis:
+    if value is None:
+        return base
+    m = ck.mapping(value, path, tuple(_ANALYSIS_FIELDS)) or {}
+    return Analysis(
+        **{k: ck.get(m, path, k, getattr(base, k), f) for k, f in _ANALYSIS_FIELDS.items()}
+    )
+
+
+def _webhooks(ck: _Checker, value: Any, path: str) -> tuple[Webhook, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        ck.add(path, "must be a list of {url, events}")
+        return ()
+    hooks = []
+    for i, item in enumerate(value):
+        item_path = f"{path}[{i}]"
+        m = ck.mapping(item, item_path, ("url", "events"))
+        if m is None:
+            continue
+        if m.get("url") is None:
+            ck.add(f"{item_path}.url", "is required")
+            continue
+        url = ck.get(m, item_path, "url", "", _as_hook_url)
+        events: tuple[str, ...] = ROLLOUT_EVENTS
+        raw = m.get("events")
+        if raw is not None:
+            if not isinstance(raw, list) or not raw:
+                ck.add(f"{item_path}.events", f"must be a list of {', '.join(ROLLOUT_EVENTS)}")
+            else:
+                unknown = [e for e in raw if e not in ROLLOUT_EVENTS]
+                if unknown:
+                    ck.add(f"{item_path}.events", f"unknown event {unknown[0]!r}; "
+                           f"they are {', '.join(ROLLOUT_EVENTS)}")  # fmt: skip
+                events = tuple(dict.fromkeys(str(e) for e in raw))
+        if url:
+            hooks.append(Webhook(url, events))
+    return tuple(hooks)
+
+
+def _rollouts(ck: _Checker, value: Any, path: str) -> Rollouts:
+    d = Rollouts()
+    if value is None:
+        return d
+    m = ck.mapping(value, path, ("hold", "max", "on_inconclusive", "analysis", "webhooks")) or {}
+    hold = ck.get(m, path, "hold", d.hold, _DURATION_GE0)
+    longest = ck.get(m, path, "max", d.max, _DURATION_GT0)
+    if longest < hold:
+        ck.add(f"{path}.max", "must be at least hold")
+    return Rollouts(
+        hold=hold,
+        max=longest,
+        on_inconclusive=ck.get(m, path, "on_inconclusive", d.on_inconclusive, _as_inconclusive),
+        analysis=_analysis(ck, m.get("analysis"), f"{path}.analysis", d.analysis),
+        webhooks=_webhooks(ck, m.get("webhooks"), f"{path}.webhooks"),
+    )
+
+
+DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
+_PLAN_KEYS = (
+    "pool", "strategy", "steps", "analysis", "on_inconclusive", "webhooks", "gates",
+    "preview", "auto_promote", "keep",
+)  # fmt: skip
+
+
+def parse_rollout(data: Any, defaults: Rollouts) -> RolloutPlan:
+    """A rollout's request body (contract section 8) as a plan, or ConfigError naming the
+    field of every problem (`steps[2].weight: must be above the step before`). Whether the
+    pool exists is the caller's business (404, not 400)."""
+    ck = _Checker(None)
+    if not isinstance(data, dict):
+        ck.add("", "must be a JSON object")
+        raise ConfigError(ck.problems)
+    ck.mapping(data, "", _PLAN_KEYS)
+    pool = data.get("pool")
+    if not isinstance(pool, str) or not pool:
+        ck.add("pool", "is required: the name of the candidate pool")
+        pool = ""
+    strategy = data.get("strategy", "canary")
+    if strategy not in ("canary", "bluegreen"):
+        ck.add("strategy", "must be canary or bluegreen")
+        strategy = "canary"
+    analysis = _analysis(ck, data.get("analysis"), "analysis", defaults.analysis)
+    on_inconclusive = ck.get(
+        data, "", "on_inconclusive", defaults.on_inconclusive, _as_inconclusive
+    )
+    webhooks = defaults.webhooks
+    if "webhooks" in data:
+        webhooks = _webhooks(ck, data["webhooks"], "webhooks")
+    gates = _gates(ck, data.get("gates"))
+    if strategy == "canary":
+        for key in ("preview", "auto_promote", "keep"):
+            if key in data:
+                ck.add(key, "is for strategy bluegreen")
+        steps = _steps(ck, data.get("steps"), defaults)
+        plan = RolloutPlan(pool, "canary", steps, analysis, on_inconclusive, webhooks, gates)
+    else:
+        if "steps" in data:
+            ck.add("steps", "is for strategy canary (bluegreen has preview and keep)")
+        preview = data.get("preview")
+        m = {} if preview is None else (ck.mapping(preview, "preview", ("hold", "max")) or {})
+        hold = ck.get(m, "preview", "hold", defaults.hold, _DURATION_GE0)
+        longest = ck.get(m, "preview", "max", max(defaults.max, hold), _DURATION_GT0)
+        if longest < hold:
+            ck.add("preview.max", "must be at least hold")
+        keep = ck.get(data, "", "keep", 600.0, _DURATION_GE0)
+        auto = ck.get(data, "", "auto_promote", False, _as_json_bool)
+        steps = (Step(0.0, hold, longest), Step(100.0, keep, keep))
+        plan = RolloutPlan(
+            pool, "bluegreen", steps, analysis, on_inconclusive, webhooks, gates, auto, keep
+        )
+    if ck.problems:
+        raise ConfigError(ck.problems)
+    return plan
+
+
+def _as_json_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
+
+
+def _gates(ck: _Checker, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        ck.add("gates", "must be a list of {url}")
+        return ()
+    urls = []
+    for i, item in enumerate(value):
+        m = ck.mapping(item, f"gates[{i}]", ("url",))
+        if m is None:
+            continue
+        if m.get("url") is None:
+            ck.add(f"gates[{i}].url", "is required")
+            continue
+        url = ck.get(m, f"gates[{i}]", "url", "", _as_hook_url)
+        if url:
+            urls.append(url)
+    return tuple(urls)
+
+
+def _steps(ck: _Checker, value: Any, defaults: Rollouts) -> tuple[Step, ...]:
+    raw: list[Any] = list(DEFAULT_STEPS) if value is None else value
+    if not isinstance(raw, list) or not raw:
+        ck.add("steps", "must be a list of weights, {weight, hold, max} or {pause: true}")
+        return ()
+    steps: list[Step] = []
+    last = 0.0
+    for i, item in enumerate(raw):
+        path = f"steps[{i}]"
+        hold, longest = defaults.hold, defaults.max
+        if isinstance(item, dict):
+            if item.get("pause") is not None or "pause" in item:
+                m = ck.mapping(item, path, ("pause",)) or {}
+                if m.get("pause") is not True:
+                    ck.add(f"{path}.pause", "must be true")
+                steps.append(Step(None, 0.0, 0.0))
+                continue
+            m = ck.mapping(item, path, ("weight", "hold", "max")) or {}
+            if m.get("weight") is None:
+                ck.add(f"{path}.weight", "is required")
+                continue
+            weight = ck.get(m, path, "weight", -1.0, _as_step_weight)
+            hold = ck.get(m, path, "hold", defaults.hold, _DURATION_GE0)
+            longest = ck.get(m, path, "max", max(defaults.max, hold), _DURATION_GT0)
+            if longest < hold:
+                ck.add(f"{path}.max", "must be at least hold")
+            weight_path = f"{path}.weight"
+        else:
+            try:
+                weight = _as_step_weight(item)
+            except _Invalid as exc:
+                ck.add(path, str(exc))
+                continue
+            longest = max(longest, hold)
+            weight_path = path
+        if weight < 0:
+            continue
+        if weight <= last:
+            ck.add(weight_path, "must be above the weight of the step before (steps rise)")
+        last = max(last, weight)
+        steps.append(Step(weight, hold, longest))
+    if steps and all(s.weight is None for s in steps):
+        ck.add("steps", "must have at least one weight")
+    return tuple(steps)
+
+
+def _as_step_weight(value: Any) -> float:
+    if isinstance(value, str):  # steps come from JSON: a number is a number
+        raise _Invalid("must be a number above 0, at most 100")
+    number = _as_float(value, "a number above 0, at most 100")
+    if not 0 < number <= 100:
+        raise _Invalid("must be above 0 and at most 100")
+    return number
 
 
 # ---------------------------------------------------------------------------------------

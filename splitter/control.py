@@ -99,6 +99,7 @@ class Controller:
         self.install = install
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.weights: Weights = config.weights()
+        self.file_won = False  # the last load of the file dropped runtime weights
 
     # -- start --------------------------------------------------------------------------
 
@@ -130,7 +131,28 @@ class Controller:
         new = {name: (100.0 if name == pool else 0.0) for name in self.weights}
         return self._apply(new, source, f"switch to {pool}"), previous
 
-    def _apply(self, new: Weights, source: str, what: str) -> Weights:
+    def apply_weights(self, new: Mapping[str, float], source: str, what: str) -> Weights:
+        """Put a whole map of weights in force (a rollout's step): validated, saved, in
+        force; the event is the caller's (it knows the transition it belongs to)."""
+        weights = dict(self.weights)
+        for name, value in new.items():
+            if name not in weights:
+                raise WeightError(404, f"unknown pool: {name}")
+            weights[name] = weight_value(name, value)
+        return self._apply(weights, source, what, record=False)
+
+    def save_rollouts(self, current: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
+        """The rollout in progress (or the last one) and those before it, kept with the
+        runtime state (atomically, before the API answers)."""
+        data = self.state_file.data
+        if current is None:
+            data.pop("rollout", None)
+        else:
+            data["rollout"] = current
+        data["rollouts"] = history
+        self.state_file.save()
+
+    def _apply(self, new: Weights, source: str, what: str, record: bool = True) -> Weights:
         if not any(w > 0 for w in new.values()):
             raise WeightError(409, "at least one pool must keep a weight > 0")
         old = self.weights
@@ -143,12 +165,13 @@ class Controller:
         self.state_file.save()
         self.weights = new
         self.install(self.config, new)
-        self.event(source, what, old, new)
+        if record:
+            self.event(source, what, old, new)
         return new
 
     # -- config loads -------------------------------------------------------------------
 
-    def apply_config(self, config: Config, source: str) -> None:
+    def apply_config(self, config: Config, source: str) -> bool:
         """Put a freshly loaded (valid) config in force, but for `listen` and `admin`: the
         listeners are bound once, and the admin API keeps the token it was started with
         (a reload must not open it, nor lock out its operator)."""
@@ -172,9 +195,11 @@ class Controller:
         self.weights = self._reconcile(config.weights(), source)
         self.install(config, self.weights)
         self.event(source, "config reloaded", old_weights, self.weights)
+        return self.file_won
 
     def _reconcile(self, file_weights: Weights, source: str) -> Weights:
         """The file's weights, or the saved runtime weights while the file's are unchanged."""
+        self.file_won = False
         runtime = self.state_file.data.get("runtime")
         if not isinstance(runtime, dict):
             return file_weights
@@ -195,6 +220,7 @@ class Controller:
         else:
             what = "runtime weights dropped: the file's weights changed since they were set"
             source = "file" if source == "startup" else source
+            self.file_won = True
         del self.state_file.data["runtime"]
         self.state_file.save()
         self.event(source, what, saved or {}, file_weights)

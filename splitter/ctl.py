@@ -11,6 +11,9 @@ Usage:
     splitter ctl reload                    re-read the config file (lists its errors if bad)
     splitter ctl events                    the last changes: time, source, what, old -> new
     splitter ctl pools                     pools with their backends, up or down
+    splitter ctl rollout start canary [--steps 5,25,pause,50,100] [--hold 1m] [--max 10m]
+    splitter ctl rollout start green --bluegreen [--auto-promote] [--keep 10m]
+    splitter ctl rollout status [--watch] | pause | resume | promote [--full] | abort | history
 
 Options (before or after the command):
 
@@ -37,6 +40,7 @@ import json
 import math
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -175,6 +179,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     command("events", "show the last changes", "Show the last weight and config changes.")
     command("pools", "show pools and their backends", "Show the pools and their backends.")
+    rollout = command(
+        "rollout",
+        "start and drive an automated rollout",
+        "Canary and blue-green rollouts, judged by splitter as they go.",
+    )
+    actions = rollout.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=_Parser, title="actions", required=True
+    )
+
+    def action(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=summary, description=summary)
+        _add_options(sub, top=False)
+        return sub
+
+    start = action("start", "start a rollout of POOL (a canary, or --bluegreen)")
+    start.add_argument("pool", metavar="POOL", help="the candidate pool")
+    start.add_argument("--steps", metavar="LIST",
+                       help="canary steps in percent, e.g. 5,25,pause,50,100 (pause: a manual "
+                            "gate; default 5,25,50,100)")  # fmt: skip
+    start.add_argument("--hold", metavar="DURATION", help="least time at a step, e.g. 1m")
+    start.add_argument("--max", metavar="DURATION", help="most time at a step, e.g. 10m")
+    start.add_argument("--bluegreen", action="store_true", help="a blue-green rollout")
+    start.add_argument("--auto-promote", action="store_true",
+                       help="blue-green: switch by itself once the preview passes")  # fmt: skip
+    start.add_argument("--keep", metavar="DURATION", help="blue-green: watch after the switch")
+    status = action("status", "show the active (or the last) rollout")
+    status.add_argument("--watch", action="store_true",
+                        help="draw its progress until it ends (exit 0 when promoted)")  # fmt: skip
+    action("pause", "pause the active rollout (its weights stay)")
+    action("resume", "resume a paused rollout")
+    promote = action("promote", "end the current step as passed")
+    promote.add_argument("--full", action="store_true", help="straight to promoted")
+    action("abort", "roll back now")
+    action("history", "the last rollouts")
     return parser
 
 
@@ -506,6 +544,8 @@ def _request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
         return "GET", "/events", None, _show_events
     if command == "pools":
         return "GET", "/pools", None, _show_pools
+    if command == "rollout":
+        return _rollout_request(args)
     raise _UsageError(f"unknown command {command!r}")  # pragma: no cover - argparse checks
 
 
@@ -517,6 +557,8 @@ def _run(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     method, path, body, show = _request(args)
     client = _Client(_admin_url(args.admin), _token(args.token), args.timeout)
+    if getattr(args, "watch", False) and not args.json:
+        return _watch(client)
     status, content = client.call(method, path, body)
 
     if args.json:
@@ -540,6 +582,130 @@ def _run(argv: Sequence[str]) -> int:
         ) from None
     print(show(payload))
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+def _rollout_request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
+    what: str = args.action
+    if what == "start":
+        body: dict[str, Any] = {"pool": args.pool.strip()}
+        if args.bluegreen:
+            body["strategy"] = "bluegreen"
+            if args.steps:
+                raise _UsageError("--steps is for a canary; a blue-green rollout has --keep")
+            if args.auto_promote:
+                body["auto_promote"] = True
+            if args.keep:
+                body["keep"] = args.keep
+            preview = {k: v for k, v in (("hold", args.hold), ("max", args.max)) if v}
+            if preview:
+                body["preview"] = preview
+        else:
+            if args.auto_promote or args.keep:
+                raise _UsageError("--auto-promote and --keep are for --bluegreen")
+            steps: list[Any] = _parse_steps(args.steps) if args.steps else [5, 25, 50, 100]
+            if args.hold or args.max:
+                extra = {k: v for k, v in (("hold", args.hold), ("max", args.max)) if v}
+                steps = [s if isinstance(s, dict) else {"weight": s, **extra} for s in steps]
+            body["steps"] = steps
+        return "POST", "/rollout", body, _show_rollout
+    if what == "status":
+        return "GET", "/rollout", None, _show_rollout
+    if what == "history":
+        return "GET", "/rollouts", None, _show_history
+    control = {"full": True} if what == "promote" and args.full else None
+    return "POST", f"/rollout/{what}", control, _show_rollout
+
+
+def _parse_steps(text: str) -> list[Any]:
+    steps: list[Any] = []
+    for item in text.split(","):
+        item = item.strip().strip("{}").strip()
+        if item == "pause":
+            steps.append({"pause": True})
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise _UsageError(f"--steps: not a weight or 'pause': {item!r}") from None
+        steps.append(int(value) if value.is_integer() else value)
+    return steps
+
+
+def _show_rollout(payload: Any) -> str:
+    if not isinstance(payload, dict) or "pool" not in payload:
+        raise _Failure(f"{PROG}: unexpected answer from the admin API: not a rollout")
+    steps = payload.get("steps") or []
+    step = payload.get("step", 0)
+    analysis = payload.get("analysis") or {}
+    cand = analysis.get("candidate") or {}
+    base = analysis.get("baseline") or {}
+    if payload.get("strategy") == "bluegreen":
+        where = "preview" if step == 0 else "after the switch"
+    else:
+        where = f"step {step + 1} of {len(steps)}"
+    lines = [
+        f"rollout {payload.get('id')}: {payload.get('strategy')} of {payload.get('pool')}, "
+        f"{payload.get('status')} ({where})",
+        f"  {_one_line(str(payload.get('reason', '')))}",
+        f"  weights  {_compact(payload.get('weights'))}   "
+        f"(from {_compact(payload.get('start_weights'))})",
+        f"  verdict  {analysis.get('verdict')}: candidate {cand.get('requests', 0)} requests, "
+        f"{cand.get('bad', 0)} bad, {cand.get('slow', 0)} slow; baseline "
+        f"{base.get('requests', 0)}, {base.get('bad', 0)} bad, {base.get('slow', 0)} slow",
+    ]
+    needed = analysis.get("needed_requests")
+    done = cand.get("requests", 0)
+    if needed and payload.get("status") in ("progressing", "paused"):
+        lines.append(f"  judged   {_bar(done, done + needed)} {done} of about {done + needed}")
+    history = payload.get("history") or []
+    for entry in history[-5:]:
+        if isinstance(entry, dict):
+            lines.append(f"  {entry.get('at', '')}  {entry.get('what', '')}: "
+                         f"{_one_line(str(entry.get('detail', '')))}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = min(width, int(width * done / total)) if total > 0 else 0
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def _show_history(payload: Any) -> str:
+    rollouts = payload.get("rollouts") if isinstance(payload, dict) else None
+    if not isinstance(rollouts, list):
+        raise _Failure(f"{PROG}: unexpected answer from the admin API: no list of rollouts")
+    if not rollouts:
+        return "no rollouts"
+    rows = [
+        [str(r.get("started_at", "")), str(r.get("id", "")), str(r.get("pool", "")),
+         str(r.get("strategy", "")), str(r.get("status", "")),
+         _one_line(str(r.get("reason", "")))]
+        for r in rollouts if isinstance(r, dict)
+    ]  # fmt: skip
+    return _table(["STARTED", "ID", "POOL", "STRATEGY", "STATUS", "REASON"], rows, right=set())
+
+
+def _watch(client: _Client) -> int:
+    """Draw the rollout every second until it ends; 0 when promoted, 1 otherwise."""
+    tty = sys.stdout.isatty()
+    last = ""
+    while True:
+        status, content = client.call("GET", "/rollout")
+        if status != 200:
+            raise _Failure(*_error_lines(status, content, client.token is not None))
+        payload = _decode(content)
+        text = _show_rollout(payload)
+        if text != last:
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(text, flush=True)
+            last = text
+        if payload.get("status") in ("promoted", "rolled_back", "cancelled"):
+            return EXIT_OK if payload.get("status") == "promoted" else EXIT_FAILED
+        time.sleep(1.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,11 @@ REASONS = ("connect", "timeout", "protocol")
 
 # pool name -> its weight, and (pool, backend url) -> up; read at scrape time.
 StateView = Callable[[], tuple[dict[str, float], list[tuple[str, str, bool]]]]
+# The candidate of the active or last rollout, its step (-1 when none is active), its
+# status, and the verdicts reached per (pool, verdict); None before the first rollout.
+RolloutView = Callable[[], tuple[str, int, str, dict[tuple[str, str], int]] | None]
+ROLLOUT_STATUSES = ("progressing", "paused", "promoted", "rolled_back", "cancelled")
+VERDICTS = ("pass", "fail", "inconclusive")
 
 
 class Metrics(Collector):
@@ -35,9 +40,13 @@ class Metrics(Collector):
     `counters_view` gives; plus what only the primary knows (reloads, weights, health)."""
 
     def __init__(
-        self, state_view: StateView, counters_view: Callable[[], Counters] | None = None
+        self,
+        state_view: StateView,
+        counters_view: Callable[[], Counters] | None = None,
+        rollout_view: RolloutView | None = None,
     ) -> None:
         self.state_view = state_view
+        self.rollout_view = rollout_view
         self.counters = Counters()
         self.counters_view = counters_view or (lambda: self.counters)
         self.count_request = self.counters.count_request
@@ -122,6 +131,33 @@ class Metrics(Collector):
         )
         last.add_metric([], self.last_reload_ok)
         yield last
+        yield from self._rollout_metrics()
+
+    def _rollout_metrics(self) -> Iterator[Metric]:
+        view = self.rollout_view() if self.rollout_view is not None else None
+        if view is None:
+            return  # no series before the first rollout
+        pool, step, status, verdicts = view
+        gauge = GaugeMetricFamily(
+            "splitter_rollout_step", "Step of the active rollout (-1: none).", labels=["pool"]
+        )
+        gauge.add_metric([pool], step)
+        yield gauge
+        states = GaugeMetricFamily(
+            "splitter_rollout_status", "1 for the rollout's current status.",
+            labels=["pool", "status"],
+        )  # fmt: skip
+        for name in ROLLOUT_STATUSES:
+            states.add_metric([pool, name], 1 if name == status else 0)
+        yield states
+        counted = CounterMetricFamily(
+            "splitter_rollout_verdicts", "Verdicts of the rollout judge, by candidate.",
+            labels=["pool", "verdict"],
+        )  # fmt: skip
+        keys = {(pool, v) for v in VERDICTS} | set(verdicts)
+        for key in sorted(keys):
+            counted.add_metric(list(key), verdicts.get(key, 0))
+        yield counted
 
 
 def _le(bound: float) -> str:

@@ -236,8 +236,10 @@ def start_flask_backend(
     workers: int = 2,
     threads: int = 8,
     port: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Backend:
-    """gunicorn (gthread) serving tests.backends.flask_app:app; returns once /healthz is 200."""
+    """gunicorn (gthread) serving tests.backends.flask_app:app; returns once /healthz is 200.
+    `env` adds to its environment (FAIL_RATE, DELAY, FAULT_FILE: see the app)."""
     backend_id = backend_id or pool
 
     def argv(port: int) -> list[str]:
@@ -252,8 +254,8 @@ def start_flask_backend(
             "tests.backends.flask_app:app",
         ]  # fmt: skip
 
-    env = {"POOL": pool, "BACKEND_ID": backend_id}
-    return _start_backend(pool, backend_id, argv, env, port)
+    full_env = {"POOL": pool, "BACKEND_ID": backend_id, **(env or {})}
+    return _start_backend(pool, backend_id, argv, full_env, port)
 
 
 def start_aio_backend(pool: str, backend_id: str | None = None) -> Backend:

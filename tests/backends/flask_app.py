@@ -21,12 +21,19 @@ Routes:
     GET  /redirect             -> 302 to http://other.example/elsewhere
     GET  /slow?seconds=S       -> sleeps S seconds, then "slow"
     GET  /request-id           -> JSON {request_id: X-Request-Id or null}
+
+Faults on purpose (every route but /healthz, which stays healthy): FAIL_RATE (the share of
+requests answered 500) and DELAY (seconds added to each request) from the environment, or
+from the JSON file FAULT_FILE names, re-read when it changes ({"fail_rate": 0.5,
+"delay": 0.2}), so a test can make a running backend fail and recover.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import random
 import time
 from collections.abc import Iterator
 
@@ -53,10 +60,49 @@ def _raw_uri() -> str:
     return f"{path}?{query}" if query else path
 
 
+class _Faults:
+    """FAIL_RATE and DELAY, from the environment or FAULT_FILE (checked by its mtime)."""
+
+    def __init__(self) -> None:
+        self.fail_rate = float(os.environ.get("FAIL_RATE", "0") or 0)
+        self.delay = float(os.environ.get("DELAY", "0") or 0)
+        self.path = os.environ.get("FAULT_FILE")
+        self.seen = 0.0
+
+    def current(self) -> tuple[float, float]:
+        if self.path:
+            try:
+                mtime = os.stat(self.path).st_mtime
+            except OSError:
+                mtime = 0.0
+            if mtime != self.seen:
+                self.seen = mtime
+                try:
+                    with open(self.path) as f:
+                        data = json.load(f)
+                    self.fail_rate = float(data.get("fail_rate", 0))
+                    self.delay = float(data.get("delay", 0))
+                except (OSError, ValueError):
+                    self.fail_rate = self.delay = 0.0
+        return self.fail_rate, self.delay
+
+
 def create_app(pool: str | None = None, backend_id: str | None = None) -> Flask:
     pool = pool or os.environ.get("POOL", "default")
     backend_id = backend_id or os.environ.get("BACKEND_ID") or pool
     app = Flask(__name__)
+    faults = _Faults()
+
+    @app.before_request
+    def _fault() -> Response | None:
+        if request.path == "/healthz":
+            return None
+        fail_rate, delay = faults.current()
+        if delay:
+            time.sleep(delay)
+        if fail_rate and random.random() < fail_rate:
+            return Response("failing on purpose", status=500, mimetype="text/plain")
+        return None
 
     @app.after_request
     def _tag(resp: Response) -> Response:

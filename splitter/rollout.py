@@ -1,0 +1,955 @@
+"""Rollouts: the canary and blue-green processes, automated (contract section 8).
+
+One rollout at a time takes a pool, the *candidate*, to all of the traffic, judging it
+against the *baseline* as it goes. The engine runs in the primary process: it reads the
+per-pool statistics of every process (`stats.Window`), asks the judge (`splitter.judge`),
+and changes weights through the same controller as the admin API (source `rollout`), so
+the state file, the events and the workers all follow.
+
+States (`status`, and `phase` within it):
+
+    status       phase               what it waits for
+    -----------  ------------------  -------------------------------------------------
+    progressing  judging             a step in force; its requests judged every second
+    progressing  gate                the gates, asked before a weight increase
+    paused       manual              a {"pause": true} step: resume or promote
+    paused       gate                a gate said no or did not answer: asked every 10 s
+    paused       inconclusive        max passed with no verdict (on_inconclusive: pause)
+    paused       awaiting_promotion  a passed blue-green preview (auto_promote off)
+    paused       operator            pause was called: resume
+    paused       sample_ratio        the realised split departs from the weights
+    promoted / rolled_back / cancelled   final
+
+Transitions:
+
+    start ---------------------------------> [gates] -> step 0 (canary) / preview (blue-green)
+    judging --fail (any time)--------------> rolled_back: candidate 0, baseline as it started
+    judging --pass (after hold)------------> next step: [gates] then its weight; after the
+                                             last step: promoted (candidate 100, others 0)
+    judging --max passed, no verdict-------> on_inconclusive: paused | next step | rolled_back
+    judging --candidate has no live backend
+              for max(warmup, 5 s)---------> rolled_back
+    preview --pass-------------------------> auto_promote: [gates] then switch | paused
+    keep    --fail-------------------------> rolled_back (the weights from before the switch)
+    keep    --`keep` over------------------> promoted
+    pause / resume / promote / abort ------> as the contract's table says
+    a file edit of the weights ------------> cancelled (the file's weights stand)
+
+Rules:
+
+- Requests judged: those the weighted choice sent (for a blue-green preview: those the
+  override header sent to the candidate), skipping every second that began within
+  `analysis.warmup` of the step's weight change; a second is read once it is complete in
+  every process (two seconds after it ended).
+- Slow: longer than max(the baseline's p95 over the last minute, `latency_floor`).
+- After a restart the rollout goes on at the same step, that step's judging started again.
+- Every transition: an event (source `rollout`), the webhooks that asked for it, the state
+  saved before anything is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from splitter.config import Analysis, RolloutPlan, Step, Webhook
+from splitter.judge import (
+    FAIL,
+    PASS,
+    CanaryJudge,
+    Counts,
+    KeepJudge,
+    Limits,
+    PreviewJudge,
+    SampleRatio,
+    Verdict,
+)
+from splitter.stats import (
+    ASSIGNED,
+    JUDGED,
+    JUDGED_BAD,
+    OVERRIDE,
+    OVERRIDE_BAD,
+    PoolTotals,
+    Window,
+    count_above,
+    quantile,
+)
+
+__all__ = ["Rollout", "RolloutEngine", "RolloutError", "RolloutHost"]
+
+log = logging.getLogger("splitter.rollout")
+
+HISTORY_KEPT: Final = 20
+GATE_RETRY: Final = 10.0  # seconds between two askings of a gate that said no
+HOOK_TIMEOUT: Final = 5.0
+HOOK_TRIES: Final = 3
+BASELINE_WINDOW: Final = 60  # seconds of baseline behind its p95
+SETTLED: Final = 2  # a second is read this long after it ended (every process reported)
+MIN_DOWN: Final = 5.0  # a candidate with no live backend this long (at least) fails
+
+FINAL = ("promoted", "rolled_back", "cancelled")
+
+
+class RolloutError(Exception):
+    """A rollout call that cannot be done; `status` is the admin API's answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RolloutHost(Protocol):
+    """What the engine needs of the running splitter (`app.Splitter` is one)."""
+
+    @property
+    def window(self) -> Window: ...
+
+    def current_weights(self) -> dict[str, float]: ...
+    def set_weights(self, weights: dict[str, float], what: str) -> None: ...
+    def pool_live(self, pool: str) -> bool: ...
+    def rollout_event(
+        self, event: str, rollout: dict[str, Any], old_weights: dict[str, float]
+    ) -> None: ...
+    def save_rollouts(
+        self, current: dict[str, Any] | None, history: list[dict[str, Any]]
+    ) -> None: ...
+
+
+# POST a JSON body; the answer's status, or an exception (a timeout, a refused connection).
+Poster = Callable[[str, dict[str, Any], float], Awaitable[int]]
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def duration_text(seconds: float) -> str:
+    if seconds and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def _plain(weights: Mapping[str, float]) -> dict[str, float | int]:
+    return {k: int(v) if float(v).is_integer() else round(v, 6) for k, v in weights.items()}
+
+
+@dataclass
+class Rollout:
+    """One rollout: its plan, where it is, and the evidence."""
+
+    id: str
+    plan: RolloutPlan
+    start_weights: dict[str, float]
+    started_at: float
+    status: str = "progressing"
+    phase: str = "judging"
+    reason: str = ""
+    step: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
+    updated_at: float = 0.0
+    step_started_at: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str = "pending"
+    candidate: Counts = field(default_factory=Counts)
+    baseline: Counts = field(default_factory=Counts)
+    needed: int | None = None
+    # Blue-green: the weights before the switch, the baseline's rates over `keep` before it.
+    switched_at: float = 0.0
+    before_switch: dict[str, float] = field(default_factory=dict)
+    reference: Counts = field(default_factory=Counts)
+    reference_p95: float = 0.0
+    gate_step: int = 0  # what the gates are asked about: a step, or len(steps): promotion
+    weights_before: dict[str, float] | None = None  # before the transition being made
+
+    @property
+    def active(self) -> bool:
+        return self.status not in FINAL
+
+    @property
+    def baseline_pools(self) -> list[str]:
+        return [p for p, w in self.start_weights.items() if w > 0 and p != self.plan.pool]
+
+    def to_json(self) -> dict[str, Any]:
+        plan = self.plan
+        steps: list[dict[str, Any]] = []
+        if plan.strategy == "canary":
+            for s in plan.steps:
+                if s.weight is None:
+                    steps.append({"pause": True})
+                    continue
+                weight = int(s.weight) if s.weight.is_integer() else s.weight
+                steps.append(
+                    {"weight": weight, "hold": duration_text(s.hold), "max": duration_text(s.max)}
+                )
+        else:
+            preview = {"hold": duration_text(plan.steps[0].hold),
+                       "max": duration_text(plan.steps[0].max)}  # fmt: skip
+            steps = [{"preview": preview}, {"keep": duration_text(plan.keep)}]
+        out: dict[str, Any] = {
+            "id": self.id,
+            "pool": plan.pool,
+            "strategy": plan.strategy,
+            "status": self.status,
+            "reason": self.reason,
+            "step": self.step,
+            "steps": steps,
+            "weights": _plain(self.weights),
+            "start_weights": _plain(self.start_weights),
+            "started_at": iso(self.started_at),
+            "updated_at": iso(self.updated_at or self.started_at),
+            "step_started_at": iso(self.step_started_at or self.started_at),
+            "analysis": {
+                "verdict": self.verdict,
+                "candidate": _counts(self.candidate),
+                "baseline": _counts(self.baseline),
+                "needed_requests": self.needed,
+            },
+            "history": list(self.history),
+        }
+        if plan.strategy == "bluegreen":
+            out["auto_promote"] = plan.auto_promote
+            out["keep"] = duration_text(plan.keep)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """What the state file keeps to go on after a restart: the object and the plan."""
+        plan = self.plan
+        return {
+            "object": self.to_json(),
+            "phase": self.phase,
+            "plan": {
+                "pool": plan.pool,
+                "strategy": plan.strategy,
+                "steps": [[s.weight, s.hold, s.max] for s in plan.steps],
+                "analysis": [getattr(plan.analysis, f) for f in _ANALYSIS_FIELDS],
+                "on_inconclusive": plan.on_inconclusive,
+                "webhooks": [[h.url, list(h.events)] for h in plan.webhooks],
+                "gates": list(plan.gates),
+                "auto_promote": plan.auto_promote,
+                "keep": plan.keep,
+            },
+            "start_weights": self.start_weights,
+            "started_at": self.started_at,
+            "switched_at": self.switched_at,
+            "before_switch": self.before_switch,
+            "reference": [self.reference.requests, self.reference.bad, self.reference.slow],
+            "reference_p95": self.reference_p95,
+            "gate_step": self.gate_step,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Rollout:
+        obj, p = data["object"], data["plan"]
+        plan = RolloutPlan(
+            pool=str(p["pool"]),
+            strategy=str(p["strategy"]),
+            steps=tuple(
+                Step(None if w is None else float(w), float(h), float(m)) for w, h, m in p["steps"]
+            ),
+            analysis=Analysis(*(float(v) for v in p["analysis"])),
+            on_inconclusive=str(p["on_inconclusive"]),
+            webhooks=tuple(Webhook(str(u), tuple(str(e) for e in ev)) for u, ev in p["webhooks"]),
+            gates=tuple(str(g) for g in p["gates"]),
+            auto_promote=bool(p["auto_promote"]),
+            keep=float(p["keep"]),
+        )
+        r = cls(
+            id=str(obj["id"]),
+            plan=plan,
+            start_weights={k: float(v) for k, v in data["start_weights"].items()},
+            started_at=float(data["started_at"]),
+            status=str(obj["status"]),
+            phase=str(data.get("phase", "judging")),
+            reason=str(obj.get("reason", "")),
+            step=int(obj["step"]),
+            weights={k: float(v) for k, v in obj["weights"].items()},
+            history=list(obj.get("history", [])),
+            verdict=str(obj["analysis"]["verdict"]),
+        )
+        r.switched_at = float(data.get("switched_at", 0.0))
+        r.before_switch = {k: float(v) for k, v in data.get("before_switch", {}).items()}
+        ref = data.get("reference", [0, 0, 0])
+        r.reference = Counts(int(ref[0]), int(ref[1]), int(ref[2]))
+        r.reference_p95 = float(data.get("reference_p95", 0.0))
+        r.gate_step = int(data.get("gate_step", r.step))
+        return r
+
+
+_ANALYSIS_FIELDS = (
+    "confidence", "max_error_ratio", "min_error_rate", "max_slow_ratio", "latency_floor", "warmup"
+)  # fmt: skip
+
+
+def _counts(c: Counts) -> dict[str, int]:
+    return {"requests": c.requests, "bad": c.bad, "slow": c.slow}
+
+
+def _limits(analysis: Analysis) -> Limits:
+    return Limits(
+        confidence=analysis.confidence,
+        max_error_ratio=analysis.max_error_ratio,
+        min_error_rate=analysis.min_error_rate,
+        max_slow_ratio=analysis.max_slow_ratio,
+    )
+
+
+class RolloutEngine:
+    """The rollout state machine (see the module docstring). Call `tick` every second."""
+
+    def __init__(
+        self,
+        host: RolloutHost,
+        post: Poster,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.post = post
+        self.clock = clock
+        self.current: Rollout | None = None  # the active rollout, or the last one
+        self.history: list[dict[str, Any]] = []  # finished rollouts, newest first
+        self.verdicts: dict[tuple[str, str], int] = {}
+        self._judge: CanaryJudge | PreviewJudge | KeepJudge | None = None
+        self._ratio: SampleRatio | None = None
+        self._cursor = 0  # the next second to read
+        self._down_since = 0.0
+        self._gate_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active(self) -> Rollout | None:
+        r = self.current
+        return r if r is not None and r.active else None
+
+    # -- the API ------------------------------------------------------------------------
+
+    def start(self, plan: RolloutPlan) -> Rollout:
+        if self.active is not None:
+            raise RolloutError(409, f"a rollout of {self.active.plan.pool} is active")
+        weights = self.host.current_weights()
+        if plan.pool not in weights:
+            raise RolloutError(404, f"unknown pool: {plan.pool}")
+        if not any(w > 0 for p, w in weights.items() if p != plan.pool):
+            raise RolloutError(409, f"{plan.pool} is the only pool with a weight > 0: "
+                                    "there is nothing to compare it with")  # fmt: skip
+        now = self.clock()
+        r = Rollout(secrets.token_hex(8), plan, dict(weights), now, weights=dict(weights))
+        r.updated_at = now
+        if self.current is not None:
+            self._archive(self.current)
+        self.current = r
+        self._record(r, "started", f"{plan.strategy} of {plan.pool}")
+        self._emit(r, "started")
+        if plan.strategy == "bluegreen":
+            self._enter_step(r, 0)
+        else:
+            self._go_to(r, 0, gate=True)
+        self._save()
+        return r
+
+    def pause(self) -> Rollout:
+        r = self._require_active()
+        if r.status == "paused":
+            return r
+        self._cancel_gate()
+        self._set_paused(r, "operator", "paused by an operator")
+        self._save()
+        return r
+
+    def resume(self) -> Rollout:
+        r = self._require_active()
+        if r.status != "paused":
+            raise RolloutError(409, "the rollout is not paused")
+        phase = r.phase
+        self._record(r, "resumed", phase)
+        self._emit(r, "resumed")
+        if phase == "manual":
+            self._go_to(r, r.step + 1, gate=True)
+        elif phase == "gate":
+            self._go_to(r, r.gate_step, gate=True)
+        elif phase == "awaiting_promotion":
+            r.reason = "awaiting promotion: preview passed (promote to switch)"
+        else:  # operator, inconclusive, sample ratio: judge the step again, for another max
+            r.status = "progressing"
+            self._restart_judging(r)
+        self._save()
+        return r
+
+    def promote(self, full: bool = False) -> Rollout:
+        r = self._require_active()
+        self._cancel_gate()
+        self._record(r, "promote", "to the end" if full else f"step {r.step + 1} ends as passed")
+        if full:
+            self._finish_promoted(r)
+        elif r.plan.strategy == "bluegreen" and r.step == 0:
+            self._switch(r)
+        else:
+            self._advance(r, gate=False)
+        self._save()
+        return r
+
+    def abort(self) -> Rollout:
+        r = self._require_active()
+        self._cancel_gate()
+        self._roll_back(r, "aborted")
+        self._save()
+        return r
+
+    def cancel(self, why: str) -> None:
+        """A file edit of the weights wins: the rollout ends, the file's weights stand."""
+        r = self.active
+        if r is None:
+            return
+        self._cancel_gate()
+        r.status = "cancelled"
+        r.reason = why
+        r.weights = self.host.current_weights()
+        self._record(r, "cancelled", why)
+        self._emit(r, "cancelled")
+        self._finished(r)
+        self._save()
+
+    def get(self) -> Rollout | None:
+        return self.current
+
+    def listing(self) -> list[dict[str, Any]]:
+        out = []
+        if self.current is not None:
+            out.append(self.current.to_json())
+        out.extend(self.history)
+        return out[:HISTORY_KEPT]
+
+    def restore(self, current: Any, history: Any) -> None:
+        """Take up what the state file kept (at start)."""
+        if isinstance(history, list):
+            self.history = [h for h in history if isinstance(h, dict)][:HISTORY_KEPT]
+        if not isinstance(current, dict):
+            return
+        try:
+            r = Rollout.from_state(current)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            log.error("the saved rollout cannot be read (%s): it is dropped", exc)
+            return
+        self.current = r
+        if not r.active:
+            return
+        self._record(r, "restarted", f"step {r.step + 1}: judging started again")
+        if r.phase == "gate":
+            self._go_to(r, r.gate_step, gate=True)
+        elif r.phase == "judging":
+            self._restart_judging(r)
+        log.info("rollout %s of %s goes on at step %d", r.id, r.plan.pool, r.step + 1)
+        self._save()
+
+    def shutdown(self) -> None:
+        self._cancel_gate()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- ticking ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        r = self.active
+        if r is None or r.status != "progressing" or r.phase != "judging":
+            return
+        now = self.clock()
+        plan = r.plan
+        step = plan.steps[r.step]
+        if self._candidate_down(r, now):
+            self._fail(r, f"{plan.pool} has had no live backend for over "
+                          f"{max(plan.analysis.warmup, MIN_DOWN):g}s")  # fmt: skip
+            self._save()
+            return
+        self._read(r, now)
+        judge = self._judge
+        assert judge is not None
+        elapsed = now - r.step_started_at
+        if plan.strategy == "bluegreen" and r.step == 1:
+            verdict = judge.verdict(False)
+            self._note(r, verdict)
+            if verdict.verdict == FAIL:
+                self._fail(r, verdict.reason)
+            elif elapsed >= plan.keep:
+                self._finish_promoted(r)
+            else:
+                r.reason = f"switched: keeping watch, {int(plan.keep - elapsed)}s left"
+            self._save()
+            return
+        verdict = judge.verdict(elapsed >= step.hold)
+        self._note(r, verdict)
+        if verdict.verdict == FAIL:
+            self._fail(r, verdict.reason)
+        elif self._ratio is not None and self._ratio.mismatch():
+            self._set_paused(r, "sample_ratio", self._ratio_reason(r))
+        elif verdict.verdict == PASS:
+            self._count(r, "pass")
+            self._record(r, "passed", f"step {r.step + 1}: {verdict.reason}")
+            if plan.strategy == "bluegreen":
+                if plan.auto_promote:
+                    self._go_to(r, 1, gate=True)
+                else:
+                    why = "awaiting promotion: preview passed (promote to switch)"
+                    self._set_paused(r, "awaiting_promotion", why)
+            else:
+                self._advance(r, gate=True)
+        elif elapsed >= step.max:
+            self._inconclusive(r)
+        else:
+            r.reason = self._progress_reason(r)
+        self._save()
+
+    def _read(self, r: Rollout, now: float) -> None:
+        """Feed the judge the seconds that are complete and past the warmup."""
+        plan = r.plan
+        window = self.host.window
+        upto = int(now) - SETTLED
+        first = max(self._cursor, int(r.step_started_at + plan.analysis.warmup) + 1)
+        if first > upto:
+            return
+        self._cursor = upto + 1
+        preview = plan.strategy == "bluegreen" and r.step == 0
+        keep = plan.strategy == "bluegreen" and r.step == 1
+        threshold = r.reference_p95 if keep else self._slow_threshold(r, now)
+        baseline_pools = r.baseline_pools
+        judge = self._judge
+        for second in range(first, upto + 1):
+            pools = window.seconds.get(second)
+            if not pools:
+                continue
+            cand = pools.get(plan.pool)
+            if preview:
+                if cand is None:
+                    continue
+                counts = cand.counts
+                slow = count_above(cand.other_latency, threshold)
+                assert isinstance(judge, PreviewJudge)
+                judge.observe(Counts(counts[OVERRIDE], counts[OVERRIDE_BAD], slow))
+                continue
+            c = _judged(cand, threshold)
+            if keep:
+                assert isinstance(judge, KeepJudge)
+                judge.observe(c)
+                continue
+            b = Counts()
+            assigned_other = 0
+            for name in baseline_pools:
+                totals = pools.get(name)
+                if totals is not None:
+                    b = b + _judged(totals, threshold)
+                    assigned_other += totals.counts[ASSIGNED]
+            assert isinstance(judge, CanaryJudge)
+            judge.observe(c, b)
+            if self._ratio is not None and cand is not None:
+                weight = r.weights.get(plan.pool, 0.0)
+                total = sum(r.weights.get(p, 0.0) for p in [plan.pool, *baseline_pools])
+                if 0 < weight < total:
+                    self._ratio.observe(cand.counts[ASSIGNED], assigned_other, weight / total)
+
+    def _slow_threshold(self, r: Rollout, now: float) -> float:
+        """max(the baseline's p95 over the last minute, latency_floor), in seconds."""
+        window = self.host.window
+        totals = window.totals(now - BASELINE_WINDOW, now)
+        histogram: dict[int, int] = {}
+        for name in r.baseline_pools:
+            t = totals.get(name)
+            if t is not None:
+                for bucket, n in t.judged_latency.items():
+                    histogram[bucket] = histogram.get(bucket, 0) + n
+        p95 = quantile(histogram, 0.95) or 0.0
+        return max(p95, r.plan.analysis.latency_floor)
+
+    def _candidate_down(self, r: Rollout, now: float) -> bool:
+        if self.host.pool_live(r.plan.pool):
+            self._down_since = 0.0
+            return False
+        if not self._down_since:
+            self._down_since = now
+        return now - self._down_since > max(r.plan.analysis.warmup, MIN_DOWN)
+
+    # -- moving between steps -----------------------------------------------------------
+
+    def _advance(self, r: Rollout, gate: bool) -> None:
+        """The current step passed: on to the next one (through the gates when `gate`)."""
+        if r.plan.strategy == "bluegreen":
+            if r.step == 0:
+                self._go_to(r, 1, gate=gate)
+            else:
+                self._finish_promoted(r)
+            return
+        self._go_to(r, r.step + 1, gate=gate)
+
+    def _go_to(self, r: Rollout, index: int, gate: bool) -> None:
+        """Step `index`: a manual gate waits; a weight is put in force (after the gates,
+        when it rises and the rollout moves by itself); past the last step, or at a last
+        step of 100, the rollout is promoted (through the gates too)."""
+        plan = r.plan
+        steps = plan.steps
+        if plan.strategy == "bluegreen":
+            if index == 1:
+                if gate and plan.gates:
+                    self._ask_gates(r, 1, "the switch")
+                else:
+                    self._switch(r)
+            else:
+                self._enter_step(r, index)
+            return
+        last = index >= len(steps) or (
+            index == len(steps) - 1 and (steps[index].weight or 0.0) >= 100
+        )
+        if last:
+            if gate and plan.gates and r.weights.get(plan.pool, 0.0) < 100:
+                self._ask_gates(r, len(steps), "promotion")
+            else:
+                self._finish_promoted(r)
+            return
+        weight = steps[index].weight
+        if weight is None:
+            r.step = index
+            self._set_paused(r, "manual", f"step {index + 1} of {len(steps)}: "
+                                          "manual gate, waiting for resume or promote")  # fmt: skip
+            return
+        if gate and plan.gates and weight > r.weights.get(plan.pool, 0.0):
+            self._ask_gates(r, index, f"step {index + 1}")
+            return
+        self._apply_step(r, index)
+
+    def _after_gates(self, r: Rollout) -> None:
+        """The gates agreed: do what they were asked about."""
+        index = r.gate_step
+        if r.plan.strategy == "bluegreen":
+            self._switch(r)
+        elif index >= len(r.plan.steps) or (index == len(r.plan.steps) - 1 and (
+            (r.plan.steps[index].weight or 0.0) >= 100
+        )):
+            self._finish_promoted(r)
+        else:
+            self._apply_step(r, index)
+
+    def _apply_step(self, r: Rollout, index: int) -> None:
+        plan = r.plan
+        step = plan.steps[index]
+        assert step.weight is not None
+        weights = self._step_weights(r, step.weight)
+        r.step = index
+        self._set_weights(r, weights, f"rollout of {plan.pool}: step {index + 1}, "
+                                      f"{step.weight:g}%")  # fmt: skip
+        self._record(r, "step", f"step {index + 1} of {len(plan.steps)}: {plan.pool} at "
+                                f"{step.weight:g}%")  # fmt: skip
+        self._enter_step(r, index)
+        self._emit(r, "step")
+
+    def _step_weights(self, r: Rollout, weight: float) -> dict[str, float]:
+        """The candidate at `weight` percent; the baseline pools share the rest as they
+        shared the traffic when the rollout started; every other pool 0."""
+        baseline = r.baseline_pools
+        total = sum(r.start_weights[p] for p in baseline)
+        weights = {p: 0.0 for p in r.start_weights}
+        weights[r.plan.pool] = weight
+        for p in baseline:
+            weights[p] = (100.0 - weight) * r.start_weights[p] / total
+        return weights
+
+    def _enter_step(self, r: Rollout, index: int) -> None:
+        """Judge step `index` from now."""
+        r.step = index
+        r.status = "progressing"
+        r.phase = "judging"
+        self._restart_judging(r)
+
+    def _restart_judging(self, r: Rollout) -> None:
+        now = self.clock()
+        plan = r.plan
+        r.phase = "judging"
+        r.status = "progressing"
+        r.step_started_at = now
+        r.updated_at = now
+        r.verdict = "pending"
+        r.candidate = r.baseline = Counts()
+        r.needed = None
+        self._cursor = 0
+        self._down_since = 0.0
+        limits = _limits(plan.analysis)
+        self._ratio = None
+        if plan.strategy == "bluegreen":
+            if r.step == 0:
+                self._judge = PreviewJudge(limits)
+            else:
+                self._judge = KeepJudge(limits, r.reference)
+        else:
+            self._judge = CanaryJudge(limits)
+            self._ratio = SampleRatio(plan.analysis.confidence)
+        r.reason = self._progress_reason(r)
+
+    def _switch(self, r: Rollout) -> None:
+        """Blue-green: everyone to the candidate at once; keep watch for `keep`."""
+        plan = r.plan
+        now = self.clock()
+        r.before_switch = self.host.current_weights()
+        # The reference: what the baseline did over `keep` before the switch (as much of
+        # it as the statistics hold).
+        totals = self.host.window.totals(now - max(plan.keep, BASELINE_WINDOW), now)
+        threshold = self._slow_threshold(r, now)
+        ref = Counts()
+        for name in r.baseline_pools:
+            t = totals.get(name)
+            if t is not None:
+                ref = ref + _judged(t, threshold)
+        r.reference = ref
+        r.reference_p95 = threshold
+        r.switched_at = now
+        weights = {p: 0.0 for p in r.start_weights}
+        weights[plan.pool] = 100.0
+        r.step = 1
+        self._set_weights(r, weights, f"rollout of {plan.pool}: switch")
+        self._record(r, "step", f"switched to {plan.pool}: keeping watch for "
+                                f"{duration_text(plan.keep)}")  # fmt: skip
+        self._enter_step(r, 1)
+        self._emit(r, "step")
+
+    # -- ending -------------------------------------------------------------------------
+
+    def _fail(self, r: Rollout, why: str) -> None:
+        self._count(r, "fail")
+        r.verdict = "fail"
+        self._roll_back(r, why)
+
+    def _roll_back(self, r: Rollout, why: str) -> None:
+        plan = r.plan
+        if plan.strategy == "bluegreen" and r.step == 1 and r.before_switch:
+            weights = dict(r.before_switch)
+        else:
+            weights = dict(r.start_weights)
+        weights[plan.pool] = 0.0
+        if not any(w > 0 for w in weights.values()):
+            weights = dict(r.start_weights)
+        self._set_weights(r, weights, f"rollout of {plan.pool}: rolled back ({why})")
+        r.status = "rolled_back"
+        r.reason = why
+        self._record(r, "rolled_back", why)
+        self._emit(r, "rolled_back")
+        self._finished(r)
+
+    def _finish_promoted(self, r: Rollout) -> None:
+        plan = r.plan
+        weights = {p: 0.0 for p in r.start_weights}
+        weights[plan.pool] = 100.0
+        self._set_weights(r, weights, f"rollout of {plan.pool}: promoted")
+        if plan.strategy == "canary":
+            r.step = len(plan.steps) - 1
+        r.status = "promoted"
+        r.reason = f"{plan.pool} has all the traffic"
+        if r.verdict == "pending":
+            r.verdict = "pass"
+        self._record(r, "promoted", r.reason)
+        self._emit(r, "promoted")
+        self._finished(r)
+
+    def _inconclusive(self, r: Rollout) -> None:
+        plan = r.plan
+        self._count(r, "inconclusive")
+        r.verdict = "inconclusive"
+        step = plan.steps[r.step]
+        needed = self._judge.needed_requests() if self._judge is not None else None
+        if needed is None and r.candidate.requests == 0:
+            needed = _needed_without_traffic(plan.analysis, plan.strategy == "bluegreen")
+        r.needed = needed
+        more = f"about {needed} more candidate requests" if needed else "more requests"
+        why = (f"step {r.step + 1}: no verdict after {duration_text(step.max)}; "
+               f"a verdict needs {more}")  # fmt: skip
+        self._record(r, "inconclusive", why)
+        if plan.on_inconclusive == "rollback":
+            self._roll_back(r, why)
+        elif plan.on_inconclusive == "promote":
+            self._advance(r, gate=True)
+        else:
+            self._set_paused(r, "inconclusive", why)
+
+    def _finished(self, r: Rollout) -> None:
+        r.phase = ""
+        r.updated_at = self.clock()
+        self._judge = None
+        self._ratio = None
+
+    def _archive(self, r: Rollout) -> None:
+        self.history.insert(0, r.to_json())
+        del self.history[HISTORY_KEPT - 1 :]
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _require_active(self) -> Rollout:
+        r = self.active
+        if r is None:
+            raise RolloutError(409, "no rollout is active")
+        return r
+
+    def _set_paused(self, r: Rollout, phase: str, why: str) -> None:
+        r.status = "paused"
+        r.phase = phase
+        r.reason = why
+        r.updated_at = self.clock()
+        self._record(r, "paused", why)
+        self._emit(r, "paused")
+
+    def _set_weights(self, r: Rollout, weights: dict[str, float], what: str) -> None:
+        if r.weights_before is None:
+            r.weights_before = dict(r.weights)
+        self.host.set_weights(weights, what)
+        r.weights = self.host.current_weights()
+        r.updated_at = self.clock()
+
+    def _note(self, r: Rollout, verdict: Verdict) -> None:
+        judge = self._judge
+        assert judge is not None
+        r.candidate = judge.candidate
+        r.baseline = judge.baseline if isinstance(judge, CanaryJudge) else r.reference
+        r.needed = verdict.needed_requests
+        if verdict.verdict != "pending":
+            r.verdict = verdict.verdict
+        r.updated_at = self.clock()
+
+    def _progress_reason(self, r: Rollout) -> str:
+        plan = r.plan
+        if plan.strategy == "bluegreen":
+            head = "preview" if r.step == 0 else "keep"
+        else:
+            head = f"step {r.step + 1} of {len(plan.steps)}"
+        done = r.candidate.requests
+        if r.needed:
+            return f"{head}: judging, {done} of about {done + r.needed} candidate requests"
+        return f"{head}: judging, {done} candidate requests so far"
+
+    def _ratio_reason(self, r: Rollout) -> str:
+        ratio = self._ratio
+        assert ratio is not None
+        got = ratio.candidate / max(1, ratio.candidate + ratio.other)
+        weight = r.weights.get(r.plan.pool, 0.0) / max(
+            1e-9, sum(r.weights.get(p, 0.0) for p in [r.plan.pool, *r.baseline_pools])
+        )
+        return (f"sample ratio mismatch: {r.plan.pool} got {got:.1%} of the new clients, its "
+                f"weight says {weight:.1%}: the comparison would be biased")  # fmt: skip
+
+    def _count(self, r: Rollout, verdict: str) -> None:
+        key = (r.plan.pool, verdict)
+        self.verdicts[key] = self.verdicts.get(key, 0) + 1
+
+    def _record(self, r: Rollout, what: str, detail: str) -> None:
+        r.history.append({"at": iso(self.clock()), "what": what, "detail": detail})
+        r.updated_at = self.clock()
+        log.info("rollout %s of %s: %s: %s", r.id, r.plan.pool, what, detail)
+
+    def _emit(self, r: Rollout, event: str) -> None:
+        body = r.to_json()
+        old = r.weights_before if r.weights_before is not None else r.weights
+        r.weights_before = None
+        self.host.rollout_event(event, body, old)
+        for hook in r.plan.webhooks:
+            if event in hook.events:
+                self._spawn(self._send_hook(hook.url, {"event": event, "rollout": body}))
+
+    def _save(self) -> None:
+        """The current rollout (active or the last one) and the ones before it."""
+        r = self.current
+        self.host.save_rollouts(None if r is None else r.state(), self.history)
+
+    # -- gates and webhooks -------------------------------------------------------------
+
+    def _ask_gates(self, r: Rollout, index: int, what: str) -> None:
+        r.status = "progressing"
+        r.phase = "gate"
+        r.gate_step = index
+        r.reason = f"asking the gates before {what}"
+        r.updated_at = self.clock()
+        self._cancel_gate()
+        self._gate_task = asyncio.get_running_loop().create_task(self._gates(r, what))
+
+    async def _gates(self, r: Rollout, what: str) -> None:
+        while True:
+            refused = None
+            body = r.to_json()
+            for url in r.plan.gates:
+                try:
+                    status = await asyncio.wait_for(self.post(url, body, HOOK_TIMEOUT),
+                                                    HOOK_TIMEOUT)  # fmt: skip
+                except (TimeoutError, OSError, ValueError) as exc:
+                    refused = f"waiting for gate {url}: {type(exc).__name__ or exc}"
+                    break
+                except Exception as exc:
+                    refused = f"waiting for gate {url}: {exc}"
+                    break
+                if not 200 <= status < 300:
+                    refused = f"waiting for gate {url}: it answered {status}"
+                    break
+            if self.current is not r or not r.active or r.phase != "gate":
+                return
+            if refused is None:
+                self._gate_task = None
+                self._record(r, "gate", f"the gates agreed to {what}")
+                self._after_gates(r)
+                self._save()
+                return
+            if r.status != "paused":
+                self._set_paused(r, "gate", refused)
+                r.phase = "gate"
+                self._save()
+            else:
+                r.reason = refused
+            await asyncio.sleep(GATE_RETRY)
+            if self.current is not r or r.phase != "gate":
+                return
+
+    def _cancel_gate(self) -> None:
+        task = self._gate_task
+        self._gate_task = None
+        if task is not None:
+            task.cancel()
+
+    async def _send_hook(self, url: str, body: dict[str, Any]) -> None:
+        for attempt in range(HOOK_TRIES):
+            try:
+                status = await asyncio.wait_for(self.post(url, body, HOOK_TIMEOUT), HOOK_TIMEOUT)
+                if 200 <= status < 300:
+                    return
+                why = f"answered {status}"
+            except Exception as exc:
+                why = type(exc).__name__
+            if attempt + 1 < HOOK_TRIES:
+                await asyncio.sleep(2**attempt)
+        log.warning("webhook %s for %s not delivered after %d tries (%s)",
+                    url, body.get("event"), HOOK_TRIES, why)  # fmt: skip
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task: asyncio.Task[None] = loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _needed_without_traffic(analysis: Analysis, alone: bool) -> int | None:
+    """With no candidate request yet, what a clean candidate would need to pass."""
+    limits = _limits(analysis)
+    if alone:
+        preview = PreviewJudge(limits)
+        preview.observe(Counts(1, 0, 0))
+        return preview.needed_requests()
+    judge = CanaryJudge(limits)
+    judge.observe(Counts(1, 0, 0), Counts(1, 0, 0))
+    return judge.needed_requests()
+
+
+def _judged(totals: PoolTotals | None, threshold: float) -> Counts:
+    if totals is None:
+        return Counts()
+    counts = totals.counts
+    return Counts(counts[JUDGED], counts[JUDGED_BAD], count_above(totals.judged_latency, threshold))
