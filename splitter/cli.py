@@ -32,6 +32,16 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 5000:
+        raise argparse.ArgumentTypeError("must be from 0 to 5000 requests a second")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="splitter", description="A reverse proxy for blue/green and canary releases."
@@ -46,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("ctl", help="talk to a running splitter's admin API (splitter ctl --help)")
     demo = commands.add_parser("demo", help="run the proxy in front of three demo backends")
     demo.add_argument("--config", default=None, help="demo config (default: the bundled one)")
+    demo.add_argument("--load", type=_rate, default=0.0, metavar="RPS",
+                      help="RPS requests a second to the proxy from simulated clients")  # fmt: skip
+    demo.add_argument("--faulty", action="append", default=[], metavar="POOL",
+                      help="that pool's backend answers 500 to 30%% of its requests")  # fmt: skip
+    demo.add_argument("--slow", action="append", default=[], metavar="POOL",
+                      help="that pool's backend is 300 ms slower")  # fmt: skip
     return parser
 
 
@@ -69,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "demo":
             from splitter import demo
 
-            demo.run(args.config)
+            demo.run(args.config, args.load, args.faulty, args.slow)
     except ConfigError as exc:
         print(f"splitter: {exc.one_line()}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -3,13 +3,27 @@
 The backends are aiohttp apps on loopback (blue, green, canary on the ports the bundled
 `demo.yaml` names); each answers `GET /` with its pool name and `GET /healthz` with ok.
 Everything else is the real proxy, started exactly as `splitter run` would start it.
+
+To watch a rollout happen: `--load RPS` sends the proxy that many requests a second from
+simulated clients (each keeping its sticky cookie), so the judge has something to judge;
+`--faulty POOL` makes that pool's backend answer 500 to a share of its requests and
+`--slow POOL` makes it 300 ms slower, so a rollout of it is rolled back. A backend's
+faults can also be changed while it runs: `POST /fault` on the backend with
+`{"fail_rate": 0.3, "delay": 0}`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import random
 import sys
+from collections.abc import Sequence
 from importlib import resources
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from splitter import app
@@ -17,27 +31,84 @@ from splitter.config import Address, Config, load
 from splitter.errors import StartupError
 from splitter.runtime import bind
 
+FAULTY_RATE = 0.3  # --faulty: the share of requests answered 500
+SLOW_DELAY = 0.3  # --slow: seconds added to each request
 
-def demo_backend(pool: str) -> web.Application:
+
+def demo_backend(pool: str, fail_rate: float = 0.0, delay: float = 0.0) -> web.Application:
+    faults = {"fail_rate": fail_rate, "delay": delay}
+
     async def index(request: web.Request) -> web.Response:
+        if faults["delay"]:
+            await asyncio.sleep(faults["delay"])
+        if faults["fail_rate"] and random.random() < faults["fail_rate"]:
+            return web.Response(status=500, text=f"{pool} failed on purpose\n",
+                                headers={"X-Pool": pool})  # fmt: skip
         return web.Response(text=f"{pool}\n", headers={"X-Pool": pool})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    async def fault(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            rate = float(body.get("fail_rate", 0.0))
+            wait = float(body.get("delay", 0.0))
+        except (ValueError, TypeError, AttributeError):
+            return web.json_response({"error": 'expected {"fail_rate": 0..1, "delay": s}'},
+                                     status=400)  # fmt: skip
+        if not (0 <= rate <= 1 and 0 <= wait <= 10):
+            return web.json_response({"error": "fail_rate 0..1, delay 0..10 s"}, status=400)
+        faults.update(fail_rate=rate, delay=wait)
+        return web.json_response(faults)
+
     backend = web.Application()
     backend.router.add_get("/", index)
     backend.router.add_get("/healthz", healthz)
+    backend.router.add_post("/fault", fault)
     return backend
+
+
+async def simulated_clients(proxy_url: str, rate: float, clients: int = 200) -> None:
+    """`rate` requests a second from `clients` clients, each keeping its sticky cookie."""
+    cookies: dict[int, str] = {}
+    interval = 1.0 / rate
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout, trust_env=False,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:  # fmt: skip
+        n = 0
+        while True:
+            client = n % clients
+            n += 1
+            headers = {"Cookie": cookies[client]} if client in cookies else {}
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(proxy_url + "/", headers=headers) as response:
+                    await response.read()
+                    set_cookie = response.headers.get("Set-Cookie")
+                    if set_cookie:
+                        cookies[client] = set_cookie.split(";", 1)[0]
+            await asyncio.sleep(interval)
 
 
 def bundled_config_path() -> str:
     return str(resources.files("splitter").joinpath("demo.yaml"))
 
 
-def run(config_path: str | None) -> None:
+def run(
+    config_path: str | None,
+    load_rate: float = 0.0,
+    faulty: Sequence[str] = (),
+    slow: Sequence[str] = (),
+) -> None:
     path = config_path or bundled_config_path()
     config = load(path)
+    names = {p.name for p in config.pools}
+    for name in [*faulty, *slow]:
+        if name not in names:
+            known = ", ".join(sorted(names))
+            raise StartupError(f"demo: no pool {name!r} (the pools are {known})")
+    if load_rate > 0:  # the access log of the simulated clients would fill the terminal
+        config = dataclasses.replace(config, access_log=False)
     sockets = []
     try:
         for pool in config.pools:
@@ -48,27 +119,54 @@ def run(config_path: str | None) -> None:
             sock.close()
         raise
 
+    tasks: list[asyncio.Task[Any]] = []
+
     async def start_backends(splitter: app.Splitter) -> None:
         for pool, sock in sockets:
-            runner = web.AppRunner(demo_backend(pool), access_log=None, handle_signals=False)
+            backend = demo_backend(
+                pool,
+                fail_rate=FAULTY_RATE if pool in faulty else 0.0,
+                delay=SLOW_DELAY if pool in slow else 0.0,
+            )
+            runner = web.AppRunner(backend, access_log=None, handle_signals=False)
             await runner.setup()
             await web.SockSite(runner, sock).start()
-        _print_welcome(config, splitter)
+        if load_rate > 0:
+            tasks.append(asyncio.get_running_loop().create_task(
+                simulated_clients(splitter.proxy_url, load_rate)
+            ))  # fmt: skip
+        _print_welcome(config, splitter, load_rate, faulty, slow)
 
     app.run(config, path, on_ready=start_backends)
 
 
-def _print_welcome(config: Config, splitter: app.Splitter) -> None:
+def _print_welcome(
+    config: Config,
+    splitter: app.Splitter,
+    load_rate: float,
+    faulty: Sequence[str],
+    slow: Sequence[str],
+) -> None:
     proxy, admin = splitter.proxy_url, splitter.admin_url
     weights = ", ".join(f"{p.name} {p.weight:g}" for p in config.pools)
+    notes = []
+    if load_rate:
+        notes.append(f"  load:  {load_rate:g} requests/s from 200 simulated clients")
+    for pool in faulty:
+        notes.append(f"  fault: {pool} answers 500 to {FAULTY_RATE:.0%} of its requests")
+    for pool in slow:
+        notes.append(f"  fault: {pool} is {SLOW_DELAY * 1000:g} ms slower")
+    extra = "\n".join(notes) + "\n" if notes else ""
     print(
         f"""
-splitter demo: proxy {proxy}  admin {admin}
+splitter demo: proxy {proxy}  admin {admin}  dashboard {admin}/
   pools: {weights} (demo backends on loopback)
-  try:   for i in $(seq 20); do curl -s {proxy}/; done | sort | uniq -c
+{extra}  try:   for i in $(seq 20); do curl -s {proxy}/; done | sort | uniq -c
          curl -s -H 'X-Splitter-Pool: green' {proxy}/
          splitter ctl --admin {admin} set canary=50 blue=50
          splitter ctl --admin {admin} events
+         splitter ctl --admin {admin} rollout start canary --steps 20,50,100
+         splitter ctl --admin {admin} rollout status --watch
   stop:  Ctrl-C
 """,
         file=sys.stderr,

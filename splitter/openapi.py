@@ -223,7 +223,10 @@ OPENAPI: dict[str, Any] = {
                 "required": ["time", "source", "what", "old", "new"],
                 "properties": {
                     "time": {"type": "string"},
-                    "source": {"type": "string", "enum": ["api", "file", "signal", "startup"]},
+                    "source": {
+                        "type": "string",
+                        "enum": ["api", "file", "signal", "startup", "rollout"],
+                    },
                     "what": {"type": "string"},
                     "old": _WEIGHTS,
                     "new": _WEIGHTS,
@@ -232,4 +235,160 @@ OPENAPI: dict[str, Any] = {
         },
     },
     "security": [{"bearer": []}],
+}
+
+
+# -- rollouts (contract section 8) ----------------------------------------------------------
+
+_ROLLOUT = {"$ref": "#/components/schemas/Rollout"}
+_COUNTS = {
+    "type": "object",
+    "required": ["requests", "bad", "slow"],
+    "properties": {k: {"type": "integer", "minimum": 0} for k in ("requests", "bad", "slow")},
+}
+_ROLLOUT_ERRORS = {
+    "409": _json(_ERROR, "No rollout is active (or, for resume, it is not paused)."),
+    **_errors(400, 413),
+}
+
+OPENAPI["paths"].update(
+    {
+        "/api/v1/rollout": {
+            "post": {
+                "summary": "Start a rollout (canary or blue-green)",
+                "operationId": "startRollout",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "201": _json(_ROLLOUT, "The rollout, started."),
+                    "409": _json(
+                        _ERROR,
+                        "A rollout is active, or the candidate is the only pool with a weight > 0.",
+                    ),
+                    **_errors(400, 404, 413),
+                },
+            },
+            "get": {
+                "summary": "The active rollout, else the last one",
+                "operationId": "getRollout",
+                "responses": {
+                    "200": _json(_ROLLOUT, "The rollout."),
+                    "404": _json(_ERROR, "No rollout has run."),
+                    **_errors(),
+                },
+            },
+        },
+        **{
+            f"/api/v1/rollout/{action}": {
+                "post": {
+                    "summary": summary,
+                    "operationId": f"{action}Rollout",
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": schema}},
+                    },
+                    "responses": {
+                        "200": _json(_ROLLOUT, "The rollout after the call."),
+                        **_ROLLOUT_ERRORS,
+                    },
+                }
+            }
+            for action, summary, schema in (
+                (
+                    "pause",
+                    "Pause the active rollout (the weights stay)",
+                    {"type": "object", "additionalProperties": False},
+                ),
+                (
+                    "resume",
+                    "Resume a paused rollout",
+                    {"type": "object", "additionalProperties": False},
+                ),
+                (
+                    "promote",
+                    "End the current step as passed; with full, promote at once",
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"full": {"type": "boolean"}},
+                    },
+                ),
+                ("abort", "Roll back now", {"type": "object", "additionalProperties": False}),
+            )
+        },
+        "/api/v1/rollouts": {
+            "get": {
+                "summary": "The last 20 rollouts, newest first",
+                "operationId": "listRollouts",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["rollouts"],
+                            "properties": {"rollouts": {"type": "array", "items": _ROLLOUT}},
+                        },
+                        "Rollouts.",
+                    ),
+                    **_errors(),
+                },
+            }
+        },
+    }
+)
+
+OPENAPI["components"]["schemas"]["Rollout"] = {
+    "type": "object",
+    "required": [
+        "id",
+        "pool",
+        "strategy",
+        "status",
+        "reason",
+        "step",
+        "steps",
+        "weights",
+        "start_weights",
+        "started_at",
+        "updated_at",
+        "step_started_at",
+        "analysis",
+        "history",
+    ],
+    "properties": {
+        "id": {"type": "string"},
+        "pool": {"type": "string"},
+        "strategy": {"type": "string", "enum": ["canary", "bluegreen"]},
+        "status": {
+            "type": "string",
+            "enum": ["progressing", "paused", "promoted", "rolled_back", "cancelled"],
+        },
+        "reason": {"type": "string"},
+        "step": {"type": "integer", "minimum": 0},
+        "steps": {"type": "array", "items": {"type": "object"}},
+        "weights": _WEIGHTS,
+        "start_weights": _WEIGHTS,
+        "started_at": {"type": "string"},
+        "updated_at": {"type": "string"},
+        "step_started_at": {"type": "string"},
+        "analysis": {
+            "type": "object",
+            "required": ["verdict", "candidate", "baseline", "needed_requests"],
+            "properties": {
+                "verdict": {"type": "string", "enum": ["pending", "pass", "fail", "inconclusive"]},
+                "candidate": _COUNTS,
+                "baseline": _COUNTS,
+                "needed_requests": {"type": "integer", "minimum": 0, "nullable": True},
+            },
+        },
+        "history": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["at", "what", "detail"],
+                "properties": {k: {"type": "string"} for k in ("at", "what", "detail")},
+            },
+        },
+    },
 }

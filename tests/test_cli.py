@@ -7,6 +7,7 @@ Every expected failure is exit status 2 with exactly one line on stderr and no t
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -498,6 +499,39 @@ def test_demo(tmp_path: Path, procs: list[Proc]) -> None:
         proc.kill()
     # it wrote its state file in the current directory, nowhere else
     assert (tmp_path / "splitter-demo-state.json").exists()
+
+
+@pytest.mark.slow
+def test_demo_shows_a_faulty_canary_rolled_back(tmp_path: Path, procs: list[Proc]) -> None:
+    """The README's walk-through: `splitter demo --load 60 --faulty canary`, a rollout of
+    the canary, rolled back on its own; the same with a healthy canary is promoted."""
+    for port in DEMO_PORTS:
+        _assert_port_free(port)
+    proc = start(procs, ["demo", "--load", "60", "--faulty", "canary"], tmp_path)
+    try:
+        proc.wait_stderr("splitter demo:", timeout=20)
+        assert "canary answers 500" in proc.stderr()
+        admin = ["--admin", "http://127.0.0.1:9901"]
+        started = run_cli("ctl", *admin, "rollout", "start", "canary", "--steps", "30,60,100")
+        assert started.returncode == 0, started.stderr
+        watched = run_cli("ctl", *admin, "rollout", "status", "--watch", timeout=60)
+        assert watched.returncode == 1, watched.stdout  # it ended, and not promoted
+        assert "rolled_back" in watched.stdout and "bad rate" in watched.stdout
+        status, _, body = http_request("http://127.0.0.1:9901/api/v1/weights")
+        assert json.loads(body)["canary"] == 0
+        # the backend's fault can be lifted while it runs; then a rollout goes through
+        status, _, _ = http_request(
+            "http://127.0.0.1:5003/fault", "POST", b'{"fail_rate": 0}', timeout=5
+        )
+        assert status == 200
+        again = run_cli("ctl", *admin, "rollout", "start", "canary", "--steps", "50,100",
+                        "--hold", "2s")  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        watched = run_cli("ctl", *admin, "rollout", "status", "--watch", timeout=90)
+        assert watched.returncode == 0, watched.stdout
+        assert "promoted" in watched.stdout
+    finally:
+        proc.kill()
 
 
 def test_demo_port_in_use_is_one_line(tmp_path: Path) -> None:
