@@ -413,6 +413,7 @@ class _Receiver:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture

@@ -1,51 +1,4 @@
-"""Rollouts: the canary and blue-green processes, automated (contract section 8).
-
-One rollout at a time takes a pool, the *candidate*, to all of the traffic, judging it
-against the *baseline* as it goes. The engine runs in the primary process: it reads the
-per-pool statistics of every process (`stats.Window`), asks the judge (`splitter.judge`),
-and changes weights through the same controller as the admin API (source `rollout`), so
-the state file, the events and the workers all follow.
-
-States (`status`, and `phase` within it):
-
-    status       phase               what it waits for
-    -----------  ------------------  -------------------------------------------------
-    progressing  judging             a step in force; its requests judged every second
-    progressing  gate                the gates, asked before a weight increase
-    paused       manual              a {"pause": true} step: resume or promote
-    paused       gate                a gate said no or did not answer: asked every 10 s
-    paused       inconclusive        max passed with no verdict (on_inconclusive: pause)
-    paused       awaiting_promotion  a passed blue-green preview (auto_promote off)
-    paused       operator            pause was called: resume
-    paused       sample_ratio        the realised split departs from the weights
-    promoted / rolled_back / cancelled   final
-
-Transitions:
-
-    start ---------------------------------> [gates] -> step 0 (canary) / preview (blue-green)
-    judging --fail (any time)--------------> rolled_back: candidate 0, baseline as it started
-    judging --pass (after hold)------------> next step: [gates] then its weight; after the
-                                             last step: promoted (candidate 100, others 0)
-    judging --max passed, no verdict-------> on_inconclusive: paused | next step | rolled_back
-    judging --candidate has no live backend
-              for max(warmup, 5 s)---------> rolled_back
-    preview --pass-------------------------> auto_promote: [gates] then switch | paused
-    keep    --fail-------------------------> rolled_back (the weights from before the switch)
-    keep    --`keep` over------------------> promoted
-    pause / resume / promote / abort ------> as the contract's table says
-    a file edit of the weights ------------> cancelled (the file's weights stand)
-
-Rules:
-
-- Requests judged: those the weighted choice sent (for a blue-green preview: those the
-  override header sent to the candidate), skipping every second that began within
-  `analysis.warmup` of the step's weight change; a second is read once it is complete in
-  every process (two seconds after it ended).
-- Slow: longer than max(the baseline's p95 over the last minute, `latency_floor`).
-- After a restart the rollout goes on at the same step, that step's judging started again.
-- Every transition: an event (source `rollout`), the webhooks that asked for it, the state
-  saved before anything is answered.
-"""
+"""The rollout engine: a state machine over the judge (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -53,35 +6,28 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
-from splitter.config import Analysis, RolloutPlan, Step, Webhook
+from splitter.config import RolloutPlan
 from splitter.judge import (
     FAIL,
     PASS,
     CanaryJudge,
     Counts,
     KeepJudge,
-    Limits,
     PreviewJudge,
     SampleRatio,
     Verdict,
 )
-from splitter.stats import (
-    ASSIGNED,
-    JUDGED,
-    JUDGED_BAD,
-    OVERRIDE,
-    OVERRIDE_BAD,
-    PoolTotals,
-    Window,
-    count_above,
-    quantile,
+from splitter.rollout.evidence import (
+    BASELINE_WINDOW,
+    judged,
+    needed_without_traffic,
+    slow_threshold,
 )
-
-__all__ = ["Rollout", "RolloutEngine", "RolloutError", "RolloutHost"]
+from splitter.rollout.record import Rollout, duration_text, iso, limits_of
+from splitter.stats import ASSIGNED, OVERRIDE, OVERRIDE_BAD, Window, count_above
 
 log = logging.getLogger("splitter.rollout")
 
@@ -89,11 +35,8 @@ HISTORY_KEPT: Final = 20
 GATE_RETRY: Final = 10.0  # seconds between two askings of a gate that said no
 HOOK_TIMEOUT: Final = 5.0
 HOOK_TRIES: Final = 3
-BASELINE_WINDOW: Final = 60  # seconds of baseline behind its p95
 SETTLED: Final = 2  # a second is read this long after it ended (every process reported)
 MIN_DOWN: Final = 5.0  # a candidate with no live backend this long (at least) fails
-
-FINAL = ("promoted", "rolled_back", "cancelled")
 
 
 class RolloutError(Exception):
@@ -123,184 +66,6 @@ class RolloutHost(Protocol):
 
 # POST a JSON body; the answer's status, or an exception (a timeout, a refused connection).
 Poster = Callable[[str, dict[str, Any], float], Awaitable[int]]
-
-
-def iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-
-
-def duration_text(seconds: float) -> str:
-    if seconds and seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"
-
-
-def _plain(weights: Mapping[str, float]) -> dict[str, float | int]:
-    return {k: int(v) if float(v).is_integer() else round(v, 6) for k, v in weights.items()}
-
-
-@dataclass
-class Rollout:
-    """One rollout: its plan, where it is, and the evidence."""
-
-    id: str
-    plan: RolloutPlan
-    start_weights: dict[str, float]
-    started_at: float
-    status: str = "progressing"
-    phase: str = "judging"
-    reason: str = ""
-    step: int = 0
-    weights: dict[str, float] = field(default_factory=dict)
-    updated_at: float = 0.0
-    step_started_at: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    verdict: str = "pending"
-    candidate: Counts = field(default_factory=Counts)
-    baseline: Counts = field(default_factory=Counts)
-    needed: int | None = None
-    # Blue-green: the weights before the switch, the baseline's rates over `keep` before it.
-    switched_at: float = 0.0
-    before_switch: dict[str, float] = field(default_factory=dict)
-    reference: Counts = field(default_factory=Counts)
-    reference_p95: float = 0.0
-    gate_step: int = 0  # what the gates are asked about: a step, or len(steps): promotion
-    weights_before: dict[str, float] | None = None  # before the transition being made
-
-    @property
-    def active(self) -> bool:
-        return self.status not in FINAL
-
-    @property
-    def baseline_pools(self) -> list[str]:
-        return [p for p, w in self.start_weights.items() if w > 0 and p != self.plan.pool]
-
-    def to_json(self) -> dict[str, Any]:
-        plan = self.plan
-        steps: list[dict[str, Any]] = []
-        if plan.strategy == "canary":
-            for s in plan.steps:
-                if s.weight is None:
-                    steps.append({"pause": True})
-                    continue
-                weight = int(s.weight) if s.weight.is_integer() else s.weight
-                steps.append(
-                    {"weight": weight, "hold": duration_text(s.hold), "max": duration_text(s.max)}
-                )
-        else:
-            preview = {"hold": duration_text(plan.steps[0].hold),
-                       "max": duration_text(plan.steps[0].max)}  # fmt: skip
-            steps = [{"preview": preview}, {"keep": duration_text(plan.keep)}]
-        out: dict[str, Any] = {
-            "id": self.id,
-            "pool": plan.pool,
-            "strategy": plan.strategy,
-            "status": self.status,
-            "reason": self.reason,
-            "step": self.step,
-            "steps": steps,
-            "weights": _plain(self.weights),
-            "start_weights": _plain(self.start_weights),
-            "started_at": iso(self.started_at),
-            "updated_at": iso(self.updated_at or self.started_at),
-            "step_started_at": iso(self.step_started_at or self.started_at),
-            "analysis": {
-                "verdict": self.verdict,
-                "candidate": _counts(self.candidate),
-                "baseline": _counts(self.baseline),
-                "needed_requests": self.needed,
-            },
-            "history": list(self.history),
-        }
-        if plan.strategy == "bluegreen":
-            out["auto_promote"] = plan.auto_promote
-            out["keep"] = duration_text(plan.keep)
-        return out
-
-    def state(self) -> dict[str, Any]:
-        """What the state file keeps to go on after a restart: the object and the plan."""
-        plan = self.plan
-        return {
-            "object": self.to_json(),
-            "phase": self.phase,
-            "plan": {
-                "pool": plan.pool,
-                "strategy": plan.strategy,
-                "steps": [[s.weight, s.hold, s.max] for s in plan.steps],
-                "analysis": [getattr(plan.analysis, f) for f in _ANALYSIS_FIELDS],
-                "on_inconclusive": plan.on_inconclusive,
-                "webhooks": [[h.url, list(h.events)] for h in plan.webhooks],
-                "gates": list(plan.gates),
-                "auto_promote": plan.auto_promote,
-                "keep": plan.keep,
-            },
-            "start_weights": self.start_weights,
-            "started_at": self.started_at,
-            "switched_at": self.switched_at,
-            "before_switch": self.before_switch,
-            "reference": [self.reference.requests, self.reference.bad, self.reference.slow],
-            "reference_p95": self.reference_p95,
-            "gate_step": self.gate_step,
-        }
-
-    @classmethod
-    def from_state(cls, data: dict[str, Any]) -> Rollout:
-        obj, p = data["object"], data["plan"]
-        plan = RolloutPlan(
-            pool=str(p["pool"]),
-            strategy=str(p["strategy"]),
-            steps=tuple(
-                Step(None if w is None else float(w), float(h), float(m)) for w, h, m in p["steps"]
-            ),
-            analysis=Analysis(*(float(v) for v in p["analysis"])),
-            on_inconclusive=str(p["on_inconclusive"]),
-            webhooks=tuple(Webhook(str(u), tuple(str(e) for e in ev)) for u, ev in p["webhooks"]),
-            gates=tuple(str(g) for g in p["gates"]),
-            auto_promote=bool(p["auto_promote"]),
-            keep=float(p["keep"]),
-        )
-        r = cls(
-            id=str(obj["id"]),
-            plan=plan,
-            start_weights={k: float(v) for k, v in data["start_weights"].items()},
-            started_at=float(data["started_at"]),
-            status=str(obj["status"]),
-            phase=str(data.get("phase", "judging")),
-            reason=str(obj.get("reason", "")),
-            step=int(obj["step"]),
-            weights={k: float(v) for k, v in obj["weights"].items()},
-            history=list(obj.get("history", [])),
-            verdict=str(obj["analysis"]["verdict"]),
-        )
-        r.switched_at = float(data.get("switched_at", 0.0))
-        r.before_switch = {k: float(v) for k, v in data.get("before_switch", {}).items()}
-        ref = data.get("reference", [0, 0, 0])
-        r.reference = Counts(int(ref[0]), int(ref[1]), int(ref[2]))
-        r.reference_p95 = float(data.get("reference_p95", 0.0))
-        r.gate_step = int(data.get("gate_step", r.step))
-        return r
-
-
-_ANALYSIS_FIELDS = (
-    "confidence", "max_error_ratio", "min_error_rate", "max_slow_ratio", "latency_floor", "warmup"
-)  # fmt: skip
-
-
-def _counts(c: Counts) -> dict[str, int]:
-    return {"requests": c.requests, "bad": c.bad, "slow": c.slow}
-
-
-def _limits(analysis: Analysis) -> Limits:
-    return Limits(
-        confidence=analysis.confidence,
-        max_error_ratio=analysis.max_error_ratio,
-        min_error_rate=analysis.min_error_rate,
-        max_slow_ratio=analysis.max_slow_ratio,
-    )
 
 
 class RolloutEngine:
@@ -534,7 +299,7 @@ class RolloutEngine:
                 assert isinstance(judge, PreviewJudge)
                 judge.observe(Counts(counts[OVERRIDE], counts[OVERRIDE_BAD], slow))
                 continue
-            c = _judged(cand, threshold)
+            c = judged(cand, threshold)
             if keep:
                 assert isinstance(judge, KeepJudge)
                 judge.observe(c)
@@ -544,7 +309,7 @@ class RolloutEngine:
             for name in baseline_pools:
                 totals = pools.get(name)
                 if totals is not None:
-                    b = b + _judged(totals, threshold)
+                    b = b + judged(totals, threshold)
                     assigned_other += totals.counts[ASSIGNED]
             assert isinstance(judge, CanaryJudge)
             judge.observe(c, b)
@@ -555,17 +320,9 @@ class RolloutEngine:
                     self._ratio.observe(cand.counts[ASSIGNED], assigned_other, weight / total)
 
     def _slow_threshold(self, r: Rollout, now: float) -> float:
-        """max(the baseline's p95 over the last minute, latency_floor), in seconds."""
-        window = self.host.window
-        totals = window.totals(now - BASELINE_WINDOW, now)
-        histogram: dict[int, int] = {}
-        for name in r.baseline_pools:
-            t = totals.get(name)
-            if t is not None:
-                for bucket, n in t.judged_latency.items():
-                    histogram[bucket] = histogram.get(bucket, 0) + n
-        p95 = quantile(histogram, 0.95) or 0.0
-        return max(p95, r.plan.analysis.latency_floor)
+        return slow_threshold(
+            self.host.window, r.baseline_pools, r.plan.analysis.latency_floor, now
+        )
 
     def _candidate_down(self, r: Rollout, now: float) -> bool:
         if self.host.pool_live(r.plan.pool):
@@ -627,9 +384,9 @@ class RolloutEngine:
         index = r.gate_step
         if r.plan.strategy == "bluegreen":
             self._switch(r)
-        elif index >= len(r.plan.steps) or (index == len(r.plan.steps) - 1 and (
-            (r.plan.steps[index].weight or 0.0) >= 100
-        )):
+        elif index >= len(r.plan.steps) or (
+            index == len(r.plan.steps) - 1 and ((r.plan.steps[index].weight or 0.0) >= 100)
+        ):
             self._finish_promoted(r)
         else:
             self._apply_step(r, index)
@@ -677,7 +434,7 @@ class RolloutEngine:
         r.needed = None
         self._cursor = 0
         self._down_since = 0.0
-        limits = _limits(plan.analysis)
+        limits = limits_of(plan.analysis)
         self._ratio = None
         if plan.strategy == "bluegreen":
             if r.step == 0:
@@ -702,7 +459,7 @@ class RolloutEngine:
         for name in r.baseline_pools:
             t = totals.get(name)
             if t is not None:
-                ref = ref + _judged(t, threshold)
+                ref = ref + judged(t, threshold)
         r.reference = ref
         r.reference_p95 = threshold
         r.switched_at = now
@@ -760,7 +517,7 @@ class RolloutEngine:
         step = plan.steps[r.step]
         needed = self._judge.needed_requests() if self._judge is not None else None
         if needed is None and r.candidate.requests == 0:
-            needed = _needed_without_traffic(plan.analysis, plan.strategy == "bluegreen")
+            needed = needed_without_traffic(plan.analysis, plan.strategy == "bluegreen")
         r.needed = needed
         more = f"about {needed} more candidate requests" if needed else "more requests"
         why = (f"step {r.step + 1}: no verdict after {duration_text(step.max)}; "
@@ -934,22 +691,3 @@ class RolloutEngine:
         task: asyncio.Task[None] = loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _needed_without_traffic(analysis: Analysis, alone: bool) -> int | None:
-    """With no candidate request yet, what a clean candidate would need to pass."""
-    limits = _limits(analysis)
-    if alone:
-        preview = PreviewJudge(limits)
-        preview.observe(Counts(1, 0, 0))
-        return preview.needed_requests()
-    judge = CanaryJudge(limits)
-    judge.observe(Counts(1, 0, 0), Counts(1, 0, 0))
-    return judge.needed_requests()
-
-
-def _judged(totals: PoolTotals | None, threshold: float) -> Counts:
-    if totals is None:
-        return Counts()
-    counts = totals.counts
-    return Counts(counts[JUDGED], counts[JUDGED_BAD], count_above(totals.judged_latency, threshold))

@@ -1,0 +1,45 @@
+"""What the judge is given: the per-pool statistics of a second (`stats.Window`) turned
+into the judge's counts, the slow threshold, and what a verdict needs without traffic."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from splitter.config import Analysis
+from splitter.judge import CanaryJudge, Counts, PreviewJudge
+from splitter.rollout.record import limits_of
+from splitter.stats import JUDGED, JUDGED_BAD, PoolTotals, Window, count_above, quantile
+
+BASELINE_WINDOW: Final = 60  # seconds of baseline behind its p95
+
+
+def slow_threshold(window: Window, baseline: list[str], floor: float, now: float) -> float:
+    """max(the baseline's p95 over the last minute, `floor`), in seconds."""
+    totals = window.totals(now - BASELINE_WINDOW, now)
+    histogram: dict[int, int] = {}
+    for name in baseline:
+        t = totals.get(name)
+        if t is not None:
+            for bucket, n in t.judged_latency.items():
+                histogram[bucket] = histogram.get(bucket, 0) + n
+    p95 = quantile(histogram, 0.95) or 0.0
+    return max(p95, floor)
+
+
+def needed_without_traffic(analysis: Analysis, alone: bool) -> int | None:
+    """With no candidate request yet, what a clean candidate would need to pass."""
+    limits = limits_of(analysis)
+    if alone:
+        preview = PreviewJudge(limits)
+        preview.observe(Counts(1, 0, 0))
+        return preview.needed_requests()
+    judge = CanaryJudge(limits)
+    judge.observe(Counts(1, 0, 0), Counts(1, 0, 0))
+    return judge.needed_requests()
+
+
+def judged(totals: PoolTotals | None, threshold: float) -> Counts:
+    if totals is None:
+        return Counts()
+    counts = totals.counts
+    return Counts(counts[JUDGED], counts[JUDGED_BAD], count_above(totals.judged_latency, threshold))

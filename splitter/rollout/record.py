@@ -1,0 +1,193 @@
+"""A rollout as splitter keeps it: the plan, where it is, the evidence, and its JSON (the
+rollout object of contract section 8, and what the state file keeps to go on after a
+restart)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from splitter.config import Analysis, RolloutPlan, Step, Webhook
+from splitter.judge import Counts, Limits
+
+FINAL = ("promoted", "rolled_back", "cancelled")
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def duration_text(seconds: float) -> str:
+    if seconds and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def _plain(weights: Mapping[str, float]) -> dict[str, float | int]:
+    return {k: int(v) if float(v).is_integer() else round(v, 6) for k, v in weights.items()}
+
+
+@dataclass
+class Rollout:
+    """One rollout: its plan, where it is, and the evidence."""
+
+    id: str
+    plan: RolloutPlan
+    start_weights: dict[str, float]
+    started_at: float
+    status: str = "progressing"
+    phase: str = "judging"
+    reason: str = ""
+    step: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
+    updated_at: float = 0.0
+    step_started_at: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str = "pending"
+    candidate: Counts = field(default_factory=Counts)
+    baseline: Counts = field(default_factory=Counts)
+    needed: int | None = None
+    # Blue-green: the weights before the switch, the baseline's rates over `keep` before it.
+    switched_at: float = 0.0
+    before_switch: dict[str, float] = field(default_factory=dict)
+    reference: Counts = field(default_factory=Counts)
+    reference_p95: float = 0.0
+    gate_step: int = 0  # what the gates are asked about: a step, or len(steps): promotion
+    weights_before: dict[str, float] | None = None  # before the transition being made
+
+    @property
+    def active(self) -> bool:
+        return self.status not in FINAL
+
+    @property
+    def baseline_pools(self) -> list[str]:
+        return [p for p, w in self.start_weights.items() if w > 0 and p != self.plan.pool]
+
+    def to_json(self) -> dict[str, Any]:
+        plan = self.plan
+        steps: list[dict[str, Any]] = []
+        if plan.strategy == "canary":
+            for s in plan.steps:
+                if s.weight is None:
+                    steps.append({"pause": True})
+                    continue
+                weight = int(s.weight) if s.weight.is_integer() else s.weight
+                steps.append(
+                    {"weight": weight, "hold": duration_text(s.hold), "max": duration_text(s.max)}
+                )
+        else:
+            preview = {"hold": duration_text(plan.steps[0].hold),
+                       "max": duration_text(plan.steps[0].max)}  # fmt: skip
+            steps = [{"preview": preview}, {"keep": duration_text(plan.keep)}]
+        out: dict[str, Any] = {
+            "id": self.id,
+            "pool": plan.pool,
+            "strategy": plan.strategy,
+            "status": self.status,
+            "reason": self.reason,
+            "step": self.step,
+            "steps": steps,
+            "weights": _plain(self.weights),
+            "start_weights": _plain(self.start_weights),
+            "started_at": iso(self.started_at),
+            "updated_at": iso(self.updated_at or self.started_at),
+            "step_started_at": iso(self.step_started_at or self.started_at),
+            "analysis": {
+                "verdict": self.verdict,
+                "candidate": _counts(self.candidate),
+                "baseline": _counts(self.baseline),
+                "needed_requests": self.needed,
+            },
+            "history": list(self.history),
+        }
+        if plan.strategy == "bluegreen":
+            out["auto_promote"] = plan.auto_promote
+            out["keep"] = duration_text(plan.keep)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """What the state file keeps to go on after a restart: the object and the plan."""
+        plan = self.plan
+        return {
+            "object": self.to_json(),
+            "phase": self.phase,
+            "plan": {
+                "pool": plan.pool,
+                "strategy": plan.strategy,
+                "steps": [[s.weight, s.hold, s.max] for s in plan.steps],
+                "analysis": [getattr(plan.analysis, f) for f in _ANALYSIS_FIELDS],
+                "on_inconclusive": plan.on_inconclusive,
+                "webhooks": [[h.url, list(h.events)] for h in plan.webhooks],
+                "gates": list(plan.gates),
+                "auto_promote": plan.auto_promote,
+                "keep": plan.keep,
+            },
+            "start_weights": self.start_weights,
+            "started_at": self.started_at,
+            "switched_at": self.switched_at,
+            "before_switch": self.before_switch,
+            "reference": [self.reference.requests, self.reference.bad, self.reference.slow],
+            "reference_p95": self.reference_p95,
+            "gate_step": self.gate_step,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Rollout:
+        obj, p = data["object"], data["plan"]
+        plan = RolloutPlan(
+            pool=str(p["pool"]),
+            strategy=str(p["strategy"]),
+            steps=tuple(
+                Step(None if w is None else float(w), float(h), float(m)) for w, h, m in p["steps"]
+            ),
+            analysis=Analysis(*(float(v) for v in p["analysis"])),
+            on_inconclusive=str(p["on_inconclusive"]),
+            webhooks=tuple(Webhook(str(u), tuple(str(e) for e in ev)) for u, ev in p["webhooks"]),
+            gates=tuple(str(g) for g in p["gates"]),
+            auto_promote=bool(p["auto_promote"]),
+            keep=float(p["keep"]),
+        )
+        r = cls(
+            id=str(obj["id"]),
+            plan=plan,
+            start_weights={k: float(v) for k, v in data["start_weights"].items()},
+            started_at=float(data["started_at"]),
+            status=str(obj["status"]),
+            phase=str(data.get("phase", "judging")),
+            reason=str(obj.get("reason", "")),
+            step=int(obj["step"]),
+            weights={k: float(v) for k, v in obj["weights"].items()},
+            history=list(obj.get("history", [])),
+            verdict=str(obj["analysis"]["verdict"]),
+        )
+        r.switched_at = float(data.get("switched_at", 0.0))
+        r.before_switch = {k: float(v) for k, v in data.get("before_switch", {}).items()}
+        ref = data.get("reference", [0, 0, 0])
+        r.reference = Counts(int(ref[0]), int(ref[1]), int(ref[2]))
+        r.reference_p95 = float(data.get("reference_p95", 0.0))
+        r.gate_step = int(data.get("gate_step", r.step))
+        return r
+
+
+_ANALYSIS_FIELDS = (
+    "confidence", "max_error_ratio", "min_error_rate", "max_slow_ratio", "latency_floor", "warmup"
+)  # fmt: skip
+
+
+def _counts(c: Counts) -> dict[str, int]:
+    return {"requests": c.requests, "bad": c.bad, "slow": c.slow}
+
+
+def limits_of(analysis: Analysis) -> Limits:
+    return Limits(
+        confidence=analysis.confidence,
+        max_error_ratio=analysis.max_error_ratio,
+        min_error_rate=analysis.min_error_rate,
+        max_slow_ratio=analysis.max_slow_ratio,
+    )
