@@ -262,6 +262,8 @@ class Exchange(Observation):
         """A new connection is up; False when this exchange no longer wants it."""
         if self.state != CONNECTING:
             return False
+        self.connect_task = None  # done with it: never cancel it after this (the transport
+        # is ours now, and cancelling the task would close it)
         self._attach(upstream)
         return True
 
