@@ -12,6 +12,8 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
   (compared in constant time), else 401.
 - Bodies over 64 KiB: 413. A method an endpoint does not take: 405. A GET changes nothing.
 - Never served on the proxy listener (it is another socket, another server).
+- `make_metrics_app`: the optional `metrics.listen` listener, /metrics, /healthz and
+  /readyz only, with neither the Host rule nor a token.
 """
 
 from __future__ import annotations
@@ -382,4 +384,17 @@ def make_admin_app(splitter: AdminHost) -> web.Application:
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics)
+    return app
+
+
+def make_metrics_app(splitter: AdminHost) -> web.Application:
+    """The `metrics.listen` listener: /metrics, /healthz and /readyz with the admin
+    listener's answers, and nothing else (404, or 405 for another method), so it may face
+    the network (Prometheus, the kubelet) without a token and without the Host rule: it
+    can change nothing and never serves the admin API."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json])
+    app[SPLITTER_KEY] = splitter
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app

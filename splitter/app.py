@@ -1,9 +1,11 @@
 """Wiring: one splitter, from a loaded config to a clean exit.
 
-    bind both listeners (a busy port is a StartupError, before anything runs)
+    bind the listeners: proxy, admin, and metrics when configured (a busy port is a
+    StartupError, before anything runs)
     -> state file (cookie key, runtime weights) -> Live snapshot
     -> the request path: a ProxyListener in this process, or `workers` processes
-    -> admin aiohttp app on the admin socket -> "splitter: listening on ..." on stderr
+    -> admin aiohttp app on the admin socket (and the metrics app on its own)
+    -> "splitter: listening on ..." on stderr
     -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (contract 4b)
 
 This process is the only one that changes state: the controller (weights, events, the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +27,7 @@ from aiohttp import web
 
 from splitter import config as config_mod
 from splitter import memory
-from splitter.admin import make_admin_app
+from splitter.admin import make_admin_app, make_metrics_app
 from splitter.config import Config
 from splitter.control import Controller
 from splitter.counters import Counters
@@ -61,6 +64,7 @@ class Splitter:
         except StartupError:
             self.proxy_sock.close()
             raise
+        self.metrics_sock = self._bind_metrics(config)
         self.state_file = StateFile(config.state_file)
         self.controller = Controller(config, self.state_file, self._install)
         self.workers: WorkerPool | None = None
@@ -72,6 +76,7 @@ class Splitter:
         self.recorder = Recorder()
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.server: ProxyListener | None = None  # the request path, when in this process
         self.live: Live | None = None
@@ -85,6 +90,17 @@ class Splitter:
     def config(self) -> Config:
         return self.controller.config
 
+    def _bind_metrics(self, config: Config) -> socket.socket | None:
+        """The optional `metrics.listen` socket; on failure the other two are closed."""
+        if config.metrics.listen is None:
+            return None
+        try:
+            return bind(config.metrics.listen, "metrics")
+        except StartupError:
+            self.proxy_sock.close()
+            self.admin_sock.close()
+            raise
+
     @property
     def proxy_url(self) -> str:
         return url_of(self.proxy_sock)
@@ -92,6 +108,10 @@ class Splitter:
     @property
     def admin_url(self) -> str:
         return url_of(self.admin_sock)
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_sock is None else url_of(self.metrics_sock)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -119,6 +139,12 @@ class Splitter:
         self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, self.admin_sock).start()
+        if self.metrics_sock is not None:
+            self._metrics_runner = web.AppRunner(
+                make_metrics_app(self), access_log=None, handle_signals=False
+            )
+            await self._metrics_runner.setup()
+            await web.SockSite(self._metrics_runner, self.metrics_sock).start()
         self.ready = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -303,6 +329,8 @@ class Splitter:
             await self._http.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         self.proxy_sock.close()
         log.info("stopped")
 
@@ -310,8 +338,9 @@ class Splitter:
 async def serve(splitter: Splitter, on_ready: Any = None) -> None:
     await splitter.start()
     memory.release(freeze=True)  # what parsing the config and starting up left behind
+    metrics = f", metrics on {splitter.metrics_url}" if splitter.metrics_url else ""
     print(
-        f"splitter: listening on {splitter.proxy_url}, admin on {splitter.admin_url}",
+        f"splitter: listening on {splitter.proxy_url}, admin on {splitter.admin_url}{metrics}",
         file=sys.stderr,
         flush=True,
     )

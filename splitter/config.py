@@ -45,6 +45,7 @@ __all__ = [
     "ConfigProblem",
     "HealthCheck",
     "Limits",
+    "MetricsListener",
     "Override",
     "Pool",
     "Shutdown",
@@ -91,6 +92,14 @@ class Pool:
 class Admin:
     listen: Address = Address("127.0.0.1", 9901)
     token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsListener:
+    """The optional `metrics` section: a third listener serving /metrics, /healthz and
+    /readyz only, on any address and without a token (Prometheus, kubelet probes)."""
+
+    listen: Address | None = None  # None: no such listener
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +212,7 @@ class Config:
     listen: Address
     pools: tuple[Pool, ...]
     admin: Admin = field(default_factory=Admin)
+    metrics: MetricsListener = field(default_factory=MetricsListener)
     sticky: Sticky | None = None
     override: Override | None = None
     health_check: HealthCheck = field(default_factory=HealthCheck)
@@ -596,6 +606,7 @@ _INT_GE1 = functools.partial(_as_int, minimum=1)
 _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, _Convert]]] = {
     "sticky": (Sticky, {"cookie": _as_token, "max_age": _as_max_age, "secret": _as_str}),
     "override": (Override, {"header": _as_token}),
+    "metrics": (MetricsListener, {"listen": _as_address}),
     "health_check": (HealthCheck, {
         "path": _as_url_path, "interval": _DURATION_GT0, "timeout": _DURATION_GT0,
         "healthy_threshold": _INT_GE1, "unhealthy_threshold": _INT_GE1,

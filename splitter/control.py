@@ -13,7 +13,8 @@ Rules (contract sections 5 and 6):
   weights are unchanged; once the file's weights differ, the file wins, the runtime
   weights are dropped, and an event says so.
 - A config that fails to load changes nothing. A reload never changes `listen`,
-  `admin.listen` or `admin.token`: it logs that they need a restart and keeps them.
+  `admin.listen`, `admin.token` or `metrics.listen`: it logs that they need a restart
+  and keeps them.
 - Every change becomes an event `{time, source, what, old, new}` (sources: api, file,
   signal, startup), kept in a bounded history and logged as one JSON line.
 - A weight is a finite number from 0 to `MAX_WEIGHT`, wherever it comes from: the API
@@ -191,6 +192,12 @@ class Controller:
                 ", ".join(changed),
             )
         config = dataclasses.replace(config, listen=old_config.listen, admin=old_config.admin)
+        if config.metrics != old_config.metrics:  # bound once, like the other two listeners
+            log.warning(
+                "metrics.listen changed to %s: it takes effect at the next restart",
+                config.metrics.listen or "(none)",
+            )
+            config = dataclasses.replace(config, metrics=old_config.metrics)
         self.config = config
         self.weights = self._reconcile(config.weights(), source)
         self.install(config, self.weights)

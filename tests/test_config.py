@@ -19,6 +19,7 @@ from splitter.config import (
     Config,
     HealthCheck,
     Limits,
+    MetricsListener,
     Override,
     Pool,
     Shutdown,
@@ -519,6 +520,30 @@ def test_loopback_admin_needs_no_token(listen: str) -> None:
     assert parse(minimal(admin={"listen": listen})).admin.token == ""
 
 
+@pytest.mark.parametrize("section", [None, {}, {"listen": None}])
+def test_no_metrics_listener_unless_one_is_named(section: Any) -> None:
+    data = minimal() if section is None else minimal(metrics=section)
+    assert parse(data).metrics == MetricsListener(listen=None)
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [("0.0.0.0:9902", Address("0.0.0.0", 9902)), ("[::]:9902", Address("::", 9902))],
+)
+def test_metrics_listener_on_any_address_needs_no_token(listen: str, expected: Address) -> None:
+    config = parse(minimal(metrics={"listen": listen}))
+    assert config.metrics.listen == expected
+    assert config.admin.token == ""
+
+
+def test_bad_metrics_section_names_path_and_line(tmp_path: Path) -> None:
+    text = MINIMAL + "metrics:\n  listen: 9902\n  scrape: true\n"
+    assert problems_of(tmp_path, text) == [
+        "metrics.listen (line 7): must be host:port, e.g. 0.0.0.0:8080 or [::1]:8080",
+        "metrics.scrape (line 8): unknown key",
+    ]
+
+
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [
@@ -570,7 +595,9 @@ def test_bad_section_values_name_their_path(
     assert message in problem.message
 
 
-@pytest.mark.parametrize("section", ["admin", "sticky", "override", "limits", "timeouts"])
+@pytest.mark.parametrize(
+    "section", ["admin", "sticky", "override", "limits", "timeouts", "metrics"]
+)
 def test_sections_must_be_mappings(section: str) -> None:
     (problem,) = parse_problems(minimal(**{section: ["not", "a", "mapping"]}))
     assert (problem.path, problem.message) == (section, "must be a mapping")
