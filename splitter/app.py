@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -116,8 +117,15 @@ class Splitter:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.state_file.load()
-        self._cookie_secret = self.state_file.cookie_secret()
-        weights = self.controller.start()
+        try:  # both may write the state file: it must be writable from the start
+            self._cookie_secret = self.state_file.cookie_secret()
+            weights = self.controller.start()
+        except OSError as exc:
+            where = os.path.abspath(self.state_file.path)
+            raise StartupError(
+                f"cannot write the state file {where} ({exc.strerror or exc}): "
+                "state_file must be in a writable directory"
+            ) from None
         file_won = self.controller.file_won
         self.live = self._build_live(self.config, weights)
         if self.config.workers > 1:

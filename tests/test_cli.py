@@ -399,6 +399,20 @@ def test_run_admin_on_all_interfaces_without_token(tmp_path: Path) -> None:
     assert_one_line_failure(result, "admin")
 
 
+def test_run_state_file_that_cannot_be_written(tmp_path: Path) -> None:
+    """As with a read-only root file system and no writable state directory: one line,
+    exit 2. (The tests run as root, whom permissions do not stop: the state file's
+    directory is a dangling link, which no one can create files in.)"""
+    (tmp_path / "not-a-dir").symlink_to(tmp_path / "nowhere")
+    text = GOOD.format(port=free_port(), admin=free_port()).replace(
+        "./state.json", "./not-a-dir/state.json"
+    )
+    path = write(tmp_path, "state-nowhere.yaml", text)
+    result = run_cli("run", "-c", str(path), cwd=tmp_path, timeout=20)
+    line = assert_one_line_failure(result, "cannot write the state file")
+    assert str(tmp_path / "not-a-dir" / "state.json") in line
+
+
 def test_run_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("run", "--no-such-option", cwd=tmp_path, timeout=20)
     assert_one_line_failure(result)
