@@ -139,6 +139,7 @@ class Limits:
     max_header_bytes: int = 65536
     max_header_count: int = 100
     upstream_idle_timeout: float = 4.0  # close idle backend connections before they do
+    upstream_max_idle: int = 128  # idle keep-alive connections kept per backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -615,6 +616,7 @@ _SECTIONS: dict[str, tuple[Callable[..., Any], dict[str, _Convert]]] = {
     "limits": (Limits, {
         "max_body": _as_size, "header_timeout": _DURATION_GT0, "body_idle_timeout": _DURATION_GT0,
         "keepalive_timeout": _DURATION_GT0, "upstream_idle_timeout": _DURATION_GT0,
+        "upstream_max_idle": _INT_GE1,
         "max_request_line": _INT_GE1, "max_header_bytes": _INT_GE1, "max_header_count": _INT_GE1,
     }),
     "shutdown": (Shutdown, {"accept_grace": _DURATION_GE0, "grace": _DURATION_GE0}),

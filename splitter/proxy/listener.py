@@ -88,8 +88,11 @@ class ProxyListener(Listener):
         for backend in live.backends():
             urls.add(backend.url)
             pool = pools.get(backend.url)
-            if pool is None or (pool.max_field_bytes, pool.max_fields, pool.max_line) != (
-                limits.max_header_bytes, limits.max_header_count, limits.max_request_line
+            if pool is None or (
+                pool.max_field_bytes, pool.max_fields, pool.max_line, pool.max_idle
+            ) != (
+                limits.max_header_bytes, limits.max_header_count, limits.max_request_line,
+                limits.upstream_max_idle,
             ):  # fmt: skip
                 if pool is not None:
                     pool.close_all()

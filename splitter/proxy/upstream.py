@@ -15,7 +15,9 @@ Rules:
 
 - Idle connections are taken newest first (the least likely to have been closed by the
   backend) and closed after `upstream_idle_timeout`, before a typical backend's own
-  keep-alive timeout (gunicorn 2 s+, nginx 75 s, Node 5 s) would close them under us.
+  keep-alive timeout (gunicorn 2 s+, nginx 75 s, Node 5 s) would close them under us; at
+  most `upstream_max_idle` are kept per backend (the oldest goes), so that a burst of
+  clients does not leave a thousand idle connections behind it (nginx's `keepalive`).
 - Backpressure: when the socket to the backend is full, the owner stops reading from its
   client (`upstream_paused`), and the reverse.
 - A connection is opened by `open_connection`, whose failures (OSError) become
@@ -173,6 +175,7 @@ class BackendConnections:
         self.max_line = limits.max_request_line
         self.max_field_bytes = limits.max_header_bytes
         self.max_fields = limits.max_header_count
+        self.max_idle = limits.upstream_max_idle
         self.idle: deque[UpstreamConn] = deque()  # oldest first
 
     def take_idle(self) -> UpstreamConn | None:
@@ -186,9 +189,14 @@ class BackendConnections:
         return None
 
     def release(self, conn: UpstreamConn, now: float) -> None:
+        idle = self.idle
+        if len(idle) >= self.max_idle:  # a burst's connections are not all kept
+            oldest = idle.popleft()
+            oldest.in_pool = False
+            oldest.close()
         conn.idle_since = now
         conn.in_pool = True
-        self.idle.append(conn)
+        idle.append(conn)
 
     def forget(self, conn: UpstreamConn) -> None:
         if conn.in_pool:
