@@ -635,3 +635,16 @@ def test_every_exchange_is_observed_once() -> None:
     drained = pb.recorder.drain()
     [pools] = drained.values()
     assert pools["blue"][0][0] == 2 and pools["none"][0][0] == 1
+
+
+def test_at_most_upstream_max_idle_connections_are_kept_per_backend() -> None:
+    pb = Playbook(limits={"upstream_max_idle": 2})
+    clients = [pb.client() for _ in range(3)]
+    for client in clients:
+        client.send(GET)
+    backends = [pb.accept() for _ in clients]
+    for backend in backends:
+        backend.reply(OK)
+    assert [b.idle for b in backends] == [False, True, True]  # the oldest went
+    assert backends[0].closed
+    assert len(pb.pool().idle) == 2
