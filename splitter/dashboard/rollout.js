@@ -1,0 +1,280 @@
+// The rollout panel (contract section 8): the active or last rollout, its controls, and
+// the form that starts one.
+
+import { api, ApiFailure, AuthRequired } from "./api.js";
+import { clock, count, dateTime, el, percent } from "./format.js";
+
+const $ = (id) => document.getElementById(id);
+
+const STATUS_TONE = { progressing: "", paused: "warn", promoted: "ok", rolled_back: "bad", cancelled: "" };
+const VERDICT_TONE = { pending: "", pass: "ok", fail: "bad", inconclusive: "warn" };
+const STATUS_TEXT = {
+  progressing: "progressing",
+  paused: "paused",
+  promoted: "promoted",
+  rolled_back: "rolled back",
+  cancelled: "cancelled",
+};
+
+export function isActive(rollout) {
+  return Boolean(rollout) && (rollout.status === "progressing" || rollout.status === "paused");
+}
+
+export function statusText(status) {
+  return STATUS_TEXT[status] || String(status || "");
+}
+
+export function statusTone(status) {
+  return STATUS_TONE[status] || "";
+}
+
+function stepLabel(step, strategy, index) {
+  if (strategy === "bluegreen") return index === 0 ? "preview" : "switch, keep";
+  if (step && step.pause) return "pause";
+  if (step && typeof step.weight === "number") return `${step.weight}%`;
+  return `step ${index + 1}`;
+}
+
+/** The steps of a rollout as shown: blue-green has two (preview, keep). */
+function shownSteps(rollout) {
+  if (rollout.strategy === "bluegreen") return [{}, {}];
+  return Array.isArray(rollout.steps) ? rollout.steps : [];
+}
+
+function message(node, text, tone) {
+  node.className = `msg ${tone || ""}`;
+  node.replaceChildren(text);
+}
+
+export class RolloutPanel {
+  /** @param {{announce: (text: string) => void, onChange: (rollout: object|null) => void}} hooks */
+  constructor(hooks) {
+    this.hooks = hooks;
+    this.rollout = null;
+    this.pools = [];
+    $("ro-promote").addEventListener("click", () => this.control("promote", $("ro-full").checked ? { full: true } : undefined));
+    $("ro-pause").addEventListener("click", () => this.control("pause"));
+    $("ro-resume").addEventListener("click", () => this.control("resume"));
+    $("ro-abort").addEventListener("click", () => {
+      $("ro-abort-confirm").hidden = false;
+      $("ro-abort-yes").focus();
+    });
+    $("ro-abort-no").addEventListener("click", () => {
+      $("ro-abort-confirm").hidden = true;
+      $("ro-abort").focus();
+    });
+    $("ro-abort-yes").addEventListener("click", () => {
+      $("ro-abort-confirm").hidden = true;
+      this.control("abort");
+    });
+    for (const radio of document.querySelectorAll('#ro-form input[name="strategy"]')) {
+      radio.addEventListener("change", () => this.showStrategy());
+    }
+    $("ro-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.start();
+    });
+  }
+
+  setPools(names) {
+    this.pools = names;
+    const select = $("ro-form-pool");
+    const chosen = select.value;
+    select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
+    if (names.includes(chosen)) select.value = chosen;
+    else if (names.includes("canary")) select.value = "canary";
+  }
+
+  showStrategy() {
+    const blueGreen = $("ro-bluegreen").checked;
+    $("ro-canary-fields").hidden = blueGreen;
+    $("ro-bluegreen-fields").hidden = !blueGreen;
+  }
+
+  /** Show a rollout object (or null: none has run). */
+  render(rollout) {
+    const previous = this.rollout;
+    this.rollout = rollout;
+    const badge = $("ro-status");
+    $("ro-none").hidden = Boolean(rollout);
+    $("ro-current").hidden = !rollout;
+    $("ro-start").hidden = isActive(rollout);
+    if (!rollout) {
+      badge.hidden = true;
+      this.hooks.onChange(null);
+      return;
+    }
+    badge.hidden = false;
+    badge.textContent = statusText(rollout.status);
+    badge.dataset.tone = statusTone(rollout.status);
+    $("ro-pool").textContent = rollout.pool;
+    $("ro-strategy").textContent = rollout.strategy === "bluegreen" ? "· blue-green" : "· canary";
+    $("ro-reason").textContent = rollout.reason || "";
+
+    const steps = shownSteps(rollout);
+    const index = typeof rollout.step === "number" ? rollout.step : -1;
+    const ended = !isActive(rollout);
+    $("ro-step").textContent = steps.length
+      ? ended
+        ? `${steps.length} steps · ${statusText(rollout.status)}`
+        : `Step ${Math.min(index + 1, steps.length)} of ${steps.length}`
+      : "";
+    $("ro-steps").replaceChildren(
+      ...steps.map((step, i) => {
+        const done = (ended && rollout.status === "promoted") || i < index;
+        const current = !ended && i === index;
+        return el(
+          "li",
+          { className: done ? "done" : current ? "current" : "", "aria-current": current ? "step" : null },
+          stepLabel(step, rollout.strategy, i),
+          done ? el("span", { className: "visually-hidden" }, " (done)") : null,
+        );
+      }),
+    );
+
+    const analysis = rollout.analysis || {};
+    const verdict = $("ro-verdict");
+    verdict.textContent = analysis.verdict || "pending";
+    verdict.dataset.tone = VERDICT_TONE[analysis.verdict] || "";
+    const needed = analysis.needed_requests;
+    $("ro-needed").textContent =
+      !ended && typeof needed === "number" && needed > 0 ? `· about ${count(needed)} more candidate requests for a verdict` : "";
+    const row = (label, c) => {
+      const requests = c && typeof c.requests === "number" ? c.requests : null;
+      const part = (n) => (n === null || n === undefined ? "–" : requests ? `${count(n)} (${percent(n / requests)})` : count(n));
+      return el(
+        "tr",
+        {},
+        el("th", { scope: "row" }, label),
+        el("td", { className: "num" }, count(requests)),
+        el("td", { className: "num" }, part(c ? c.bad : null)),
+        el("td", { className: "num" }, part(c ? c.slow : null)),
+      );
+    };
+    $("ro-counts").replaceChildren(row("Candidate", analysis.candidate), row("Baseline", analysis.baseline));
+    $("ro-times").textContent = [
+      rollout.started_at ? `started ${dateTime(rollout.started_at)}` : "",
+      rollout.step_started_at && !ended ? `this step since ${clock(rollout.step_started_at)}` : "",
+      rollout.updated_at ? `updated ${clock(rollout.updated_at)}` : "",
+    ]
+      .filter(Boolean)
+      .join(" · ");
+
+    const status = rollout.status;
+    $("ro-buttons").hidden = ended;
+    $("ro-full-row").hidden = ended;
+    $("ro-promote").disabled = ended;
+    $("ro-pause").disabled = status !== "progressing";
+    $("ro-resume").disabled = status !== "paused";
+    $("ro-abort").disabled = ended;
+    if (ended) $("ro-abort-confirm").hidden = true;
+
+    const history = Array.isArray(rollout.history) ? [...rollout.history].reverse() : [];
+    $("ro-history").replaceChildren(
+      ...history.map((h) =>
+        el("li", {}, el("time", { datetime: h.at }, clock(h.at)), el("strong", {}, h.what), h.detail ? ` ${h.detail}` : ""),
+      ),
+    );
+
+    if (previous && previous.id === rollout.id && previous.status !== rollout.status) {
+      this.hooks.announce(`Rollout of ${rollout.pool}: ${statusText(rollout.status)}. ${rollout.reason || ""}`);
+    } else if (previous && previous.id === rollout.id && previous.step !== rollout.step) {
+      this.hooks.announce(`Rollout of ${rollout.pool}: ${$("ro-step").textContent}.`);
+    }
+    this.hooks.onChange(rollout);
+  }
+
+  /** The active or last rollout: the newest of GET /api/v1/rollouts (which, unlike
+   * GET /api/v1/rollout, is not a 404 before the first rollout). */
+  async load() {
+    try {
+      const answer = await api("GET", "/api/v1/rollouts");
+      const list = Array.isArray(answer) ? answer : (answer && answer.rollouts) || [];
+      this.render(list.length ? list[0] : null);
+    } catch (error) {
+      if (error instanceof ApiFailure && error.status === 404) this.render(null);
+      else if (!(error instanceof AuthRequired)) message($("ro-msg"), `Could not read the rollout: ${error.message}`, "error");
+    }
+  }
+
+  async control(action, body) {
+    const out = $("ro-msg");
+    const button = $(`ro-${action}`);
+    if (button) button.setAttribute("aria-busy", "true");
+    try {
+      const rollout = await api("POST", `/api/v1/rollout/${action}`, body);
+      this.render(rollout);
+      message(out, `${action[0].toUpperCase()}${action.slice(1)}: done at ${clock(new Date())}. Status ${statusText(rollout.status)}.`, "ok");
+    } catch (error) {
+      if (!(error instanceof AuthRequired)) message(out, `${action} failed: ${error.message}`, "error");
+    } finally {
+      if (button) button.removeAttribute("aria-busy");
+    }
+  }
+
+  /** The body of POST /api/v1/rollout from the form, or an error message. */
+  body() {
+    const pool = $("ro-form-pool").value;
+    if (!pool) return { error: "Choose a pool." };
+    if ($("ro-bluegreen").checked) {
+      const body = { pool, strategy: "bluegreen", auto_promote: $("ro-auto").checked };
+      const keep = $("ro-keep").value.trim();
+      const hold = $("ro-preview-hold").value.trim();
+      if (keep) body.keep = keep;
+      if (hold) body.preview = { hold };
+      return { body };
+    }
+    const words = $("ro-steps-input").value.split(/[\s,]+/).filter(Boolean);
+    const hold = $("ro-hold").value.trim();
+    const max = $("ro-max").value.trim();
+    const steps = [];
+    let last = 0;
+    for (const word of words) {
+      if (word.toLowerCase() === "pause") {
+        steps.push({ pause: true });
+        continue;
+      }
+      const weight = Number(word.replace(/%$/, ""));
+      if (!Number.isFinite(weight) || weight <= 0 || weight > 100) {
+        return { error: `Steps: "${word}" is not a percentage above 0 and at most 100.`, field: "ro-steps-input" };
+      }
+      if (weight <= last) return { error: "Steps must rise.", field: "ro-steps-input" };
+      last = weight;
+      const step = { weight };
+      if (hold) step.hold = hold;
+      if (max) step.max = max;
+      steps.push(step);
+    }
+    const body = { pool, strategy: "canary" };
+    if (steps.length) body.steps = steps;
+    return { body };
+  }
+
+  async start() {
+    const out = $("ro-form-msg");
+    const stepsField = $("ro-steps-input");
+    stepsField.removeAttribute("aria-invalid");
+    const { body, error, field } = this.body();
+    if (error) {
+      if (field) {
+        $(field).setAttribute("aria-invalid", "true");
+        $(field).focus();
+      }
+      message(out, error, "error");
+      return;
+    }
+    const button = $("ro-start-go");
+    button.disabled = true;
+    try {
+      const rollout = await api("POST", "/api/v1/rollout", body);
+      message(out, `Started at ${clock(new Date())}.`, "ok");
+      this.render(rollout);
+      message($("ro-msg"), `Rollout of ${rollout.pool} started.`, "ok");
+      $("rollout-title").focus();
+    } catch (failure) {
+      if (!(failure instanceof AuthRequired)) message(out, `Not started: ${failure.message}`, "error");
+    } finally {
+      button.disabled = false;
+    }
+  }
+}
