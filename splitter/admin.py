@@ -62,6 +62,12 @@ SPLITTER_KEY: web.AppKey[AdminHost] = web.AppKey("splitter")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Another way to authenticate an /api/ request while admin.token is set (the dashboard's
+# session cookie, see live.py): True, authenticated; a response, refused with it; None,
+# the bearer token decides.
+OtherAuth = Callable[[web.Request], web.StreamResponse | bool | None]
+OTHER_AUTH: web.AppKey[OtherAuth] = web.AppKey("other_auth")
+
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
@@ -154,6 +160,12 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SPLITTER_KEY].controller.config.admin.token
     if token and request.path.startswith("/api/"):
+        other = request.app.get(OTHER_AUTH)
+        verdict = other(request) if other is not None else None
+        if verdict is True:
+            return await handler(request)
+        if isinstance(verdict, web.StreamResponse):
+            return verdict
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # Header bytes that are not UTF-8 arrive as surrogates: compare bytes, never fail.
         ok = scheme.lower() == "bearer" and hmac.compare_digest(

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -33,7 +34,9 @@ from splitter.config import Config
 from splitter.control import Controller
 from splitter.counters import Counters
 from splitter.errors import ConfigError, StartupError
+from splitter.feed import Feed
 from splitter.health import HealthChecker
+from splitter.live import install as install_live
 from splitter.metrics import Metrics
 from splitter.proxy.listener import ProxyListener
 from splitter.reload import ConfigWatcher
@@ -75,6 +78,8 @@ class Splitter:
         self.health_table = HealthTable()  # backend health by URL, for this process's snapshots
         self.window = Window()  # per-pool statistics of every process, by second
         self.recorder = Recorder()
+        self.feed = Feed()  # the dashboard's stream: stats, weights, events, rollouts
+        self.started_at = time.time()
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -144,7 +149,9 @@ class Splitter:
         if file_won:
             self.rollouts.cancel("the config file's weights changed while splitter was down")
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
-        self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
+        admin_app = make_admin_app(self)
+        install_live(admin_app, self)  # statistics, the stream, the dashboard page
+        self._runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, self.admin_sock).start()
         if self.metrics_sock is not None:

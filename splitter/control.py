@@ -101,6 +101,8 @@ class Controller:
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.weights: Weights = config.weights()
         self.file_won = False  # the last load of the file dropped runtime weights
+        # Called with each new event, as it is made (the dashboard's stream).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     # -- start --------------------------------------------------------------------------
 
@@ -247,3 +249,5 @@ class Controller:
         }
         self.events.append(entry)
         log.info("%s", orjson.dumps({"event": entry}).decode())
+        for listener in self.listeners:
+            listener(entry)

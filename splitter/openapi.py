@@ -392,3 +392,177 @@ OPENAPI["components"]["schemas"]["Rollout"] = {
         },
     },
 }
+# -- live statistics, the stream and the dashboard's session (contract section 9) ----------
+
+_NULLABLE_NUMBER = {"type": "number", "nullable": True}
+_SECONDS_PARAM = {"type": "integer", "minimum": 1, "maximum": 300}
+
+_LIVE_PATHS: dict[str, Any] = {
+    "/api/v1/stats": {
+        "get": {
+            "summary": "Per pool over the last `window` complete seconds",
+            "description": (
+                "`share` is the pool's part of the requests answered by a pool (null when "
+                "there were none); requests refused before a pool was chosen are under "
+                '"none" (listed when there are any, not in the shares). `rps` divides by '
+                "the window, or by the uptime when the process is younger. Quantiles are "
+                "null without requests."
+            ),
+            "operationId": "getStats",
+            "parameters": [
+                {"name": "window", "in": "query", "required": False, "schema": _SECONDS_PARAM}
+            ],
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/Stats"}, "Statistics."),
+                **_errors(400),
+            },
+        }
+    },
+    "/api/v1/stats/series": {
+        "get": {
+            "summary": "Per pool and second: requests and errors over the last `seconds`",
+            "operationId": "getStatsSeries",
+            "parameters": [
+                {"name": "seconds", "in": "query", "required": False, "schema": _SECONDS_PARAM}
+            ],
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/Series"}, "Series."),
+                **_errors(400),
+            },
+        }
+    },
+    "/api/v1/stream": {
+        "get": {
+            "summary": "Server-sent events: stats, series, weights, event, rollout",
+            "description": (
+                "`stats` every second (the body of /api/v1/stats?window=10), `series` every "
+                "second (the last 5 seconds, as /api/v1/stats/series), `weights` at once and "
+                "on every change, `event` for every new entry of /api/v1/events, `rollout` "
+                "on every rollout transition. A comment line after 10 s of silence. A "
+                "client that reads too slowly is dropped. `kinds` (comma-separated) keeps "
+                "only those kinds."
+            ),
+            "operationId": "getStream",
+            "parameters": [
+                {"name": "kinds", "in": "query", "required": False, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "The stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(400),
+            },
+        }
+    },
+    "/api/v1/session": {
+        "get": {
+            "summary": "Whether a token is required, and the session of this request",
+            "operationId": "getSession",
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/Session"}, "Session."),
+                **_errors(),
+            },
+        },
+        "post": {
+            "summary": "Trade the admin token for a session cookie (splitter_admin, 12 h)",
+            "description": (
+                "Needs no bearer token. Answers 204 with the cookie (HttpOnly, "
+                "SameSite=Strict, Path=/); calls made with it that change something need "
+                "`X-Requested-With: splitter`. 400 when admin.token is not set; 429 after "
+                "too many wrong tokens."
+            ),
+            "operationId": "postSession",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["token"],
+                            "properties": {"token": {"type": "string"}},
+                            "additionalProperties": False,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "204": {"description": "Signed in: the cookie is set."},
+                "429": _json(_ERROR, "Too many wrong tokens; see Retry-After."),
+                **_errors(400, 413),
+            },
+        },
+        "delete": {
+            "summary": "End the session of the cookie sent",
+            "operationId": "deleteSession",
+            "security": [],
+            "responses": {"204": {"description": "Signed out."}, **_errors()},
+        },
+    },
+}
+
+_POOL_STATS = {
+    "type": "object",
+    "required": ["requests", "rps", "error_rate", "p50_ms", "p95_ms", "p99_ms"],
+    "properties": {
+        "weight": _WEIGHT,
+        "share": _NULLABLE_NUMBER,
+        "requests": {"type": "integer", "minimum": 0},
+        "rps": {"type": "number", "minimum": 0},
+        "error_rate": _NULLABLE_NUMBER,
+        "p50_ms": _NULLABLE_NUMBER,
+        "p95_ms": _NULLABLE_NUMBER,
+        "p99_ms": _NULLABLE_NUMBER,
+        "backends_up": {"type": "integer", "minimum": 0},
+        "backends": {"type": "integer", "minimum": 0},
+    },
+}
+
+_LIVE_SCHEMAS: dict[str, Any] = {
+    "PoolStats": _POOL_STATS,
+    "Stats": {
+        "type": "object",
+        "required": ["at", "window", "pools"],
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "window": {"type": "integer"},
+            "pools": {
+                "type": "object",
+                "additionalProperties": {"$ref": "#/components/schemas/PoolStats"},
+            },
+        },
+    },
+    "Series": {
+        "type": "object",
+        "required": ["at", "start", "seconds", "pools"],
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "start": {"type": "integer", "description": "Unix time of the first second."},
+            "seconds": {"type": "integer"},
+            "pools": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["requests", "errors"],
+                    "properties": {
+                        "requests": {"type": "array", "items": {"type": "integer"}},
+                        "errors": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+            },
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["token_required", "session", "expires_at"],
+        "properties": {
+            "token_required": {"type": "boolean"},
+            "session": {"type": "boolean"},
+            "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+        },
+    },
+}
+
+OPENAPI["paths"].update(_LIVE_PATHS)
+OPENAPI["components"]["schemas"].update(_LIVE_SCHEMAS)
