@@ -5,7 +5,9 @@
 
 N keep-alive connections over raw asyncio streams, each sending its requests back to back
 (one in flight per connection) until `total` requests were sent or `duration` seconds
-passed, whichever comes first. Responses are parsed with httptools.HttpResponseParser.
+passed, whichever comes first. With `rate`, request i is not sent before i / rate seconds
+after the start: a steady load of `rate` requests per second (while the connections keep
+up). Responses are parsed with httptools.HttpResponseParser.
 
 - A request whose connection breaks (reset, EOF, timeout, parse error) after it was written
   counts as failed; the connection is then reopened.
@@ -105,12 +107,23 @@ class _Response:
 
 
 class _Run:
-    def __init__(self, port: int, total: int | None, duration: float | None) -> None:
+    def __init__(
+        self, port: int, total: int | None, duration: float | None, rate: float | None = None
+    ) -> None:
         self.port = port
         self.total = total
         self.claimed = 0
-        self.deadline = time.monotonic() + duration if duration is not None else float("inf")
+        self.started = time.monotonic()
+        self.deadline = self.started + duration if duration is not None else float("inf")
+        self.rate = rate
         self.result = LoadResult()
+
+    async def pace(self, index: int) -> None:
+        """With a rate, wait until request `index` is due."""
+        if self.rate:
+            delay = self.started + index / self.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     def claim(self) -> int | None:
         """The index of the next request to send, or None when the run is over."""
@@ -136,6 +149,7 @@ async def _worker(
     host = f"127.0.0.1:{run.port}"
     try:
         while (i := run.claim()) is not None:
+            await run.pace(i)
             if writer is None:
                 try:
                     async with asyncio.timeout(connect_timeout):
@@ -209,11 +223,12 @@ async def run_load_async(
     check_fn: CheckFn | None = None,
     connect_timeout: float = 5,
     request_timeout: float = 10,
+    rate: float | None = None,
 ) -> LoadResult:
     """`run_load` inside a running event loop."""
     if total is None and duration is None:
         raise ValueError("give total, duration or both: a load must stop by itself")
-    run = _Run(port, total, duration)
+    run = _Run(port, total, duration, rate)
     started = time.perf_counter()
     workers = [
         asyncio.create_task(
@@ -236,13 +251,14 @@ def run_load(
     check_fn: CheckFn | None = None,
     connect_timeout: float = 5,
     request_timeout: float = 10,
+    rate: float | None = None,
 ) -> LoadResult:
     """Run a load to 127.0.0.1:port on a new event loop (uvloop when available) and return
     its LoadResult; blocks until done. Safe to call from a thread."""
     factory = uvloop.new_event_loop if uvloop is not None else None
     coro = run_load_async(
         port, connections, total, duration, path, headers_fn, check_fn,
-        connect_timeout, request_timeout,
+        connect_timeout, request_timeout, rate,
     )  # fmt: skip
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)

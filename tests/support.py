@@ -239,7 +239,7 @@ def start_flask_backend(
     env: Mapping[str, str] | None = None,
 ) -> Backend:
     """gunicorn (gthread) serving tests.backends.flask_app:app; returns once /healthz is 200.
-    `env` adds to its environment (FAIL_RATE, DELAY, FAULT_FILE: see the app)."""
+    `env` adds to its environment (FAIL_RATE, DELAY, FAULT_FILE, FAIL_EVERY: see the app)."""
     backend_id = backend_id or pool
 
     def argv(port: int) -> list[str]:

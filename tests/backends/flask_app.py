@@ -3,7 +3,9 @@
     POOL=blue BACKEND_ID=blue-1 python -m gunicorn --worker-class gthread \
         -b 127.0.0.1:5001 tests.backends.flask_app:app
 
-Every response carries `X-Backend: <BACKEND_ID>` and `X-Pool: <POOL>`.
+Every response carries `X-Backend: <BACKEND_ID>` and `X-Pool: <POOL>`. With FAIL_EVERY=N
+in the environment, every Nth `GET /` of each worker process answers 500 (a failing
+release, for the statistics and the dashboard).
 
 Routes:
     GET  /                     -> the pool name as text
@@ -31,6 +33,7 @@ from the JSON file FAULT_FILE names, re-read when it changes ({"fail_rate": 0.5,
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -90,6 +93,8 @@ class _Faults:
 def create_app(pool: str | None = None, backend_id: str | None = None) -> Flask:
     pool = pool or os.environ.get("POOL", "default")
     backend_id = backend_id or os.environ.get("BACKEND_ID") or pool
+    fail_every = int(os.environ.get("FAIL_EVERY") or 0)
+    served = itertools.count(1)  # next() on a count is atomic under the GIL
     app = Flask(__name__)
     faults = _Faults()
 
@@ -112,6 +117,8 @@ def create_app(pool: str | None = None, backend_id: str | None = None) -> Flask:
 
     @app.get("/")
     def index() -> Response:
+        if fail_every and next(served) % fail_every == 0:
+            return Response(f"{pool} failed", status=500, mimetype="text/plain")
         return Response(pool, mimetype="text/plain")
 
     @app.get("/healthz")
