@@ -1,0 +1,165 @@
+"""splitter/live.py in process: the statistics computed from a known window at a known
+time, and sessions that expire (the clock is the only thing faked; the admin app is real
+and served on loopback by aiohttp's test server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from splitter.admin import make_admin_app
+from splitter.config import Config, load
+from splitter.control import Controller
+from splitter.errors import ConfigError
+from splitter.feed import Feed
+from splitter.live import LAG, Dashboard, install
+from splitter.state import StateFile
+from splitter.stats import Window, latency_bucket
+
+TOKEN = "t0ken"
+T0 = 1_800_000_000.0  # a whole second
+
+
+class Host:
+    """What live.py needs of a running splitter, without a proxy."""
+
+    def __init__(self, config: Config, state_path: Path) -> None:
+        self.controller = Controller(config, StateFile(str(state_path)), lambda c, w: None)
+        self.controller.start()
+        self.metrics = self
+        self.stopping = False
+        self.window = Window()
+        self.feed = Feed()
+        self.started_at = T0
+        self.down: set[str] = set()
+
+    def render(self) -> bytes:
+        return b""
+
+    def catch_up_with_file(self) -> None:
+        pass
+
+    def backend_up(self, url: str) -> bool:
+        return url not in self.down
+
+    def reload(self, source: str) -> ConfigError | None:
+        return None
+
+    def is_ready(self) -> bool:
+        return True
+
+
+def make_host(tmp_path: Path, token: str = "") -> Host:
+    path = tmp_path / "splitter.yaml"
+    path.write_text(
+        f"""
+listen: 127.0.0.1:1
+admin: {{listen: 127.0.0.1:2, token: "{token}"}}
+state_file: {tmp_path / "state.json"}
+pools:
+  blue: {{weight: 75, backends: [http://127.0.0.1:3, http://127.0.0.1:4]}}
+  canary: {{weight: 25, backends: [http://127.0.0.1:5]}}
+"""
+    )
+    return Host(load(str(path)), tmp_path / "state.json")
+
+
+def second(pools: dict[str, tuple[int, int, float]]) -> dict[str, Any]:
+    """One drained second: pool -> (requests, errors, latency of each in seconds)."""
+    out = {}
+    for name, (requests, errors, latency) in pools.items():
+        counts = [requests, errors, 0, 0, 0, 0, 0, 0]
+        out[name] = (counts, {}, {latency_bucket(latency): requests})
+    return out
+
+
+def test_stats_over_a_known_window(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    host.started_at = T0 - 1000  # old enough: rps divides by the window
+    dashboard = Dashboard(host)
+    for s in range(10):
+        host.window.add(
+            {
+                int(T0) + s: second(
+                    {"blue": (30, 0, 0.002), "canary": (10, 1, 0.050), "none": (2, 0, 0.0001)}
+                )
+            }
+        )
+    host.down.add("http://127.0.0.1:4")
+    now = T0 + 10 + LAG  # the 10 seconds are complete
+    body = dashboard.stats(10, now)
+    assert body["window"] == 10 and body["at"].endswith("Z")
+    blue, canary, none = body["pools"]["blue"], body["pools"]["canary"], body["pools"]["none"]
+    assert blue["requests"] == 300 and blue["rps"] == 30.0 and blue["share"] == 0.75
+    assert canary["requests"] == 100 and canary["rps"] == 10.0 and canary["share"] == 0.25
+    assert canary["error_rate"] == 0.1 and blue["error_rate"] == 0
+    assert blue["weight"] == 75 and blue["backends_up"] == 1 and blue["backends"] == 2
+    assert 2.0 <= blue["p50_ms"] <= 2.0 * 1.19 and blue["p99_ms"] == blue["p50_ms"]
+    assert 50.0 <= canary["p99_ms"] <= 50.0 * 1.19
+    assert none == {**none, "requests": 20, "rps": 2.0} and "share" not in none
+    # a second still being drained is not counted yet
+    host.window.add({int(T0) + 10: second({"blue": (999, 0, 0.002)})})
+    assert dashboard.stats(10, now)["pools"]["blue"]["requests"] == 300
+    assert dashboard.stats(10, now + 1)["pools"]["blue"]["requests"] == 270 + 999
+
+
+def test_a_young_process_divides_by_its_uptime(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    host.started_at = T0 + 0.5
+    dashboard = Dashboard(host)
+    host.window.add({int(T0) + s: second({"blue": (20, 0, 0.001)}) for s in range(4)})
+    body = dashboard.stats(60, T0 + 4 + LAG)  # complete: seconds T0..T0+3, 3.5 s of uptime
+    assert body["pools"]["blue"]["rps"] == round(80 / 3.5, 3)
+
+
+def test_series_fills_missing_seconds_with_zeros(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    dashboard = Dashboard(host)
+    host.window.add({int(T0) + 1: second({"canary": (7, 2, 0.01)})})
+    body = dashboard.series(int(T0), int(T0) + 3, T0 + 3 + LAG)
+    assert body["start"] == int(T0) and body["seconds"] == 3
+    assert body["pools"]["canary"] == {"requests": [0, 7, 0], "errors": [0, 2, 0]}
+    assert body["pools"]["blue"] == {"requests": [0, 0, 0], "errors": [0, 0, 0]}
+    assert "none" not in body["pools"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_expired_session_is_401_and_ends_its_stream(tmp_path: Path) -> None:
+    async def main() -> None:
+        host = make_host(tmp_path, TOKEN)
+        app: web.Application = make_admin_app(host)
+        dashboard = install(app, host)
+        clock = Clock()
+        dashboard.sessions.clock = clock
+        async with TestClient(TestServer(app)) as client:
+            response = await client.post("/api/v1/session", json={"token": TOKEN})
+            assert response.status == 204
+            cookie = response.cookies["splitter_admin"].value
+            headers = {"Cookie": f"splitter_admin={cookie}", "X-Requested-With": "splitter"}
+            assert (await client.get("/api/v1/weights", headers=headers)).status == 200
+            stream = await client.get("/api/v1/stream", headers=headers)
+            assert stream.status == 200
+            assert (await stream.content.readuntil(b"\n\n")).startswith(b"retry:")
+
+            clock.now += 12 * 3600  # twelve hours later
+            assert (await client.get("/api/v1/weights", headers=headers)).status == 401
+            response = await client.put("/api/v1/weights", json={"blue": 1}, headers=headers)
+            assert response.status == 401
+            host.feed.publish("event", {"what": "anything"})  # the stream checks, and ends
+            rest = await asyncio.wait_for(stream.content.read(), 5)
+            assert b"anything" not in rest
+            assert (await client.get("/api/v1/stream", headers=headers)).status == 401
+
+    asyncio.run(main())
