@@ -437,33 +437,50 @@ function renderRolloutTile() {
   );
 }
 
+const SMOOTH = 10; // seconds: the error rate is charted over a moving window, like the table
+
 function renderCharts() {
   const end = state.lastSecond;
   const names = state.pools;
-  const build = (which) =>
-    names.map((name) => {
-      const values = new Array(SECONDS);
-      for (let i = 0; i < SECONDS; i += 1) {
-        const row = state.seconds.get(end - SECONDS + 1 + i);
-        values[i] = row ? (row[name] ? row[name][which] : 0) : null;
-      }
-      return { name, color: color(name), values };
-    });
-  const rps = build(0);
-  const errs = build(1);
-  charts.rps.update(rps, SECONDS);
-  charts.errors.update(errs, SECONDS);
-  const summary = (series, unit) => {
-    const parts = series.map((s) => {
-      const recent = s.values.slice(-10).filter((v) => v !== null);
-      const avg = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : 0;
-      const peak = Math.max(0, ...s.values.filter((v) => v !== null));
-      return `${s.name} ${rate(avg)}${unit} now, peak ${rate(peak)}`;
-    });
-    return parts.join(" · ");
+  const at = (i, name, which) => {
+    const row = state.seconds.get(end - SECONDS + 1 + i);
+    return row ? (row[name] ? row[name][which] : 0) : null;
   };
-  $("chart-rps-summary").textContent = summary(rps, "/s");
-  $("chart-errors-summary").textContent = summary(errs, "/s");
+  const rps = names.map((name) => {
+    const values = new Array(SECONDS);
+    for (let i = 0; i < SECONDS; i += 1) values[i] = at(i, name, 0);
+    return { name, color: color(name), values };
+  });
+  const errorRate = names.map((name) => {
+    const values = new Array(SECONDS);
+    for (let i = 0; i < SECONDS; i += 1) {
+      let requests = 0;
+      let errors = 0;
+      let known = false;
+      for (let j = Math.max(0, i - SMOOTH + 1); j <= i; j += 1) {
+        const r = at(j, name, 0);
+        if (r === null) continue;
+        known = true;
+        requests += r;
+        errors += at(j, name, 1);
+      }
+      values[i] = known && requests > 0 ? (100 * errors) / requests : known ? 0 : null;
+    }
+    return { name, color: color(name), values };
+  });
+  charts.rps.update(rps, SECONDS);
+  charts.errors.update(errorRate, SECONDS);
+  const last = (s) => {
+    for (let i = s.values.length - 1; i >= 0; i -= 1) if (s.values[i] !== null) return s.values[i];
+    return null;
+  };
+  const peak = (s) => Math.max(0, ...s.values.filter((v) => v !== null));
+  $("chart-rps-summary").textContent = rps
+    .map((s) => `${s.name} ${rate(last(s))}/s now, peak ${rate(peak(s))}`)
+    .join(" · ");
+  $("chart-errors-summary").textContent = errorRate
+    .map((s) => `${s.name} ${percent(last(s) === null ? null : last(s) / 100, 1)} now, peak ${percent(peak(s) / 100, 1)}`)
+    .join(" · ");
   $("legend").replaceChildren(
     ...names.map((name) => el("li", {}, el("span", { className: "swatch", color: color(name) }), name)),
   );
@@ -701,7 +718,11 @@ $("reload").addEventListener("click", async () => {
 
 const charts = {
   rps: new LineChart($("chart-rps"), { labelledBy: "chart-rps-title chart-rps-summary", format: (v) => rate(v) }),
-  errors: new LineChart($("chart-errors"), { labelledBy: "chart-errors-title chart-errors-summary", format: (v) => rate(v) }),
+  errors: new LineChart($("chart-errors"), {
+    labelledBy: "chart-errors-title chart-errors-summary",
+    format: (v) => `${Number(v.toPrecision(3))}%`,
+    floor: 1,
+  }),
 };
 
 const rollouts = new RolloutPanel({
