@@ -159,7 +159,8 @@ def _print_welcome(
     extra = "\n".join(notes) + "\n" if notes else ""
     print(
         f"""
-splitter demo: proxy {proxy}  admin {admin}  dashboard {admin}/
+splitter demo: proxy {proxy}  admin {admin}
+  dashboard: {admin}/
   pools: {weights} (demo backends on loopback)
 {extra}  try:   for i in $(seq 20); do curl -s {proxy}/; done | sort | uniq -c
          curl -s -H 'X-Splitter-Pool: green' {proxy}/
