@@ -173,6 +173,49 @@ def api(sp: SplitterProc, method: str, path: str, body: Any = None, **headers: s
     return status, (json.loads(content) if content[:1] in (b"{", b"[") else content)
 
 
+# In the page: every visible text against the background it is drawn on (WCAG AA: 4.5:1,
+# 3:1 for large text), every form control with a label, every button with a name.
+A11Y_CHECK = """(() => {
+  const problems = [];
+  const rgb = (c) => (c.match(/[0-9.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let n = el; n; n = n.parentElement) {
+      const c = rgb(getComputedStyle(n).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] >= 0.99)) return c;
+    }
+    return rgb(getComputedStyle(document.documentElement).backgroundColor || "rgb(255,255,255)");
+  };
+  const visible = (el) => el.offsetParent !== null || getComputedStyle(el).position === "fixed";
+  for (const el of document.querySelectorAll("body *")) {
+    if (!visible(el) || el.closest(".visually-hidden") || el.closest(":disabled")) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own) continue;
+    const style = getComputedStyle(el);
+    const fg = rgb(style.color);
+    const ratio = (a, b) => (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const r = ratio(lum(fg), lum(background(el)));
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    const text = el.textContent.trim().slice(0, 40);
+    if (r < (large ? 3 : 4.5)) problems.push(`contrast ${r.toFixed(2)}: ${el.tagName} "${text}"`);
+  }
+  for (const el of document.querySelectorAll("input, select, textarea")) {
+    if (el.type === "hidden" || !visible(el)) continue;
+    const labelled = (el.labels && el.labels.length) || el.getAttribute("aria-label");
+    if (!labelled) problems.push(`no label: #${el.id}`);
+  }
+  for (const el of document.querySelectorAll("button")) {
+    const named = el.textContent.trim() || el.getAttribute("aria-label");
+    if (visible(el) && !named) problems.push(`button without a name: #${el.id}`);
+  }
+  return problems;
+})()"""
+
+
 def wait_js(page: Any, expression: str, timeout: float = 10) -> None:
     """Until a JavaScript expression is truthy in the page. (Playwright's
     wait_for_function evaluates strings in a way the page's CSP forbids, as it should.)"""

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import PHONE, BackgroundLoad, Browser, api, text_of, wait_js
+from tests.browser import A11Y_CHECK, PHONE, BackgroundLoad, Browser, api, text_of, wait_js
 from tests.loadgen import run_load
 from tests.support import REPO_ROOT, Backend, SplitterProc, pools_config, wait_until, write_config
 
@@ -120,6 +120,7 @@ def test_the_page_under_load_matches_the_api_and_asks_nothing_of_other_hosts(
             assert api(sp, "PUT", "/api/v1/weights", {"canary": 20, "blue": 80})[0] == 200
             time.sleep(40)
         tab.assert_clean(sp)
+        assert page.evaluate(A11Y_CHECK) == []
         light = tab.screenshot("dashboard-desktop-light.png")
         if UPDATE_SCREENSHOT:
             shutil.copyfile(light, REPO_ROOT / "docs" / "dashboard.png")
@@ -131,6 +132,7 @@ def test_the_page_under_load_matches_the_api_and_asks_nothing_of_other_hosts(
         ) != page.evaluate("getComputedStyle(document.body).backgroundColor")
         dark.screenshot("dashboard-desktop-dark.png")
         dark.assert_clean(sp)
+        assert dark.page.evaluate(A11Y_CHECK) == []
 
         phone = browser.open(sp.admin_url + "/", viewport=PHONE)
         time.sleep(2)
@@ -138,6 +140,7 @@ def test_the_page_under_load_matches_the_api_and_asks_nothing_of_other_hosts(
         assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}px"
         phone.screenshot("dashboard-phone.png")
         phone.assert_clean(sp)
+        assert phone.page.evaluate(A11Y_CHECK) == []
 
 
 def test_the_page_works_at_localhost_too(

@@ -158,6 +158,19 @@ def test_shares_follow_the_weights_and_every_request_is_counted(
         assert sum(series["pools"][name]["errors"]) == 0
 
 
+def test_with_workers_the_stats_sum_every_process(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    sp = splitter_factory(config(three_pools, {"blue": 50, "canary": 50}, workers=2))
+    result = run_load(sp.proxy_port, connections=8, total=2000)
+    assert result.ok == 2000, result.summary()
+    pools = counted(sp, 2000, timeout=15)["pools"]
+    assert pools["blue"]["requests"] + pools["canary"]["requests"] == 2000
+    with SseClient(sp.admin_url) as stream:
+        _, body, _ = stream.next("stats", timeout=3)
+        assert list(body["pools"]) == ["blue", "green", "canary"]
+
+
 def test_rps_follows_a_steady_load_and_a_young_process_divides_by_its_uptime(
     splitter_factory: Any, three_pools: dict[str, Backend]
 ) -> None:
