@@ -335,6 +335,7 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_only_a_cookie(
     page.wait_for_selector("#login:not([hidden])")
     assert page.is_hidden("#board")
     assert page.evaluate("document.activeElement.id") == "token"
+    assert "has a token" in text_of(page, "#login-why")
 
     page.fill("#token", "not-the-token")
     page.press("#token", "Enter")
@@ -342,6 +343,7 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_only_a_cookie(
     assert "Wrong token" in text_of(page, "#login-msg")
     assert page.get_attribute("#token", "aria-invalid") == "true"
     assert page.is_hidden("#board")
+    tab.screenshot("dashboard-sign-in-refused.png")
 
     page.fill("#token", TOKEN)
     page.click("#login-form button[type=submit]")
@@ -369,6 +371,21 @@ def test_with_a_token_the_page_asks_for_it_once_and_keeps_only_a_cookie(
     page.reload()
     page.wait_for_selector('#conn[data-state="live"]')
     assert page.is_hidden("#login")
+
+    # a session ended elsewhere (here: through the API) brings the form back by itself
+    first = tab.context.cookies()[0]["value"]
+    ended = api(
+        sp,
+        "DELETE",
+        "/api/v1/session",
+        **{"Cookie": f"splitter_admin={first}", "X-Requested-With": "splitter"},
+    )
+    assert ended[0] == 204
+    page.wait_for_selector("#login:not([hidden])", timeout=15_000)
+    assert "session ended" in text_of(page, "#login-why")
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_selector('#conn[data-state="live"]')
 
     # signing out brings the form back, and the old cookie is worth nothing
     old = tab.context.cookies()[0]["value"]

@@ -25,6 +25,7 @@ const state = {
   events: [],
   rollout: null,
   session: false,
+  booted: false, // the board was shown (a later 401 means the session ended)
   resync: false,
 };
 
@@ -96,20 +97,24 @@ const stream = new Stream("/api/v1/stream", {
 
 // -- sign-in ----------------------------------------------------------------------------
 
+const FIRST_SIGN_IN = $("login-why").textContent;
+
 function showLogin(reason) {
   stream.stop();
+  state.booted = false;
   $("board").hidden = true;
   $("login").hidden = false;
   $("signout").hidden = true;
   setConnection("locked", "Signed out");
   showBanner("");
-  if (reason) $("login-why").textContent = reason;
+  $("login-why").textContent = reason || FIRST_SIGN_IN;
   message($("login-msg"), "");
   $("token").focus();
 }
 
 onAuthRequired(() => {
-  if ($("login").hidden) {
+  // A 401 once the board was shown: the session ended under it.
+  if (state.booted && $("login").hidden) {
     showLogin("Your session ended (12 hours passed, splitter restarted, or you signed out). Enter the admin token again.");
   }
 });
@@ -161,6 +166,7 @@ async function boot() {
     return;
   }
   state.session = Boolean(session && session.session);
+  state.booted = true;
   $("signout").hidden = !state.session;
   $("login").hidden = true;
   $("board").hidden = false;
