@@ -115,6 +115,19 @@ class SseClient:
 
     _cursor = 0
 
+    def find(self, kind: str, predicate: Any, timeout: float = 5) -> Event:
+        """The first event of `kind` whose data satisfies `predicate`, from the start."""
+        deadline = time.monotonic() + timeout
+        with self._new:
+            while True:
+                for event in self.events:
+                    if event[0] == kind and predicate(event[1]):
+                        return event
+                left = deadline - time.monotonic()
+                if left <= 0 or self.ended.is_set():
+                    raise AssertionError(f"no matching {kind!r} event within {timeout}s")
+                self._new.wait(left)
+
     def mark(self) -> int:
         """The index the next event will have (for `next(..., after=mark)`)."""
         with self._new:

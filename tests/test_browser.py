@@ -312,6 +312,7 @@ def test_the_page_shows_a_dropped_stream_and_recovers(
     assert "Lost the live connection" in text_of(page, "#banner")
     assert page.get_attribute("#conn", "data-state") == "reconnecting"
     assert page.get_attribute("#banner", "role") == "alert"
+    tab.screenshot("dashboard-stream-lost.png")
 
     back = splitter_factory(Path(sp.config_path))  # the same ports, the same state file
     assert back.admin_port == sp.admin_port
