@@ -9,7 +9,8 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
   change something (any method but GET, HEAD, OPTIONS) with an `Origin` other than
   `http://<its Host>`: a page of another site (a text/plain form needs no preflight).
 - With `admin.token` set, every `/api/` request needs `Authorization: Bearer TOKEN`
-  (compared in constant time), else 401.
+  (compared in constant time), else 401; the dashboard's session cookie may stand in for
+  it (`OTHER_AUTH`, see live.py).
 - Bodies over 64 KiB: 413. A method an endpoint does not take: 405. A GET changes nothing.
 - Never served on the proxy listener (it is another socket, another server).
 - `make_metrics_app`: the optional `metrics.listen` listener, /metrics, /healthz and

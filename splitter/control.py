@@ -83,9 +83,13 @@ def saved_weights(value: Any) -> Weights | None:
     return weights if any(w > 0 for w in weights.values()) else None
 
 
+def iso_time(t: float) -> str:
+    """RFC 3339 in UTC, to the millisecond."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
 def iso_now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return iso_time(time.time())
 
 
 class Controller:

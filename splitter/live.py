@@ -55,7 +55,7 @@ from splitter.admin import (
     json_response,
     read_json_object,
 )
-from splitter.control import plain
+from splitter.control import iso_time, plain
 from splitter.feed import Dropped, Feed, encode
 from splitter.sessions import SESSION_TTL, Guesses, Sessions
 from splitter.stats import (
@@ -120,10 +120,6 @@ class LiveHost(AdminHost, Protocol):
     def feed(self) -> Feed: ...
     @property
     def started_at(self) -> float: ...  # wall-clock time of the start
-
-
-def rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
 def seconds_param(request: web.Request, name: str, default: int) -> int:
@@ -213,7 +209,7 @@ class Dashboard:
                 "backends_up": sum(1 for b in backends if self.host.backend_up(b.url)),
                 "backends": len(backends),
             }
-        return {"at": rfc3339(now), "window": window, "pools": pools}
+        return {"at": iso_time(now), "window": window, "pools": pools}
 
     def series(self, start: int, end: int, now: float | None = None) -> dict[str, Any]:
         """Per pool, requests and errors of each second from `start` up to `end`."""
@@ -229,7 +225,7 @@ class Dashboard:
                 out[name]["errors"][second - start] = counts[ERRORS]
         if NO_POOL in out and not any(out[NO_POOL]["requests"]):
             del out[NO_POOL]
-        return {"at": rfc3339(now), "start": start, "seconds": length, "pools": out}
+        return {"at": iso_time(now), "start": start, "seconds": length, "pools": out}
 
     # -- the feed -----------------------------------------------------------------------
 
@@ -388,7 +384,7 @@ async def get_session(request: web.Request) -> web.Response:
         {
             "token_required": bool(dashboard.host.controller.config.admin.token),
             "session": left is not None,
-            "expires_at": rfc3339(time.time() + left) if left is not None else None,
+            "expires_at": iso_time(time.time() + left) if left is not None else None,
         }
     )
 

@@ -79,3 +79,9 @@ export function el(tag, props = {}, ...children) {
   }
   return node;
 }
+
+/** Show an action's result (tone "ok") or error (tone "error") in a message element. */
+export function message(node, content, tone) {
+  node.className = `msg ${tone || ""}`;
+  node.replaceChildren(...[content].flat());
+}

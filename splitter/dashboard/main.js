@@ -6,7 +6,7 @@
 
 import { api, ApiFailure, AuthRequired, onAuthRequired, signIn, signOut } from "./api.js";
 import { LineChart } from "./chart.js";
-import { clock, el, ms, percent, poolColor, rate, shares, weight } from "./format.js";
+import { clock, el, message, ms, percent, poolColor, rate, shares, weight } from "./format.js";
 import { isActive, RolloutPanel, statusText, statusTone } from "./rollout.js";
 import { Stream } from "./stream.js";
 
@@ -39,11 +39,6 @@ function announce(text, urgent = false) {
   setTimeout(() => {
     region.textContent = text;
   }, 50);
-}
-
-function message(node, content, tone) {
-  node.className = `msg ${tone || ""}`;
-  node.replaceChildren(...[content].flat());
 }
 
 function describeError(error) {

@@ -2,7 +2,7 @@
 // the form that starts one.
 
 import { api, ApiFailure, AuthRequired } from "./api.js";
-import { clock, count, dateTime, el, percent } from "./format.js";
+import { clock, count, dateTime, el, message, percent } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -39,11 +39,6 @@ function stepLabel(step, strategy, index) {
 function shownSteps(rollout) {
   if (rollout.strategy === "bluegreen") return [{}, {}];
   return Array.isArray(rollout.steps) ? rollout.steps : [];
-}
-
-function message(node, text, tone) {
-  node.className = `msg ${tone || ""}`;
-  node.replaceChildren(text);
 }
 
 export class RolloutPanel {
