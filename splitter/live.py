@@ -27,6 +27,7 @@ Theory of operation:
 - A stream client gets `retry:` and the current weights at once, then what the feed
   sends it; a comment line after `HEARTBEAT` seconds of silence keeps idle proxies from
   closing it. A client too slow to read is dropped by the feed (its connection aborted).
+  At most `MAX_STREAMS` clients at once, each with a bounded queue.
   A stream opened with a session cookie ends when the session does.
 """
 
@@ -75,6 +76,7 @@ TICK_PHASE: Final = 0.8  # the ticker runs this far into each wall-clock second
 STREAM_WINDOW: Final = 10  # the window of the `stats` messages
 SERIES_OVERLAP: Final = 5  # seconds in each `series` message: a late client misses none
 HEARTBEAT: Final = 10.0  # seconds of silence before a comment line
+MAX_STREAMS: Final = 100  # stream clients at once; more get 503
 # The kernel's send buffer of a stream connection: small messages need little, and a
 # client that stops reading then pins this much kernel memory, not megabytes.
 STREAM_SNDBUF: Final = 64 * 1024
@@ -342,6 +344,8 @@ def _kinds(request: web.Request) -> frozenset[str] | None:
 async def get_stream(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD_KEY]
     kinds = _kinds(request)
+    if len(dashboard.feed.subscribers) >= MAX_STREAMS:
+        return error(503, f"too many stream clients (at most {MAX_STREAMS})")
     session_id = dashboard.session_of(request)
     response = web.StreamResponse(
         headers={

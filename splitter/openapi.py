@@ -451,6 +451,7 @@ _LIVE_PATHS: dict[str, Any] = {
                     "description": "The stream.",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
                 },
+                "503": _json(_ERROR, "Too many stream clients at once (100)."),
                 **_errors(400),
             },
         }

@@ -46,6 +46,7 @@ class SseClient:
             self._thread.start()
         else:
             self.body = self.response.read()
+            self.conn.close()
             self.ended.set()
 
     def __enter__(self) -> SseClient:

@@ -367,6 +367,30 @@ def test_a_slow_stream_reader_is_dropped_and_memory_stays_flat(
     assert sp.running
 
 
+def test_stream_clients_are_limited(splitter_factory: Any, three_pools: dict[str, Backend]) -> None:
+    sp = splitter_factory(config(three_pools, {"blue": 1}))
+    request = f"GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1:{sp.admin_port}\r\n\r\n"
+    streams = []
+    try:
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", sp.admin_port), timeout=5)
+            streams.append(sock)
+            sock.sendall(request.encode())
+            assert sock.recv(12) == b"HTTP/1.1 200"
+        status, _, body = call(sp, "GET", "/api/v1/stream")
+        assert status == 503 and "too many" in body["error"]
+        streams.pop().close()
+
+        def one_more() -> bool:
+            with SseClient(sp.admin_url) as stream:
+                return stream.status == 200
+
+        wait_until(one_more, message="a stream once one closed")
+    finally:
+        for sock in streams:
+            sock.close()
+
+
 def test_an_open_stream_does_not_hold_up_a_shutdown(
     splitter_factory: Any, three_pools: dict[str, Backend]
 ) -> None:
