@@ -322,7 +322,7 @@ function renderTraffic() {
           { className: "refused" },
           el("th", { scope: "row" }, el("span", { className: "pool-name" }, el("span", { className: "swatch", color: color(name) }), "refused"), el("span", { className: "sub" }, "before a pool was chosen")),
           el("td", { className: "num", "data-label": "Weight" }, "–"),
-          el("td", { className: "num", "data-label": "Share now" }, "–"),
+          el("td", { className: "num", "data-label": "Share" }, "–"),
           el("td", { className: "num", "data-label": "Req/s" }, rate(p.rps)),
           el("td", { className: "num", "data-label": "Errors" }, percent(p.error_rate, 2)),
           el("td", { className: "num", "data-label": "p50" }, ms(p.p50_ms)),
@@ -352,7 +352,7 @@ function renderTraffic() {
         el("td", { className: "num", "data-label": "Weight" }, weight(w), el("span", { className: "sub" }, percent(configured[name] ?? 0))),
         el(
           "td",
-          { className: "num", "data-label": "Share now" },
+          { className: "num", "data-label": "Share" },
           percent(share),
           off ? el("span", { className: "off" }, `${off} pts off`) : null,
         ),
