@@ -181,12 +181,20 @@ class Splitter:
     # -- rollouts (the engine's host) ---------------------------------------------------
 
     async def _run_rollouts(self) -> None:
+        shown = None  # the analysis last sent to the dashboard
         while True:
             await asyncio.sleep(ROLLOUT_EVERY)
             try:
                 self.rollouts.tick()
             except Exception:  # a bug must not stop the engine's clock: log it, go on
                 log.exception("error while judging the rollout")
+            active = self.rollouts.active
+            if active is not None:  # at most once a second while its analysis moves
+                body = active.to_json()
+                moving = (body["analysis"], body["reason"])
+                if moving != shown:
+                    shown = moving
+                    self.feed.publish("rollout", body)
 
     def current_weights(self) -> dict[str, float]:
         return dict(self.controller.weights)
@@ -206,6 +214,7 @@ class Splitter:
         detail = history[-1]["detail"] if history else rollout["reason"]
         what = f"rollout of {rollout['pool']} {event}: {detail}"
         self.controller.event("rollout", what, old_weights, self.controller.weights)
+        self.feed.publish("rollout", rollout)
 
     def save_rollouts(self, current: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
         self.controller.save_rollouts(current, history)
