@@ -17,6 +17,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -28,7 +29,7 @@ from splitter.admin import make_admin_app
 from splitter.config import Config
 from splitter.control import Controller
 from splitter.counters import Counters
-from splitter.errors import ConfigError, StartupError
+from splitter.errors import ConfigError, StartupError, StoreError
 from splitter.health import HealthChecker
 from splitter.metrics import Metrics
 from splitter.proxy.listener import ProxyListener
@@ -37,6 +38,7 @@ from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
 from splitter.stats import Recorder, Window
+from splitter.store import Compute, Document, Edit
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
     from splitter.workers import WorkerPool
@@ -78,8 +80,11 @@ class Splitter:
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
         self.rollouts = RolloutEngine(self, self._post)
+        self.controller.rollouts = self.rollouts
         self._rollout_task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None  # webhooks and gates
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cookie_secret = b""
 
     @property
     def config(self) -> Config:
@@ -97,8 +102,7 @@ class Splitter:
         loop = asyncio.get_running_loop()
         self.state_file.load()
         self._cookie_secret = self.state_file.cookie_secret()
-        weights = self.controller.start()
-        file_won = self.controller.file_won
+        weights = await self.controller.start()
         self.live = self._build_live(self.config, weights)
         if self.config.workers > 1:
             from splitter.workers import WorkerPool
@@ -111,10 +115,7 @@ class Splitter:
             self._check_health_of(self.config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
-        data = self.state_file.data
-        self.rollouts.restore(data.get("rollout"), data.get("rollouts"))
-        if file_won:
-            self.rollouts.cancel("the config file's weights changed while splitter was down")
+        await self.rollouts.take_over()  # the only process: it leads
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
         self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -137,21 +138,33 @@ class Splitter:
             await asyncio.sleep(STATS_EVERY)
             self.window.add(self.recorder.drain())
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # -- rollouts (the engine's host) ---------------------------------------------------
 
     async def _run_rollouts(self) -> None:
         while True:
             await asyncio.sleep(ROLLOUT_EVERY)
             try:
-                self.rollouts.tick()
+                await self.rollouts.tick()
             except Exception:  # a bug must not stop the engine's clock: log it, go on
                 log.exception("error while judging the rollout")
 
-    def current_weights(self) -> dict[str, float]:
-        return dict(self.controller.weights)
+    @property
+    def leader(self) -> bool:
+        return True
 
-    def set_weights(self, weights: dict[str, float], what: str) -> None:
-        self.controller.apply_weights(weights, "rollout", what)
+    def shared_weights(self, doc: Document) -> dict[str, float]:
+        return self.controller.shared_weights(doc)
+
+    def weights_doc(self, doc: Document, weights: dict[str, float]) -> Document:
+        return self.controller.weights_doc(doc, weights)
+
+    async def commit(self, compute: Compute, fence: bool) -> Edit | None:
+        return await self.controller.commit(compute, fence)
 
     def pool_live(self, pool: str) -> bool:
         live = self.live
@@ -159,15 +172,16 @@ class Splitter:
         return state is not None and state.has_live_backend()
 
     def rollout_event(
-        self, event: str, rollout: dict[str, Any], old_weights: dict[str, float]
+        self,
+        event: str,
+        rollout: dict[str, Any],
+        old_weights: dict[str, float],
+        new_weights: dict[str, float],
     ) -> None:
         history = rollout["history"]
         detail = history[-1]["detail"] if history else rollout["reason"]
         what = f"rollout of {rollout['pool']} {event}: {detail}"
-        self.controller.event("rollout", what, old_weights, self.controller.weights)
-
-    def save_rollouts(self, current: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
-        self.controller.save_rollouts(current, history)
+        self.controller.event("rollout", what, old_weights, new_weights)
 
     async def _post(self, url: str, body: dict[str, Any], timeout: float) -> int:
         """POST JSON to a webhook or gate (never through a proxy from the environment)."""
@@ -265,13 +279,26 @@ class Splitter:
             return exc
         file_won = self.controller.apply_config(new, source)
         self.metrics.count_reload(True)
+        if self.controller.pending_file is not None:
+            self._spawn(self._write_file_load())  # with a cancel of the rollout, if active
         active = self.rollouts.active
-        if active is not None:
-            if file_won:
-                self.rollouts.cancel("the config file's weights changed: the file's weights stand")
-            elif active.plan.pool not in self.controller.weights:
-                self.rollouts.cancel(f"pool {active.plan.pool} is no longer in the config")
+        if active is not None and not file_won and active.plan.pool not in self.controller.weights:
+            self._spawn(self._cancel_rollout(f"pool {active.plan.pool} is no longer in the config"))
         return None
+
+    async def _write_file_load(self) -> None:
+        try:
+            await self.controller.catch_up()
+        except StoreError:
+            pass  # the store is down: written once it is back
+        except Exception:
+            log.exception("error while writing the file's weights")
+
+    async def _cancel_rollout(self, why: str) -> None:
+        try:
+            await self.rollouts.cancel(why)
+        except StoreError:
+            log.warning("the rollout could not be cancelled (%s): the store is unavailable", why)
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -299,6 +326,7 @@ class Splitter:
         if self._rollout_task is not None:
             self._rollout_task.cancel()
         self.rollouts.shutdown()
+
         if self._http is not None:
             await self._http.close()
         if self._runner is not None:
