@@ -7,15 +7,21 @@
     -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (contract 4b)
 
 This process is the only one that changes state: the controller (weights, events, the
-state file), the config watcher and the health checks live here; with workers, each
-change is sent to them (see `workers.py`).
+state file, the shared store), the config watcher and the health checks live here; with
+workers, each change is sent to them (see `workers.py`). With `store:`, this process also
+owns the connection to the store and keeps this replica in step with the fleet
+(`fleet.py`): it connects (and takes up the fleet's cookie secret) before the proxy
+serves, or starts from its state file when the store cannot be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
+import socket
 import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -30,6 +36,7 @@ from splitter.config import Config
 from splitter.control import Controller
 from splitter.counters import Counters
 from splitter.errors import ConfigError, StartupError, StoreError
+from splitter.fleet import Fleet
 from splitter.health import HealthChecker
 from splitter.metrics import Metrics
 from splitter.proxy.listener import ProxyListener
@@ -37,7 +44,7 @@ from splitter.reload import ConfigWatcher
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
-from splitter.stats import Recorder, Window
+from splitter.stats import Drained, Recorder, Window
 from splitter.store import Compute, Document, Edit
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
@@ -47,6 +54,14 @@ log = logging.getLogger("splitter")
 
 STATS_EVERY = 0.5  # seconds between two drains of the statistics recorder
 ROLLOUT_EVERY = 1.0  # seconds between two looks of the rollout judge
+STORE_CONNECT = 3.0  # seconds a start waits for the store before going on without it
+SETTLED_ALONE = 2  # seconds after which a second's statistics are complete: this process
+SETTLED_SHARED = 4  # ... every replica (they share them every second)
+
+
+def replica_id() -> str:
+    """This replica's name in the store: its host name (a pod's name), made unique."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 class Splitter:
@@ -64,9 +79,20 @@ class Splitter:
             self.proxy_sock.close()
             raise
         self.state_file = StateFile(config.state_file)
-        self.controller = Controller(config, self.state_file, self._install)
+        store = None
+        if config.store is not None:
+            from splitter.store.redisstore import RedisStore  # redis only when it is used
+
+            store = RedisStore(config.store, replica_id())
+        self.controller = Controller(config, self.state_file, self._install, store)
+        self.fleet = Fleet(store, self) if store is not None else None
         self.workers: WorkerPool | None = None
-        self.metrics = Metrics(self._metrics_view, self._counters_view, self._rollout_view)
+        self.metrics = Metrics(
+            self._metrics_view,
+            self._counters_view,
+            self._rollout_view,
+            self._store_view if store is not None else None,
+        )
         self.ready = False
         self.stopping = False
         self.health_table = HealthTable()  # backend health by URL, for this process's snapshots
@@ -79,7 +105,8 @@ class Splitter:
         self.live: Live | None = None
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
-        self.rollouts = RolloutEngine(self, self._post)
+        settled = SETTLED_SHARED if store is not None else SETTLED_ALONE
+        self.rollouts = RolloutEngine(self, self._post, settled=settled)
         self.controller.rollouts = self.rollouts
         self._rollout_task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None  # webhooks and gates
@@ -98,16 +125,23 @@ class Splitter:
     def admin_url(self) -> str:
         return url_of(self.admin_sock)
 
+    @property
+    def replicas(self) -> int:
+        """Live replicas sharing the store (this one included); 1 without a store."""
+        return self.fleet.replicas if self.fleet is not None else 1
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.state_file.load()
         self._cookie_secret = self.state_file.cookie_secret()
+        if self.fleet is not None:
+            await self.fleet.connect(STORE_CONNECT)  # the fleet's secret, before serving
         weights = await self.controller.start()
         self.live = self._build_live(self.config, weights)
         if self.config.workers > 1:
             from splitter.workers import WorkerPool
 
-            self.workers = WorkerPool(self.config.workers, self._cookie_secret, self.window)
+            self.workers = WorkerPool(self.config.workers, self._cookie_secret, self._add_stats)
             self._check_health_of(self.config)
             await self.workers.start(self.config, weights)
         else:
@@ -115,7 +149,10 @@ class Splitter:
             self._check_health_of(self.config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
-        await self.rollouts.take_over()  # the only process: it leads
+        if self.fleet is None:
+            await self.rollouts.take_over()  # the only process: it leads
+        else:
+            self.fleet.start()
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
         self._runner = web.AppRunner(make_admin_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -136,7 +173,31 @@ class Splitter:
     async def _collect_stats(self) -> None:
         while True:
             await asyncio.sleep(STATS_EVERY)
-            self.window.add(self.recorder.drain())
+            self._add_stats(self.recorder.drain())
+
+    def _add_stats(self, drained: Drained) -> None:
+        """Statistics of this process or of a worker: in the window, and for the fleet."""
+        self.window.add(drained)
+        if self.fleet is not None and drained:
+            self.fleet.note_stats(drained)
+
+    @property
+    def cookie_secret(self) -> bytes:
+        return self._cookie_secret
+
+    def set_cookie_secret(self, secret: bytes) -> None:
+        """The fleet's generated cookie secret (the store's wins): kept, and in force."""
+        log.info("the cookie secret of the store is in force")
+        self._cookie_secret = secret
+        self.state_file.data["cookie_secret"] = secret.hex()
+        self.state_file.save()
+        if self.workers is not None:
+            self.workers.set_secret(secret)
+        if self.live is not None:
+            self.live = None  # rebuilt with the new secret
+            self.live = self._build_live(self.config, self.controller.weights)
+            if self.server is not None:
+                self.server.swap(self.live)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -155,7 +216,7 @@ class Splitter:
 
     @property
     def leader(self) -> bool:
-        return True
+        return self.fleet.leader if self.fleet is not None else True
 
     def shared_weights(self, doc: Document) -> dict[str, float]:
         return self.controller.shared_weights(doc)
@@ -191,6 +252,10 @@ class Splitter:
             )
         async with self._http.post(url, json=body, allow_redirects=False) as response:
             return response.status
+
+    def _store_view(self) -> tuple[bool, int]:
+        store = self.controller.store
+        return store.up, int(getattr(store, "errors", 0))
 
     def _rollout_view(self) -> tuple[str, int, str, dict[tuple[str, str], int]] | None:
         r = self.rollouts.current
@@ -290,7 +355,7 @@ class Splitter:
         try:
             await self.controller.catch_up()
         except StoreError:
-            pass  # the store is down: written once it is back
+            pass  # the store is down: written once it is back (fleet.py)
         except Exception:
             log.exception("error while writing the file's weights")
 
@@ -326,7 +391,8 @@ class Splitter:
         if self._rollout_task is not None:
             self._rollout_task.cancel()
         self.rollouts.shutdown()
-
+        if self.fleet is not None:
+            await self.fleet.stop()
         if self._http is not None:
             await self._http.close()
         if self._runner is not None:
