@@ -186,8 +186,9 @@ class Splitter:
         return self._cookie_secret
 
     def set_cookie_secret(self, secret: bytes) -> None:
-        """The fleet's generated cookie secret (the store's wins): kept, and in force."""
-        log.info("the cookie secret of the store is in force")
+        """The fleet's generated cookie secret (the store's wins): kept, and in force
+        (unless `sticky.secret` is set: that one wins)."""
+        log.info("the fleet's generated cookie secret is taken up from the store")
         self._cookie_secret = secret
         self.state_file.data["cookie_secret"] = secret.hex()
         self.state_file.save()

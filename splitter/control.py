@@ -146,6 +146,7 @@ class Controller:
         # weights when it was loaded).
         self.pending_file: tuple[Weights, Any] | None = None
         self._rewrite = False  # the document in memory must be written as it is
+        self._pending_source = ""  # what loaded the file of `pending_file`
         # Shared stores: this replica's events not in the store yet, and the ids seen.
         self.replica = str(getattr(self.store, "replica", ""))
         self.unsent: list[tuple[str, dict[str, Any]]] = []
@@ -213,6 +214,7 @@ class Controller:
             changed = False  # a new replica joining a fleet whose store holds state
         if changed and known != file_weights:
             self.pending_file = (file_weights, doc.file_weights)
+            self._pending_source = source
             self.file_won = doc.weights is not None or doc.rollout_active is not None
         elif self.pending_file is not None and self.pending_file[0] != file_weights:
             self.pending_file = None  # back to a file the store knows
@@ -379,11 +381,17 @@ class Controller:
         new = self._file_edit_doc(doc, file_weights)
         old = self.shared_weights(doc)
         dropped = doc.weights is not None
+        # A reload has its own event ("config reloaded"); a start of a replica of a fleet
+        # with a changed file says that it changed the fleet's weights.
+        started = self.store.shared and self._pending_source == "startup"
 
         def done() -> None:
             if dropped:
                 what = "runtime weights dropped: the file's weights changed since they were set"
                 self.event("file", what, saved_weights(doc.weights) or old, self.weights)
+            elif started and old != self.weights:
+                what = "the config file's weights, changed since this replica last loaded it"
+                self.event("file", what, old, self.weights)
 
         edit = Edit(new, done)
         if doc.rollout_active is not None and self.rollouts is not None:
@@ -470,6 +478,8 @@ class Controller:
         old_config = self.config
         if config.listen != old_config.listen:
             log.warning("listen changed to %s: it takes effect at the next restart", config.listen)
+        if config.store != old_config.store:  # never the URL: it may hold a password
+            log.warning("store changed: it takes effect at the next restart")
         changed = []
         if config.admin.listen != old_config.admin.listen:
             changed.append(f"admin.listen changed to {config.admin.listen}")

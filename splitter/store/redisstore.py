@@ -275,7 +275,8 @@ class RedisStore:
 
     async def wait_changed(self, timeout: float) -> int | None:
         pubsub = self._pubsub
-        if pubsub is None:
+        if pubsub is None:  # not subscribed: connect again
+            self.up = False
             raise StoreUnavailable()
         try:
             message = await pubsub.get_message(timeout=timeout)
