@@ -260,6 +260,56 @@ def test_concurrent_changes_through_two_replicas_lose_nothing(
           f"every replica lists the 100 events")  # fmt: skip
 
 
+def test_a_changed_file_is_shared_and_a_file_not_updated_yet_keeps_the_shared_weights(
+    three_pools: dict[str, Backend],
+    splitter_factory: SplitterFactory,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    a, b, c = fleet = start_fleet(splitter_factory, three_pools, redis_server.url, tmp_path)
+    assert api(b, "PUT", "/api/v1/weights", {"green": 30})[0] == 200
+    runtime = {"blue": 100, "green": 30, "canary": 0}
+    for sp in fleet:
+        until(lambda sp=sp: weights(sp) == runtime, 1.0)
+
+    def edit(sp: SplitterProc, w: dict[str, float]) -> None:
+        assert sp.config is not None
+        config = {**sp.config, "pools": {k: dict(v) for k, v in sp.config["pools"].items()}}
+        for pool, weight in w.items():
+            config["pools"][pool]["weight"] = weight
+        write_config(sp.config_path, config, atomic=True)
+
+    new_file = {"blue": 50, "green": 0, "canary": 50}
+    edit(a, new_file)  # the file's weights change on A only (a rolling deploy)
+    took = max(time_until(lambda sp=sp: weights(sp) == new_file, 3.0, f"the file's on {sp}")
+               for sp in fleet)  # fmt: skip
+    print(f"a file edit on one replica was in force on all within {took * 1000:.0f} ms "
+          "of the first (the watcher polls every 0.5 s)")  # fmt: skip
+    until(lambda: any("runtime weights dropped" in e["what"] for e in events(c)), 2.0)
+    # B's file still has the old weights: a reload of it keeps the shared ones.
+    revision = redis_server.client().hget(f"{PREFIX}:doc", "rev")
+    assert api(b, "POST", "/api/v1/reload")[0] == 200
+    time.sleep(0.6)
+    assert all(weights(sp) == new_file for sp in fleet)
+    assert redis_server.client().hget(f"{PREFIX}:doc", "rev") == revision
+    # A change made now, then C's file updated to the same weights: the change stays.
+    assert api(c, "PUT", "/api/v1/weights", {"canary": 40})[0] == 200
+    changed = {"blue": 50, "green": 0, "canary": 40}
+    for sp in fleet:
+        until(lambda sp=sp: weights(sp) == changed, 1.0)
+    edit(c, new_file)
+    until(lambda: any(e["what"] == "config reloaded" and e["source"] == "file"
+                      for e in events(c)[-3:]), 3.0)  # fmt: skip
+    time.sleep(0.6)
+    assert all(weights(sp) == changed for sp in fleet), [weights(sp) for sp in fleet]
+    # B restarts on its old file: it joins the fleet's state, it does not overwrite it.
+    assert b.stop() == 0
+    again = splitter_factory(b.config_path)
+    assert weights(again) == changed
+    time.sleep(0.6)
+    assert all(weights(sp) == changed for sp in (a, c, again))
+
+
 # --------------------------------------------------------------------------- store down
 
 
