@@ -159,7 +159,8 @@ class Fleet:
                     delay = BACKOFF_FIRST
                 await self._step()
             except StoreUnavailable:
-                self._leading = False
+                # A leader stays one until its lease would have ended (`leader`): a short
+                # outage does not restart the judging of the step it holds.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             except Exception:  # a bug must not stop the loop: log it, go on
