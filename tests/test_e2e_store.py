@@ -547,6 +547,50 @@ def test_the_rollout_leader_killed_is_replaced_and_any_replica_drives_the_rollou
         )  # fmt: skip
 
 
+def test_a_rollout_holds_while_redis_is_down_and_goes_on_when_it_is_back(
+    three_pools: dict[str, Backend],
+    splitter_factory: SplitterFactory,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    fleet = start_fleet(splitter_factory, three_pools, redis_server.url, tmp_path)
+    traffic = [Traffic(sp.proxy_port, clients=100, rate=50, seconds=80) for sp in fleet]
+    for t in traffic:
+        t.start()
+    try:
+        steps = [{"weight": 20, "hold": "3s"}, {"weight": 50, "hold": "3s"}, 100]
+        analysis = {"min_error_rate": 0.05, "warmup": "0s"}
+        body = {"pool": "canary", "analysis": analysis, "steps": steps}
+        status, started = api(fleet[0], "POST", "/api/v1/rollout", body)
+        assert status == 201, started
+        redis_server.kill()
+        until(lambda: all(metric(sp, "splitter_store_up") == 0 for sp in fleet), 5)
+        held = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6.0:  # longer than a step's hold
+            held.extend((rollout(sp)["status"], rollout(sp)["step"], weights(sp)["canary"])
+                        for sp in fleet)  # fmt: skip
+            time.sleep(0.2)
+        assert set(held) == {("progressing", 0, 20)}, set(held)
+        redis_server.start()
+        final = until(
+            lambda: all(rollout(sp)["status"] == "promoted" for sp in fleet) and rollout(fleet[1]),
+            60,
+            "promoted on every replica",
+        )
+    finally:
+        for t in traffic:
+            t.stop()
+    steps = [h["detail"] for h in final["history"] if h["what"] == "step"]
+    assert [d.split(":")[0] for d in steps] == ["step 1 of 3", "step 2 of 3"], final["history"]
+    for sp in fleet:
+        assert weights(sp) == {"blue": 0, "green": 0, "canary": 100}
+    assert all(s in (0, 200) for t in traffic for s in t.statuses())
+    assert sum(t.statuses()[0] for t in traffic) == 0, [t.statuses() for t in traffic]
+    print("the rollout held at step 1 for 6 s without Redis, then was promoted: "
+          f"{[h['what'] for h in final['history']]}")  # fmt: skip
+
+
 # --------------------------------------------------------------------------- security
 
 
