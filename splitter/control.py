@@ -188,8 +188,8 @@ class Controller:
 
     async def _catch_up(self) -> None:
         def compute(doc: Document) -> Edit | None:
-            if self.revision == 0 or self._rewrite:
-                return Edit(doc)
+            if (self.revision == 0 and self.store.shared) or self._rewrite:
+                return Edit(doc)  # an empty shared store is filled; a fixed document
             return None
 
         await self._commit(compute, fence=False)
