@@ -12,6 +12,8 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
   (compared in constant time), else 401; the dashboard's session cookie may stand in for
   it (`OTHER_AUTH`, see live.py).
 - Bodies over 64 KiB: 413. A method an endpoint does not take: 405. A GET changes nothing.
+- A change the shared store cannot take (it is down): 503 `{"error": "store unavailable"}`,
+  nothing changed. Reads answer the state last known, whatever the store.
 - Never served on the proxy listener (it is another socket, another server).
 - `make_metrics_app`: the optional `metrics.listen` listener, /metrics, /healthz and
   /readyz only, with neither the Host rule nor a token.
@@ -30,7 +32,7 @@ from aiohttp import web
 
 from splitter.config import parse_rollout
 from splitter.control import Controller, WeightError, plain, weight_value
-from splitter.errors import ConfigError
+from splitter.errors import ConfigError, StoreError
 from splitter.openapi import OPENAPI
 from splitter.rollout import RolloutEngine, RolloutError
 
@@ -147,6 +149,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except ApiError as exc:
         return error(exc.status, str(exc))
+    except StoreError as exc:  # the store cannot be reached: nothing was changed
+        return error(exc.status, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -215,7 +219,7 @@ async def put_weights(request: web.Request) -> web.Response:
     if (busy := _rollout_busy(splitter)) is not None:
         return busy
     try:
-        weights = splitter.controller.set_weights(body)
+        weights = await splitter.controller.set_weights(body)
     except WeightError as exc:
         return error(exc.status, str(exc))
     return json_response(plain(weights))
@@ -243,7 +247,7 @@ async def post_switch(request: web.Request) -> web.Response:
     if (busy := _rollout_busy(splitter)) is not None:
         return busy
     try:
-        weights, previous = splitter.controller.switch(body["pool"])
+        weights, previous = await splitter.controller.switch(body["pool"])
     except WeightError as exc:
         return error(exc.status, str(exc))
     return json_response({"weights": plain(weights), "previous": plain(previous)})
@@ -315,7 +319,7 @@ async def post_rollout(request: web.Request) -> web.Response:
         return error(400, str(exc.problems[0]) if exc.problems else "invalid rollout")
     splitter.catch_up_with_file()
     try:
-        rollout = splitter.rollouts.start(plan)
+        rollout = await splitter.rollouts.start(plan)
     except RolloutError as exc:
         return error(exc.status, str(exc))
     return json_response(rollout.to_json(), status=201)
@@ -347,13 +351,13 @@ async def _control(request: web.Request, action: str) -> web.Response:
     engine = splitter.rollouts
     try:
         if action == "pause":
-            rollout = engine.pause()
+            rollout = await engine.pause()
         elif action == "resume":
-            rollout = engine.resume()
+            rollout = await engine.resume()
         elif action == "promote":
-            rollout = engine.promote(full=full)
+            rollout = await engine.promote(full=full)
         else:
-            rollout = engine.abort()
+            rollout = await engine.abort()
     except RolloutError as exc:
         return error(exc.status, str(exc))
     return json_response(rollout.to_json())

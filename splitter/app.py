@@ -9,8 +9,11 @@
     -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (contract 4b)
 
 This process is the only one that changes state: the controller (weights, events, the
-state file), the config watcher and the health checks live here; with workers, each
-change is sent to them (see `workers.py`).
+state file, the shared store), the config watcher and the health checks live here; with
+workers, each change is sent to them (see `workers.py`). With `store:`, this process also
+owns the connection to the store and keeps this replica in step with the fleet
+(`fleet.py`): it connects (and takes up the fleet's cookie secret) before the proxy
+serves, or starts from its state file when the store cannot be reached.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -33,8 +38,9 @@ from splitter.admin import make_admin_app, make_metrics_app
 from splitter.config import Config
 from splitter.control import Controller
 from splitter.counters import Counters
-from splitter.errors import ConfigError, StartupError
+from splitter.errors import ConfigError, StartupError, StoreError
 from splitter.feed import Feed
+from splitter.fleet import Fleet
 from splitter.health import HealthChecker
 from splitter.live import install as install_live
 from splitter.metrics import Metrics
@@ -43,7 +49,8 @@ from splitter.reload import ConfigWatcher
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
-from splitter.stats import Recorder, Window
+from splitter.stats import Drained, Recorder, Window
+from splitter.store import Compute, Document, Edit
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
     from splitter.workers import WorkerPool
@@ -52,6 +59,14 @@ log = logging.getLogger("splitter")
 
 STATS_EVERY = 0.5  # seconds between two drains of the statistics recorder
 ROLLOUT_EVERY = 1.0  # seconds between two looks of the rollout judge
+STORE_CONNECT = 3.0  # seconds a start waits for the store before going on without it
+SETTLED_ALONE = 2  # seconds after which a second's statistics are complete: this process
+SETTLED_SHARED = 4  # ... every replica (they share them every second)
+
+
+def replica_id() -> str:
+    """This replica's name in the store: its host name (a pod's name), made unique."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 class Splitter:
@@ -70,9 +85,20 @@ class Splitter:
             raise
         self.metrics_sock = self._bind_metrics(config)
         self.state_file = StateFile(config.state_file)
-        self.controller = Controller(config, self.state_file, self._install)
+        store = None
+        if config.store is not None:
+            from splitter.store.redisstore import RedisStore  # redis only when it is used
+
+            store = RedisStore(config.store, replica_id())
+        self.controller = Controller(config, self.state_file, self._install, store)
+        self.fleet = Fleet(store, self) if store is not None else None
         self.workers: WorkerPool | None = None
-        self.metrics = Metrics(self._metrics_view, self._counters_view, self._rollout_view)
+        self.metrics = Metrics(
+            self._metrics_view,
+            self._counters_view,
+            self._rollout_view,
+            self._store_view if store is not None else None,
+        )
         self.ready = False
         self.stopping = False
         self.health_table = HealthTable()  # backend health by URL, for this process's snapshots
@@ -88,9 +114,13 @@ class Splitter:
         self.live: Live | None = None
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
-        self.rollouts = RolloutEngine(self, self._post)
+        settled = SETTLED_SHARED if store is not None else SETTLED_ALONE
+        self.rollouts = RolloutEngine(self, self._post, settled=settled)
+        self.controller.rollouts = self.rollouts
         self._rollout_task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None  # webhooks and gates
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cookie_secret = b""
 
     @property
     def config(self) -> Config:
@@ -119,24 +149,30 @@ class Splitter:
     def metrics_url(self) -> str | None:
         return None if self.metrics_sock is None else url_of(self.metrics_sock)
 
+    @property
+    def replicas(self) -> int:
+        """Live replicas sharing the store (this one included); 1 without a store."""
+        return self.fleet.replicas if self.fleet is not None else 1
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.state_file.load()
         try:  # both may write the state file: it must be writable from the start
             self._cookie_secret = self.state_file.cookie_secret()
-            weights = self.controller.start()
         except OSError as exc:
             where = os.path.abspath(self.state_file.path)
             raise StartupError(
                 f"cannot write the state file {where} ({exc.strerror or exc}): "
                 "state_file must be in a writable directory"
             ) from None
-        file_won = self.controller.file_won
+        if self.fleet is not None:
+            await self.fleet.connect(STORE_CONNECT)  # the fleet's secret, before serving
+        weights = await self.controller.start()
         self.live = self._build_live(self.config, weights)
         if self.config.workers > 1:
             from splitter.workers import WorkerPool
 
-            self.workers = WorkerPool(self.config.workers, self._cookie_secret, self.window)
+            self.workers = WorkerPool(self.config.workers, self._cookie_secret, self._add_stats)
             self._check_health_of(self.config)
             await self.workers.start(self.config, weights)
         else:
@@ -144,10 +180,10 @@ class Splitter:
             self._check_health_of(self.config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
-        data = self.state_file.data
-        self.rollouts.restore(data.get("rollout"), data.get("rollouts"))
-        if file_won:
-            self.rollouts.cancel("the config file's weights changed while splitter was down")
+        if self.fleet is None:
+            await self.rollouts.take_over()  # the only process: it leads
+        else:
+            self.fleet.start()
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
         admin_app = make_admin_app(self)
         install_live(admin_app, self)  # statistics, the stream, the dashboard page
@@ -176,7 +212,37 @@ class Splitter:
     async def _collect_stats(self) -> None:
         while True:
             await asyncio.sleep(STATS_EVERY)
-            self.window.add(self.recorder.drain())
+            self._add_stats(self.recorder.drain())
+
+    def _add_stats(self, drained: Drained) -> None:
+        """Statistics of this process or of a worker: in the window, and for the fleet."""
+        self.window.add(drained)
+        if self.fleet is not None and drained:
+            self.fleet.note_stats(drained)
+
+    @property
+    def cookie_secret(self) -> bytes:
+        return self._cookie_secret
+
+    def set_cookie_secret(self, secret: bytes) -> None:
+        """The fleet's generated cookie secret (the store's wins): kept, and in force
+        (unless `sticky.secret` is set: that one wins)."""
+        log.info("the fleet's generated cookie secret is taken up from the store")
+        self._cookie_secret = secret
+        self.state_file.data["cookie_secret"] = secret.hex()
+        self.state_file.save()
+        if self.workers is not None:
+            self.workers.set_secret(secret)
+        if self.live is not None:
+            self.live = None  # rebuilt with the new secret
+            self.live = self._build_live(self.config, self.controller.weights)
+            if self.server is not None:
+                self.server.swap(self.live)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- rollouts (the engine's host) ---------------------------------------------------
 
@@ -185,7 +251,7 @@ class Splitter:
         while True:
             await asyncio.sleep(ROLLOUT_EVERY)
             try:
-                self.rollouts.tick()
+                await self.rollouts.tick()
             except Exception:  # a bug must not stop the engine's clock: log it, go on
                 log.exception("error while judging the rollout")
             active = self.rollouts.active
@@ -196,11 +262,18 @@ class Splitter:
                     shown = moving
                     self.feed.publish("rollout", body)
 
-    def current_weights(self) -> dict[str, float]:
-        return dict(self.controller.weights)
+    @property
+    def leader(self) -> bool:
+        return self.fleet.leader if self.fleet is not None else True
 
-    def set_weights(self, weights: dict[str, float], what: str) -> None:
-        self.controller.apply_weights(weights, "rollout", what)
+    def shared_weights(self, doc: Document) -> dict[str, float]:
+        return self.controller.shared_weights(doc)
+
+    def weights_doc(self, doc: Document, weights: dict[str, float]) -> Document:
+        return self.controller.weights_doc(doc, weights)
+
+    async def commit(self, compute: Compute, fence: bool) -> Edit | None:
+        return await self.controller.commit(compute, fence)
 
     def pool_live(self, pool: str) -> bool:
         live = self.live
@@ -208,16 +281,17 @@ class Splitter:
         return state is not None and state.has_live_backend()
 
     def rollout_event(
-        self, event: str, rollout: dict[str, Any], old_weights: dict[str, float]
+        self,
+        event: str,
+        rollout: dict[str, Any],
+        old_weights: dict[str, float],
+        new_weights: dict[str, float],
     ) -> None:
         history = rollout["history"]
         detail = history[-1]["detail"] if history else rollout["reason"]
         what = f"rollout of {rollout['pool']} {event}: {detail}"
-        self.controller.event("rollout", what, old_weights, self.controller.weights)
+        self.controller.event("rollout", what, old_weights, new_weights)
         self.feed.publish("rollout", rollout)
-
-    def save_rollouts(self, current: dict[str, Any] | None, history: list[dict[str, Any]]) -> None:
-        self.controller.save_rollouts(current, history)
 
     async def _post(self, url: str, body: dict[str, Any], timeout: float) -> int:
         """POST JSON to a webhook or gate (never through a proxy from the environment)."""
@@ -227,6 +301,10 @@ class Splitter:
             )
         async with self._http.post(url, json=body, allow_redirects=False) as response:
             return response.status
+
+    def _store_view(self) -> tuple[bool, int]:
+        store = self.controller.store
+        return store.up, int(getattr(store, "errors", 0))
 
     def _rollout_view(self) -> tuple[str, int, str, dict[tuple[str, str], int]] | None:
         r = self.rollouts.current
@@ -315,13 +393,26 @@ class Splitter:
             return exc
         file_won = self.controller.apply_config(new, source)
         self.metrics.count_reload(True)
+        if self.controller.pending_file is not None:
+            self._spawn(self._write_file_load())  # with a cancel of the rollout, if active
         active = self.rollouts.active
-        if active is not None:
-            if file_won:
-                self.rollouts.cancel("the config file's weights changed: the file's weights stand")
-            elif active.plan.pool not in self.controller.weights:
-                self.rollouts.cancel(f"pool {active.plan.pool} is no longer in the config")
+        if active is not None and not file_won and active.plan.pool not in self.controller.weights:
+            self._spawn(self._cancel_rollout(f"pool {active.plan.pool} is no longer in the config"))
         return None
+
+    async def _write_file_load(self) -> None:
+        try:
+            await self.controller.catch_up()
+        except StoreError:
+            pass  # the store is down: written once it is back (fleet.py)
+        except Exception:
+            log.exception("error while writing the file's weights")
+
+    async def _cancel_rollout(self, why: str) -> None:
+        try:
+            await self.rollouts.cancel(why)
+        except StoreError:
+            log.warning("the rollout could not be cancelled (%s): the store is unavailable", why)
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -349,6 +440,8 @@ class Splitter:
         if self._rollout_task is not None:
             self._rollout_task.cancel()
         self.rollouts.shutdown()
+        if self.fleet is not None:
+            await self.fleet.stop()
         if self._http is not None:
             await self._http.close()
         if self._runner is not None:

@@ -50,6 +50,7 @@ __all__ = [
     "Pool",
     "Shutdown",
     "Sticky",
+    "Store",
     "Timeouts",
     "is_loopback_host",
     "load",
@@ -209,6 +210,33 @@ class RolloutPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class Store:
+    """Shared state for several replicas (contract section 10): a Redis URL, split up.
+
+    The password is never shown: `__repr__` and `redacted` leave it out."""
+
+    url: str  # as written (after ${VAR}); holds the password, if any: never log it
+    tls: bool  # rediss://
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    prefix: str = "splitter"
+
+    def __repr__(self) -> str:
+        return f"Store(url={self.redacted!r}, prefix={self.prefix!r})"
+
+    @property
+    def redacted(self) -> str:
+        """The URL for logs: the password (and user name) replaced by `***`."""
+        scheme = "rediss" if self.tls else "redis"
+        who = "***@" if self.password is not None or self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{who}{host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: Address
     pools: tuple[Pool, ...]
@@ -224,6 +252,7 @@ class Config:
     access_log: bool = True
     workers: int = 1  # processes serving the proxy listener (SO_REUSEPORT)
     rollouts: Rollouts = field(default_factory=Rollouts)
+    store: Store | None = None  # None: one process, the state file alone
 
     def weights(self) -> dict[str, float]:
         return {p.name: p.weight for p in self.pools}
@@ -592,6 +621,74 @@ def _admin(ck: _Checker, value: Any) -> Admin:
     return admin
 
 
+_STORE_HINT = "must be redis://[[user]:password@]host[:port][/db], or rediss:// for TLS"
+_STORE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", re.ASCII)
+
+
+def _store(ck: _Checker, value: Any) -> Store | None:
+    """The `store` section; None when absent. The URL is never echoed in an error: it may
+    hold a password."""
+    if value is None:
+        return None
+    m = ck.mapping(value, "store", ("url", "prefix"))
+    if m is None:
+        return None
+    if m.get("url") is None:
+        ck.add("store.url", "is required: " + _STORE_HINT[5:])
+        return None
+    prefix = ck.get(m, "store", "prefix", "splitter", _as_store_prefix)
+    try:
+        return _as_store_url(m["url"], prefix)
+    except _Invalid as e:
+        ck.add("store.url", str(e))
+        return None
+
+
+def _as_store_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not _STORE_PREFIX.fullmatch(value):
+        raise _Invalid("must be a short name: up to 64 letters, digits and _ . : -")
+    return value
+
+
+def _as_store_url(value: Any, prefix: str) -> Store:
+    """redis://[[user]:password@]host[:port][/db]; the user information is taken as
+    written (no percent-decoding), so that `${REDIS_PASSWORD}` works whatever it holds."""
+    if not isinstance(value, str):
+        raise _Invalid(_STORE_HINT)
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("redis", "rediss"):
+        raise _Invalid(_STORE_HINT)
+    userinfo, at, rest = rest.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = user or None
+        password = secret if colon else None
+        if not colon:  # redis://password@host is the classic form (no user)
+            username, password = None, user or None
+    if any(c in rest for c in "?#"):
+        raise _Invalid(f"{_STORE_HINT}: no query or fragment")
+    hostport, slash, db_text = rest.partition("/")
+    db = 0
+    if slash and db_text:
+        if not (db_text.isascii() and db_text.isdigit()) or int(db_text) > 1_000_000:
+            raise _Invalid(f"{_STORE_HINT}: the db is a number")
+        db = int(db_text)
+    host, port = _split_host_port(hostport, _STORE_HINT) if hostport else ("", None)
+    if not host:
+        raise _Invalid(f"{_STORE_HINT}: the host is missing")
+    return Store(
+        url=value,
+        tls=scheme.lower() == "rediss",
+        host=host,
+        port=6379 if port is None else _as_port(port, 1, _STORE_HINT),
+        db=db,
+        username=username,
+        password=password,
+        prefix=prefix,
+    )
+
+
 def _section(
     ck: _Checker, value: Any, path: str, cls: Callable[..., T], fields: dict[str, _Convert]
 ) -> T:
@@ -642,7 +739,8 @@ def parse(
         raise ConfigError(ck.problems)
     data = _substitute(ck, data, "", os.environ if env is None else env)
     top = (
-        "listen", "admin", "pools", "state_file", "access_log", "workers", "rollouts", *_SECTIONS
+        "listen", "admin", "pools", "state_file", "access_log", "workers", "rollouts", "store",
+        *_SECTIONS,
     )  # fmt: skip
     ck.mapping(data, "", top)
     if data.get("listen") is None:
@@ -664,6 +762,7 @@ def parse(
         access_log=ck.get(data, "", "access_log", d.access_log, _as_bool),
         workers=ck.get(data, "", "workers", d.workers, _as_workers),
         rollouts=_rollouts(ck, data.get("rollouts"), "rollouts"),
+        store=_store(ck, data.get("store")),
         **sections,
     )
     if ck.problems:

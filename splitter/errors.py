@@ -4,6 +4,11 @@
     ├── ConfigError            a config file or mapping that cannot be used; carries every
     │                          problem found, each with its YAML path and line
     ├── StartupError           the process cannot start (port in use, unsafe admin listener)
+    ├── StoreError             the shared store (section 10) did not take a change
+    │   ├── StoreUnavailable   503: the store cannot be reached; nothing was changed
+    │   ├── StoreConflict      the document changed since it was read: read it again,
+    │   │                      compute the change again, write again (never an answer)
+    │   └── NotLeader          a rollout leader's write after its lease was lost: dropped
     └── ProxyError             a request that cannot be served: knows its HTTP status, the
         │                      reason label of the metrics, and whether it may be retried
         ├── RequestRefused     400/408/413/414/417/431/501/505: the client's request is
@@ -20,7 +25,8 @@ Where they come from and where they end:
 
 - Library exceptions are translated at one boundary each: YAML and OSError in
   `config.load`; OSError and TimeoutError of a backend connect in `proxy.upstream`; llhttp's
-  parser errors in `http1.request`. The response reader (`http1.response`) raises
+  parser errors in `http1.request`; redis-py's errors in `store.redisstore` (as
+  `StoreUnavailable`). The response reader (`http1.response`) raises
   `UpstreamProtocolError` itself.
 - On the request path a `ProxyError` is never raised through the event loop: the exchange
   takes it as a value (`Exchange.fail`), which applies the retry rule once (`retry`) and then
@@ -75,6 +81,31 @@ class ConfigError(SplitterError):
 
 class StartupError(SplitterError):
     """The process cannot start; the message is one line for the operator."""
+
+
+class StoreError(SplitterError):
+    """The shared store did not take a change; nothing was changed."""
+
+    status = 503
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached (the admin API answers 503 "store unavailable")."""
+
+    def __init__(self, message: str = "store unavailable") -> None:
+        super().__init__(message)
+
+
+class StoreConflict(StoreError):
+    """A compare-and-set lost: the document has another revision than the one read."""
+
+    status = 409
+
+
+class NotLeader(StoreError):
+    """A write fenced by the rollout lease, made by a replica that no longer holds it."""
+
+    status = 409
 
 
 # When a failed attempt may be sent again (contract section 4, "Retries").

@@ -31,6 +31,8 @@ StateView = Callable[[], tuple[dict[str, float], list[tuple[str, str, bool]]]]
 # The candidate of the active or last rollout, its step (-1 when none is active), its
 # status, and the verdicts reached per (pool, verdict); None before the first rollout.
 RolloutView = Callable[[], tuple[str, int, str, dict[tuple[str, str], int]] | None]
+# The shared store: reachable, and its failed operations so far (None: no store).
+StoreView = Callable[[], tuple[bool, int]]
 ROLLOUT_STATUSES = ("progressing", "paused", "promoted", "rolled_back", "cancelled")
 VERDICTS = ("pass", "fail", "inconclusive")
 
@@ -44,9 +46,11 @@ class Metrics(Collector):
         state_view: StateView,
         counters_view: Callable[[], Counters] | None = None,
         rollout_view: RolloutView | None = None,
+        store_view: StoreView | None = None,
     ) -> None:
         self.state_view = state_view
         self.rollout_view = rollout_view
+        self.store_view = store_view
         self.counters = Counters()
         self.counters_view = counters_view or (lambda: self.counters)
         self.count_request = self.counters.count_request
@@ -132,6 +136,22 @@ class Metrics(Collector):
         last.add_metric([], self.last_reload_ok)
         yield last
         yield from self._rollout_metrics()
+        yield from self._store_metrics()
+
+    def _store_metrics(self) -> Iterator[Metric]:
+        if self.store_view is None:
+            return  # only with a `store:` section
+        up, errors = self.store_view()
+        gauge = GaugeMetricFamily(
+            "splitter_store_up", "1 while the shared store answers; 0 from a failed operation."
+        )
+        gauge.add_metric([], 1 if up else 0)
+        yield gauge
+        counter = CounterMetricFamily(
+            "splitter_store_errors", "Operations on the shared store that failed."
+        )
+        counter.add_metric([], errors)
+        yield counter
 
     def _rollout_metrics(self) -> Iterator[Metric]:
         view = self.rollout_view() if self.rollout_view is not None else None

@@ -29,6 +29,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "Every weight would be 0.",
         413: "Body over 64 KiB.",
         422: "The config file is invalid; the old config is kept.",
+        503: "The shared store (store.url) cannot be reached: nothing was changed.",
     }
     return {str(code): _json(_ERROR, text[code]) for code in (401, 403, *codes)}
 
@@ -56,7 +57,7 @@ OPENAPI: dict[str, Any] = {
                 },
                 "responses": {
                     "200": _json(_WEIGHTS, "The full new map."),
-                    **_errors(400, 404, 409, 413),
+                    **_errors(400, 404, 409, 413, 503),
                 },
             },
         },
@@ -86,7 +87,7 @@ OPENAPI: dict[str, Any] = {
                         },
                         "The new and the previous weights.",
                     ),
-                    **_errors(400, 404, 413),
+                    **_errors(400, 404, 413, 503),
                 },
             },
         },
@@ -248,7 +249,7 @@ _COUNTS = {
 }
 _ROLLOUT_ERRORS = {
     "409": _json(_ERROR, "No rollout is active (or, for resume, it is not paused)."),
-    **_errors(400, 413),
+    **_errors(400, 413, 503),
 }
 
 OPENAPI["paths"].update(
@@ -267,7 +268,7 @@ OPENAPI["paths"].update(
                         _ERROR,
                         "A rollout is active, or the candidate is the only pool with a weight > 0.",
                     ),
-                    **_errors(400, 404, 413),
+                    **_errors(400, 404, 413, 503),
                 },
             },
             "get": {

@@ -1,8 +1,9 @@
 """Worker processes: `workers: N` copies of the request path sharing the proxy port.
 
     primary (splitter run)                       worker 1..N (spawned, no aiohttp)
-    config, weights, state file, events,  --->   ("live", config, weights, secret)
-    admin API, health checks, the watcher  --->  ("health", url, up)
+    config, weights, state file, events,  --->   ("live", config, weights)
+    admin API, health checks, the watcher, --->  ("health", url, up)
+    the shared store                       --->  ("secret", key): the fleet's cookie key
                                            --->  ("stop",)
     /metrics sums the workers' counters    <---  ("ready",), ("counters", snapshot, stats)
     and their per-pool statistics
@@ -33,6 +34,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from splitter import memory
@@ -42,7 +44,7 @@ from splitter.errors import StartupError
 from splitter.proxy.listener import ProxyListener
 from splitter.runtime import bind, configure_logging, new_event_loop
 from splitter.state import HealthTable, Live, build_live
-from splitter.stats import Recorder, Window
+from splitter.stats import Drained, Recorder
 
 log = logging.getLogger("splitter.workers")
 
@@ -83,9 +85,10 @@ async def _serve(
         return 2
     table = HealthTable()
     current: list[Any] = [config, weights]
+    secret_box = [secret]
 
     def build() -> Live:
-        live = build_live(current[0], current[1], secret, table)
+        live = build_live(current[0], current[1], secret_box[0], table)
         now = loop.time()
         for url in table.by_url:
             table.set_checked(url, health.get(url, True), now)
@@ -105,6 +108,9 @@ async def _serve(
                 kind = message[0]
                 if kind == "live":
                     current[:] = message[1:3]
+                    server.swap(build())
+                elif kind == "secret":
+                    secret_box[0] = message[1]
                     server.swap(build())
                 elif kind == "health":
                     _, url, up = message
@@ -161,10 +167,10 @@ class _Worker:
 class WorkerPool:
     """The primary's view of its workers."""
 
-    def __init__(self, count: int, secret: bytes, window: Window) -> None:
+    def __init__(self, count: int, secret: bytes, on_stats: Callable[[Drained], None]) -> None:
         self.count = count
         self.secret = secret
-        self.window = window  # the workers' statistics are summed into it
+        self.on_stats = on_stats  # the workers' statistics, as they arrive
         self.context = multiprocessing.get_context("spawn")
         self.workers = [_Worker(i + 1) for i in range(count)]
         self.retired: list[dict[str, Any]] = []  # last counters of workers that died
@@ -211,7 +217,7 @@ class WorkerPool:
                 message = conn.recv()
                 if message[0] == "counters":
                     worker.counters = message[1]
-                    self.window.add(message[2])
+                    self.on_stats(message[2])
                 elif message[0] == "ready" and worker.ready and not worker.ready.done():
                     worker.ready.set_result(None)
                 elif message[0] == "error" and worker.ready and not worker.ready.done():
@@ -260,6 +266,10 @@ class WorkerPool:
     def install(self, config: Config, weights: dict[str, float]) -> None:
         self.config, self.weights = config, weights
         self._broadcast(("live", config, weights))
+
+    def set_secret(self, secret: bytes) -> None:
+        self.secret = secret
+        self._broadcast(("secret", secret))
 
     def set_health(self, url: str, up: bool) -> None:
         self.health[url] = up

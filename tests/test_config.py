@@ -1003,3 +1003,76 @@ def test_aliases_and_merge_keys_still_work_with_their_lines(tmp_path: Path) -> N
         "pools.green.wieght (line 10): unknown key (did you mean 'weight'?)",
         "pools.canary.weight (line 14): must be <= 1000000",
     ]
+
+
+# --- store (contract sections 2 and 10) --------------------------------------------------
+
+STORE_BASE = {
+    "listen": "127.0.0.1:8080",
+    "pools": {"blue": {"weight": 1, "backends": ["http://127.0.0.1:5001"]}},
+}
+
+
+@pytest.mark.parametrize(
+    ("url", "tls", "host", "port", "db", "username", "password"),
+    [
+        ("redis://127.0.0.1:6379/0", False, "127.0.0.1", 6379, 0, None, None),
+        ("redis://redis", False, "redis", 6379, 0, None, None),
+        ("rediss://:s3cret@redis.example:6380/2", True, "redis.example", 6380, 2, None, "s3cret"),
+        ("redis://app:p@ss/w:rd@[::1]:7000/3", False, "::1", 7000, 3, "app", "p@ss/w:rd"),
+        ("redis://onlypassword@localhost", False, "localhost", 6379, 0, None, "onlypassword"),
+    ],
+)
+def test_store_url_is_split_and_the_password_never_shown(
+    url: str, tls: bool, host: str, port: int, db: int, username: str | None, password: str | None
+) -> None:
+    store = parse({**STORE_BASE, "store": {"url": url, "prefix": "edge-1"}}, env={}).store
+    assert store is not None
+    assert (store.tls, store.host, store.port, store.db) == (tls, host, port, db)
+    assert (store.username, store.password, store.prefix) == (username, password, "edge-1")
+    if password:
+        assert password not in repr(store) and password not in store.redacted
+        assert "***@" in store.redacted
+
+
+def test_store_password_comes_from_the_environment() -> None:
+    data = {**STORE_BASE, "store": {"url": "redis://:${REDIS_PASSWORD}@redis:6379/0"}}
+    store = parse(data, env={"REDIS_PASSWORD": "x#y:z@w"}).store
+    assert store is not None and store.password == "x#y:z@w" and store.host == "redis"
+    assert store.prefix == "splitter"
+    [problem] = parse_problems(data, env={})
+    assert problem.path == "store.url" and "REDIS_PASSWORD" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("store", "path", "fragment"),
+    [
+        ({"url": "http://redis:6379"}, "store.url", "redis://"),
+        ({"url": "redis://:hunter2@"}, "store.url", "host is missing"),
+        ({"url": "redis://:hunter2@redis:70000"}, "store.url", "port"),
+        ({"url": "redis://:hunter2@redis/zero"}, "store.url", "db is a number"),
+        ({"url": "redis://:hunter2@redis/0?ssl=1"}, "store.url", "no query"),
+        ({"url": 6379}, "store.url", "redis://"),
+        ({}, "store.url", "is required"),
+        ({"url": "redis://redis", "prefix": "a b"}, "store.prefix", "short name"),
+        ({"url": "redis://redis", "prefix": "x" * 65}, "store.prefix", "short name"),
+        ({"url": "redis://redis", "prefx": "a"}, "store.prefx", "unknown key"),
+        ("redis://redis", "store", "mapping"),
+    ],
+)
+def test_bad_store_settings_are_errors_with_their_path(
+    store: Any, path: str, fragment: str
+) -> None:
+    problems = parse_problems({**STORE_BASE, "store": store})
+    assert [p.path for p in problems] == [path], problems
+    assert fragment in problems[0].message
+    assert "hunter2" not in problems[0].message  # the URL is never echoed
+
+
+def test_store_errors_have_their_line(tmp_path: Path) -> None:
+    text = MINIMAL + "store:\n  url: redis://:hunter2@redis:0/0\n"
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text), env={})
+    [problem] = caught.value.problems
+    assert problem.path == "store.url" and problem.line == text.count("\n") - 0
+    assert "hunter2" not in str(caught.value)

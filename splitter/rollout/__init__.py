@@ -45,6 +45,11 @@ Rules:
 - After a restart the rollout goes on at the same step, that step's judging started again.
 - Every transition: an event (source `rollout`), the webhooks that asked for it, the state
   saved before anything is answered.
+- With a shared store (contract section 10) the rollout is part of the fleet's document:
+  any replica takes the API's calls, each a transition written by compare-and-set; one
+  replica, the leader (it holds the store's lease), judges and asks the gates, and the
+  replica that takes the lead after it goes on at the same step, judging started again.
+  The judge reads the fleet's statistics (every replica shares its own every second).
 """
 
 from splitter.rollout.engine import RolloutEngine, RolloutError, RolloutHost

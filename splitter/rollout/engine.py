@@ -1,15 +1,34 @@
-"""The rollout engine: a state machine over the judge (see the package's docstring)."""
+"""The rollout engine: a state machine over the judge (see the package's docstring).
+
+Each transition is an in-memory change of the rollout (`_start`, `_pause`, ..., `_tick`)
+committed to the store as one write of the document: the rollout, the rollouts before
+it and the weights the transition set (`_commit`). The transition is computed on the
+latest document; when the write does not happen (a conflict, the store down, a lost
+lease), what it changed in memory is put back from a snapshot taken before it, and on a
+conflict it is computed again on the newer document. What a transition makes happen
+outside (events, webhooks, asking the gates) waits for the write.
+
+One replica drives the rollout: the leader (`host.leader`; always, with the state file
+alone). It judges every second (`tick`) and asks the gates, and its writes are fenced by
+the lease. Every replica takes calls of the API (start, pause, resume, promote, abort) and
+commits them the same way; each takes up the rollout of a newer document (`take`). A
+replica that becomes the leader goes on with the rollout at its step, that step's judging
+started again (`take_over`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from splitter.config import RolloutPlan
+from splitter.errors import NotLeader, StoreUnavailable
 from splitter.judge import (
     FAIL,
     PASS,
@@ -28,6 +47,7 @@ from splitter.rollout.evidence import (
 )
 from splitter.rollout.record import Rollout, duration_text, iso, limits_of
 from splitter.stats import ASSIGNED, OVERRIDE, OVERRIDE_BAD, Window, count_above
+from splitter.store import Compute, Document, Edit
 
 log = logging.getLogger("splitter.rollout")
 
@@ -37,6 +57,9 @@ HOOK_TIMEOUT: Final = 5.0
 HOOK_TRIES: Final = 3
 SETTLED: Final = 2  # a second is read this long after it ended (every process reported)
 MIN_DOWN: Final = 5.0  # a candidate with no live backend this long (at least) fails
+
+T = TypeVar("T")
+_NOTHING: Any = object()  # a transition that changed nothing: nothing to write
 
 
 class RolloutError(Exception):
@@ -52,15 +75,31 @@ class RolloutHost(Protocol):
 
     @property
     def window(self) -> Window: ...
+    @property
+    def leader(self) -> bool:
+        """This replica drives the rollout (ticks, gates)."""
+        ...
 
-    def current_weights(self) -> dict[str, float]: ...
-    def set_weights(self, weights: dict[str, float], what: str) -> None: ...
+    def shared_weights(self, doc: Document) -> dict[str, float]:
+        """The weights `doc` puts in force here."""
+        ...
+
+    def weights_doc(self, doc: Document, weights: dict[str, float]) -> Document:
+        """`doc` with `weights` as its runtime weights."""
+        ...
+
+    async def commit(self, compute: Compute, fence: bool) -> Edit | None:
+        """Write `compute`'s change of the latest document (compare-and-set, computed again
+        on a conflict); StoreUnavailable, NotLeader (`fence`: the lease is lost)."""
+        ...
+
     def pool_live(self, pool: str) -> bool: ...
     def rollout_event(
-        self, event: str, rollout: dict[str, Any], old_weights: dict[str, float]
-    ) -> None: ...
-    def save_rollouts(
-        self, current: dict[str, Any] | None, history: list[dict[str, Any]]
+        self,
+        event: str,
+        rollout: dict[str, Any],
+        old_weights: dict[str, float],
+        new_weights: dict[str, float],
     ) -> None: ...
 
 
@@ -76,10 +115,12 @@ class RolloutEngine:
         host: RolloutHost,
         post: Poster,
         clock: Callable[[], float] = time.time,
+        settled: int = SETTLED,
     ) -> None:
         self.host = host
         self.post = post
         self.clock = clock
+        self.settled = settled  # a second is read this long after it ended
         self.current: Rollout | None = None  # the active rollout, or the last one
         self.history: list[dict[str, Any]] = []  # finished rollouts, newest first
         self.verdicts: dict[tuple[str, str], int] = {}
@@ -88,7 +129,14 @@ class RolloutEngine:
         self._cursor = 0  # the next second to read
         self._down_since = 0.0
         self._gate_task: asyncio.Task[None] | None = None
+        self._gate_asked = 0  # asks of the gates made; the task runs the last one
+        self._gate_running = 0  # the ask the gate task runs
         self._tasks: set[asyncio.Task[None]] = set()
+        # While a transition is computed: the document it is computed on, the weights it
+        # sets, and what it makes happen once written.
+        self._doc = Document()
+        self._staged: dict[str, float] | None = None
+        self._effects: list[Callable[[], None]] = []
 
     @property
     def active(self) -> Rollout | None:
@@ -97,10 +145,29 @@ class RolloutEngine:
 
     # -- the API ------------------------------------------------------------------------
 
-    def start(self, plan: RolloutPlan) -> Rollout:
+    async def start(self, plan: RolloutPlan) -> Rollout:
+        return await self._commit(lambda: self._start(plan))
+
+    async def pause(self) -> Rollout:
+        return await self._commit(self._pause)
+
+    async def resume(self) -> Rollout:
+        return await self._commit(self._resume)
+
+    async def promote(self, full: bool = False) -> Rollout:
+        return await self._commit(lambda: self._promote(full))
+
+    async def abort(self) -> Rollout:
+        return await self._commit(self._abort)
+
+    async def cancel(self, why: str) -> None:
+        """A rollout that cannot go on (its pool left the config) ends as cancelled."""
+        await self._commit(lambda: self._cancel(why))
+
+    def _start(self, plan: RolloutPlan) -> Rollout:
         if self.active is not None:
             raise RolloutError(409, f"a rollout of {self.active.plan.pool} is active")
-        weights = self.host.current_weights()
+        weights = self._current_weights()
         if plan.pool not in weights:
             raise RolloutError(404, f"unknown pool: {plan.pool}")
         if not any(w > 0 for p, w in weights.items() if p != plan.pool):
@@ -118,19 +185,17 @@ class RolloutEngine:
             self._enter_step(r, 0)
         else:
             self._go_to(r, 0, gate=True)
-        self._save()
         return r
 
-    def pause(self) -> Rollout:
+    def _pause(self) -> Rollout:
         r = self._require_active()
         if r.status == "paused":
             return r
         self._cancel_gate()
         self._set_paused(r, "operator", "paused by an operator")
-        self._save()
         return r
 
-    def resume(self) -> Rollout:
+    def _resume(self) -> Rollout:
         r = self._require_active()
         if r.status != "paused":
             raise RolloutError(409, "the rollout is not paused")
@@ -146,10 +211,9 @@ class RolloutEngine:
         else:  # operator, inconclusive, sample ratio: judge the step again, for another max
             r.status = "progressing"
             self._restart_judging(r)
-        self._save()
         return r
 
-    def promote(self, full: bool = False) -> Rollout:
+    def _promote(self, full: bool) -> Rollout:
         r = self._require_active()
         self._cancel_gate()
         self._record(r, "promote", "to the end" if full else f"step {r.step + 1} ends as passed")
@@ -159,29 +223,41 @@ class RolloutEngine:
             self._switch(r)
         else:
             self._advance(r, gate=False)
-        self._save()
         return r
 
-    def abort(self) -> Rollout:
+    def _abort(self) -> Rollout:
         r = self._require_active()
         self._cancel_gate()
         self._roll_back(r, "aborted")
-        self._save()
         return r
 
-    def cancel(self, why: str) -> None:
+    def _cancel(self, why: str) -> Any:
         """A file edit of the weights wins: the rollout ends, the file's weights stand."""
         r = self.active
         if r is None:
-            return
+            return _NOTHING
         self._cancel_gate()
         r.status = "cancelled"
         r.reason = why
-        r.weights = self.host.current_weights()
+        r.weights = self._current_weights()
         self._record(r, "cancelled", why)
         self._emit(r, "cancelled")
         self._finished(r)
-        self._save()
+        return None
+
+    def cancel_in(self, edit: Edit, why: str) -> Edit:
+        """`edit` (a file edit of the weights) with the active rollout cancelled, as one
+        write."""
+        snapshot = self._snapshot()
+        self._begin(edit.doc)
+        try:
+            if self._cancel(why) is _NOTHING:
+                return edit
+            mine = self._edit_of(edit.doc, snapshot)
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        return edit.then(mine)
 
     def get(self) -> Rollout | None:
         return self.current
@@ -193,47 +269,145 @@ class RolloutEngine:
         out.extend(self.history)
         return out[:HISTORY_KEPT]
 
-    def restore(self, current: Any, history: Any) -> None:
-        """Take up what the state file kept (at start)."""
-        if isinstance(history, list):
-            self.history = [h for h in history if isinstance(h, dict)][:HISTORY_KEPT]
-        if not isinstance(current, dict):
-            return
-        try:
-            r = Rollout.from_state(current)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            log.error("the saved rollout cannot be read (%s): it is dropped", exc)
-            return
+    def take(self, doc: Document) -> None:
+        """A newer document is in force: take up its rollout (and the ones before it).
+        The leader judges a step it did not judge yet from the step's start."""
+        history = doc.rollouts if isinstance(doc.rollouts, list) else []
+        self.history = [h for h in history if isinstance(h, dict)][:HISTORY_KEPT]
+        before = self.current
+        r = None
+        if isinstance(doc.rollout, dict):
+            try:
+                r = Rollout.from_state(doc.rollout)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                log.error("the saved rollout cannot be read (%s): it is dropped", exc)
         self.current = r
-        if not r.active:
+        if r is not None and r.active and (before is None or _where(before) != _where(r)):
+            self._new_judge(r)
+        self._sync_gate()
+
+    async def take_over(self) -> None:
+        """This replica drives the rollout from now (it started, or became the leader):
+        the step goes on, its judging started again."""
+        r = self.active
+        if r is None:
+            self._sync_gate()
             return
+        await self._commit(self._take_over, fence=True)
+
+    def _take_over(self) -> Any:
+        r = self.active
+        if r is None:
+            return _NOTHING
         self._record(r, "restarted", f"step {r.step + 1}: judging started again")
         if r.phase == "gate":
             self._go_to(r, r.gate_step, gate=True)
         elif r.phase == "judging":
             self._restart_judging(r)
         log.info("rollout %s of %s goes on at step %d", r.id, r.plan.pool, r.step + 1)
-        self._save()
+        return None
+
+    def lead_changed(self) -> None:
+        """This replica stopped leading (or started): the gates follow."""
+        self._sync_gate()
 
     def shutdown(self) -> None:
-        self._cancel_gate()
+        self._cancel_gate_task()
         for task in list(self._tasks):
             task.cancel()
 
+    # -- committing ---------------------------------------------------------------------
+
+    async def _commit(self, transition: Callable[[], T], fence: bool = False) -> T:
+        """Compute `transition` on the latest document and write it (see the module's
+        docstring). RolloutError, StoreUnavailable, NotLeader."""
+        result: list[T] = []
+
+        def compute(doc: Document) -> Edit | None:
+            snapshot = self._snapshot()
+            self._begin(doc)
+            try:
+                outcome = transition()
+                if outcome is _NOTHING:
+                    self._restore(snapshot)
+                    result[:] = [outcome]
+                    return None
+                edit = self._edit_of(doc, snapshot)
+            except BaseException:
+                self._restore(snapshot)
+                raise
+            result[:] = [outcome]
+            return edit
+
+        await self.host.commit(compute, fence)
+        return result[0] if result else _NOTHING
+
+    def _begin(self, doc: Document) -> None:
+        self._doc = doc
+        self._staged = None
+        self._effects = []
+
+    def _edit_of(self, doc: Document, snapshot: Any) -> Edit:
+        r = self.current
+        new = doc.replace(rollout=None if r is None else r.state(), rollouts=list(self.history))
+        if self._staged is not None:
+            new = self.host.weights_doc(new, self._staged)
+        effects = self._effects
+        self._effects = []
+
+        def done() -> None:
+            for effect in effects:
+                effect()
+            self._sync_gate()
+
+        return Edit(new, done, lambda: self._restore(snapshot))
+
+    def _snapshot(self) -> Any:
+        return (
+            copy.deepcopy((self.current, self.verdicts, self._judge, self._ratio)),
+            list(self.history),
+            self._cursor,
+            self._down_since,
+            self._gate_asked,
+        )
+
+    def _restore(self, snapshot: Any) -> None:
+        kept, self.history, self._cursor, self._down_since, self._gate_asked = snapshot
+        self.current, self.verdicts, self._judge, self._ratio = copy.deepcopy(kept)
+        self._staged = None
+        self._effects = []
+
+    def _current_weights(self) -> dict[str, float]:
+        weights = self.host.shared_weights(self._doc)
+        if self._staged is not None:
+            weights.update(self._staged)
+        return weights
+
     # -- ticking ------------------------------------------------------------------------
 
-    def tick(self) -> None:
+    async def tick(self) -> None:
+        """Judge the step (the leader, every second)."""
+        r = self.active
+        if r is None or r.status != "progressing" or r.phase != "judging" or not self.host.leader:
+            return
+        try:
+            await self._commit(self._tick, fence=True)
+        except (StoreUnavailable, NotLeader):
+            pass  # the rollout holds where it is
+
+    def _tick(self) -> Any:
         r = self.active
         if r is None or r.status != "progressing" or r.phase != "judging":
-            return
+            return _NOTHING
+        if self._judge is None:
+            self._new_judge(r)
         now = self.clock()
         plan = r.plan
         step = plan.steps[r.step]
         if self._candidate_down(r, now):
             self._fail(r, f"{plan.pool} has had no live backend for over "
                           f"{max(plan.analysis.warmup, MIN_DOWN):g}s")  # fmt: skip
-            self._save()
-            return
+            return None
         self._read(r, now)
         judge = self._judge
         assert judge is not None
@@ -247,8 +421,7 @@ class RolloutEngine:
                 self._finish_promoted(r)
             else:
                 r.reason = f"switched: keeping watch, {int(plan.keep - elapsed)}s left"
-            self._save()
-            return
+            return None
         verdict = judge.verdict(elapsed >= step.hold)
         self._note(r, verdict)
         if verdict.verdict == FAIL:
@@ -270,13 +443,13 @@ class RolloutEngine:
             self._inconclusive(r)
         else:
             r.reason = self._progress_reason(r)
-        self._save()
+        return None
 
     def _read(self, r: Rollout, now: float) -> None:
         """Feed the judge the seconds that are complete and past the warmup."""
         plan = r.plan
         window = self.host.window
-        upto = int(now) - SETTLED
+        upto = int(now) - self.settled
         first = max(self._cursor, int(r.step_started_at + plan.analysis.warmup) + 1)
         if first > upto:
             return
@@ -424,7 +597,6 @@ class RolloutEngine:
 
     def _restart_judging(self, r: Rollout) -> None:
         now = self.clock()
-        plan = r.plan
         r.phase = "judging"
         r.status = "progressing"
         r.step_started_at = now
@@ -432,6 +604,12 @@ class RolloutEngine:
         r.verdict = "pending"
         r.candidate = r.baseline = Counts()
         r.needed = None
+        self._new_judge(r)
+        r.reason = self._progress_reason(r)
+
+    def _new_judge(self, r: Rollout) -> None:
+        """A judge for the step `r` is at, judging from its start."""
+        plan = r.plan
         self._cursor = 0
         self._down_since = 0.0
         limits = limits_of(plan.analysis)
@@ -444,13 +622,12 @@ class RolloutEngine:
         else:
             self._judge = CanaryJudge(limits)
             self._ratio = SampleRatio(plan.analysis.confidence)
-        r.reason = self._progress_reason(r)
 
     def _switch(self, r: Rollout) -> None:
         """Blue-green: everyone to the candidate at once; keep watch for `keep`."""
         plan = r.plan
         now = self.clock()
-        r.before_switch = self.host.current_weights()
+        r.before_switch = self._current_weights()
         # The reference: what the baseline did over `keep` before the switch (as much of
         # it as the statistics hold).
         totals = self.host.window.totals(now - max(plan.keep, BASELINE_WINDOW), now)
@@ -557,11 +734,13 @@ class RolloutEngine:
         self._emit(r, "paused")
 
     def _set_weights(self, r: Rollout, weights: dict[str, float], what: str) -> None:
+        """The weights the transition puts in force (`what` says why, in the log)."""
         if r.weights_before is None:
             r.weights_before = dict(r.weights)
-        self.host.set_weights(weights, what)
-        r.weights = self.host.current_weights()
+        self._staged = {**(self._staged or {}), **weights}
+        r.weights = self._current_weights()
         r.updated_at = self.clock()
+        log.debug("%s: %s", what, r.weights)
 
     def _note(self, r: Rollout, verdict: Verdict) -> None:
         judge = self._judge
@@ -604,18 +783,19 @@ class RolloutEngine:
         log.info("rollout %s of %s: %s: %s", r.id, r.plan.pool, what, detail)
 
     def _emit(self, r: Rollout, event: str) -> None:
+        """The event and the webhooks of a transition, once it is written."""
         body = r.to_json()
         old = r.weights_before if r.weights_before is not None else r.weights
         r.weights_before = None
-        self.host.rollout_event(event, body, old)
-        for hook in r.plan.webhooks:
-            if event in hook.events:
-                self._spawn(self._send_hook(hook.url, {"event": event, "rollout": body}))
+        new = self._current_weights()
 
-    def _save(self) -> None:
-        """The current rollout (active or the last one) and the ones before it."""
-        r = self.current
-        self.host.save_rollouts(None if r is None else r.state(), self.history)
+        def effect() -> None:
+            self.host.rollout_event(event, body, old, new)
+            for hook in r.plan.webhooks:
+                if event in hook.events:
+                    self._spawn(self._send_hook(hook.url, {"event": event, "rollout": body}))
+
+        self._effects.append(effect)
 
     # -- gates and webhooks -------------------------------------------------------------
 
@@ -625,11 +805,40 @@ class RolloutEngine:
         r.gate_step = index
         r.reason = f"asking the gates before {what}"
         r.updated_at = self.clock()
-        self._cancel_gate()
-        self._gate_task = asyncio.get_running_loop().create_task(self._gates(r, what))
+        self._gate_asked += 1  # once written, the leader asks them (`_sync_gate`)
 
-    async def _gates(self, r: Rollout, what: str) -> None:
+    def _gate_what(self, r: Rollout) -> str:
+        steps = r.plan.steps
+        index = r.gate_step
+        if r.plan.strategy == "bluegreen":
+            return "the switch"
+        if index >= len(steps) or (index == len(steps) - 1 and (steps[index].weight or 0) >= 100):
+            return "promotion"
+        return f"step {index + 1}"
+
+    def _sync_gate(self) -> None:
+        """The gates are asked while this replica leads a rollout that waits for them."""
+        r = self.active
+        if r is None or r.phase != "gate" or not self.host.leader:
+            self._cancel_gate_task()
+            return
+        task = self._gate_task
+        if task is not None and not task.done() and self._gate_running == self._gate_asked:
+            return
+        self._cancel_gate_task()
+        self._gate_running = self._gate_asked
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._gate_task = loop.create_task(self._gates(r.id))
+
+    async def _gates(self, rollout_id: str) -> None:
         while True:
+            r = self.active
+            if r is None or r.id != rollout_id or r.phase != "gate":
+                return
+            what = self._gate_what(r)
             refused = None
             body = r.to_json()
             for url in r.plan.gates:
@@ -645,28 +854,38 @@ class RolloutEngine:
                 if not 200 <= status < 300:
                     refused = f"waiting for gate {url}: it answered {status}"
                     break
-            if self.current is not r or not r.active or r.phase != "gate":
+            try:
+                answer = functools.partial(self._gates_answered, rollout_id, what, refused)
+                outcome = await self._commit(answer, fence=True)
+            except (StoreUnavailable, NotLeader):
+                outcome = _NOTHING  # asked again later
+            if refused is None and outcome is not _NOTHING:
                 return
-            if refused is None:
-                self._gate_task = None
-                self._record(r, "gate", f"the gates agreed to {what}")
-                self._after_gates(r)
-                self._save()
-                return
-            if r.status != "paused":
-                self._set_paused(r, "gate", refused)
-                r.phase = "gate"
-                self._save()
-            else:
-                r.reason = refused
             await asyncio.sleep(GATE_RETRY)
-            if self.current is not r or r.phase != "gate":
-                return
+
+    def _gates_answered(self, rollout_id: str, what: str, refused: str | None) -> Any:
+        r = self.active
+        if r is None or r.id != rollout_id or r.phase != "gate":
+            return _NOTHING
+        if refused is None:
+            self._record(r, "gate", f"the gates agreed to {what}")
+            self._after_gates(r)
+        elif r.status != "paused":
+            self._set_paused(r, "gate", refused)
+            r.phase = "gate"
+        elif r.reason != refused:
+            r.reason = refused
+        else:
+            return _NOTHING
+        return None
 
     def _cancel_gate(self) -> None:
+        """A transition away from the gates: the task stops once it is written."""
+
+    def _cancel_gate_task(self) -> None:
         task = self._gate_task
         self._gate_task = None
-        if task is not None:
+        if task is not None and task is not asyncio.current_task():
             task.cancel()
 
     async def _send_hook(self, url: str, body: dict[str, Any]) -> None:
@@ -691,3 +910,8 @@ class RolloutEngine:
         task: asyncio.Task[None] = loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _where(r: Rollout) -> tuple[Any, ...]:
+    """Where a rollout is: a change of any of these starts a new judging."""
+    return (r.id, r.status, r.phase, r.step, r.step_started_at, r.gate_step)

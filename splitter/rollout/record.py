@@ -135,6 +135,12 @@ class Rollout:
             "reference": [self.reference.requests, self.reference.bad, self.reference.slow],
             "reference_p95": self.reference_p95,
             "gate_step": self.gate_step,
+            # What the object shows, for the replicas that read it from a shared store.
+            "step_started_at": self.step_started_at,
+            "updated_at": self.updated_at,
+            "candidate": _counts_list(self.candidate),
+            "baseline": _counts_list(self.baseline),
+            "needed": self.needed,
         }
 
     @classmethod
@@ -172,12 +178,28 @@ class Rollout:
         r.reference = Counts(int(ref[0]), int(ref[1]), int(ref[2]))
         r.reference_p95 = float(data.get("reference_p95", 0.0))
         r.gate_step = int(data.get("gate_step", r.step))
+        r.step_started_at = float(data.get("step_started_at", 0.0))
+        r.updated_at = float(data.get("updated_at", 0.0))
+        r.candidate = _counts_of(data.get("candidate"))
+        r.baseline = _counts_of(data.get("baseline"))
+        needed = data.get("needed")
+        r.needed = None if needed is None else int(needed)
         return r
 
 
 _ANALYSIS_FIELDS = (
     "confidence", "max_error_ratio", "min_error_rate", "max_slow_ratio", "latency_floor", "warmup"
 )  # fmt: skip
+
+
+def _counts_list(c: Counts) -> list[int]:
+    return [c.requests, c.bad, c.slow]
+
+
+def _counts_of(value: Any) -> Counts:
+    if isinstance(value, list) and len(value) == 3:
+        return Counts(int(value[0]), int(value[1]), int(value[2]))
+    return Counts()
 
 
 def _counts(c: Counts) -> dict[str, int]:
