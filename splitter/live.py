@@ -122,6 +122,8 @@ class LiveHost(AdminHost, Protocol):
     def feed(self) -> Feed: ...
     @property
     def started_at(self) -> float: ...  # wall-clock time of the start
+    @property
+    def replicas(self) -> int: ...  # live replicas sharing a store (1 without one)
 
 
 def seconds_param(request: web.Request, name: str, default: int) -> int:
@@ -211,7 +213,10 @@ class Dashboard:
                 "backends_up": sum(1 for b in backends if self.host.backend_up(b.url)),
                 "backends": len(backends),
             }
-        return {"at": iso_time(now), "window": window, "pools": pools}
+        out: dict[str, Any] = {"at": iso_time(now), "window": window, "pools": pools}
+        if controller.config.store is not None:  # the statistics are the whole fleet's
+            out["replicas"] = self.host.replicas
+        return out
 
     def series(self, start: int, end: int, now: float | None = None) -> dict[str, Any]:
         """Per pool, requests and errors of each second from `start` up to `end`."""

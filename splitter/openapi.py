@@ -533,6 +533,11 @@ _LIVE_SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": {"$ref": "#/components/schemas/PoolStats"},
             },
+            "replicas": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "With a shared store: the live replicas whose requests are counted.",
+            },
         },
     },
     "Series": {

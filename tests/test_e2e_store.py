@@ -182,6 +182,29 @@ def test_a_change_through_one_replica_is_in_force_in_the_others_within_a_second(
         )
 
 
+def test_stats_on_any_replica_show_the_whole_fleet(
+    three_pools: dict[str, Backend],
+    splitter_factory: SplitterFactory,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    fleet = start_fleet(splitter_factory, three_pools, redis_server.url, tmp_path)
+    sent = [0, 0, 0]
+    for i, sp in enumerate(fleet):  # a known number of requests through each replica
+        for _ in range(20 * (i + 1)):
+            assert http_request(sp.proxy_url)[0] == 200
+            sent[i] += 1
+
+    def fleet_requests(sp: SplitterProc) -> int:
+        status, body = api(sp, "GET", "/api/v1/stats?window=60")
+        assert status == 200, body
+        assert body["replicas"] == 3, body
+        return int(sum(p.get("requests", 0) for p in body["pools"].values()))
+
+    for sp in fleet:  # every replica counts the 120 requests, whichever served them
+        until(lambda sp=sp: fleet_requests(sp) == sum(sent), 10, f"120 requests in {sp}")
+
+
 def test_a_cookie_from_one_replica_keeps_its_pool_on_the_others(
     three_pools: dict[str, Backend],
     splitter_factory: SplitterFactory,
