@@ -264,3 +264,34 @@ class RawConn:
         except TimeoutError:
             return False
         return self.eof
+
+
+def read_until_end(sock: socket.socket, limit: float) -> tuple[bytes, str]:
+    """Everything until the peer closes, and how it ended: "eof", "reset" or "timeout"
+    (the peer kept the connection open for `limit` seconds)."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + limit
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return b"".join(chunks), "timeout"
+        sock.settimeout(remaining)
+        try:
+            piece = sock.recv(65536)
+        except TimeoutError:
+            return b"".join(chunks), "timeout"
+        except ConnectionResetError:
+            return b"".join(chunks), "reset"
+        if not piece:
+            return b"".join(chunks), "eof"
+        chunks.append(piece)
+
+
+def exchange(port: int, data: bytes, timeout: float = 5) -> tuple[bytes, str]:
+    """Send `data` on a new connection; everything received, and how it ended."""
+    with open_conn(port, timeout) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # splitter may answer and close before reading it all
+        return read_until_end(sock, timeout)

@@ -30,7 +30,15 @@ from typing import Any
 import pytest
 
 from tests.rawbackend import DRAIN, RawBackend, Script
-from tests.rawhttp import RawConn, Response, open_conn, parse_one, parse_responses
+from tests.rawhttp import (
+    RawConn,
+    Response,
+    exchange,
+    open_conn,
+    parse_one,
+    parse_responses,
+    read_until_end,
+)
 from tests.support import NO_HEALTH_DOWN, SplitterProc, pools_config, start_splitter, wait_until
 
 HEADER_TIMEOUT = 1.0
@@ -215,35 +223,6 @@ def _send_and_watch(
         data += piece
 
 
-def _read_all(sock: socket.socket, limit: float) -> tuple[bytes, str]:
-    """Everything until the peer closes: (data, "eof" | "reset" | "timeout")."""
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + limit
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b"".join(chunks), "timeout"
-        sock.settimeout(remaining)
-        try:
-            piece = sock.recv(65536)
-        except TimeoutError:
-            return b"".join(chunks), "timeout"
-        except ConnectionResetError:
-            return b"".join(chunks), "reset"
-        if not piece:
-            return b"".join(chunks), "eof"
-        chunks.append(piece)
-
-
-def _exchange(port: int, data: bytes, limit: float = 5) -> tuple[bytes, str]:
-    with open_conn(port) as sock:
-        try:
-            sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        return _read_all(sock, limit)
-
-
 def _push(sock: socket.socket, seconds: float, total: int, chunk_at: Any) -> int:
     """Send `chunk_at(0)`, `chunk_at(1)`, ... as fast as the socket takes them, for at most
     `seconds` or `total` bytes; the number of bytes the socket took."""
@@ -366,7 +345,7 @@ def _carried_after(backend: RawBackend, needle: bytes) -> list[list[bytes]]:
 def _assert_served(port: int) -> None:
     """A plain request on a new connection gets its own id back."""
     rid = b"after-" + _uid()
-    data, how = _exchange(port, _get(b"/after", rid, close=True))
+    data, how = exchange(port, _get(b"/after", rid, close=True))
     responses = parse_responses(data)
     assert [(r.status, r.body) for r in responses] == [(200, rid)], (how, data[:300])
 
@@ -668,7 +647,7 @@ def test_endless_request_trailer_is_refused_with_flat_memory(holes: Holes) -> No
         rss = PeakRss(holes.proc.pid)
         sent = _push(sock, 2.0, 16 * MIB, lambda k: b"a" * 65536)
         growth = rss.growth()
-        data, how = _read_all(sock, 3)
+        data, how = read_until_end(sock, 3)
     problems = _error_problems(data, how, {400, 431})
     if growth >= 8 * MIB:
         problems.append(f"peak RSS grew by {growth / MIB:.1f} MiB ({sent / MIB:.1f} MiB sent)")
@@ -769,7 +748,7 @@ def test_backend_excess_bytes_are_dropped_and_connection_discarded(
         assert (third.status, third.body) == (200, rids[1]), conn.seen[:500]
         assert not conn.closed_by_peer(timeout=0.3), "splitter closed the client connection"
         got = conn.seen
-    data, _ = _exchange(fresh.port, _get(b"/new-client", rids[2], close=True))
+    data, _ = exchange(fresh.port, _get(b"/new-client", rids[2], close=True))
     assert [(r.status, r.body) for r in parse_responses(data)] == [(200, rids[2])], data[:300]
     assert mark not in got + data, "the excess reached a client"
     carried = _carried_after(fresh.main, path)
@@ -806,7 +785,7 @@ def test_absolute_form_reaches_backend_in_origin_form(
         host,
         rid,
     )
-    data, _ = _exchange(holes.port, request)
+    data, _ = exchange(holes.port, request)
     assert [(r.status, r.body) for r in parse_responses(data)] == [(200, rid)], data[:300]
     seen, _ = _backend_request(holes.main, rid)
     assert seen.split(b"\r\n", 1)[0] == b"GET %s HTTP/1.1" % origin
@@ -829,7 +808,7 @@ def test_absolute_form_refusals(holes: Holes, request_line: bytes, status: int) 
     refused, the connection closed, never forwarded."""
     m = b"abs-refused-" + _uid()
     request = request_line % {b"m": m} + b"\r\nHost: abs.example\r\nX-Probe: %s\r\n\r\n" % m
-    data, how = _exchange(holes.port, request, limit=2)
+    data, how = exchange(holes.port, request, timeout=2)
     responses = parse_responses(data)
     assert len(responses) == 1, data[:300]
     _json_error(responses[0], {status})
@@ -843,7 +822,7 @@ def test_absolute_form_refusals(holes: Holes, request_line: bytes, status: int) 
 
 def test_http10_without_host_gets_the_backends_host(holes: Holes) -> None:
     rid = b"h10-" + _uid()
-    data, _ = _exchange(holes.port, b"GET /h10 HTTP/1.0\r\nX-Request-Id: %s\r\n\r\n" % rid)
+    data, _ = exchange(holes.port, b"GET /h10 HTTP/1.0\r\nX-Request-Id: %s\r\n\r\n" % rid)
     assert [(r.status, r.body) for r in parse_responses(data)] == [(200, rid)], data[:300]
     seen, _ = _backend_request(holes.main, rid)
     assert _header_values(seen, b"Host") == [b"127.0.0.1:%d" % holes.main.port], seen
@@ -856,7 +835,7 @@ def test_http10_without_host_gets_the_backends_host(holes: Holes) -> None:
 def test_content_length_over_int63_is_400(holes: Holes, length: bytes) -> None:
     m = b"cl-" + _uid()
     request = b"POST /%s HTTP/1.1\r\nHost: a\r\nContent-Length: %s\r\n\r\nabc" % (m, length)
-    data, how = _exchange(holes.port, request, limit=3)
+    data, how = exchange(holes.port, request, timeout=3)
     responses = parse_responses(data)
     assert len(responses) == 1, (how, data[:300])
     _json_error(responses[0], {400})
@@ -887,7 +866,7 @@ def test_101_to_a_plain_request_is_502(holes: Holes) -> None:
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     )
     for _ in range(3):
-        data, how = _exchange(holes.port, _get(path, _uid(), close=True))
+        data, how = exchange(holes.port, _get(path, _uid(), close=True))
         responses = parse_responses(data)
         assert len(responses) == 1 and how == "eof", (how, data[:300])
         _json_error(responses[0], {502})
@@ -934,7 +913,7 @@ def test_backend_head_over_limits_is_502(holes: Holes, steps: tuple[bytes, ...])
     path = holes.script(*steps)
     rss = PeakRss(holes.proc.pid)
     start = time.monotonic()
-    data, how = _exchange(holes.port, _get(path, _uid(), close=True), limit=6)
+    data, how = exchange(holes.port, _get(path, _uid(), close=True), timeout=6)
     elapsed = time.monotonic() - start
     growth = rss.growth()
     problems = _error_problems(data, how, {502})
@@ -949,7 +928,7 @@ def test_backend_head_within_limits_passes(holes: Holes) -> None:
     """The control: 20 fields and about 3.4 KiB of them is within the limits."""
     head_fields = _fields(MAX_HEADER_COUNT - 1, 160, b"X-Within-")
     path = holes.script(b"HTTP/1.1 200 OK\r\n" + head_fields + b"Content-Length: 2\r\n\r\nok")
-    data, _ = _exchange(holes.port, _get(path, _uid(), close=True))
+    data, _ = exchange(holes.port, _get(path, _uid(), close=True))
     [resp] = parse_responses(data)
     assert (resp.status, resp.body) == (200, b"ok")
     for i in range(MAX_HEADER_COUNT - 1):
@@ -963,7 +942,7 @@ def _chunked_with_trailers(trailers: bytes) -> bytes:
 def test_response_trailers_are_not_headers(holes: Holes) -> None:
     m = b"resp-trailer-" + _uid()
     path = holes.script(_chunked_with_trailers(b"X-Resp-Trailer: %s\r\n\r\n" % m))
-    data, _ = _exchange(holes.port, _get(path, _uid(), close=True))
+    data, _ = exchange(holes.port, _get(path, _uid(), close=True))
     [resp] = parse_responses(data)
     assert (resp.status, resp.body, resp.complete) == (200, b"hello", True)
     assert not any(m.decode() in v for _, v in resp.headers)
@@ -988,7 +967,7 @@ def test_backend_trailers_over_limits_abort_the_response(
     path = holes.script(*steps)
     rss = PeakRss(holes.proc.pid)
     start = time.monotonic()
-    data, how = _exchange(holes.port, _get(path, _uid(), close=True), limit=6)
+    data, how = exchange(holes.port, _get(path, _uid(), close=True), timeout=6)
     elapsed = time.monotonic() - start
     growth = rss.growth()
     responses = parse_responses(data)

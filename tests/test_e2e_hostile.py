@@ -30,7 +30,7 @@ import pytest
 from tests.faultproxy import FaultProxy
 from tests.hostile_requests import CORPUS, Hostile
 from tests.rawbackend import RawBackend, guarded_splitter
-from tests.rawhttp import Response, open_conn, parse_responses
+from tests.rawhttp import Response, exchange, parse_responses
 from tests.support import (
     LOCALHOST,
     NO_HEALTH_DOWN,
@@ -51,25 +51,7 @@ def _unique() -> str:
 def _exchange(port: int, data: bytes, timeout: float = 5) -> tuple[bytes, str]:
     """Send `data` on a new connection; everything received, and how it ended:
     "eof", "reset" or "timeout" (the peer kept the connection open)."""
-    chunks: list[bytes] = []
-    with open_conn(port, timeout) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(data)  # splitter may answer and close before reading it all
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return b"".join(chunks), "timeout"
-            sock.settimeout(remaining)
-            try:
-                piece = sock.recv(65536)
-            except ConnectionResetError:
-                return b"".join(chunks), "reset"
-            except TimeoutError:
-                return b"".join(chunks), "timeout"
-            if not piece:
-                return b"".join(chunks), "eof"
-            chunks.append(piece)
+    return exchange(port, data, timeout)
 
 
 def _get(path: str = "/", rid: str | None = None, version: bytes = b"HTTP/1.1") -> bytes:

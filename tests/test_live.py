@@ -29,8 +29,9 @@ class Host:
     """What live.py needs of a running splitter, without a proxy."""
 
     def __init__(self, config: Config, state_path: Path) -> None:
+        # Not started: its weights are the config's, which is all the statistics read.
         self.controller = Controller(config, StateFile(str(state_path)), lambda c, w: None)
-        self.controller.start()
+        self.replicas = 1
         self.metrics = self
         self.stopping = False
         self.window = Window()
