@@ -556,6 +556,13 @@ def fmt_err(r: dict) -> str:
     return "0" if not errs else f"{r['non2xx']} non-2xx, {r['socket_errors']} socket"
 
 
+def _order(target: str) -> float:
+    """Table order: as in ALL_TARGETS, splitter-base right after splitter."""
+    if target == "splitter-base":
+        return ALL_TARGETS.index("splitter") + 0.5
+    return ALL_TARGETS.index(target)
+
+
 def load_table(results: list[dict]) -> str:
     by = {(r["target"], r["connections"]): r for r in results}
     rows = [
@@ -563,7 +570,7 @@ def load_table(results: list[dict]) -> str:
         "| added p50 ms | added p50 vs nginx | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(results, key=lambda r: (r["connections"], ALL_TARGETS.index(r["target"]))):
+    for r in sorted(results, key=lambda r: (r["connections"], _order(r["target"]))):
         n, d = by.get(("nginx", r["connections"])), by.get(("direct", r["connections"]))
         ratio = f"{r['rps'] / n['rps']:.2f}" if n and n["rps"] else "-"
         added = added_ratio = "-"

@@ -140,7 +140,7 @@ class Limits:
     max_header_bytes: int = 65536
     max_header_count: int = 100
     upstream_idle_timeout: float = 4.0  # close idle backend connections before they do
-    upstream_max_idle: int = 128  # idle keep-alive connections kept per backend
+    upstream_max_idle: int = 1024  # idle keep-alive connections kept per backend
 
 
 @dataclass(frozen=True, slots=True)
