@@ -406,6 +406,16 @@ _AloneHarm = tuple[str, Callable[[Counts], float], str, _RateTest]
 # --- the judges ----------------------------------------------------------------------------------
 
 
+def _safe(within: str, requests: int, least: int, may_pass: bool, what: str) -> Verdict:
+    """The verdict once the evidence says "within the limit": a pass, unless the sample is
+    still under `least` or the hold is not over."""
+    if requests < least:
+        return Verdict(PENDING, f"{within}; waiting for {least} {what}", least - requests)
+    if not may_pass:
+        return Verdict(PENDING, f"{within}; holding", 0)
+    return Verdict(PASS, within, 0)
+
+
 class CanaryJudge:
     """Candidate against baseline, batch by batch (contract section 8, "The judge").
 
@@ -500,16 +510,10 @@ class CanaryJudge:
             f"{_confident(limits)}"
         )
         if self._log_safe() >= self._log_pass_at:
-            if c.requests < self.min_requests:
-                return Verdict(
-                    PENDING,
-                    f"{within}; waiting for {self.min_requests} candidate requests",
-                    self.min_requests - c.requests,
-                )
-            if not may_pass:
-                return Verdict(PENDING, f"{within}; holding", 0)
-            self._passed = Verdict(PASS, within, 0)
-            return self._passed
+            verdict = _safe(within, c.requests, self.min_requests, may_pass, "candidate requests")
+            if verdict.verdict == PASS:
+                self._passed = verdict
+            return verdict
         return Verdict(
             PENDING,
             f"bad rate {_pct(c.bad_rate())} vs baseline {_pct(b.bad_rate())} over "
@@ -616,16 +620,10 @@ class _AloneJudge:
             return self._passed
         within = f"bad rate {_pct(c.bad_rate())}: within {self._bad_text} {confident}"
         if self._bad_under.log_e() >= self._log_pass_at:
-            if c.requests < self.min_requests:
-                return Verdict(
-                    PENDING,
-                    f"{within}; waiting for {self.min_requests} requests",
-                    self.min_requests - c.requests,
-                )
-            if not may_pass:
-                return Verdict(PENDING, f"{within}; holding", 0)
-            self._passed = Verdict(PASS, within, 0)
-            return self._passed
+            verdict = _safe(within, c.requests, self.min_requests, may_pass, "requests")
+            if verdict.verdict == PASS:
+                self._passed = verdict
+            return verdict
         return Verdict(
             PENDING,
             f"bad rate {_pct(c.bad_rate())} over {c.requests} requests: not conclusive yet",
