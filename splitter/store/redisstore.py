@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -195,7 +196,9 @@ class RedisStore:
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                # Through a typed name: redis types aclose() in some releases, not others.
+                close: Callable[[], Awaitable[object]] = pubsub.aclose
+                await close()
             except Exception:
                 pass
 
