@@ -49,7 +49,7 @@ from splitter.reload import ConfigWatcher
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
-from splitter.stats import Drained, Recorder, Window
+from splitter.stats import Drained, Recorder, Window, per_process
 from splitter.store import Compute, Document, Edit
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
@@ -57,8 +57,8 @@ if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
 
 log = logging.getLogger("splitter")
 
-STATS_EVERY = 0.5  # seconds between two drains of the statistics recorder
-ROLLOUT_EVERY = 1.0  # seconds between two looks of the rollout judge
+STATS_EVERY = 0.25  # seconds between two drains of the statistics recorder
+ROLLOUT_EVERY = 0.25  # seconds between two looks of the rollout judge
 STORE_CONNECT = 3.0  # seconds a start waits for the store before going on without it
 SETTLED_ALONE = 2  # seconds after which a second's statistics are complete: this process
 SETTLED_SHARED = 4  # ... every replica (they share them every second)
@@ -207,6 +207,9 @@ class Splitter:
     # -- the live state -----------------------------------------------------------------
 
     def _build_live(self, config: Config, weights: dict[str, float]) -> Live:
+        self.recorder.max_per_address = per_process(
+            config.rollouts.analysis.max_per_address, config.workers
+        )
         return build_live(config, weights, self._cookie_secret, self.health_table)
 
     async def _collect_stats(self) -> None:
@@ -248,6 +251,8 @@ class Splitter:
 
     async def _run_rollouts(self) -> None:
         shown = None  # the analysis last sent to the dashboard
+        next_show = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(ROLLOUT_EVERY)
             try:
@@ -255,11 +260,14 @@ class Splitter:
             except Exception:  # a bug must not stop the engine's clock: log it, go on
                 log.exception("error while judging the rollout")
             active = self.rollouts.active
-            if active is not None:  # at most once a second while its analysis moves
+            if active is not None and loop.time() >= next_show:
+                # At most once a second while its analysis moves (transitions are
+                # published as they happen, by the engine's events).
                 body = active.to_json()
                 moving = (body["analysis"], body["reason"])
                 if moving != shown:
                     shown = moving
+                    next_show = loop.time() + 1.0
                     self.feed.publish("rollout", body)
 
     @property
@@ -279,6 +287,11 @@ class Splitter:
         live = self.live
         state = live.pools.get(pool) if live is not None else None
         return state is not None and state.has_live_backend()
+
+    def pool_checked_up(self, pool: str) -> bool:
+        live = self.live
+        state = live.pools.get(pool) if live is not None else None
+        return state is not None and state.has_checked_backend()
 
     def rollout_event(
         self,

@@ -159,6 +159,9 @@ class Analysis:
     max_slow_ratio: float = 1.25
     latency_floor: float = 0.010  # seconds
     warmup: float = 30.0  # seconds after a weight change whose requests are not judged
+    # Client-seconds one client address adds per second and pool. Applied as requests are
+    # recorded, in every process: set in the config only, not per rollout.
+    max_per_address: int = 100
 
 
 ROLLOUT_EVENTS = ("started", "step", "paused", "resumed", "promoted", "rolled_back", "cancelled")
@@ -801,6 +804,13 @@ def _as_inconclusive(value: Any) -> str:
     return str(value)
 
 
+def _as_per_address(value: Any) -> int:
+    n = _as_int(value, 1)
+    if n > 1_000_000:
+        raise _Invalid("must be at most 1000000")
+    return n
+
+
 def _as_hook_url(value: Any) -> str:
     url = _as_str(value)
     scheme, sep, rest = url.partition("://")
@@ -818,13 +828,23 @@ _ANALYSIS_FIELDS: dict[str, _Convert] = {
     "max_slow_ratio": _as_ratio,
     "latency_floor": _DURATION_GE0,
     "warmup": _DURATION_GE0,
+    "max_per_address": _as_per_address,
 }
+_CONFIG_ONLY = ("max_per_address",)
 
 
-def _analysis(ck: _Checker, value: Any, path: str, base: Analysis) -> Analysis:
+def _analysis(
+    ck: _Checker, value: Any, path: str, base: Analysis, in_config: bool = True
+) -> Analysis:
     if value is None:
         return base
     m = ck.mapping(value, path, tuple(_ANALYSIS_FIELDS)) or {}
+    if not in_config:
+        for key in _CONFIG_ONLY:
+            if key in m:
+                why = f"is set in the config (rollouts.analysis.{key}): it applies as requests"
+                ck.add(_join(path, key), why + " are recorded")
+                m = {k: v for k, v in m.items() if k != key}
     return Analysis(
         **{k: ck.get(m, path, k, getattr(base, k), f) for k, f in _ANALYSIS_FIELDS.items()}
     )
@@ -904,7 +924,7 @@ def parse_rollout(data: Any, defaults: Rollouts) -> RolloutPlan:
     if strategy not in ("canary", "bluegreen"):
         ck.add("strategy", "must be canary or bluegreen")
         strategy = "canary"
-    analysis = _analysis(ck, data.get("analysis"), "analysis", defaults.analysis)
+    analysis = _analysis(ck, data.get("analysis"), "analysis", defaults.analysis, False)
     on_inconclusive = ck.get(
         data, "", "on_inconclusive", defaults.on_inconclusive, _as_inconclusive
     )

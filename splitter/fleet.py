@@ -42,7 +42,7 @@ from typing import Protocol
 from splitter.control import Controller
 from splitter.errors import NotLeader, StoreUnavailable
 from splitter.rollout import RolloutEngine
-from splitter.stats import Drained, Window
+from splitter.stats import Drained, Window, merge_evidence
 from splitter.store import SharedStore
 
 log = logging.getLogger("splitter.fleet")
@@ -75,16 +75,16 @@ def merge_drained(into: Drained, drained: Drained) -> None:
     """Add `drained` to `into` (a recorder's data, summed)."""
     for second, pools in drained.items():
         mine = into.setdefault(second, {})
-        for pool, (counts, judged, other) in pools.items():
+        for pool, (counts, judged, other, classes) in pools.items():
             entry = mine.get(pool)
             if entry is None:
-                mine[pool] = (list(counts), dict(judged), dict(other))
-                continue
+                entry = mine[pool] = ([0] * len(counts), {}, {}, {})
             for i, n in enumerate(counts):
                 entry[0][i] += n
             for hist, into_hist in ((judged, entry[1]), (other, entry[2])):
                 for bucket, n in hist.items():
                     into_hist[bucket] = into_hist.get(bucket, 0) + n
+            merge_evidence(entry[3], classes)
 
 
 class Fleet:

@@ -114,6 +114,28 @@ probability at most a however often, and for however long, anyone looks. That is
    least the requests still missing to ``min_requests``. None when no term grows, i.e. the
    candidate looks at or over its limit, or when it would take more than 10^9.
 
+Request classes (the README, "The judge": evidence no client can steer). The caller counts
+*client-seconds* (a client at most once per second, pool and class) and hands them over
+class by class: the method and the first path segment. The ratio tests take each class's
+batch on its own, with the class's own candidate share rho: the conditional argument of 1
+holds within each class (each class's bad events are Poisson given its exposure, whatever
+the rates of other classes), so the product over classes is an e-process too, and a class
+that only one side served contributes a likelihood ratio of exactly 1 (rho = 0 or 1).
+Traffic aimed at one pool, or an endpoint failing everywhere (the same rate on both sides,
+a ratio of 1), cannot move them. The floor tests (on the candidate alone) see only classes
+the baseline served too, each up to twice what the weights would give the candidate beside
+the baseline's requests of that class (plus 2 per batch); past that, the class's requests
+count at a weight w < 1: a likelihood ratio raised to w has E[LR^w] <= E[LR]^w <= 1 under
+the null (Jensen), so the weighted product stays an e-process, and a flood of one cheap
+endpoint cannot outweigh the traffic's own mix. The blue-green judges hold the candidate's
+classes to the baseline's mix the same way (`_AloneJudge.observe_classes`).
+
+Judging the second as it fills: `peek` asks whether a batch not yet complete would bring a
+fail, without adding it. Within a batch the events arrive one by one, and the product of
+their conditional likelihood ratios (each with the exposure share up to it) is itself a
+martingale; the batch's ratio at the time of a look approximates it closely, and the
+simulations in the tests measure the false-fail rate with looks four times a second.
+
 Sample ratio. New clients are assigned independently with the candidate's weight share p0
 (which may change between batches), so the candidate's count in a batch is Binomial(n, p0).
 The alternative is a constant shift of the log-odds, logit(p) = logit(p0) + d, with d on the
@@ -124,8 +146,9 @@ at 1 / alpha.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -208,6 +231,9 @@ class Verdict:
     needed_requests: int | None
 
 
+_NONE = Counts()
+
+
 def _clean(counts: Counts) -> Counts:
     """The batch with impossible values clamped: no negatives, no more bad than requests."""
     n = max(0, int(counts.requests))
@@ -216,6 +242,13 @@ def _clean(counts: Counts) -> Counts:
     if n == counts.requests and bad == counts.bad and slow == counts.slow:
         return counts
     return Counts(n, bad, slow)
+
+
+def _weighted(c: Counts, weight: float) -> Counts:
+    """The counts as they weigh, rounded (for people: the tests take the exact ones)."""
+    if weight == 1.0:
+        return c
+    return Counts(round(c.requests * weight), round(c.bad * weight), round(c.slow * weight))
 
 
 def _clamp(p: float) -> float:
@@ -293,10 +326,12 @@ class _RateTest:
         self._hit = [_log(p) - _log(self.limit) for p in self._points]
         self._miss = [_log1p(-p) - _log1p(-self.limit) for p in self._points]
         self._log_w = -_log(len(_GRID))
-        self.n = 0
-        self.x = 0
+        self.n = 0.0
+        self.x = 0.0
 
-    def add(self, n: int, x: int) -> None:
+    def add(self, n: float, x: float) -> None:
+        """`n` requests, `x` of them hits; fractions are requests counted at a weight
+        below 1 (their likelihood ratio raised to it: still an e-value, by Jensen)."""
         self.n += n
         self.x += x
 
@@ -459,19 +494,61 @@ class CanaryJudge:
         self._passed: Verdict | None = None
 
     def observe(self, candidate: Counts, baseline: Counts) -> None:
-        """Adds one batch; the candidate's share rho is this batch's share of requests."""
-        c = _clean(candidate)
-        b = _clean(baseline)
-        if c.requests == 0 and b.requests == 0:
-            return
-        self.candidate = self.candidate + c
-        self.baseline = self.baseline + b
-        self._bad_over_ratio.add(c.requests, c.bad, b.requests, b.bad)
-        self._bad_under_ratio.add(c.requests, c.bad, b.requests, b.bad)
-        self._slow_over_ratio.add(c.requests, c.slow, b.requests, b.slow)
-        self._bad_over_floor.add(c.requests, c.bad)
-        self._bad_under_floor.add(c.requests, c.bad)
-        self._slow_over_floor.add(c.requests, c.slow)
+        """Adds one batch of a single request class that both sides serve."""
+        self.observe_classes({"": candidate}, {"": baseline}, served=("",))
+
+    def observe_classes(
+        self,
+        candidate: Mapping[str, Counts],
+        baseline: Mapping[str, Counts],
+        share: float | None = None,
+        served: Container[str] = (),
+    ) -> None:
+        """Adds one batch, class by class (see "Request classes" in the module docstring).
+
+        `share` is the candidate's weight share while the batch was recorded (None: no
+        limit on its requests per class); `served` names the classes the baseline served
+        lately, beside those it served in this batch.
+        """
+        ratio = math.inf if share is None or share >= 1.0 else max(share, 0.0) / (1.0 - share)
+        for klass in {*candidate, *baseline}:
+            c = _clean(candidate.get(klass, _NONE))
+            b = _clean(baseline.get(klass, _NONE))
+            if c.requests == 0 and b.requests == 0:
+                continue
+            # Within the class, each event's candidate share is the class's own: a class
+            # only one side served gives no evidence (every likelihood ratio is 1).
+            self._bad_over_ratio.add(c.requests, c.bad, b.requests, b.bad)
+            self._bad_under_ratio.add(c.requests, c.bad, b.requests, b.bad)
+            self._slow_over_ratio.add(c.requests, c.slow, b.requests, b.slow)
+            self.baseline = self.baseline + b
+            if c.requests == 0 or (b.requests == 0 and klass not in served):
+                continue  # the candidate alone: no evidence for the floor either
+            # The floor tests see the candidate's requests of a class up to twice what the
+            # weights would give it beside the baseline's (plus 2), at a weight below 1
+            # past that: a flood of one endpoint cannot outweigh the traffic's own mix.
+            limit = math.inf if ratio == math.inf else 2.0 * ratio * b.requests + 2.0
+            weight = 1.0 if c.requests <= limit else limit / c.requests
+            n = c.requests * weight
+            self._bad_over_floor.add(n, c.bad * weight)
+            self._bad_under_floor.add(n, c.bad * weight)
+            self._slow_over_floor.add(n, c.slow * weight)
+            self.candidate = self.candidate + _weighted(c, weight)
+
+    def peek(
+        self,
+        candidate: Mapping[str, Counts],
+        baseline: Mapping[str, Counts],
+        share: float | None = None,
+        served: Container[str] = (),
+    ) -> Verdict | None:
+        """The fail that a batch not yet complete (the current second, as it fills) would
+        bring, without adding it: the judge acts on evidence as soon as it is there."""
+        if self._final is not None:
+            return self._final
+        trial = copy.deepcopy(self)
+        trial.observe_classes(candidate, baseline, share, served)
+        return trial._failure()
 
     def _log_safe(self) -> float:
         """Log of (ratio-safe + floor-safe) / 2, the pass e-value."""
@@ -579,6 +656,7 @@ class _AloneJudge:
         self.limits = limits
         self.min_requests = max(0, min_requests)
         self.candidate = Counts()
+        self.bad_limit = bad_limit
         alpha = 1.0 - limits.confidence
         self._bad_over = _RateTest(bad_limit, harm=True)
         self._bad_under = _RateTest(bad_limit, harm=False)
@@ -595,14 +673,50 @@ class _AloneJudge:
         self._passed: Verdict | None = None
 
     def observe(self, candidate: Counts) -> None:
-        """Adds one batch of the candidate's requests."""
-        c = _clean(candidate)
-        if c.requests == 0:
-            return
-        self.candidate = self.candidate + c
-        self._bad_over.add(c.requests, c.bad)
-        self._bad_under.add(c.requests, c.bad)
-        self._slow_over.add(c.requests, c.slow)
+        """Adds one batch of the candidate's requests, of a single class."""
+        self.observe_classes({"": candidate})
+
+    def observe_classes(
+        self, candidate: Mapping[str, Counts], reference: Mapping[str, Counts] | None = None
+    ) -> None:
+        """Adds one batch, class by class, held to the baseline's mix of classes in
+        `reference` (what the baseline served; None or empty: every class counts).
+
+        A class the baseline did not serve gives no evidence; nor does one whose bad rate
+        on the baseline is already over the limit (an endpoint that fails on every
+        version); a class counts up to twice its share of the reference (plus 2), at a
+        weight below 1 past that, so that a flood of one endpoint cannot outweigh it.
+        """
+        ref_total = sum(r.requests for r in reference.values()) if reference else 0
+        total = sum(max(0, c.requests) for c in candidate.values())
+        for klass, counts in candidate.items():
+            c = _clean(counts)
+            if c.requests == 0:
+                continue
+            weight = 1.0
+            if reference and ref_total > 0:
+                ref = reference.get(klass)
+                if ref is None or ref.requests <= 0 or ref.bad_rate() > self.bad_limit:
+                    continue
+                limit = 2.0 * ref.requests / ref_total * total + 2.0
+                if c.requests > limit:
+                    weight = limit / c.requests
+            n = c.requests * weight
+            self._bad_over.add(n, c.bad * weight)
+            self._bad_under.add(n, c.bad * weight)
+            self._slow_over.add(n, c.slow * weight)
+            self.candidate = self.candidate + _weighted(c, weight)
+
+    def peek(
+        self, candidate: Mapping[str, Counts], reference: Mapping[str, Counts] | None = None
+    ) -> Verdict | None:
+        """The fail a batch not yet complete would bring, without adding it."""
+        if self._final is not None:
+            return self._final
+        trial = copy.deepcopy(self)
+        trial.observe_classes(candidate, reference)
+        verdict = trial.verdict(False)
+        return verdict if verdict.verdict == FAIL else None
 
     def verdict(self, may_pass: bool) -> Verdict:
         """The verdict now; `may_pass` says the hold is over. A fail is for good."""

@@ -27,6 +27,9 @@ class Observation:
         self.by_override = False  # the override header chose the pool, not the weights
         self.client_id: str | None = None  # the sticky client, when there is one
         self.assigned = False  # the weighted choice placed a client without a cookie
+        self.method = b""  # the request's method and target, as sent
+        self.target = b""
+        self.client_addr = ""  # the client's address (the peer, or as trusted proxies say)
 
     @property
     def duration(self) -> float:

@@ -130,6 +130,10 @@ class PoolState:
     def has_live_backend(self) -> bool:
         return self.live
 
+    def has_checked_backend(self) -> bool:
+        """A backend passes its active health checks (passive ejection aside)."""
+        return any(b.health.checked_up for b in self.backends)
+
 
 @dataclass(slots=True)
 class Live:

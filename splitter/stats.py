@@ -20,6 +20,22 @@ Rules:
   sparse, one histogram for judged requests and one for the rest, so that a quantile is
   read to within 19% and the share above any threshold can be counted.
 - A `Window` keeps `WINDOW` seconds; older ones are dropped as new ones arrive.
+
+The judge's evidence (the README, "The judge": evidence no client can steer) is kept
+beside the counts, per pool, second and *request class* (the method and the first path segment:
+`GET /api`, `POST /cart`, `GET /`; see `request_class`), in *client-seconds*: each client
+counts at most once per second, pool and class, and that client-second is bad when any of
+its requests in it was bad; its latency is the slowest of them (so "slow" is decided by the
+reader, against the threshold of the moment). Requests the weights chose and those the
+override header chose are kept apart (override classes carry the prefix `OVERRIDE_MARK`).
+One client address adds at most `max_per_address` client-seconds per second and pool (all
+classes together); beyond, its requests are served and counted as usual but not judged.
+A request without a client id (no sticky section) is a client-second of its own.
+
+Drains may come in the middle of a second (the judge looks at the second as it fills), so
+a client-second that is already drained and then turns bad, or slower, is drained again as
+a *delta*: +1 bad, or -1 in its old latency bucket and +1 in the new one. Summed, the deltas
+give exactly the client-seconds of the whole second.
 """
 
 from __future__ import annotations
@@ -49,9 +65,55 @@ SLOTS: Final = 8
 
 NO_POOL: Final = "none"
 
-# Drained data: second -> pool -> (counts, judged latency histogram, other latency histogram)
-PoolSecond = tuple[list[int], dict[int, int], dict[int, int]]
+# Drained data: second -> pool -> (counts, judged latency histogram, other latency histogram,
+# request class -> (client-seconds, bad, latency histogram of the client-seconds)).
+# The judge's evidence of one class: ([client-seconds, bad ones], {latency bucket of each
+# client-second's slowest request: client-seconds}). Plain data: it crosses pipes.
+Evidence = tuple[list[int], dict[int, int]]
+PoolSecond = tuple[list[int], dict[int, int], dict[int, int], dict[str, Evidence]]
 Drained = dict[int, dict[str, PoolSecond]]
+
+OVERRIDE_MARK: Final = "!"  # prefix of the classes of override-header requests
+OTHER_CLASS: Final = "other"  # past MAX_CLASSES in one second and pool, a class is this
+MAX_CLASSES: Final = 64  # distinct request classes per pool and second
+_MAX_SEGMENT: Final = 48  # bytes of the first path segment kept in a class name
+_METHODS: Final = frozenset(
+    [b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"TRACE"]
+)
+
+
+_class_names: dict[bytes, str] = {}
+
+
+def request_class(method: bytes, target: bytes, override: bool = False) -> str:
+    """The method and the first path segment: `GET /api` for `GET /api/v1/x?y`.
+
+    Unknown methods are `OTHER`; an absolute-form target counts by its path; a target
+    that is not a path (`*`) is `*`; a segment is cut at 48 bytes; `override` puts
+    `OVERRIDE_MARK` in front. Names are cached.
+    """
+    path = target
+    if not path.startswith(b"/"):
+        scheme = path.find(b"://")
+        if scheme >= 0:
+            slash = path.find(b"/", scheme + 3)
+            path = path[slash:] if slash >= 0 else b"/"
+        else:
+            path = b"*"
+    end = min(len(path), _MAX_SEGMENT)
+    for stop in (b"/", b"?", b"#", b";"):
+        i = path.find(stop, 1, end)
+        if i >= 0:
+            end = i
+    key = (b"!" if override else b"") + method + b" " + path[:end]
+    name = _class_names.get(key)
+    if name is None:
+        verb = method.decode("latin-1") if method in _METHODS else "OTHER"
+        name = (OVERRIDE_MARK if override else "") + verb + " " + path[:end].decode("latin-1")
+        if len(_class_names) >= 4096:
+            _class_names.clear()
+        _class_names[key] = name
+    return name
 
 
 def latency_bucket(seconds: float) -> int:
@@ -67,11 +129,17 @@ def bucket_upper(index: int) -> float:
 class Recorder:
     """The request path's observer: accumulates by second and pool until drained."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_address: int = 100) -> None:
         self.data: Drained = {}
         self.second = -1
         self.current: dict[str, PoolSecond] = {}
         self.bad_clients: set[str] = set()  # clients with a bad request this second
+        self.max_per_address = max_per_address
+        # This second's client-seconds: (pool, class, client) -> [bad (0/1, -1: not
+        # judged), latency bucket of the slowest request, class it is counted under].
+        self.client_seconds: dict[tuple[str, str, str], list[object]] = {}
+        self.per_address: dict[tuple[str, str], int] = {}  # client-seconds this second
+        self.classes: dict[str, dict[str, str]] = {}  # pool -> class -> counted as
 
     def observe(self, obs: Observation) -> None:
         second = int(obs.finished)
@@ -82,10 +150,13 @@ class Recorder:
                 current = self.data[second] = {}
             self.current = current
             self.bad_clients.clear()
+            self.client_seconds.clear()
+            self.per_address.clear()
+            self.classes.clear()
         pool = obs.pool_name or NO_POOL
         entry = self.current.get(pool)
         if entry is None:
-            entry = self.current[pool] = ([0] * SLOTS, {}, {})
+            entry = self.current[pool] = ([0] * SLOTS, {}, {}, {})
         counts = entry[0]
         counts[REQUESTS] += 1
         counts[BYTES] += obs.body_bytes
@@ -114,34 +185,125 @@ class Recorder:
         else:
             histogram = entry[2]
         histogram[bucket] = histogram.get(bucket, 0) + 1
+        if obs.pool_name is not None:
+            self._evidence(obs, pool, entry[3], obs.bad, bucket)
+
+    def _evidence(
+        self, obs: Observation, pool: str, evidence: dict[str, Evidence], bad: bool, bucket: int
+    ) -> None:
+        """Count the request's client-second, unless it is counted already or its address
+        has given all it may this second."""
+        klass = request_class(obs.method, obs.target, obs.by_override)
+        client = obs.client_id
+        key: tuple[str, str, str] | None = None
+        if client is not None:
+            key = (pool, klass, client)
+            state = self.client_seconds.get(key)
+            if state is not None:
+                was_bad = state[0]
+                if was_bad == -1:
+                    return  # over its address's share: not judged this second
+                counted = str(state[2])
+                if (bad and was_bad == 0) or bucket > _int(state[1]):
+                    item = _evidence_of(evidence, counted)
+                    if bad and was_bad == 0:
+                        state[0] = 1
+                        item[0][1] += 1
+                    old = _int(state[1])
+                    if bucket > old:
+                        latency = item[1]
+                        latency[old] = latency.get(old, 0) - 1
+                        latency[bucket] = latency.get(bucket, 0) + 1
+                        state[1] = bucket
+                return
+        address = (pool, obs.client_addr)
+        given = self.per_address.get(address, 0)
+        if given >= self.max_per_address:
+            if key is not None:
+                self.client_seconds[key] = [-1, 0, ""]
+            return
+        self.per_address[address] = given + 1
+        seen = self.classes.get(pool)
+        if seen is None:
+            seen = self.classes[pool] = {}
+        counted_as = seen.get(klass)
+        if counted_as is None:
+            counted_as = klass
+            if len(seen) >= MAX_CLASSES:
+                counted_as = (OVERRIDE_MARK if obs.by_override else "") + OTHER_CLASS
+            seen[klass] = counted_as
+        if key is not None:
+            self.client_seconds[key] = [1 if bad else 0, bucket, counted_as]
+        item = _evidence_of(evidence, counted_as)
+        item[0][0] += 1
+        if bad:
+            item[0][1] += 1
+        latency = item[1]
+        latency[bucket] = latency.get(bucket, 0) + 1
 
     def drain(self) -> Drained:
-        """What was recorded since the last drain (plain data: it may cross a pipe)."""
-        data = self.data
+        """What was recorded since the last drain (plain data: it may cross a pipe). The
+        current second's client-seconds are remembered: what they do next is a delta."""
+        data = {second: pools for second, pools in self.data.items() if pools}
         self.data = {}
-        self.second = -1
         self.current = {}
+        if self.second >= 0:
+            self.data[self.second] = self.current
         return data
+
+
+def per_process(max_per_address: int, processes: int) -> int:
+    """Each of `processes` recorders' share of an address's client-seconds per second (a
+    client's connections may reach any worker: together they stay within the limit)."""
+    return max(1, -(-max_per_address // max(1, processes)))
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+def _evidence_of(evidence: dict[str, Evidence], klass: str) -> Evidence:
+    item = evidence.get(klass)
+    if item is None:
+        item = evidence[klass] = ([0, 0], {})
+    return item
+
+
+def merge_evidence(into: dict[str, Evidence], more: Mapping[str, Evidence]) -> None:
+    """Add `more`'s client-seconds to `into`, class by class."""
+    for klass, (counts, latency) in more.items():
+        mine = into.get(klass)
+        if mine is None:
+            mine = into[klass] = ([0, 0], {})
+        mine[0][0] += counts[0]
+        mine[0][1] += counts[1]
+        hist = mine[1]
+        for bucket, n in latency.items():
+            hist[bucket] = hist.get(bucket, 0) + n
 
 
 class PoolTotals:
     """One pool's counts summed over some seconds."""
 
-    __slots__ = ("counts", "judged_latency", "other_latency")
+    __slots__ = ("classes", "counts", "judged_latency", "other_latency")
 
     def __init__(self) -> None:
         self.counts = [0] * SLOTS
         self.judged_latency: dict[int, int] = {}
         self.other_latency: dict[int, int] = {}
+        self.classes: dict[str, Evidence] = {}  # the judge's client-seconds by class
 
     def add(self, entry: PoolSecond) -> None:
-        counts, judged, other = entry
+        counts, judged, other, classes = entry
         mine = self.counts
         for i in range(SLOTS):
             mine[i] += counts[i]
         for hist, into in ((judged, self.judged_latency), (other, self.other_latency)):
             for bucket, n in hist.items():
                 into[bucket] = into.get(bucket, 0) + n
+        if classes:
+            merge_evidence(self.classes, classes)
 
     @property
     def requests(self) -> int:
@@ -217,7 +379,9 @@ class Window:
                 mine = out.get(pool)
                 if mine is None:
                     mine = out[pool] = PoolTotals()
-                mine.add((totals.counts, totals.judged_latency, totals.other_latency))
+                mine.add(
+                    (totals.counts, totals.judged_latency, totals.other_latency, totals.classes)
+                )
         return out
 
     def series(self, pools: Iterable[str], since: float) -> list[tuple[int, dict[str, list[int]]]]:

@@ -44,11 +44,11 @@ from splitter.errors import StartupError
 from splitter.proxy.listener import ProxyListener
 from splitter.runtime import bind, configure_logging, new_event_loop
 from splitter.state import HealthTable, Live, build_live
-from splitter.stats import Drained, Recorder
+from splitter.stats import Drained, Recorder, per_process
 
 log = logging.getLogger("splitter.workers")
 
-COUNTERS_EVERY = 0.5  # seconds between a worker's counter snapshots
+COUNTERS_EVERY = 0.25  # seconds between a worker's counter snapshots (and statistics)
 READY_TIMEOUT = 20.0
 YOUNG = 5.0  # a worker that dies younger than this is restarted after a pause
 
@@ -87,8 +87,14 @@ async def _serve(
     current: list[Any] = [config, weights]
     secret_box = [secret]
 
+    recorder = Recorder()
+
     def build() -> Live:
-        live = build_live(current[0], current[1], secret_box[0], table)
+        cfg: Config = current[0]
+        recorder.max_per_address = per_process(
+            cfg.rollouts.analysis.max_per_address, cfg.workers
+        )
+        live = build_live(cfg, current[1], secret_box[0], table)
         now = loop.time()
         for url in table.by_url:
             table.set_checked(url, health.get(url, True), now)
@@ -96,7 +102,6 @@ async def _serve(
         return live
 
     counters = Counters()
-    recorder = Recorder()
     server = ProxyListener(build(), loop, counters, recorder)
     await server.listen(sock)
     stop = asyncio.Event()

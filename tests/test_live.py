@@ -75,7 +75,7 @@ def second(pools: dict[str, tuple[int, int, float]]) -> dict[str, Any]:
     out = {}
     for name, (requests, errors, latency) in pools.items():
         counts = [requests, errors, 0, 0, 0, 0, 0, 0]
-        out[name] = (counts, {}, {latency_bucket(latency): requests})
+        out[name] = (counts, {}, {latency_bucket(latency): requests}, {})
     return out
 
 

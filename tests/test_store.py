@@ -15,9 +15,10 @@ from splitter.control import Controller, WeightError
 from splitter.errors import StoreConflict
 from splitter.fleet import merge_drained
 from splitter.state import StateFile
+from splitter.stats import Drained
 from splitter.store import Document, Edit, state_document, write_state_document
 from splitter.store.filestore import FileStore
-from splitter.store.redisstore import _drained, _pairs
+from splitter.store.redisstore import _classes, _drained, _pairs
 
 CONFIG = {
     "listen": "127.0.0.1:8080",
@@ -123,17 +124,39 @@ def test_a_change_computed_on_a_stale_document_is_computed_again_on_the_newer_on
 
 
 def test_statistics_drained_add_up_and_cross_the_store_unchanged() -> None:
-    into: dict[int, dict[str, tuple[list[int], dict[int, int], dict[int, int]]]] = {}
-    one = {7: {"blue": ([1, 0, 1, 0, 0, 0, 1, 10], {3: 1}, {})}}
-    two = {7: {"blue": ([2, 1, 2, 1, 0, 0, 0, 20], {3: 1, 4: 1}, {9: 1})},
-           8: {"none": ([1, 1, 0, 0, 0, 0, 0, 0], {}, {2: 1})}}  # fmt: skip
+    into: Drained = {}
+    one: Drained = {
+        7: {"blue": ([1, 0, 1, 0, 0, 0, 1, 10], {3: 1}, {}, {"GET /": ([1, 0], {3: 1})})}
+    }
+    two: Drained = {
+        7: {"blue": ([2, 1, 2, 1, 0, 0, 0, 20], {3: 1, 4: 1}, {9: 1},
+                     {"GET /": ([1, 1], {3: -1, 4: 1}), "!GET /api": ([1, 0], {9: 1})})},
+        8: {"none": ([1, 1, 0, 0, 0, 0, 0, 0], {}, {2: 1}, {})},
+    }  # fmt: skip
     merge_drained(into, one)
     merge_drained(into, two)
-    assert into[7]["blue"] == ([3, 1, 3, 1, 0, 0, 1, 30], {3: 2, 4: 1}, {9: 1})
+    assert into[7]["blue"] == (
+        [3, 1, 3, 1, 0, 0, 1, 30],
+        {3: 2, 4: 1},
+        {9: 1},
+        {"GET /": ([2, 1], {3: 0, 4: 1}), "!GET /api": ([1, 0], {9: 1})},
+    )
     assert one[7]["blue"][0] == [1, 0, 1, 0, 0, 0, 1, 10]  # the inputs are left alone
+    assert one[7]["blue"][3] == {"GET /": ([1, 0], {3: 1})}
     rows = [
-        [second, pool, counts, _pairs(judged), _pairs(other)]
+        [second, pool, counts, _pairs(judged), _pairs(other), _classes(classes)]
         for second, pools in into.items()
-        for pool, (counts, judged, other) in pools.items()
+        for pool, (counts, judged, other, classes) in pools.items()
     ]
     assert _drained(json.loads(json.dumps(rows))) == into
+    # Rows of a replica of an earlier version (no classes) still read.
+    assert _drained([[7, "blue", [1] * 8, [], []]]) == {7: {"blue": ([1] * 8, {}, {}, {})}}
+    # What a replica never writes is refused, not taken in.
+    for bad in (
+        [[7, "blue", [1, 2], [], []]],  # counts of the wrong length
+        [[7, "blue", [1] * 8, [1], []]],  # a histogram of odd length
+        [[7, "blue", [1] * 8, [], [], {"GET /": [1, "x", []]}]],
+        [[7, "blue", [1] * 8, [], [], {f"GET /{i}": [1, 0, []] for i in range(500)}]],
+    ):
+        with pytest.raises((ValueError, TypeError, IndexError)):
+            _drained(bad)

@@ -33,6 +33,8 @@ class Traffic:
         path: str = "/",
         headers: Mapping[str, str] | None = None,
         max_requests: int = 100_000,
+        source: str = LOCALHOST,
+        cookies: list[str] | None = None,
     ) -> None:
         self.port = port
         self.clients = clients
@@ -42,7 +44,8 @@ class Traffic:
         self.path = path
         self.headers = dict(headers or {})
         self.max_requests = max_requests
-        self.cookies: dict[int, str] = {}
+        self.source = source  # the clients' address (any of 127.0.0.0/8)
+        self.cookies: dict[int, str] = dict(enumerate(cookies or []))
         self.results: list[tuple[float, int, str, int]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -100,7 +103,9 @@ class Traffic:
             status, pool = 0, ""
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(LOCALHOST, self.port, timeout=10)
+                    conn = http.client.HTTPConnection(
+                        LOCALHOST, self.port, timeout=10, source_address=(self.source, 0)
+                    )
                 conn.request("GET", self.path, headers=headers)
                 response = conn.getresponse()
                 response.read()

@@ -115,7 +115,8 @@ class ClientConn(Downstream):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if peer:
-            self.peer = str(peer[0]).encode()
+            self.client_addr = str(peer[0])
+            self.peer = self.client_addr.encode()
         server = self.server
         server.connection_opened(self)
         self.head_deadline = server.clock + server.limits.header_timeout

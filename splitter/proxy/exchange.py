@@ -118,6 +118,7 @@ class Downstream:
 
     def __init__(self, peer: bytes) -> None:
         self.peer = peer
+        self.client_addr = peer.decode("latin-1")  # the client's address, as text
         self.upstream_deadline = INF  # the current exchange's connect or read deadline
         self.send_blocked = False  # the client's socket is full: a slow reader, not backend
 
@@ -181,6 +182,9 @@ class Exchange(Observation):
         self.conn = conn
         self.ctx = ctx
         self.req = req
+        self.method = req.method
+        self.target = req.target
+        self.client_addr = conn.client_addr
         self.state = QUEUED
         self.refusal: RequestRefused | None = None  # refused while queued: answer it in turn
         # Request body towards the backend.

@@ -24,7 +24,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol, TypeVar
 
 from splitter.config import RolloutPlan
@@ -41,12 +41,14 @@ from splitter.judge import (
 )
 from splitter.rollout.evidence import (
     BASELINE_WINDOW,
+    add_classes,
+    baseline_view,
     judged,
     needed_without_traffic,
     slow_threshold,
 )
 from splitter.rollout.record import Rollout, duration_text, iso, limits_of
-from splitter.stats import ASSIGNED, OVERRIDE, OVERRIDE_BAD, Window, count_above
+from splitter.stats import ASSIGNED, Window
 from splitter.store import Compute, Document, Edit
 
 log = logging.getLogger("splitter.rollout")
@@ -93,7 +95,13 @@ class RolloutHost(Protocol):
         on a conflict); StoreUnavailable, NotLeader (`fence`: the lease is lost)."""
         ...
 
-    def pool_live(self, pool: str) -> bool: ...
+    def pool_checked_up(self, pool: str) -> bool:
+        """A backend of `pool` passes its active health checks (ejection aside)."""
+        ...
+
+    def pool_live(self, pool: str) -> bool:
+        """Routing sends requests to `pool` (a backend is up, not ejected)."""
+        ...
     def rollout_event(
         self,
         event: str,
@@ -128,6 +136,9 @@ class RolloutEngine:
         self._ratio: SampleRatio | None = None
         self._cursor = 0  # the next second to read
         self._down_since = 0.0
+        self._next_write = 0.0  # a look that only moved the counts is written from then
+        self._keep_reference: dict[str, Counts] = {}  # the baseline's classes before a switch
+        self._failover_seconds: set[int] = set()  # seconds the candidate was out of routing
         self._gate_task: asyncio.Task[None] | None = None
         self._gate_asked = 0  # asks of the gates made; the task runs the last one
         self._gate_running = 0  # the ask the gate task runs
@@ -408,12 +419,17 @@ class RolloutEngine:
             self._fail(r, f"{plan.pool} has had no live backend for over "
                           f"{max(plan.analysis.warmup, MIN_DOWN):g}s")  # fmt: skip
             return None
-        self._read(r, now)
+        if r.warmup_until and now >= r.warmup_until:
+            r.warmup_until = 0.0
+        if not self.host.pool_live(plan.pool):
+            # Its new clients go to other pools meanwhile: not a sample-ratio mismatch.
+            self._failover_seconds.update((int(now) - 1, int(now), int(now) + 1))
+        early = self._read(r, now)  # a fail in the seconds still filling
         judge = self._judge
         assert judge is not None
         elapsed = now - r.step_started_at
         if plan.strategy == "bluegreen" and r.step == 1:
-            verdict = judge.verdict(False)
+            verdict = early or judge.verdict(False)
             self._note(r, verdict)
             if verdict.verdict == FAIL:
                 self._fail(r, verdict.reason)
@@ -421,8 +437,9 @@ class RolloutEngine:
                 self._finish_promoted(r)
             else:
                 r.reason = f"switched: keeping watch, {int(plan.keep - elapsed)}s left"
+                return self._quiet(now)
             return None
-        verdict = judge.verdict(elapsed >= step.hold)
+        verdict = early or judge.verdict(elapsed >= step.hold)
         self._note(r, verdict)
         if verdict.verdict == FAIL:
             self._fail(r, verdict.reason)
@@ -443,54 +460,104 @@ class RolloutEngine:
             self._inconclusive(r)
         else:
             r.reason = self._progress_reason(r)
+            return self._quiet(now)
         return None
 
-    def _read(self, r: Rollout, now: float) -> None:
-        """Feed the judge the seconds that are complete and past the warmup."""
+    def _quiet(self, now: float) -> Any:
+        """A look that only moved the counts: written at most once a second (the judge
+        looks four times a second; between writes, the next look reads the same seconds
+        again, so nothing is lost)."""
+        if now < self._next_write:
+            return _NOTHING
+        self._next_write = now + 1.0
+        return None
+
+    def _read(self, r: Rollout, now: float) -> Verdict | None:
+        """Feed the judge the seconds that are complete (every process and replica has
+        reported them) and past the warmup; answer the fail that the seconds still filling
+        would bring, if any: the judge acts on evidence as soon as it is there."""
         plan = r.plan
-        window = self.host.window
         upto = int(now) - self.settled
-        first = max(self._cursor, int(r.step_started_at + plan.analysis.warmup) + 1)
-        if first > upto:
-            return
-        self._cursor = upto + 1
+        first = max(self._cursor, int(self._judged_from(r)) + 1)
+        if first > int(now):
+            return None
+        keep = plan.strategy == "bluegreen" and r.step == 1
+        threshold, classes = baseline_view(
+            self.host.window, r.baseline_pools, plan.analysis.latency_floor, now
+        )
+        if keep:
+            threshold = r.reference_p95
+        if first <= upto:
+            self._cursor = upto + 1
+            for second in range(first, upto + 1):
+                self._feed(r, [second], threshold, classes, commit=True)
+        return self._feed(r, range(max(first, upto + 1), int(now) + 1), threshold, classes,
+                          commit=False)  # fmt: skip
+
+    def _judged_from(self, r: Rollout) -> float:
+        """Requests count from the step's start plus the warmup (none for a preview:
+        warmup is for a weight change; a preview's requests reach a pool at weight 0)."""
+        if r.plan.strategy == "bluegreen" and r.step == 0:
+            return r.step_started_at
+        return r.step_started_at + r.plan.analysis.warmup
+
+    def _feed(
+        self,
+        r: Rollout,
+        seconds: Iterable[int],
+        threshold: float,
+        baseline_classes: dict[str, Counts],
+        commit: bool,
+    ) -> Verdict | None:
+        """One batch of the judge's evidence (`commit`: added; else only looked at)."""
+        plan = r.plan
         preview = plan.strategy == "bluegreen" and r.step == 0
         keep = plan.strategy == "bluegreen" and r.step == 1
-        threshold = r.reference_p95 if keep else self._slow_threshold(r, now)
+        window = self.host.window
         baseline_pools = r.baseline_pools
-        judge = self._judge
-        for second in range(first, upto + 1):
+        cand: dict[str, Counts] = {}
+        base: dict[str, Counts] = {}
+        assigned = assigned_other = 0
+        for second in seconds:
             pools = window.seconds.get(second)
             if not pools:
                 continue
-            cand = pools.get(plan.pool)
-            if preview:
-                if cand is None:
-                    continue
-                counts = cand.counts
-                slow = count_above(cand.other_latency, threshold)
-                assert isinstance(judge, PreviewJudge)
-                judge.observe(Counts(counts[OVERRIDE], counts[OVERRIDE_BAD], slow))
+            totals = pools.get(plan.pool)
+            if totals is not None:
+                add_classes(cand, totals.classes, threshold, override=preview)
+                assigned += totals.counts[ASSIGNED]
+            if preview or keep:
                 continue
-            c = judged(cand, threshold)
-            if keep:
-                assert isinstance(judge, KeepJudge)
-                judge.observe(c)
-                continue
-            b = Counts()
-            assigned_other = 0
             for name in baseline_pools:
                 totals = pools.get(name)
                 if totals is not None:
-                    b = b + judged(totals, threshold)
+                    add_classes(base, totals.classes, threshold, override=False)
                     assigned_other += totals.counts[ASSIGNED]
-            assert isinstance(judge, CanaryJudge)
-            judge.observe(c, b)
-            if self._ratio is not None and cand is not None:
-                weight = r.weights.get(plan.pool, 0.0)
-                total = sum(r.weights.get(p, 0.0) for p in [plan.pool, *baseline_pools])
-                if 0 < weight < total:
-                    self._ratio.observe(cand.counts[ASSIGNED], assigned_other, weight / total)
+        judge = self._judge
+        if preview or keep:
+            assert isinstance(judge, PreviewJudge | KeepJudge)
+            reference = self._keep_reference if keep else baseline_classes
+            if not commit and judge.peek(cand, reference) is None:
+                return None
+            judge.observe_classes(cand, reference)  # a fail ends the step: keep its evidence
+            return None if commit else judge.verdict(False)
+        assert isinstance(judge, CanaryJudge)
+        weight = r.weights.get(plan.pool, 0.0)
+        total = sum(r.weights.get(p, 0.0) for p in [plan.pool, *baseline_pools])
+        share = weight / total if total > 0 else None
+        if not commit:
+            if judge.peek(cand, base, share, baseline_classes) is None:
+                return None
+            judge.observe_classes(cand, base, share, baseline_classes)  # the fail's evidence
+            return judge.verdict(False)
+        judge.observe_classes(cand, base, share, baseline_classes)
+        if self._ratio is not None and share is not None and 0 < share < 1:
+            failover = self._failover_seconds
+            if not failover.intersection(seconds):
+                self._ratio.observe(assigned, assigned_other, share)
+            elif len(failover) > 600:
+                failover.difference_update([s for s in failover if s < min(seconds)])
+        return None
 
     def _slow_threshold(self, r: Rollout, now: float) -> float:
         return slow_threshold(
@@ -498,7 +565,7 @@ class RolloutEngine:
         )
 
     def _candidate_down(self, r: Rollout, now: float) -> bool:
-        if self.host.pool_live(r.plan.pool):
+        if self.host.pool_checked_up(r.plan.pool):
             self._down_since = 0.0
             return False
         if not self._down_since:
@@ -601,6 +668,8 @@ class RolloutEngine:
         r.status = "progressing"
         r.step_started_at = now
         r.updated_at = now
+        judged_from = self._judged_from(r)
+        r.warmup_until = judged_from if judged_from > now else 0.0  # shown while it lasts
         r.verdict = "pending"
         r.candidate = r.baseline = Counts()
         r.needed = None
@@ -633,10 +702,12 @@ class RolloutEngine:
         totals = self.host.window.totals(now - max(plan.keep, BASELINE_WINDOW), now)
         threshold = self._slow_threshold(r, now)
         ref = Counts()
+        self._keep_reference = {}
         for name in r.baseline_pools:
             t = totals.get(name)
             if t is not None:
                 ref = ref + judged(t, threshold)
+                add_classes(self._keep_reference, t.classes, threshold, override=False)
         r.reference = ref
         r.reference_p95 = threshold
         r.switched_at = now
@@ -758,6 +829,9 @@ class RolloutEngine:
             head = "preview" if r.step == 0 else "keep"
         else:
             head = f"step {r.step + 1} of {len(plan.steps)}"
+        if r.warmup_until:
+            until = time.strftime("%H:%M:%S", time.gmtime(r.warmup_until))
+            return f"{head}: warming up until {until}Z (requests count from then)"
         done = r.candidate.requests
         if r.needed:
             return f"{head}: judging, {done} of about {done + r.needed} candidate requests"

@@ -59,6 +59,7 @@ class Rollout:
     reference: Counts = field(default_factory=Counts)
     reference_p95: float = 0.0
     gate_step: int = 0  # what the gates are asked about: a step, or len(steps): promotion
+    warmup_until: float = 0.0  # the step's requests count from then (0: they count now)
     weights_before: dict[str, float] | None = None  # before the transition being made
 
     @property
@@ -103,6 +104,7 @@ class Rollout:
                 "candidate": _counts(self.candidate),
                 "baseline": _counts(self.baseline),
                 "needed_requests": self.needed,
+                **({"warmup_until": iso(self.warmup_until)} if self.warmup_until else {}),
             },
             "history": list(self.history),
         }
@@ -152,7 +154,7 @@ class Rollout:
             steps=tuple(
                 Step(None if w is None else float(w), float(h), float(m)) for w, h, m in p["steps"]
             ),
-            analysis=Analysis(*(float(v) for v in p["analysis"])),
+            analysis=_analysis_of(p["analysis"]),
             on_inconclusive=str(p["on_inconclusive"]),
             webhooks=tuple(Webhook(str(u), tuple(str(e) for e in ev)) for u, ev in p["webhooks"]),
             gates=tuple(str(g) for g in p["gates"]),
@@ -190,6 +192,11 @@ class Rollout:
 _ANALYSIS_FIELDS = (
     "confidence", "max_error_ratio", "min_error_rate", "max_slow_ratio", "latency_floor", "warmup"
 )  # fmt: skip
+
+
+def _analysis_of(values: Any) -> Analysis:
+    confidence, error_ratio, error_rate, slow_ratio, floor, warmup = (float(v) for v in values)
+    return Analysis(confidence, error_ratio, error_rate, slow_ratio, floor, warmup)
 
 
 def _counts_list(c: Counts) -> list[int]:

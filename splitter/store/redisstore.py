@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from splitter.config import Store as StoreConfig
 from splitter.errors import NotLeader, StoreConflict, StoreUnavailable
-from splitter.stats import Drained
+from splitter.stats import LATENCY_BOUNDS, MAX_CLASSES, SLOTS, Drained, Evidence
 from splitter.store import Document
 
 log = logging.getLogger("splitter.store")
@@ -391,9 +391,9 @@ class RedisStore:
 
     async def add_stats(self, drained: Drained) -> None:
         rows = [
-            [second, pool, counts, _pairs(judged), _pairs(other)]
+            [second, pool, counts, _pairs(judged), _pairs(other), _classes(classes)]
             for second, pools in drained.items()
-            for pool, (counts, judged, other) in pools.items()
+            for pool, (counts, judged, other, classes) in pools.items()
         ]
         if not rows:
             return
@@ -436,13 +436,31 @@ def _pairs(histogram: dict[int, int]) -> list[int]:
     return [x for bucket, n in histogram.items() for x in (bucket, n)]
 
 
+def _classes(classes: dict[str, Evidence]) -> dict[str, list[Any]]:
+    return {k: [counts[0], counts[1], _pairs(latency)] for k, (counts, latency) in classes.items()}
+
+
+def _histogram(flat: Any) -> dict[int, int]:
+    if not isinstance(flat, list) or len(flat) > 2 * (len(LATENCY_BOUNDS) + 1):
+        raise ValueError("not a latency histogram")
+    return {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
 def _drained(rows: Any) -> Drained:
+    """Statistics read back from the store, checked like any input (ValueError, TypeError,
+    IndexError when they are not what a replica writes)."""
     out: Drained = {}
-    for second, pool, counts, judged, other in rows:
-        hists = []
-        for flat in (judged, other):
-            hists.append({int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)})
+    for row in rows:
+        second, pool, counts, judged, other = row[:5]
+        if not isinstance(counts, list) or len(counts) != SLOTS:
+            raise ValueError("not the counts of a pool")
+        classes: dict[str, Evidence] = {}
+        if len(row) > 5:  # replicas of earlier versions send no evidence
+            if not isinstance(row[5], dict) or len(row[5]) > 2 * MAX_CLASSES + 2:
+                raise ValueError("not request classes")
+            for klass, (n, bad, latency) in row[5].items():
+                classes[str(klass)] = ([int(n), int(bad)], _histogram(latency))
         out.setdefault(int(second), {})[str(pool)] = (
-            [int(c) for c in counts], hists[0], hists[1]
+            [int(c) for c in counts], _histogram(judged), _histogram(other), classes
         )
     return out
