@@ -27,6 +27,11 @@ class Observation:
         self.by_override = False  # the override header chose the pool, not the weights
         self.client_id: str | None = None  # the sticky client, when there is one
         self.assigned = False  # the weighted choice placed a client without a cookie
+        # The client's address in canonical text ("203.0.113.7", "2001:db8::7"): the
+        # connection's peer, the PROXY header's source, or, from a trusted proxy, the
+        # rightmost X-Forwarded-For address that is not one (`proxy.clientaddr`). No
+        # client can choose it; the judge caps what one address contributes.
+        self.client_addr = ""
 
     @property
     def duration(self) -> float:
