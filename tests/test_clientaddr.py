@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from splitter import config as config_mod
 from splitter.proxy.clientaddr import TrustedProxies, canonical, parse_address
 from splitter.proxy.proxyproto import V2_SIGNATURE
-from tests.playbook import Client, Playbook
+from splitter.state import build_live
+from tests.playbook import BASE_CONFIG, Client, Playbook
 
 OURS = TrustedProxies(["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"])
 PEER = "10.0.0.1"  # a trusted proxy in front of splitter
@@ -170,7 +172,8 @@ V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
 def _serve(pb: Playbook, client: Client, data: bytes) -> list[bytes]:
     """Send `data`, answer the request: the X-Forwarded-For the backend got."""
     client.send(data)
-    backend = pb.accept()
+    backend = pb.accept() if pb.waiting else next(b for b in pb.opened if not b.closed)
+    backend.received.clear()  # a reused connection: this request only
     xff = backend.header(b"x-forwarded-for")
     backend.reply(OK)
     assert [r.status for r in client.responses()] == [200]
@@ -305,3 +308,21 @@ def test_application_errors_never_count_towards_ejection() -> None:
     for status in (502, 503, 504, 502, 503):
         _answer(pb, client, status)
     assert not green.up  # ejected
+
+
+def test_a_reload_applies_to_connections_accepted_after_it() -> None:
+    pb = Playbook()
+    before = pb.client(peer="10.0.0.1")
+    config = config_mod.parse(
+        {**BASE_CONFIG, "trusted_proxies": ["10.0.0.0/8"], "proxy_protocol": True}, env={}
+    )
+    pb.listener.swap(build_live(config, config.weights(), b"k" * 32, pb.health))
+    after = pb.client(peer="10.0.0.1")
+    request = GET.replace(b"198.51.100.66", b"203.0.113.7")
+    _serve(pb, before, request)  # accepted before: no PROXY header, X-Forwarded-For not read
+    assert pb.observed[-1].client_addr == "10.0.0.1"
+    after.send(request)
+    assert after.closed and not pb.waiting  # accepted after: a PROXY header is required
+    last = pb.client(peer="10.0.0.1")
+    _serve(pb, last, b"PROXY TCP4 10.0.0.2 10.0.0.1 1 2\r\n" + request)
+    assert pb.observed[-1].client_addr == "203.0.113.7"  # 10.0.0.2 is trusted: walked
