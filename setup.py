@@ -26,6 +26,8 @@ COMPILED = [
     "splitter/stats.py",
     "splitter/counters.py",
     "splitter/proxy/ejection.py",
+    "splitter/proxy/clientaddr.py",
+    "splitter/proxy/proxyproto.py",
     "splitter/proxy/policy.py",
     "splitter/proxy/upstream.py",
     "splitter/proxy/exchange.py",

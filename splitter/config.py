@@ -256,6 +256,11 @@ class Config:
     workers: int = 1  # processes serving the proxy listener (SO_REUSEPORT)
     rollouts: Rollouts = field(default_factory=Rollouts)
     store: Store | None = None  # None: one process, the state file alone
+    # Contract 8: peers whose X-Forwarded-For names the client (CIDRs, as written but
+    # normalised: "10.0.0.0/8", "2001:db8::/32"); and whether every connection to the proxy
+    # listener starts with a PROXY protocol header (v1 or v2) naming the client.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_protocol: bool = False
 
     def weights(self) -> dict[str, float]:
         return {p.name: p.weight for p in self.pools}
@@ -624,6 +629,48 @@ def _admin(ck: _Checker, value: Any) -> Admin:
     return admin
 
 
+_CIDR_HINT = "a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address"
+
+
+def _trusted_proxies(ck: _Checker, value: Any) -> tuple[str, ...]:
+    """`trusted_proxies`: a list of CIDRs, each normalised; an IPv4-mapped IPv6 network
+    becomes its IPv4 network (a client's address is compared in its IPv4 form)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        ck.add("trusted_proxies", f"must be a list of CIDRs ({_CIDR_HINT})")
+        return ()
+    out: list[str] = []
+    for i, item in enumerate(value):
+        try:
+            network = _as_cidr(item)
+        except _Invalid as e:
+            ck.add(f"trusted_proxies[{i}]", str(e))
+            continue
+        if network not in out:
+            out.append(network)
+    return tuple(out)
+
+
+def _as_cidr(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip().isascii():
+        raise _Invalid(f"not a CIDR: must be {_CIDR_HINT}")
+    text = value.strip()
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:  # say what was meant when only host bits are wrong (10.0.0.1/8)
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise _Invalid(f"not a CIDR: must be {_CIDR_HINT}") from None
+        raise _Invalid(f"not a CIDR: {text} has host bits set (did you mean {loose}?)") from None
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return str(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
+    return str(network)
+
+
 _STORE_HINT = "must be redis://[[user]:password@]host[:port][/db], or rediss:// for TLS"
 _STORE_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", re.ASCII)
 
@@ -743,7 +790,7 @@ def parse(
     data = _substitute(ck, data, "", os.environ if env is None else env)
     top = (
         "listen", "admin", "pools", "state_file", "access_log", "workers", "rollouts", "store",
-        *_SECTIONS,
+        "trusted_proxies", "proxy_protocol", *_SECTIONS,
     )  # fmt: skip
     ck.mapping(data, "", top)
     if data.get("listen") is None:
@@ -766,6 +813,8 @@ def parse(
         workers=ck.get(data, "", "workers", d.workers, _as_workers),
         rollouts=_rollouts(ck, data.get("rollouts"), "rollouts"),
         store=_store(ck, data.get("store")),
+        trusted_proxies=_trusted_proxies(ck, data.get("trusted_proxies")),
+        proxy_protocol=ck.get(data, "", "proxy_protocol", d.proxy_protocol, _as_bool),
         **sections,
     )
     if ck.problems:

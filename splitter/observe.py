@@ -29,7 +29,11 @@ class Observation:
         self.assigned = False  # the weighted choice placed a client without a cookie
         self.method = b""  # the request's method and target, as sent
         self.target = b""
-        self.client_addr = ""  # the client's address (the peer, or as trusted proxies say)
+        # The client's address in canonical text ("203.0.113.7", "2001:db8::7"): the
+        # connection's peer, the PROXY header's source, or, from a trusted proxy, the
+        # rightmost X-Forwarded-For address that is not one (`proxy.clientaddr`). No
+        # client can choose it; the judge caps what one address contributes.
+        self.client_addr = ""
 
     @property
     def duration(self) -> float:

@@ -48,7 +48,7 @@ class BackendHealth:
         self.checked_up = True
         self.ejected_until = 0.0
         self.ejections = 0  # in a row; each one lasts twice as long as the one before
-        self.failures = 0  # consecutive failed exchanges (connect, reset, 5xx, timeout)
+        self.failures = 0  # gateway failures in a row (connect, reset, 502-504, timeout)
 
     def update(self, now: float) -> bool:
         """Recompute `up`; True when it changed."""

@@ -1076,3 +1076,62 @@ def test_store_errors_have_their_line(tmp_path: Path) -> None:
     [problem] = caught.value.problems
     assert problem.path == "store.url" and problem.line == text.count("\n") - 0
     assert "hunter2" not in str(caught.value)
+
+
+# --- the client's address (contract 8: trusted_proxies, proxy_protocol) -------------------
+
+
+def test_client_address_keys_default_to_the_peer_alone(tmp_path: Path) -> None:
+    config = load(write(tmp_path, MINIMAL), env={})
+    assert config.trusted_proxies == ()
+    assert config.proxy_protocol is False
+
+
+def test_trusted_proxies_are_normalised_cidrs_of_both_families() -> None:
+    config = parse(
+        minimal(
+            trusted_proxies=[
+                "10.0.0.0/8", " 192.0.2.1 ", "2001:DB8::/32", "::1", "::ffff:172.16.0.0/108",
+                "10.0.0.0/8",
+            ],
+            proxy_protocol="${PP:-true}",
+        ),
+        env={},
+    )  # fmt: skip
+    # a bare address is one host; an IPv4-mapped network is its IPv4 network; no duplicates
+    assert config.trusted_proxies == (
+        "10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32", "::1/128", "172.16.0.0/12",
+    )  # fmt: skip
+    assert config.proxy_protocol is True
+
+
+def test_bad_trusted_proxies_are_named_by_path_and_line(tmp_path: Path) -> None:
+    text = """\
+    listen: 127.0.0.1:8080
+    trusted_proxies:
+      - 10.0.0.0/8
+      - not-a-cidr
+      - 10.0.0.1/8
+      - 2001:db8::/129
+      - 12
+    proxy_protocol: maybe
+    pools:
+      blue: {weight: 1, backends: [http://127.0.0.1:5001]}
+    """
+    assert problems_of(tmp_path, text) == [
+        "trusted_proxies[1] (line 4): not a CIDR: must be a CIDR such as 10.0.0.0/8 or "
+        "2001:db8::/32, or one address",
+        "trusted_proxies[2] (line 5): not a CIDR: 10.0.0.1/8 has host bits set "
+        "(did you mean 10.0.0.0/8?)",
+        "trusted_proxies[3] (line 6): not a CIDR: must be a CIDR such as 10.0.0.0/8 or "
+        "2001:db8::/32, or one address",
+        "trusted_proxies[4] (line 7): not a CIDR: must be a CIDR such as 10.0.0.0/8 or "
+        "2001:db8::/32, or one address",
+        "proxy_protocol (line 8): must be true or false",
+    ]
+
+
+def test_trusted_proxies_must_be_a_list() -> None:
+    [problem] = parse_problems(minimal(trusted_proxies="10.0.0.0/8"))
+    assert problem.path == "trusted_proxies"
+    assert problem.message.startswith("must be a list of CIDRs")

@@ -6,7 +6,7 @@ import http.client
 import json
 from collections import Counter
 
-from tests.support import free_port, pools_config, wait_until
+from tests.support import free_port, http_request, pools_config, wait_until
 
 
 def _get(
@@ -135,3 +135,55 @@ def test_the_last_live_backend_is_never_ejected(splitter_factory) -> None:
         assert _get(sp.proxy_port)[0] == 502
     assert _pools(sp.admin_port)["blue"]["backends"][0]["up"] is True
     assert "last one live" in sp.stderr_text()
+
+
+def _backend_up_metric(admin_port: int, url: str) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        if line.startswith("splitter_backend_up{") and f'backend="{url}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no splitter_backend_up series for {url}")
+
+
+def test_application_errors_never_eject_but_gateway_errors_do(
+    backend_factory, splitter_factory
+) -> None:
+    """A 500 is the application's own answer (the judge weighs it): no client can eject a
+    canary's only backend by asking for errors. 502, 503 and 504 answers still count."""
+    blue, canary = backend_factory("blue"), backend_factory("canary")
+    sp = splitter_factory(
+        pools_config(
+            {"blue": blue, "canary": canary},
+            {"blue": 90, "canary": 10},
+            override={},
+            health_check=NO_ACTIVE_CHECKS,
+        )
+    )
+    to_canary = {"X-Splitter-Pool": "canary"}
+
+    def canary_up() -> bool:
+        backends = _pools(sp.admin_port)["canary"]["backends"]
+        return bool(backends[0]["up"])
+
+    for _ in range(30):
+        status, _, _ = http_request(f"{sp.proxy_url}/status/500", headers=to_canary)
+        assert status == 500
+    assert canary_up()
+    assert _backend_up_metric(sp.admin_port, canary.url) == 1
+    # The backend still answers: a 500 ends a run of gateway failures, like any answer.
+    for code in (502, 503, 504, 500) * 3:
+        status, _, _ = http_request(f"{sp.proxy_url}/status/{code}", headers=to_canary)
+        assert status == code
+    assert canary_up()
+
+    for _ in range(5):
+        status, _, _ = http_request(f"{sp.proxy_url}/status/502", headers=to_canary)
+        assert status == 502
+    assert not canary_up()
+    assert _backend_up_metric(sp.admin_port, canary.url) == 0
+    assert "ejected" in sp.stderr_text()

@@ -31,7 +31,8 @@ class AccessLog:
         line = orjson.dumps(
             {
                 "time": self._iso_time(ex.finished),
-                "client": ex.conn.peer.decode("latin-1"),
+                "client": ex.conn.peer.decode("latin-1"),  # the connection's peer
+                "client_addr": ex.client_addr,  # whose request: see splitter.proxy.clientaddr
                 "method": req.method.decode("latin-1"),
                 "target": req.target.decode("latin-1"),
                 "status": ex.status,

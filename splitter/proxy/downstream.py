@@ -29,6 +29,12 @@ the backend's socket is full; too many pipelined requests, or too much body held
 request not yet connected; a refusal (nothing more is read); an upgrade that waits for its
 101 with `HOLD_LIMIT` bytes held. While an upgrade waits, the transport reads into a buffer
 of the room that is left (`_Holder`), so no more than HOLD_LIMIT bytes are ever held.
+
+The client's address (`clientaddr`): resolved once per connection, from the peer or, with
+`proxy_protocol`, from the PROXY header that must come first (`proxyproto`; at most
+MAX_HEADER bytes are held for it, and it must be complete before the first request's
+header deadline, or the connection is closed without a word); per request only when the
+connection comes from a trusted proxy, from the request's X-Forwarded-For.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ from typing import Final
 from splitter.config import Limits
 from splitter.errors import RequestRefused
 from splitter.http1.request import ReadSettings, RequestHead, RequestReader
+from splitter.proxy import proxyproto
+from splitter.proxy.clientaddr import TrustedProxies
 from splitter.proxy.exchange import (
     INF,
     PAUSE_HOLD,
@@ -70,6 +78,8 @@ class Listener(Context):
 
     read_settings: ReadSettings
     limits: Limits
+    trusted: TrustedProxies
+    proxy_protocol: bool  # every connection starts with a PROXY protocol header
 
     def connection_opened(self, conn: ClientConn) -> None:
         raise NotImplementedError
@@ -78,6 +88,9 @@ class Listener(Context):
         raise NotImplementedError
 
     def note_refusal(self, status: int, reason: str, peer: bytes) -> None:
+        raise NotImplementedError
+
+    def note_refused_connection(self, reason: str, peer: bytes) -> None:
         raise NotImplementedError
 
 
@@ -108,6 +121,10 @@ class ClientConn(Downstream):
         self.held_bytes = 0
         self.tunnel: UpstreamConn | None = None
         self.tunnel_exchange: Exchange | None = None
+        # The client's address: the PROXY header read so far (None: none is awaited), and
+        # the trusted proxies when the connection comes from one (None: it does not).
+        self.preface: bytes | None = None
+        self.trusted: TrustedProxies | None = None
 
     # -- asyncio protocol ---------------------------------------------------------------
 
@@ -115,13 +132,51 @@ class ClientConn(Downstream):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if peer:
-            self.client_addr = str(peer[0])
-            self.peer = self.client_addr.encode()
+            self.peer = self.source = str(peer[0]).encode()
         server = self.server
         server.connection_opened(self)
         self.head_deadline = server.clock + server.limits.header_timeout
+        if server.proxy_protocol:
+            self.preface = b""
+        else:
+            self._resolve(self.peer.decode("latin-1"))
+
+    def _resolve(self, address: str) -> None:
+        """The connection's address is known: the client's, unless it is a trusted proxy."""
+        trusted = self.server.trusted
+        self.client_addr, is_trusted = trusted.lookup(address)
+        self.trusted = trusted if is_trusted else None
+
+    def _read_preface(self, data: bytes) -> bytes:
+        """Read the PROXY header; what follows it (the client's HTTP), or b"" when it is
+        not complete yet or the connection was refused."""
+        held = self.preface
+        if held:
+            data = held + data
+        consumed, address, problem = proxyproto.parse(data)
+        if problem:
+            self.preface = None
+            self.reader.done = True
+            self.server.note_refused_connection(problem, self.peer)
+            self.pause_reading(PAUSE_STOPPED)
+            self.close()
+            return b""
+        if consumed == 0:
+            self.preface = data  # shorter than proxyproto.MAX_HEADER
+            return b""
+        self.preface = None
+        if address:  # the client's connection, seen through the balancer
+            self.source = address.encode()
+            self._resolve(address)
+        else:  # the balancer's own connection (LOCAL, UNKNOWN): the peer
+            self._resolve(self.peer.decode("latin-1"))
+        return data[consumed:]
 
     def data_received(self, data: bytes) -> None:
+        if self.preface is not None:
+            data = self._read_preface(data)
+            if not data:
+                return
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
@@ -193,6 +248,9 @@ class ClientConn(Downstream):
     def on_request(self, head: RequestHead) -> None:
         self.head_deadline = INF
         ex = Exchange(self, self.server, head, self.head_started)
+        trusted = self.trusted
+        if trusted is not None and head.xff is not None:
+            ex.client_addr = trusted.client(head.xff, self.client_addr)
         self.queue.append(ex)
         if not ex.body_complete:
             self.parsing = ex
@@ -319,6 +377,12 @@ class ClientConn(Downstream):
             return
         if self.head_deadline <= now:
             self.head_deadline = INF
+            if self.preface is not None:  # no PROXY header in time: nothing to answer to
+                self.preface = None
+                self.reader.done = True
+                self.server.note_refused_connection("PROXY header timeout", self.peer)
+                self.close()
+                return
             self.reader.done = True
             self.on_refused(RequestRefused(408, "request header timeout"))
         if self.body_deadline <= now:

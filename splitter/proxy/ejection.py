@@ -2,9 +2,11 @@
 
 Rules (README, "Failure handling"):
 
-- A failed exchange (connect refused or timed out, a reset before the answer on a fresh
-  connection, a 5xx, a read timeout, an invalid response) counts one failure against its
-  backend; any other answer resets the count.
+- A gateway failure (connect refused or timed out, a reset before the answer on a fresh
+  connection, a read timeout, an invalid response, or a 502, 503 or 504 answer) counts one
+  failure against its backend; any other answer resets the count. Another 5xx (a 500) is
+  the application's own error: it is the rollout judge's to weigh, and counting it would
+  let any client eject a backend by asking for a page that fails (contract 8).
 - EJECT_AFTER failures in a row eject the backend for EJECT_BASE seconds, doubled at each
   ejection in a row, up to EJECT_MAX; the count of ejections is forgotten once the backend
   has gone EJECT_MAX seconds without one.

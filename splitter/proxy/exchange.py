@@ -117,8 +117,11 @@ class Downstream:
     compiled build calls it directly)."""
 
     def __init__(self, peer: bytes) -> None:
-        self.peer = peer
-        self.client_addr = peer.decode("latin-1")  # the client's address, as text
+        self.peer = peer  # the connection's peer, as the socket says
+        # The address appended to X-Forwarded-For: the peer, or the source a PROXY protocol
+        # header named (the client's own connection, seen through an L4 balancer).
+        self.source = peer
+        self.client_addr = peer.decode("latin-1")  # the connection's client (clientaddr)
         self.upstream_deadline = INF  # the current exchange's connect or read deadline
         self.send_blocked = False  # the client's socket is full: a slow reader, not backend
 
@@ -179,12 +182,12 @@ class Exchange(Observation):
 
     def __init__(self, conn: Downstream, ctx: Context, req: RequestHead, started: float) -> None:
         super().__init__(started)
+        self.client_addr = conn.client_addr  # per request from X-Forwarded-For, when trusted
         self.conn = conn
         self.ctx = ctx
         self.req = req
         self.method = req.method
         self.target = req.target
-        self.client_addr = conn.client_addr
         self.state = QUEUED
         self.refusal: RequestRefused | None = None  # refused while queued: answer it in turn
         # Request body towards the backend.
@@ -285,7 +288,7 @@ class Exchange(Observation):
         self.state = AWAIT_HEAD
         backend = self.backend
         assert backend is not None
-        head = upstream_head(req, self.conn.peer, backend)
+        head = upstream_head(req, self.conn.source, backend)
         retained = self.retained
         if retained and self.attempts > 1:  # a retry: send what the first attempt sent
             upstream.write_parts([head, *retained])

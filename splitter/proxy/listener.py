@@ -27,6 +27,7 @@ from splitter.counters import Counters
 from splitter.errors import UpstreamConnectError
 from splitter.http1.request import ReadSettings
 from splitter.proxy.accesslog import AccessLog
+from splitter.proxy.clientaddr import TrustedProxies
 from splitter.proxy.downstream import ClientConn, Listener
 from splitter.proxy.ejection import Ejector
 from splitter.proxy.exchange import Exchange
@@ -67,6 +68,7 @@ class ProxyListener(Listener):
         self._refusals_logged: dict[str, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.read_settings = ReadSettings(live.config.limits, live.override_header)
+        self.trusted = TrustedProxies()
         self.swap(live)
         self.clock = loop.time() + self.sweep_interval
 
@@ -83,6 +85,10 @@ class ProxyListener(Listener):
         self.access_log = config.access_log
         self.read_settings.limits = limits
         self.read_settings.override = live.override_header
+        # Both apply to connections accepted from now on; open ones keep what they read.
+        self.proxy_protocol = config.proxy_protocol
+        if self.trusted.cidrs != config.trusted_proxies:
+            self.trusted = TrustedProxies(config.trusted_proxies)
         pools = self.pools
         urls = set()
         for backend in live.backends():
@@ -163,6 +169,15 @@ class ProxyListener(Listener):
             log.warning(
                 "refused a request with %d: %s (from %s)", status, reason, peer.decode("latin-1")
             )
+
+    def note_refused_connection(self, reason: str, peer: bytes) -> None:
+        """A connection closed before any request (no valid PROXY header): one log line
+        per reason per second at most."""
+        now = time.monotonic()
+        key = f"connection {reason}"
+        if now - self._refusals_logged.get(key, 0.0) >= _LOG_EVERY:
+            self._refusals_logged[key] = now
+            log.warning("refused a connection: %s (from %s)", reason, peer.decode("latin-1"))
 
     # -- listening ----------------------------------------------------------------------
 

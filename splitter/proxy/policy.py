@@ -3,7 +3,7 @@
     route            which pool serves the request, and the sticky cookie (contract 3)
     upstream_head    the request head sent to the backend (contract 4: hop-by-hop headers
                      gone, X-Forwarded-*, X-Request-Id, Host, the body's framing)
-    response_status  passive health feedback: a 5xx counts against the backend
+    response_status  passive health feedback: a 502, 503 or 504 counts against the backend
     response_head    the response head sent to the client, and its framing
     upstream_failed  a failure talking to a backend: the metrics, the log, passive health
 
@@ -41,6 +41,11 @@ F_CLOSE: Final = 3  # delimited by the close, for an HTTP/1.0 client
 
 _random = random.Random().random  # its own generator: pool draws when stickiness is off
 _LOG_EVERY: Final = 1.0  # seconds between two log lines of the same kind
+# A backend's answers that say it cannot serve (it is a gateway whose own upstream failed,
+# overloaded, or timing out): passive ejection counts these. Any other 5xx is the
+# application's own error, the rollout judge's to weigh (contract 8): never counted, so
+# that no client can eject a backend by asking for a page that fails.
+GATEWAY_STATUSES: Final = frozenset({502, 503, 504})
 
 
 def route(live: Live, req: RequestHead, obs: Observation) -> tuple[PoolState | None, bytes | None]:
@@ -155,7 +160,7 @@ class Policy:
     def response_status(self, backend: BackendState | None, status: int, live: Live | None) -> None:
         if backend is None:
             return
-        if status >= 500:
+        if status in GATEWAY_STATUSES:
             self.ejector.failed(backend, live)
         elif backend.health.failures:
             backend.health.failures = 0
