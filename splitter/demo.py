@@ -2,7 +2,10 @@
 
 The backends are aiohttp apps on loopback (blue, green, canary on the ports the bundled
 `demo.yaml` names); each answers `GET /` with its pool name and `GET /healthz` with ok.
-Everything else is the real proxy, started exactly as `splitter run` would start it.
+Everything else is the real proxy, started exactly as `splitter run` would start it,
+but for its state: a demo starts afresh, with its state file in a temporary directory
+that is removed when it stops (a rollout left by an earlier run would block the
+walk-through, and the weights it left would not be the ones printed).
 
 To watch a rollout happen: `--load RPS` sends the proxy that many requests a second from
 simulated clients (each keeping its sticky cookie), so the judge has something to judge;
@@ -17,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import random
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -137,7 +142,9 @@ def run(
             ))  # fmt: skip
         _print_welcome(config, splitter, load_rate, faulty, slow)
 
-    app.run(config, path, on_ready=start_backends)
+    with tempfile.TemporaryDirectory(prefix="splitter-demo-") as state_dir:
+        config = dataclasses.replace(config, state_file=os.path.join(state_dir, "state.json"))
+        app.run(config, path, on_ready=start_backends)
 
 
 def _print_welcome(
