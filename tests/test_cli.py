@@ -611,6 +611,52 @@ def test_a_second_demo_starts_clean(tmp_path: Path, procs: list[Proc]) -> None:
     stop_demo(second)
 
 
+def test_demo_without_load_says_a_rollout_needs_it(tmp_path: Path, procs: list[Proc]) -> None:
+    """Without --load nothing sends traffic, so a rollout would wait for ever: the printed
+    rollout lines come after the command that makes traffic."""
+    config, _ = demo_on_free_ports(tmp_path)
+    proc = start(procs, ["demo", "--config", str(config), "--faulty", "canary"], tmp_path)
+    proc.wait_stderr("stop:")
+    text = proc.stderr()
+    stop_demo(proc)
+    assert "needs traffic" in text, text
+    assert printed_commands(text, "splitter demo") == [
+        ["demo", "--config", str(config), "--load", "60", "--faulty", "canary"]
+    ]
+    lines = [ln.strip() for ln in text.splitlines()]
+    restart = next(i for i, ln in enumerate(lines) if ln.startswith("splitter demo "))
+    start_line = next(i for i, ln in enumerate(lines) if " rollout start " in ln)
+    assert restart < start_line, text  # first the traffic, then the rollout
+
+
+@pytest.mark.slow
+def test_the_demo_s_printed_lines_lead_to_a_promoted_rollout(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """A new user's walk-through, as printed: `splitter demo` says how to restart it with
+    traffic; that demo's rollout lines, run as printed, end with the canary promoted."""
+    config, admin = demo_on_free_ports(tmp_path)
+    first = start(procs, ["demo", "--config", str(config)], tmp_path)
+    first.wait_stderr("stop:")
+    stop_demo(first)
+    [again] = printed_commands(first.stderr(), "splitter demo")
+
+    loaded = start(procs, again, tmp_path)
+    loaded.wait_stderr("stop:")
+    text = loaded.stderr()
+    assert "needs traffic" not in text, text
+    rollout = [c for c in printed_commands(text, "splitter ctl") if "rollout" in c]
+    assert [c[3:5] for c in rollout] == [["rollout", "start"], ["rollout", "status"]], rollout
+    started = run_cli(*rollout[0])
+    assert started.returncode == 0, started.stderr
+    watched = run_cli(*rollout[1], timeout=180)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "promoted" in watched.stdout
+    status, _, body = http_request(f"{admin}/api/v1/weights")
+    assert (status, json.loads(body)) == (200, {"blue": 0, "green": 0, "canary": 100})
+    stop_demo(loaded)
+
+
 def test_demo_port_in_use_is_one_line(tmp_path: Path) -> None:
     for port in DEMO_PORTS:
         _assert_port_free(port)
