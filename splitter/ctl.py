@@ -647,8 +647,8 @@ def _show_rollout(payload: Any) -> str:
     else:
         where = f"step {step + 1} of {len(steps)}"
     lines = [
-        f"rollout {payload.get('id')}: {payload.get('strategy')} of {payload.get('pool')}, "
-        f"{payload.get('status')} ({where})",
+        f"rollout {payload.get('id')} of {payload.get('pool')}: {payload.get('strategy')} "
+        f"strategy, {payload.get('status')} ({where})",
         f"  {_one_line(str(payload.get('reason', '')))}",
         f"  weights  {_compact(payload.get('weights'))}   "
         f"(from {_compact(payload.get('start_weights'))})",

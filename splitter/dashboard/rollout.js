@@ -103,7 +103,7 @@ export class RolloutPanel {
     badge.textContent = statusText(rollout.status);
     badge.dataset.tone = statusTone(rollout.status);
     $("ro-pool").textContent = rollout.pool;
-    $("ro-strategy").textContent = rollout.strategy === "bluegreen" ? "· blue-green" : "· canary";
+    $("ro-strategy").textContent = rollout.strategy === "bluegreen" ? "· blue-green strategy" : "· canary strategy";
     $("ro-reason").textContent = rollout.reason || "";
 
     const steps = shownSteps(rollout);

@@ -182,7 +182,7 @@ class RolloutEngine:
         if self.current is not None:
             self._archive(self.current)
         self.current = r
-        self._record(r, "started", f"{plan.strategy} of {plan.pool}")
+        self._record(r, "started", f"{plan.strategy} strategy")  # the event names the pool
         self._emit(r, "started")
         if plan.strategy == "bluegreen":
             self._enter_step(r, 0)
