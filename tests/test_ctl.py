@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -552,6 +553,35 @@ def test_rollout_status_names_the_pool_and_the_strategy_apart(
         "  step 2 of 4: judging, 0 candidate requests so far",
     ]
     assert "canary of canary" not in out
+    assert "warming up" not in out  # no analysis.warmup_until: the step is being judged
+
+
+def test_rollout_status_shows_the_warmup_left(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], clock: list[float]
+) -> None:
+    rollout = a_rollout()
+    rollout["analysis"]["warmup_until"] = iso(NOW + 12)
+    admin.rollouts = [rollout]
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "status")
+    assert (status, err) == (0, "")
+    local = time.strftime("%H:%M:%S", time.localtime(NOW + 12))  # a wall clock's time
+    assert out.splitlines()[2] == f"  warming up until {local} (12s left)", out
+
+
+def test_rollout_status_watch_counts_the_warmup_down(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], clock: list[float]
+) -> None:
+    warming = a_rollout()
+    warming["analysis"]["warmup_until"] = iso(NOW + 2)
+    done = a_rollout(status="promoted", reason="promoted", weights={"blue": 0, "canary": 100})
+    admin.rollouts = [warming, warming, warming, done]
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "status", "--watch")
+    assert (status, err) == (0, "")
+    local = time.strftime("%H:%M:%S", time.localtime(NOW + 2))
+    shown = [ln for ln in out.splitlines() if "warming up" in ln]
+    assert shown == [f"  warming up until {local} ({left}s left)" for left in (2, 1, 0)]
+    heads = [ln for ln in out.splitlines() if ln.startswith("rollout ")]
+    assert heads[-1] == "rollout 4f1c2a9e of canary: canary strategy, promoted (step 2 of 4)"
 
 
 # --------------------------------------------------------------------------- failures
