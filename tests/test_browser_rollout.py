@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import BackgroundLoad, Browser, Tab, api, text_of, wait_js, wait_live_page
+from tests.browser import BackgroundLoad, Browser, Tab, api, text_of, wait_js
 from tests.support import Backend, SplitterProc, pools_config, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -127,30 +127,31 @@ def test_a_canary_started_from_the_form_shows_its_progress(
 
 
 def test_the_warmup_is_counted_down(browser: Browser, sp: SplitterProc) -> None:
-    """While `analysis.warmup_until` is ahead (added to the server's answer here, so that
-    the page is tested on its own), the panel counts it down by itself, and the line goes
-    once it has passed."""
+    """While `analysis.warmup_until` is ahead, the panel counts it down by itself, and the
+    line goes once it has passed. The field is added to every rollout the panel renders
+    (so that the page is tested on its own, whatever the server's warmup)."""
     start(sp, {"pool": "canary", "steps": [10, 50, 100]})
     tab = browser.open(sp.admin_url + "/")
     page = tab.page
     wait_badge(tab, "progressing")
     assert text_of(page, "#ro-warmup") == ""  # the field is absent: nothing is shown
-    until = datetime.fromtimestamp(time.time() + 4, UTC)
-
-    def add_warmup(route: Any) -> None:
-        response = route.fetch()
-        body = response.json()
-        body["rollouts"][0]["analysis"]["warmup_until"] = until.isoformat().replace("+00:00", "Z")
-        route.fulfill(response=response, json=body)
-
-    page.route("**/api/v1/rollouts", add_warmup)
-    page.reload()
-    wait_live_page(page)
+    until = datetime.fromtimestamp(time.time() + 4, UTC).isoformat().replace("+00:00", "Z")
+    page.evaluate(
+        """async (until) => {
+            const { RolloutPanel } = await import("/dashboard/rollout.js");
+            const render = RolloutPanel.prototype.render;
+            RolloutPanel.prototype.render = function (rollout) {
+              if (rollout) rollout.analysis = { ...rollout.analysis, warmup_until: until };
+              return render.call(this, rollout);
+            };
+        }""",
+        until,
+    )
+    assert api(sp, "POST", "/api/v1/rollout/pause")[0] == 200  # a transition: a new render
+    wait_badge(tab, "paused")
     shown = re.compile(r"^· warming up until (\d\d:\d\d:\d\d) \((\d) s left\)$")
     first = wait_until(lambda: shown.match(text_of(page, "#ro-warmup")), 5, message="warmup")
-    wall = page.evaluate(
-        "(t) => new Date(t).toLocaleTimeString('en-GB', {hour12: false})", until.isoformat()
-    )
+    wall = page.evaluate("(t) => new Date(t).toLocaleTimeString('en-GB', {hour12: false})", until)
     assert first[1] == wall and 1 <= int(first[2]) <= 4, first[0]
     wait_until(
         lambda: (m := shown.match(text_of(page, "#ro-warmup"))) and int(m[2]) < int(first[2]),
