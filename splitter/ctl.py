@@ -46,6 +46,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 PROG = "splitter ctl"
@@ -647,9 +648,10 @@ def _show_rollout(payload: Any) -> str:
     else:
         where = f"step {step + 1} of {len(steps)}"
     lines = [
-        f"rollout {payload.get('id')}: {payload.get('strategy')} of {payload.get('pool')}, "
-        f"{payload.get('status')} ({where})",
+        f"rollout {payload.get('id')} of {payload.get('pool')}: {payload.get('strategy')} "
+        f"strategy, {payload.get('status')} ({where})",
         f"  {_one_line(str(payload.get('reason', '')))}",
+        *_warmup_lines(analysis.get("warmup_until")),
         f"  weights  {_compact(payload.get('weights'))}   "
         f"(from {_compact(payload.get('start_weights'))})",
         f"  verdict  {analysis.get('verdict')}: candidate {cand.get('requests', 0)} requests, "
@@ -666,6 +668,21 @@ def _show_rollout(payload: Any) -> str:
             lines.append(f"  {entry.get('at', '')}  {entry.get('what', '')}: "
                          f"{_one_line(str(entry.get('detail', '')))}")  # fmt: skip
     return "\n".join(lines)
+
+
+def _warmup_lines(until: Any) -> list[str]:
+    """`analysis.warmup_until` (present while the step's requests are not yet judged):
+    "warming up until 16:00:30 (12s left)", in local time as a clock on the wall shows."""
+    if not isinstance(until, str) or not until:
+        return []
+    try:
+        end = datetime.fromisoformat(until)
+    except ValueError:
+        return [f"  warming up until {_one_line(until)}"]
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    left = max(0, math.ceil(end.timestamp() - time.time()))
+    return [f"  warming up until {end.astimezone():%H:%M:%S} ({left}s left)"]
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:

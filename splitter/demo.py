@@ -2,7 +2,10 @@
 
 The backends are aiohttp apps on loopback (blue, green, canary on the ports the bundled
 `demo.yaml` names); each answers `GET /` with its pool name and `GET /healthz` with ok.
-Everything else is the real proxy, started exactly as `splitter run` would start it.
+Everything else is the real proxy, started exactly as `splitter run` would start it,
+but for its state: a demo starts afresh, with its state file in a temporary directory
+that is removed when it stops (a rollout left by an earlier run would block the
+walk-through, and the weights it left would not be the ones printed).
 
 To watch a rollout happen: `--load RPS` sends the proxy that many requests a second from
 simulated clients (each keeping its sticky cookie), so the judge has something to judge;
@@ -17,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import random
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -33,6 +38,7 @@ from splitter.runtime import bind
 
 FAULTY_RATE = 0.3  # --faulty: the share of requests answered 500
 SLOW_DELAY = 0.3  # --slow: seconds added to each request
+SUGGESTED_LOAD = 60  # requests/s: a demo rollout of the canary takes about a minute
 
 
 def demo_backend(pool: str, fail_rate: float = 0.0, delay: float = 0.0) -> web.Application:
@@ -135,40 +141,62 @@ def run(
             tasks.append(asyncio.get_running_loop().create_task(
                 simulated_clients(splitter.proxy_url, load_rate)
             ))  # fmt: skip
-        _print_welcome(config, splitter, load_rate, faulty, slow)
+        _print_welcome(config, splitter, config_path, load_rate, faulty, slow)
 
-    app.run(config, path, on_ready=start_backends)
+    with tempfile.TemporaryDirectory(prefix="splitter-demo-") as state_dir:
+        config = dataclasses.replace(config, state_file=os.path.join(state_dir, "state.json"))
+        app.run(config, path, on_ready=start_backends)
 
 
 def _print_welcome(
     config: Config,
     splitter: app.Splitter,
+    config_path: str | None,
     load_rate: float,
     faulty: Sequence[str],
     slow: Sequence[str],
 ) -> None:
+    """The URLs and lines to try. A rollout is judged on traffic: without `--load` nothing
+    sends any, and a rollout started then would wait for ever, so its lines come with the
+    command that makes the traffic."""
     proxy, admin = splitter.proxy_url, splitter.admin_url
+    ctl = f"splitter ctl --admin {admin}"
     weights = ", ".join(f"{p.name} {p.weight:g}" for p in config.pools)
     notes = []
     if load_rate:
-        notes.append(f"  load:  {load_rate:g} requests/s from 200 simulated clients")
+        notes.append(f"  load:    {load_rate:g} requests/s from 200 simulated clients")
     for pool in faulty:
-        notes.append(f"  fault: {pool} answers 500 to {FAULTY_RATE:.0%} of its requests")
+        notes.append(f"  fault:   {pool} answers 500 to {FAULTY_RATE:.0%} of its requests")
     for pool in slow:
-        notes.append(f"  fault: {pool} is {SLOW_DELAY * 1000:g} ms slower")
+        notes.append(f"  fault:   {pool} is {SLOW_DELAY * 1000:g} ms slower")
     extra = "\n".join(notes) + "\n" if notes else ""
+    if load_rate:
+        rollout = f"""  rollout: {ctl} rollout start canary --steps 20,50,100
+           {ctl} rollout status --watch
+"""
+    else:
+        again = ["splitter demo"]
+        if config_path:
+            again.append(f"--config {config_path}")
+        again.append(f"--load {SUGGESTED_LOAD}")
+        again += [f"--faulty {pool}" for pool in faulty] + [f"--slow {pool}" for pool in slow]
+        rollout = (
+            "  rollout: needs traffic to judge, and this demo sends none: stop it (Ctrl-C), run\n"
+            f"           {' '.join(again)}\n"
+            f"           ({SUGGESTED_LOAD} requests/s from simulated clients), then\n"
+            f"           {ctl} rollout start canary --steps 20,50,100\n"
+            f"           {ctl} rollout status --watch\n"
+        )
     print(
         f"""
 splitter demo: proxy {proxy}  admin {admin}
   dashboard: {admin}/
-  pools: {weights} (demo backends on loopback)
-{extra}  try:   for i in $(seq 20); do curl -s {proxy}/; done | sort | uniq -c
-         curl -s -H 'X-Splitter-Pool: green' {proxy}/
-         splitter ctl --admin {admin} set canary=50 blue=50
-         splitter ctl --admin {admin} events
-         splitter ctl --admin {admin} rollout start canary --steps 20,50,100
-         splitter ctl --admin {admin} rollout status --watch
-  stop:  Ctrl-C
+  pools:   {weights} (demo backends on loopback)
+{extra}  try:     for i in $(seq 20); do curl -s {proxy}/; done | sort | uniq -c
+           curl -s -H 'X-Splitter-Pool: green' {proxy}/
+           {ctl} set canary=50 blue=50
+           {ctl} events
+{rollout}  stop:    Ctrl-C
 """,
         file=sys.stderr,
         flush=True,

@@ -8,6 +8,9 @@ Rules (contract `health_check`):
 - `unhealthy_threshold` failures in a row take a healthy backend down;
   `healthy_threshold` successes in a row bring a down backend back.
 - Health belongs to the backend URL, not to a config snapshot, so a reload keeps it.
+- What a probe saw names the probe and, for a failure the config can cause, the key to
+  change: it is the one line an operator reads when every request gets 503, logged once
+  per transition (the caller logs `on_change`), never once per probe.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class RiseFall:
 
 
 async def probe(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
-    """One health probe: (ok, what happened)."""
+    """One health probe: (ok, what happened), e.g. "GET /healthz answered 404; set
+    health_check.path to a path your backend answers with 200"."""
     writer = None
     try:
         async with asyncio.timeout(timeout):
@@ -60,17 +64,20 @@ async def probe(host: str, port: int, path: str, timeout: float) -> tuple[bool, 
             )
             line = await reader.readline()
     except TimeoutError:
-        return False, f"no answer within {timeout:g}s"
+        return False, f"GET {path}: no answer within {timeout:g}s (health_check.timeout)"
     except OSError as exc:
-        return False, exc.strerror or type(exc).__name__
+        return False, f"GET {path}: {exc.strerror or type(exc).__name__}"
     finally:
         if writer is not None:
             writer.close()
     parts = line.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return False, "not an HTTP answer"
+        return False, f"GET {path}: not an HTTP answer"
     status = int(parts[1])
-    return 200 <= status < 400, f"status {status}"
+    what = f"GET {path} answered {status}"
+    if 400 <= status < 500:  # most often a path the backend does not serve
+        what += "; set health_check.path to a path your backend answers with 200"
+    return 200 <= status < 400, what
 
 
 class HealthChecker:

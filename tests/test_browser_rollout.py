@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -123,6 +124,42 @@ def test_a_canary_started_from_the_form_shows_its_progress(
         history = text_of(page, "#ro-history")
         assert "started" in history
         tab.assert_clean(sp)
+
+
+def test_the_warmup_is_counted_down(browser: Browser, sp: SplitterProc) -> None:
+    """While `analysis.warmup_until` is ahead, the panel counts it down by itself, and the
+    line goes once it has passed. The field is added to every rollout the panel renders
+    (so that the page is tested on its own, whatever the server's warmup)."""
+    start(sp, {"pool": "canary", "steps": [10, 50, 100]})
+    tab = browser.open(sp.admin_url + "/")
+    page = tab.page
+    wait_badge(tab, "progressing")
+    assert text_of(page, "#ro-warmup") == ""  # the field is absent: nothing is shown
+    until = datetime.fromtimestamp(time.time() + 4, UTC).isoformat().replace("+00:00", "Z")
+    page.evaluate(
+        """async (until) => {
+            const { RolloutPanel } = await import("/dashboard/rollout.js");
+            const render = RolloutPanel.prototype.render;
+            RolloutPanel.prototype.render = function (rollout) {
+              if (rollout) rollout.analysis = { ...rollout.analysis, warmup_until: until };
+              return render.call(this, rollout);
+            };
+        }""",
+        until,
+    )
+    assert api(sp, "POST", "/api/v1/rollout/pause")[0] == 200  # a transition: a new render
+    wait_badge(tab, "paused")
+    shown = re.compile(r"^· warming up until (\d\d:\d\d:\d\d) \((\d) s left\)$")
+    first = wait_until(lambda: shown.match(text_of(page, "#ro-warmup")), 5, message="warmup")
+    wall = page.evaluate("(t) => new Date(t).toLocaleTimeString('en-GB', {hour12: false})", until)
+    assert first[1] == wall and 1 <= int(first[2]) <= 4, first[0]
+    wait_until(
+        lambda: (m := shown.match(text_of(page, "#ro-warmup"))) and int(m[2]) < int(first[2]),
+        3,
+        message="the countdown moves without an update from the server",
+    )
+    wait_until(lambda: text_of(page, "#ro-warmup") == "", 6, message="the warmup line goes")
+    tab.assert_clean(sp)
 
 
 def test_pause_resume_and_promote_buttons(browser: Browser, sp: SplitterProc) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import yaml
 
 from splitter import __version__
 from tests.support import (
@@ -511,8 +514,8 @@ def test_demo(tmp_path: Path, procs: list[Proc]) -> None:
         assert "Traceback" not in proc.stderr()
     finally:
         proc.kill()
-    # it wrote its state file in the current directory, nowhere else
-    assert (tmp_path / "splitter-demo-state.json").exists()
+    # it left no state file behind (each run starts afresh)
+    assert not list(tmp_path.glob("*.json")), list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
@@ -546,6 +549,112 @@ def test_demo_shows_a_faulty_canary_rolled_back(tmp_path: Path, procs: list[Proc
         assert "promoted" in watched.stdout
     finally:
         proc.kill()
+
+
+def demo_on_free_ports(tmp_path: Path) -> tuple[Path, str]:
+    """The bundled demo config with free ports (the demo's own are fixed, and other test
+    runs on the machine may hold them): (its path, the admin URL)."""
+    text = (REPO_ROOT / "splitter" / "demo.yaml").read_text()
+    for port in DEMO_PORTS:
+        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    path = write(tmp_path, "demo.yaml", text)
+    admin = yaml.safe_load(text)["admin"]["listen"]
+    return path, f"http://{admin}"
+
+
+def printed_commands(text: str, program: str) -> list[list[str]]:
+    """The commands the demo printed that start with `program` ("splitter ctl", ...),
+    after a label ("  try:  ") or without, as arguments after `splitter`."""
+    lines = (re.sub(r"^\s*[a-z]+:\s+", "", line).strip() for line in text.splitlines())
+    return [shlex.split(line)[1:] for line in lines if line.startswith(program + " ")]
+
+
+def stop_demo(proc: Proc) -> None:
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(15) == 0, proc.stderr()
+
+
+def test_a_second_demo_starts_clean(tmp_path: Path, procs: list[Proc]) -> None:
+    """A rollout left by a first run does not block the second: each run keeps its state
+    in a temporary directory of its own, removed when it stops. While a rollout is
+    active, starting another is a 409 that names the way out."""
+    config, admin = demo_on_free_ports(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    ctl = ["ctl", "--admin", admin]
+
+    first = start(procs, ["demo", "--config", str(config)], tmp_path, env)
+    first.wait_stderr("splitter demo:")
+    started = run_cli(*ctl, "--json", "rollout", "start", "canary")
+    assert started.returncode == 0, started.stderr
+    rollout_id = json.loads(started.stdout)["id"]
+    assert [p.name for p in tmp.glob("splitter-demo-*/*")] == ["state.json"]
+    again = run_cli(*ctl, "rollout", "start", "canary")
+    assert (again.returncode, again.stdout) == (1, ""), again
+    assert again.stderr.splitlines() == [
+        f"splitter ctl: 409: a rollout of canary is already progressing (id {rollout_id}); "
+        "abort it first: splitter ctl rollout abort, or POST /api/v1/rollout/abort"
+    ]
+    stop_demo(first)
+    assert list(tmp.iterdir()) == []  # its state went with it
+    assert not list(tmp_path.glob("*.json"))
+
+    second = start(procs, ["demo", "--config", str(config)], tmp_path, env)
+    second.wait_stderr("splitter demo:")
+    assert http_request(f"{admin}/api/v1/rollout")[0] == 404  # no rollout, not even the last
+    status, _, body = http_request(f"{admin}/api/v1/weights")
+    assert (status, json.loads(body)) == (200, {"blue": 80, "green": 0, "canary": 20})
+    started = run_cli(*ctl, "--json", "rollout", "start", "canary")
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["id"] != rollout_id
+    stop_demo(second)
+
+
+def test_demo_without_load_says_a_rollout_needs_it(tmp_path: Path, procs: list[Proc]) -> None:
+    """Without --load nothing sends traffic, so a rollout would wait for ever: the printed
+    rollout lines come after the command that makes traffic."""
+    config, _ = demo_on_free_ports(tmp_path)
+    proc = start(procs, ["demo", "--config", str(config), "--faulty", "canary"], tmp_path)
+    proc.wait_stderr("stop:")
+    text = proc.stderr()
+    stop_demo(proc)
+    assert "needs traffic" in text, text
+    assert printed_commands(text, "splitter demo") == [
+        ["demo", "--config", str(config), "--load", "60", "--faulty", "canary"]
+    ]
+    lines = [ln.strip() for ln in text.splitlines()]
+    restart = next(i for i, ln in enumerate(lines) if ln.startswith("splitter demo "))
+    start_line = next(i for i, ln in enumerate(lines) if " rollout start " in ln)
+    assert restart < start_line, text  # first the traffic, then the rollout
+
+
+@pytest.mark.slow
+def test_the_demo_s_printed_lines_lead_to_a_promoted_rollout(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """A new user's walk-through, as printed: `splitter demo` says how to restart it with
+    traffic; that demo's rollout lines, run as printed, end with the canary promoted."""
+    config, admin = demo_on_free_ports(tmp_path)
+    first = start(procs, ["demo", "--config", str(config)], tmp_path)
+    first.wait_stderr("stop:")
+    stop_demo(first)
+    [again] = printed_commands(first.stderr(), "splitter demo")
+
+    loaded = start(procs, again, tmp_path)
+    loaded.wait_stderr("stop:")
+    text = loaded.stderr()
+    assert "needs traffic" not in text, text
+    rollout = [c for c in printed_commands(text, "splitter ctl") if "rollout" in c]
+    assert [c[3:5] for c in rollout] == [["rollout", "start"], ["rollout", "status"]], rollout
+    started = run_cli(*rollout[0])
+    assert started.returncode == 0, started.stderr
+    watched = run_cli(*rollout[1], timeout=180)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "promoted" in watched.stdout
+    status, _, body = http_request(f"{admin}/api/v1/weights")
+    assert (status, json.loads(body)) == (200, {"blue": 0, "green": 0, "canary": 100})
+    stop_demo(loaded)
 
 
 def test_demo_port_in_use_is_one_line(tmp_path: Path) -> None:

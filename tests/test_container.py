@@ -78,6 +78,20 @@ def run_flags() -> list[str]:
     ]
 
 
+def test_the_readme_runs_podman_with_these_flags() -> None:
+    """The README's podman command is the one that works here: the flags of run_flags()
+    (the open-files limit is the machine's, so only its kind is compared)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = readme.index("\npodman run ")
+    command = " ".join(readme[start : readme.index("\n```", start)].replace("\\", " ").split())
+    for flag in run_flags():
+        name, value = flag.split("=", 1)
+        if name == "--ulimit":
+            assert f"--ulimit {value.split('=')[0]}=" in command, (flag, command)
+        else:
+            assert f"{name} {value}" in command or flag in command, (flag, command)
+
+
 # --------------------------------------------------------------------------- the image
 
 

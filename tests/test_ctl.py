@@ -14,8 +14,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -40,6 +43,7 @@ class FakeAdmin:
     weights: dict[str, float] = field(default_factory=lambda: dict(START_WEIGHTS))
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)  # GET /rollout: each in turn
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record_and_auth])
@@ -49,6 +53,7 @@ class FakeAdmin:
         app.router.add_post("/api/v1/reload", self.reload)
         app.router.add_get("/api/v1/events", self.get_events)
         app.router.add_get("/api/v1/pools", self.get_pools)
+        app.router.add_get("/api/v1/rollout", self.get_rollout)
         app.router.add_get("/text/{tail:.*}", self.text)
         app.router.add_get("/boom/{tail:.*}", self.boom)
         self.events.append(self._event("startup", "started", None, self.weights))
@@ -142,6 +147,12 @@ class FakeAdmin:
                 for pool, backends in POOLS.items()
             }
         )
+
+    async def get_rollout(self, request: web.Request) -> web.Response:
+        if not self.rollouts:
+            return self._error(404, "no rollout yet")
+        rollout = self.rollouts.pop(0) if len(self.rollouts) > 1 else self.rollouts[0]
+        return web.json_response(rollout)
 
     async def text(self, request: web.Request) -> web.Response:
         return web.Response(text="<html>this is the proxy listener</html>")
@@ -491,6 +502,86 @@ def test_proxy_environment_is_ignored(
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
     assert run(capsys, "--admin", admin.url, "weights")[0] == 0
+
+
+# --------------------------------------------------------------------------- rollout status
+
+NOW = 1_796_000_000.0  # the clock of the tests below (2026-11-30)
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def a_rollout(**change: Any) -> dict[str, Any]:
+    """A rollout object as the admin API answers it (contract section 8)."""
+    rollout: dict[str, Any] = {
+        "id": "4f1c2a9e", "pool": "canary", "strategy": "canary", "status": "progressing",
+        "reason": "step 2 of 4: judging, 0 candidate requests so far",
+        "step": 1, "steps": [{"weight": w, "hold": "1m", "max": "10m"} for w in (5, 25, 50, 100)],
+        "weights": {"blue": 75, "canary": 25}, "start_weights": {"blue": 100, "canary": 0},
+        "started_at": iso(NOW - 90), "updated_at": iso(NOW), "step_started_at": iso(NOW - 18),
+        "analysis": {"verdict": "pending", "candidate": {"requests": 0, "bad": 0, "slow": 0},
+                     "baseline": {"requests": 0, "bad": 0, "slow": 0}, "needed_requests": None},
+        "history": [{"at": iso(NOW - 90), "what": "started", "detail": "canary strategy"}],
+    }  # fmt: skip
+    rollout.update(change)
+    return rollout
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """ctl's clock stands at NOW (moved by `sleep`, which does not wait)."""
+    now = [NOW]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(ctl, "time", SimpleNamespace(time=lambda: now[0], sleep=sleep))
+    return now
+
+
+def test_rollout_status_names_the_pool_and_the_strategy_apart(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], clock: list[float]
+) -> None:
+    admin.rollouts = [a_rollout()]
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "status")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:2] == [
+        "rollout 4f1c2a9e of canary: canary strategy, progressing (step 2 of 4)",
+        "  step 2 of 4: judging, 0 candidate requests so far",
+    ]
+    assert "canary of canary" not in out
+    assert "warming up" not in out  # no analysis.warmup_until: the step is being judged
+
+
+def test_rollout_status_shows_the_warmup_left(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], clock: list[float]
+) -> None:
+    rollout = a_rollout()
+    rollout["analysis"]["warmup_until"] = iso(NOW + 12)
+    admin.rollouts = [rollout]
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "status")
+    assert (status, err) == (0, "")
+    local = time.strftime("%H:%M:%S", time.localtime(NOW + 12))  # a wall clock's time
+    assert out.splitlines()[2] == f"  warming up until {local} (12s left)", out
+
+
+def test_rollout_status_watch_counts_the_warmup_down(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], clock: list[float]
+) -> None:
+    warming = a_rollout()
+    warming["analysis"]["warmup_until"] = iso(NOW + 2)
+    done = a_rollout(status="promoted", reason="promoted", weights={"blue": 0, "canary": 100})
+    admin.rollouts = [warming, warming, warming, done]
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "status", "--watch")
+    assert (status, err) == (0, "")
+    local = time.strftime("%H:%M:%S", time.localtime(NOW + 2))
+    shown = [ln for ln in out.splitlines() if "warming up" in ln]
+    assert shown == [f"  warming up until {local} ({left}s left)" for left in (2, 1, 0)]
+    heads = [ln for ln in out.splitlines() if ln.startswith("rollout ")]
+    assert heads[-1] == "rollout 4f1c2a9e of canary: canary strategy, promoted (step 2 of 4)"
 
 
 # --------------------------------------------------------------------------- failures

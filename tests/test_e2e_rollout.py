@@ -86,6 +86,32 @@ def _config(pools: dict[str, Backend], **extra: Any) -> dict[str, Any]:
     )
 
 
+# -- the texts ------------------------------------------------------------------------
+
+
+def test_the_texts_name_the_pool_once(
+    raw_backend: Callable[..., Any], splitter_factory: Callable[..., SplitterProc]
+) -> None:
+    """A canary rollout of the pool named canary: its history, its events and `ctl rollout
+    status` say "rollout of canary" and "canary strategy", never "canary of canary"."""
+    sp = splitter_factory(
+        pools_config({"blue": raw_backend(), "canary": raw_backend()}, {"blue": 100})
+    )
+    status, started = _api(sp, "POST", "/api/v1/rollout", {"pool": "canary", "steps": [20, 100]})
+    assert status == 201, started
+    assert [(h["what"], h["detail"]) for h in started["history"]] == [
+        ("started", "canary strategy"), ("step", "step 1 of 2: canary at 20%"),
+    ]  # fmt: skip
+    _, events = _api(sp, "GET", "/api/v1/events")
+    texts = [e["what"] for e in events["events"] if e["source"] == "rollout"]
+    assert texts[0] == "rollout of canary started: canary strategy", texts
+    shown = run_cli("ctl", "--admin", sp.admin_url, "rollout", "status")
+    assert shown.stdout.splitlines()[0] == (
+        f"rollout {started['id']} of canary: canary strategy, progressing (step 1 of 2)"
+    )
+    assert all("canary of canary" not in text for text in [*texts, shown.stdout])
+
+
 # -- the canary process ---------------------------------------------------------------
 
 

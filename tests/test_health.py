@@ -1,15 +1,23 @@
-"""The health rule (pure) and the probe against real loopback servers."""
+"""The health rule (pure), the probe against real loopback servers, and what the real
+process logs when a backend has no health endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from splitter.config import HealthCheck
 from splitter.health import RiseFall, probe
+from tests.conftest import SplitterFactory
+from tests.support import http_get, wait_until
 
 RULE = HealthCheck(healthy_threshold=2, unhealthy_threshold=3)
 
@@ -74,15 +82,18 @@ def test_probe_judges_by_status(status: int, ok: bool) -> None:
 
     result, what = asyncio.run(main())
     assert result is ok
-    assert str(status) in what
+    assert what.startswith(f"GET /healthz answered {status}"), what
+    # a 4xx is most often a path the backend does not serve: the line says what to change
+    assert ("health_check.path" in what) is (400 <= status < 500), what
 
 
 def test_probe_fails_on_refused_connection() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ok, _ = asyncio.run(probe("127.0.0.1", port, "/healthz", 1.0))
+    ok, what = asyncio.run(probe("127.0.0.1", port, "/healthz", 1.0))
     assert not ok
+    assert what.startswith("GET /healthz: "), what
 
 
 def test_probe_fails_on_timeout() -> None:
@@ -99,4 +110,65 @@ def test_probe_fails_on_timeout() -> None:
 
     ok, what = asyncio.run(main())
     assert not ok
-    assert "no answer" in what
+    assert what == "GET /healthz: no answer within 0.2s (health_check.timeout)"
+
+
+# --------------------------------------------------------------------------- the real process
+
+
+class _NoHealthz(BaseHTTPRequestHandler):
+    """An ordinary backend: `GET /` is 200, anything else 404 (no /healthz)."""
+
+    def do_GET(self) -> None:
+        found = self.path == "/"
+        body = b"app\n" if found else b"not found\n"
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def no_healthz() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoHealthz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_backend_without_healthz_is_logged_with_the_probe_and_the_key(
+    no_healthz: str, splitter_factory: SplitterFactory, tmp_path: Path
+) -> None:
+    """The first hour of a new user: the default probe on a backend that does not serve
+    it. The log line names the probe, its answer and the key to change, once."""
+    health = {"interval": "100ms", "unhealthy_threshold": 1, "healthy_threshold": 1}
+    sp = splitter_factory(
+        {"pools": {"app": {"weight": 1, "backends": [no_healthz]}}, "health_check": health}
+    )
+    line = sp.wait_for_stderr(r"is down")
+    assert line.endswith(
+        f"backend {no_healthz} is down (GET /healthz answered 404; set health_check.path "
+        "to a path your backend answers with 200)"
+    ), line
+    wait_until(lambda: http_get(sp.proxy_url + "/")[0] == 503, 5, message="503 once down")
+    time.sleep(1)  # ten more probes, each a 404
+    assert sp.stderr_text().count("is down") == 1, sp.stderr_text()
+
+
+def test_a_health_check_path_the_backend_serves_keeps_it_up(
+    no_healthz: str, splitter_factory: SplitterFactory
+) -> None:
+    health = {"path": "/", "interval": "100ms", "unhealthy_threshold": 1}
+    sp = splitter_factory(
+        {"pools": {"app": {"weight": 1, "backends": [no_healthz]}}, "health_check": health}
+    )
+    time.sleep(0.5)
+    assert http_get(sp.proxy_url + "/") == (200, b"app\n")
+    assert "is down" not in sp.stderr_text()

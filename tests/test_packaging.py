@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,3 +47,20 @@ def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     }
     missing = sorted(expected - names)
     assert not missing, f"not in the wheel: {missing}"
+
+
+def test_the_readme_s_layout_names_the_modules_that_exist() -> None:
+    """README's Development section describes the package: every module and folder it
+    names exists, and every top-level one is named."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("- The code is laid out in `splitter/`")
+    layout = readme[start : readme.index("\n- ", start + 1)]
+    named = set(re.findall(r"`([\w.]+(?:\.py|/))`", layout)) - {"splitter/"}
+    package = REPO / "splitter"
+    existing = {p.name for p in package.rglob("*.py")} | {
+        p.name + "/" for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
+    assert named - existing == set(), "named in the README but gone"
+    top = {p.name for p in package.glob("*.py")} - {"__init__.py", "__main__.py"}
+    top |= {p.name + "/" for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert top - named == set(), "in splitter/ but not in the README's layout"

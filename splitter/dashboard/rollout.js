@@ -41,12 +41,19 @@ function shownSteps(rollout) {
   return Array.isArray(rollout.steps) ? rollout.steps : [];
 }
 
+/** While `analysis.warmup_until` is ahead, the step's requests are not judged yet. */
+function warmupText(until) {
+  const left = Math.ceil((new Date(until).getTime() - Date.now()) / 1000);
+  return until && left > 0 ? `· warming up until ${clock(until)} (${left} s left)` : "";
+}
+
 export class RolloutPanel {
   /** @param {{announce: (text: string) => void, onChange: (rollout: object|null) => void}} hooks */
   constructor(hooks) {
     this.hooks = hooks;
     this.rollout = null;
     this.pools = [];
+    this.warmupTimer = undefined; // the warmup countdown, while one runs
     $("ro-promote").addEventListener("click", () => this.control("promote", $("ro-full").checked ? { full: true } : undefined));
     $("ro-pause").addEventListener("click", () => this.control("pause"));
     $("ro-resume").addEventListener("click", () => this.control("resume"));
@@ -103,7 +110,7 @@ export class RolloutPanel {
     badge.textContent = statusText(rollout.status);
     badge.dataset.tone = statusTone(rollout.status);
     $("ro-pool").textContent = rollout.pool;
-    $("ro-strategy").textContent = rollout.strategy === "bluegreen" ? "· blue-green" : "· canary";
+    $("ro-strategy").textContent = rollout.strategy === "bluegreen" ? "· blue-green strategy" : "· canary strategy";
     $("ro-reason").textContent = rollout.reason || "";
 
     const steps = shownSteps(rollout);
@@ -147,6 +154,14 @@ export class RolloutPanel {
       );
     };
     $("ro-counts").replaceChildren(row("Candidate", analysis.candidate), row("Baseline", analysis.baseline));
+    // Counted down here: the stream sends nothing while the warmup keeps the analysis still.
+    clearInterval(this.warmupTimer);
+    const warmup = () => {
+      $("ro-warmup").textContent = ended ? "" : warmupText(analysis.warmup_until);
+      if (!$("ro-warmup").textContent) clearInterval(this.warmupTimer);
+    };
+    this.warmupTimer = setInterval(warmup, 1000);
+    warmup();
     $("ro-times").textContent = [
       rollout.started_at ? `started ${dateTime(rollout.started_at)}` : "",
       rollout.step_started_at && !ended ? `this step since ${clock(rollout.step_started_at)}` : "",

@@ -177,7 +177,10 @@ class RolloutEngine:
 
     def _start(self, plan: RolloutPlan) -> Rollout:
         if self.active is not None:
-            raise RolloutError(409, f"a rollout of {self.active.plan.pool} is active")
+            r = self.active
+            raise RolloutError(409, f"a rollout of {r.plan.pool} is already {r.status} "
+                                    f"(id {r.id}); abort it first: splitter ctl rollout abort, "
+                                    "or POST /api/v1/rollout/abort")  # fmt: skip
         weights = self._current_weights()
         if plan.pool not in weights:
             raise RolloutError(404, f"unknown pool: {plan.pool}")
@@ -190,7 +193,7 @@ class RolloutEngine:
         if self.current is not None:
             self._archive(self.current)
         self.current = r
-        self._record(r, "started", f"{plan.strategy} of {plan.pool}")
+        self._record(r, "started", f"{plan.strategy} strategy")  # the event names the pool
         self._emit(r, "started")
         if plan.strategy == "bluegreen":
             self._enter_step(r, 0)
