@@ -657,6 +657,37 @@ def test_the_demo_s_printed_lines_lead_to_a_promoted_rollout(
     stop_demo(loaded)
 
 
+@pytest.mark.slow
+def test_the_readme_s_blue_green_walk_through_passes_its_preview(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """The README's blue-green lines, pasted as written (on the demo's free ports): the
+    override-header requests that curl sends count from the preview's start (no warmup:
+    that is for weight changes), so it passes and switches."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    start_line = next(ln for ln in readme.splitlines() if "--bluegreen --auto-promote" in ln)
+    loop = next(ln for ln in readme.splitlines() if "X-Splitter-Pool: green" in ln and "seq" in ln)
+    config, admin = demo_on_free_ports(tmp_path)
+    proxy = "http://" + yaml.safe_load(config.read_text())["listen"]
+    demo = start(procs, ["demo", "--config", str(config)], tmp_path)
+    demo.wait_stderr("stop:")
+    args = shlex.split(start_line.split("#")[0])[1:]
+    started = run_cli(args[0], "--admin", admin, *args[1:])
+    assert started.returncode == 0, started.stderr
+    shell = loop.split("#")[0].replace("http://127.0.0.1:8080", proxy)
+    subprocess.run(["bash", "-c", shell], check=True, timeout=120)
+    status = wait_until(
+        lambda: (r := json.loads(http_request(f"{admin}/api/v1/rollout")[2]))["step"] == 1
+        or r["status"] != "progressing",
+        30,
+    )
+    rollout = json.loads(http_request(f"{admin}/api/v1/rollout")[2])
+    assert status and rollout["status"] in ("progressing", "promoted"), rollout
+    assert rollout["step"] == 1 and rollout["weights"]["green"] == 100, rollout
+    assert any(h["what"] == "passed" for h in rollout["history"]), rollout["history"]
+    stop_demo(demo)
+
+
 def test_demo_port_in_use_is_one_line(tmp_path: Path) -> None:
     for port in DEMO_PORTS:
         _assert_port_free(port)
