@@ -27,7 +27,7 @@ from tests.support import (
     write_config,
 )
 
-TOKEN = "s3cret"
+TOKEN = "s3cret-of-16-chars"
 COOKIE = "splitter"
 START = {"blue": 90, "green": 0, "canary": 10}
 MAX_BODY = 64 * 1024
@@ -89,7 +89,7 @@ def shared(
 def guarded(
     tmp_path_factory: pytest.TempPathFactory, three_pools: dict[str, Backend]
 ) -> Iterator[SplitterProc]:
-    """One splitter with `admin.token: s3cret`; tests using it must not change anything."""
+    """One splitter with `admin.token: TOKEN`; tests using it must not change anything."""
     proc = start_shared(tmp_path_factory.mktemp("admin-token"), three_pools, admin={"token": TOKEN})
     yield proc
     stop_shared(proc)
@@ -629,12 +629,12 @@ def test_unknown_api_path_is_404_json(shared: SplitterProc) -> None:
 BAD_AUTH = [
     pytest.param(None, id="missing"),
     pytest.param("Bearer wrong", id="wrong"),
-    pytest.param("Bearer s3cre", id="prefix"),
-    pytest.param("Bearer s3cret2", id="longer"),
+    pytest.param(f"Bearer {TOKEN[:-1]}", id="prefix"),
+    pytest.param(f"Bearer {TOKEN}2", id="longer"),
     pytest.param("Bearer ", id="empty"),
-    pytest.param("Basic s3cret", id="basic-scheme"),
-    pytest.param("s3cret", id="no-scheme"),
-    pytest.param("Token s3cret", id="token-scheme"),
+    pytest.param(f"Basic {TOKEN}", id="basic-scheme"),
+    pytest.param(TOKEN, id="no-scheme"),
+    pytest.param(f"Token {TOKEN}", id="token-scheme"),
 ]
 
 

@@ -22,7 +22,7 @@ from tests.rawhttp import send_raw
 from tests.sse import SseClient
 from tests.support import Backend, SplitterProc, http_request, pools_config, wait_until
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-dashboard"
 OVERRIDE = "X-Splitter-Pool"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
