@@ -56,6 +56,7 @@ from splitter.admin import (
     json_response,
     read_json_object,
 )
+from splitter.config import ADMIN_COOKIE
 from splitter.control import iso_time, plain
 from splitter.feed import Dropped, Feed, encode
 from splitter.sessions import SESSION_TTL, Guesses, Sessions
@@ -83,7 +84,7 @@ STREAM_SNDBUF: Final = 64 * 1024
 MAX_WINDOW: Final = 300
 KINDS: Final = frozenset({"stats", "series", "weights", "event", "rollout"})
 
-COOKIE: Final = "splitter_admin"
+COOKIE: Final = ADMIN_COOKIE  # never forwarded by the proxy (http1/request.py)
 SESSION_PATH: Final = "/api/v1/session"
 CSRF_HEADER: Final = "X-Requested-With"
 CSRF_VALUE: Final = "splitter"
