@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -19,9 +20,9 @@ import pytest
 from tests.rawbackend import RawBackend, Script
 from tests.rawhttp import parse_responses, send_raw
 from tests.support import (
+    LOCALHOST,
     Backend,
     SplitterProc,
-    http_request,
     pools_config,
     start_splitter,
 )
@@ -37,15 +38,27 @@ def call(
     body: Any = None,
     headers: Mapping[str, str] | None = None,
     token: str | None = None,
+    source: str = LOCALHOST,
 ) -> tuple[int, dict[str, str], Any]:
-    """One admin request on a fresh connection: (status, lower-cased headers, JSON or bytes)."""
+    """One admin request on a fresh connection from the loopback address `source`:
+    (status, lower-cased headers, parsed JSON or the raw bytes)."""
     data = None if body is None else json.dumps(body).encode()
     hdrs = dict(headers or {})
     if data is not None:
         hdrs.setdefault("Content-Type", "application/json")
     if token is not None:
         hdrs["Authorization"] = f"Bearer {token}"
-    status, resp_headers, content = http_request(sp.admin_url + path, method, data, hdrs)
+    conn = http.client.HTTPConnection(
+        LOCALHOST, sp.admin_port, timeout=5, source_address=(source, 0)
+    )
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        response = conn.getresponse()
+        content = response.read()
+        status = response.status
+        resp_headers = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
     parsed: Any = content
     if resp_headers.get("content-type", "").startswith("application/json"):
         parsed = json.loads(content)
@@ -99,10 +112,66 @@ def test_the_dashboard_session_cookie_never_reaches_a_backend(
         assert response.status == 200, response
         echoed = response.body.decode().split("\n") if response.body else []
         assert echoed == received, sent
-    assert all(b"splitter_admin=" not in h.replace(b"xsplitter_admin", b"") for h in backend.heads())
+    for head in backend.heads():
+        assert b"splitter_admin=" not in head.replace(b"xsplitter_admin", b""), head
     # and the session itself still works on the admin listener
     cookie = {"Cookie": session, "X-Requested-With": "splitter"}
     assert call(sp, "GET", "/api/v1/weights", headers=cookie)[0] == 200
+
+
+# --------------------------------------------------------------------------- wrong tokens
+
+
+def guess(sp: SplitterProc, how: str, source: str, token: str = "wrong-but-long-enough") -> Any:
+    """One token tried from `source`: in a bearer header, or in a dashboard sign-in."""
+    if how == "bearer":
+        return call(sp, "GET", "/api/v1/weights", token=token, source=source)
+    return call(sp, "POST", "/api/v1/session", {"token": token}, source=source)
+
+
+def test_ten_wrong_tokens_lock_out_that_address_and_no_other(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    """The bearer header had no limit (3,174 guesses in 3 s); 35 wrong sign-ins from 7
+    addresses locked everyone out, the right token included. Now: 10 wrong tokens in a
+    minute, in either place, get that address (the connection's peer) 429 for a minute,
+    and every other address goes on as before."""
+    sp = splitter_factory(pools_config(three_pools, START, admin={"token": TOKEN}))
+    # 35 wrong sign-ins from 7 addresses, 5 each: nobody is locked out
+    for i in range(1, 8):
+        for _ in range(5):
+            assert guess(sp, "session", f"127.0.1.{i}")[0] == 401
+    assert guess(sp, "session", "127.0.0.1", TOKEN)[0] == 204
+    assert guess(sp, "bearer", "127.0.1.1", TOKEN)[0] == 200
+
+    attackers = {"127.0.0.2": ["bearer"] * 10, "127.0.0.3": ["session"] * 10,
+                 "127.0.0.4": ["bearer", "session"] * 5}  # fmt: skip
+    for source, hows in attackers.items():
+        for how in hows:
+            status, _, body = guess(sp, how, source)
+            assert status == 401, (source, how, body)
+        for how in ("bearer", "session"):  # the 11th try: 429, even with the right token
+            status, headers, body = guess(sp, how, source, TOKEN)
+            assert status == 429, (source, how, body)
+            assert 55 <= int(headers["retry-after"]) <= 60, headers
+            assert "set-cookie" not in headers and isinstance(body["error"], str)
+        # with no token at all, too: the address is refused, not told what is missing
+        assert call(sp, "GET", "/api/v1/weights", source=source)[0] == 429
+        # another address is never affected, the right token works there
+        assert guess(sp, "bearer", "127.0.0.1", TOKEN)[0] == 200
+        assert guess(sp, "bearer", "127.0.0.5")[0] == 401
+    sp.wait_for_stderr(r"too many wrong tokens from 127\.0\.0\.2")
+    # probes and metrics need no token, and are not held up
+    assert call(sp, "GET", "/healthz", source="127.0.0.2")[0] == 200
+    assert call(sp, "GET", "/metrics", source="127.0.0.2")[0] == 200
+    # a session made before the lockout keeps working from that address
+    status, headers, _ = guess(sp, "session", "127.0.0.6", TOKEN)
+    assert status == 204
+    cookie = {"Cookie": headers["set-cookie"].split(";", 1)[0]}
+    for _ in range(10):
+        guess(sp, "bearer", "127.0.0.6")
+    assert guess(sp, "bearer", "127.0.0.6", TOKEN)[0] == 429
+    assert call(sp, "GET", "/api/v1/weights", headers=cookie, source="127.0.0.6")[0] == 200
 
 
 # --------------------------------------------------------------------------- durations
