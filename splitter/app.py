@@ -180,6 +180,9 @@ class Splitter:
             self._check_health_of(self.config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
+        active = self.rollouts.active
+        if active is not None and active.plan.pool not in weights:  # a state of elsewhere
+            await self._cancel_rollout(f"pool {active.plan.pool} is not in the config")
         if self.fleet is None:
             await self.rollouts.take_over()  # the only process: it leads
         else:

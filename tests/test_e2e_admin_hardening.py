@@ -23,6 +23,7 @@ from tests.support import (
     LOCALHOST,
     Backend,
     SplitterProc,
+    http_request,
     pools_config,
     start_splitter,
 )
@@ -203,3 +204,117 @@ def test_a_rollout_with_a_duration_over_30_days_is_a_400(
     assert reply["error"].startswith(f"{field}: must be"), reply
     assert call(sp, "GET", "/api/v1/rollout")[0] == 404  # nothing was started
     assert call(sp, "GET", "/api/v1/weights")[2] == START
+
+
+# --------------------------------------------------------------------------- saved state
+
+ROLLOUT = {"pool": "canary", "steps": [{"weight": 20, "hold": "1h", "max": "2h"}, 50, 100]}
+IN_FORCE = {"blue": 80, "green": 0, "canary": 20}  # the rollout's first step
+
+Change = Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: Any) -> Change:
+    """A change of the saved rollout: `path` (keys and indexes, dotted) set to `value`."""
+
+    def change(rollout: dict[str, Any]) -> None:
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        node: Any = rollout
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return change
+
+
+CRAFTED = [
+    pytest.param(_set("plan.steps.0.0", 1e308), id="step-weight-1e308"),
+    pytest.param(_set("plan.steps.0.1", 1e308), id="hold-1e308"),
+    pytest.param(_set("plan.analysis.5", 1e300), id="warmup-1e300"),
+    pytest.param(_set("plan.steps", "fast"), id="steps-not-a-list"),
+    pytest.param(_set("plan.analysis", {"confidence": 0.9}), id="analysis-wrong-type"),
+    pytest.param(_set("object.status", "exploded"), id="unknown-status"),
+    pytest.param(_set("object.step", 7), id="step-out-of-range"),
+    pytest.param(_set("started_at", 1e308), id="started-at-1e308"),
+    pytest.param(_set("start_weights", {"blue": -5, "canary": 0}), id="negative-weight"),
+    pytest.param(_set("candidate", [1, 2, "3"]), id="counts-wrong-type"),
+    pytest.param(lambda r: r.pop("plan"), id="no-plan"),
+]
+
+
+@pytest.fixture(scope="module")
+def saved_rollout(
+    tmp_path_factory: pytest.TempPathFactory, three_pools: dict[str, Backend]
+) -> dict[str, Any]:
+    """A state file holding an active rollout at its first step (canary 20)."""
+    workdir = tmp_path_factory.mktemp("saved")
+    proc = start_splitter(pools_config(three_pools, START), workdir)
+    try:
+        status, _, body = call(proc, "POST", "/api/v1/rollout", ROLLOUT)
+        assert status == 201, body
+        assert call(proc, "GET", "/api/v1/weights")[2] == IN_FORCE
+    finally:
+        assert proc.stop() == 0
+    state = json.loads((workdir / "splitter-state.json").read_text())
+    assert state["rollout"]["object"]["status"] == "progressing"
+    return dict(state)
+
+
+def assert_set_aside(sp: SplitterProc, expected_event: str) -> None:
+    """The process serves, every call answers, the rollout ended cancelled with the
+    weights in force kept, and an event says so."""
+    status, _, rollout = call(sp, "GET", "/api/v1/rollout")
+    assert status == 200, rollout
+    assert rollout["status"] == "cancelled", rollout
+    assert call(sp, "GET", "/api/v1/weights")[2] == IN_FORCE
+    assert call(sp, "GET", "/api/v1/rollouts")[0] == 200
+    events = call(sp, "GET", "/api/v1/events")[2]["events"]
+    assert any(expected_event in e["what"] for e in events), events
+    for action in ("pause", "resume", "promote", "abort"):
+        status, _, body = call(sp, "POST", f"/api/v1/rollout/{action}")
+        assert status == 409, (action, body)  # none is active
+    assert http_request(sp.proxy_url + "/")[0] == 200
+    assert call(sp, "GET", "/metrics")[0] == 200
+    assert call(sp, "GET", "/api/v1/stats")[0] == 200
+
+
+@pytest.mark.parametrize("change", CRAFTED)
+def test_a_saved_rollout_that_does_not_validate_is_set_aside(
+    splitter_factory: Any,
+    three_pools: dict[str, Backend],
+    tmp_path: Any,
+    saved_rollout: dict[str, Any],
+    change: Change,
+) -> None:
+    """A state file whose rollout does not validate stopped the process at start with a
+    traceback, or made every rollout call answer 500. Now it is set aside: a log line, an
+    event, the rollout ended cancelled, the weights in force kept; and the fixed state
+    is written, so the next start has nothing to set aside."""
+    state = json.loads(json.dumps(saved_rollout))
+    change(state["rollout"])
+    (tmp_path / "splitter-state.json").write_text(json.dumps(state))
+    config = pools_config(three_pools, START)
+    sp = splitter_factory(config)
+    assert_set_aside(sp, "rollout set aside: not valid in state file")
+    sp.wait_for_stderr(r"the saved rollout is not valid \(.+\); set aside")
+    assert "Traceback" not in sp.stderr_text()
+    # a new rollout can start where the old one was set aside
+    status, _, body = call(sp, "POST", "/api/v1/rollout", {"pool": "canary", "steps": [30, 100]})
+    assert status == 201, body
+    assert sp.stop() == 0
+    again = splitter_factory(sp.config_path)
+    assert call(again, "GET", "/api/v1/rollout")[2]["pool"] == "canary"
+    assert "set aside" not in again.stderr_text()
+
+
+def test_a_saved_rollout_of_a_pool_not_in_the_config_is_cancelled(
+    splitter_factory: Any,
+    three_pools: dict[str, Backend],
+    tmp_path: Any,
+    saved_rollout: dict[str, Any],
+) -> None:
+    state = json.loads(json.dumps(saved_rollout))
+    state["rollout"]["plan"]["pool"] = state["rollout"]["object"]["pool"] = "purple"
+    (tmp_path / "splitter-state.json").write_text(json.dumps(state))
+    sp = splitter_factory(pools_config(three_pools, START))
+    assert_set_aside(sp, "pool purple is not in the config")
