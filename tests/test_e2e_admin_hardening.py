@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import resource
+import socket
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -26,6 +29,7 @@ from tests.support import (
     http_request,
     pools_config,
     start_splitter,
+    wait_until,
 )
 
 TOKEN = "s3cret-of-the-admin-api"
@@ -173,6 +177,101 @@ def test_ten_wrong_tokens_lock_out_that_address_and_no_other(
         guess(sp, "bearer", "127.0.0.6")
     assert guess(sp, "bearer", "127.0.0.6", TOKEN)[0] == 429
     assert call(sp, "GET", "/api/v1/weights", headers=cookie, source="127.0.0.6")[0] == 200
+
+
+# --------------------------------------------------------------------------- listener limits
+
+
+def admin_conn(sp: SplitterProc, timeout: float = 15) -> socket.socket:
+    return socket.create_connection((LOCALHOST, sp.admin_port), timeout=timeout)
+
+
+def closed_within(sock: socket.socket, limit: float) -> tuple[float, bytes]:
+    """Read until the peer closes: (seconds it took, what came); AssertionError past limit."""
+    start = time.monotonic()
+    data = b""
+    sock.settimeout(0.5)
+    while time.monotonic() - start < limit:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    else:
+        raise AssertionError(f"still open after {limit} s (got {data!r})")
+    return time.monotonic() - start, data
+
+
+@pytest.mark.slow
+def test_a_request_head_must_arrive_within_10_s(shared: SplitterProc) -> None:
+    """A half-open admin connection (a partial head, then nothing) stayed open for
+    ever: aiohttp has no head deadline. Now it gets 408 and is closed at 10 s; one
+    that sends nothing is closed silently; a kept-alive one idles up to 60 s."""
+    partial, silent, kept = admin_conn(shared), admin_conn(shared), admin_conn(shared)
+    opened = time.monotonic()
+    partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    kept.settimeout(5)
+    assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+    took, data = closed_within(partial, 14)
+    assert 9 <= time.monotonic() - opened <= 12.5, took
+    [response] = parse_responses(data)
+    assert response.status == 408 and json.loads(response.body)["error"], data
+    took, data = closed_within(silent, 3)
+    assert data == b"" and time.monotonic() - opened <= 12.5
+    # the kept-alive connection is idle, not in a head: still open, and served
+    time.sleep(max(0.0, opened + 12 - time.monotonic()))
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    _, data = closed_within(kept, 5)
+    assert data.startswith(b"HTTP/1.1 200"), data
+    # a later head on a kept-alive connection has 10 s from its first byte
+    again = admin_conn(shared)
+    again.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    again.settimeout(5)
+    assert again.recv(65536).startswith(b"HTTP/1.1 200")
+    time.sleep(3)
+    started = time.monotonic()
+    again.sendall(b"GET /healthz HTTP/1.1\r\n")
+    _, data = closed_within(again, 14)
+    assert 9 <= time.monotonic() - started <= 12.5
+    assert parse_responses(data)[0].status == 408
+    for sock in (partial, silent, kept, again):
+        sock.close()
+
+
+def test_a_full_admin_listener_never_takes_descriptors_from_the_proxy(
+    splitter_factory: Any, three_pools: dict[str, Backend]
+) -> None:
+    """Under a low descriptor limit (320), 400 half-open admin connections took every
+    descriptor and the proxy failed. Now the admin listener takes at most 256 and the
+    rest wait in the backlog; the proxy serves throughout, and once they close the
+    admin API answers again."""
+    sp = splitter_factory(pools_config({"blue": three_pools["blue"]}, {"blue": 100}))
+    sp.wait_readyz()
+    resource.prlimit(sp.pid, resource.RLIMIT_NOFILE, (320, 320))
+    held = []
+    try:
+        for _ in range(400):  # more than the process may open
+            sock = admin_conn(sp, timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and no more
+            held.append(sock)
+        for _ in range(20):  # the proxy serves while the admin listener is full
+            status, _, body = http_request(sp.proxy_url + "/", timeout=3)
+            assert status == 200, body
+        sp.wait_for_stderr("admin listener: 256 connections open", timeout=5)
+        # a new admin connection waits: it is not accepted while 256 are open
+        with pytest.raises(TimeoutError):
+            http_request(sp.admin_url + "/healthz", timeout=1)
+    finally:
+        for sock in held:
+            sock.close()
+    wait_until(lambda: http_request(sp.admin_url + "/healthz", timeout=2)[0] == 200, 10)
+    assert http_request(sp.proxy_url + "/")[0] == 200
+    assert "Traceback" not in sp.stderr_text()
 
 
 # --------------------------------------------------------------------------- durations
