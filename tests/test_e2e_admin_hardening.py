@@ -22,6 +22,7 @@ import pytest
 
 from tests.rawbackend import RawBackend, Script
 from tests.rawhttp import parse_responses, send_raw
+from tests.redisserver import RedisServer, need
 from tests.support import (
     LOCALHOST,
     Backend,
@@ -417,3 +418,79 @@ def test_a_saved_rollout_of_a_pool_not_in_the_config_is_cancelled(
     (tmp_path / "splitter-state.json").write_text(json.dumps(state))
     sp = splitter_factory(pools_config(three_pools, START))
     assert_set_aside(sp, "pool purple is not in the config")
+
+
+def craft_store_doc(server: RedisServer, change: Change) -> None:
+    """Change the rollout of the store's document as a faulty or hostile writer would:
+    a new revision, announced on the channel like any write."""
+    client = server.client()
+    raw = client.hget(f"{PREFIX}:doc", "doc")
+    assert raw is not None
+    doc = json.loads(raw)
+    change(doc["rollout"])
+    revision = int(client.hget(f"{PREFIX}:doc", "rev") or 0) + 1
+    client.hset(f"{PREFIX}:doc", mapping={"rev": str(revision), "doc": json.dumps(doc)})
+    client.publish(f"{PREFIX}:changed", str(revision))
+
+
+def store_rollout(server: RedisServer) -> dict[str, Any]:
+    raw = server.client().hget(f"{PREFIX}:doc", "doc")
+    assert raw is not None
+    return dict(json.loads(raw)["rollout"])
+
+
+PREFIX = "hardening"
+
+
+def test_a_store_document_that_does_not_validate_is_set_aside(
+    splitter_factory: Any, three_pools: dict[str, Backend], tmp_path: Any
+) -> None:
+    """A rollout in the shared store with a step weight of 1e308 made every rollout call
+    answer 500 on every replica. Now the replica that reads it sets it aside (a log
+    line, an event), the rollout ends cancelled with the weights in force kept, and the
+    fixed document goes back to the store; a replica starting on such a document
+    starts, serves and answers."""
+    need("redis-server")
+    server = RedisServer(tmp_path / "redis")
+    try:
+        store = {"url": server.url, "prefix": PREFIX}
+        sp = splitter_factory(pools_config(three_pools, START, store=store))
+        status, _, body = call(sp, "POST", "/api/v1/rollout", ROLLOUT)
+        assert status == 201, body
+        # a document written while the replica runs
+        craft_store_doc(server, _set("plan.steps.0.0", 1e308))
+        wait_until(lambda: call(sp, "GET", "/api/v1/rollout")[2]["status"] == "cancelled", 5)
+        assert_set_aside(sp, "rollout set aside: not valid in the shared store")
+        wait_until(lambda: store_rollout(server)["object"]["status"] == "cancelled", 5)
+        assert "Traceback" not in sp.stderr_text()
+        assert sp.stop() == 0
+
+        # a document found at start
+        status, _, body = call_after_start(splitter_factory, sp, server)
+        assert status == 200 and body["status"] == "cancelled", body
+    finally:
+        server.kill()
+
+
+def call_after_start(
+    splitter_factory: Any, earlier: SplitterProc, server: RedisServer
+) -> tuple[int, dict[str, str], Any]:
+    """Put a new active rollout with a wrong type in the store, start a replica on it."""
+    state = store_rollout(server)
+    state["object"]["status"] = "progressing"
+    state["object"]["id"] = "crafted"
+
+    def replace(rollout: dict[str, Any]) -> None:
+        rollout.clear()
+        rollout.update(state)
+        rollout["plan"]["steps"] = [[20, "1h", "2h"]]  # durations as text: not valid
+
+    craft_store_doc(server, replace)
+    sp = splitter_factory(earlier.config_path)
+    sp.wait_for_stderr(r"the shared store: the saved rollout is not valid")
+    status, headers, body = call(sp, "GET", "/api/v1/rollout")
+    assert body["id"] == "crafted", body
+    assert call(sp, "GET", "/api/v1/weights")[2] == IN_FORCE
+    events = call(sp, "GET", "/api/v1/events")[2]["events"]
+    assert any("rollout set aside" in e["what"] for e in events), events
+    return status, headers, body
