@@ -10,7 +10,10 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
   `http://<its Host>`: a page of another site (a text/plain form needs no preflight).
 - With `admin.token` set, every `/api/` request needs `Authorization: Bearer TOKEN`
   (compared in constant time), else 401; the dashboard's session cookie may stand in for
-  it (`OTHER_AUTH`, see live.py).
+  it (`OTHER_AUTH`, see live.py). Wrong tokens (here and in a sign-in) are counted per
+  client address (`GUESSES`, sessions.Guesses): the 10th within a minute gets that
+  address 429 with Retry-After for a minute, on every token check; other addresses
+  are never held up.
 - Bodies over 64 KiB: 413. A method an endpoint does not take: 405. A GET changes nothing.
 - A change the shared store cannot take (it is down): 503 `{"error": "store unavailable"}`,
   nothing changed. Reads answer the state last known, whatever the store.
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -35,6 +40,9 @@ from splitter.control import Controller, WeightError, plain, weight_value
 from splitter.errors import ConfigError, StoreError
 from splitter.openapi import OPENAPI
 from splitter.rollout import RolloutEngine, RolloutError
+from splitter.sessions import Guesses
+
+log = logging.getLogger("splitter.admin")
 
 
 class Rendered(Protocol):
@@ -70,6 +78,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # the bearer token decides.
 OtherAuth = Callable[[web.Request], web.StreamResponse | bool | None]
 OTHER_AUTH: web.AppKey[OtherAuth] = web.AppKey("other_auth")
+# Wrong tokens by client address, for the bearer header and the dashboard's sign-in.
+GUESSES: web.AppKey[Guesses] = web.AppKey("guesses")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -161,6 +171,28 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return response
 
 
+def client_address(request: web.Request) -> str:
+    """The connection's peer (never a header a client could set)."""
+    return request.remote or "?"
+
+
+def too_many_guesses(request: web.Request) -> web.Response | None:
+    """429 with Retry-After while the client's address is locked out, else None."""
+    wait = request.app[GUESSES].retry_after(client_address(request))
+    if wait <= 0:
+        return None
+    response = error(429, "too many wrong tokens from this address: try again later")
+    response.headers["Retry-After"] = str(math.ceil(wait))
+    return response
+
+
+def wrong_token(request: web.Request, how: str) -> None:
+    """Count a wrong token against the client's address; log its lockout."""
+    client = client_address(request)
+    if request.app[GUESSES].failed(client):
+        log.warning("%s: too many wrong tokens from %s; refused (429) for a minute", how, client)
+
+
 @web.middleware
 async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[SPLITTER_KEY].controller.config.admin.token
@@ -171,12 +203,17 @@ async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResp
             return await handler(request)
         if isinstance(verdict, web.StreamResponse):
             return verdict
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if (refused := too_many_guesses(request)) is not None:
+            return refused
+        given_header = request.headers.get("Authorization")
+        scheme, _, given = (given_header or "").partition(" ")
         # Header bytes that are not UTF-8 arrive as surrogates: compare bytes, never fail.
         ok = scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode("utf-8", "surrogateescape"), token.encode()
         )
         if not ok:
+            if given_header is not None:  # a token was tried (none at all is no guess)
+                wrong_token(request, "bearer token")
             response = error(401, "missing or wrong bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="splitter"'
             return response
@@ -383,6 +420,7 @@ def make_admin_app(splitter: AdminHost) -> web.Application:
     middlewares = [host_and_origin, errors_as_json, bearer_token]  # host_and_origin first
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[SPLITTER_KEY] = splitter
+    app[GUESSES] = Guesses()
     r = app.router
     r.add_get("/api/v1/weights", get_weights, allow_head=False)
     r.add_put("/api/v1/weights", put_weights)

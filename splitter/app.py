@@ -35,6 +35,7 @@ from aiohttp import web
 from splitter import config as config_mod
 from splitter import memory
 from splitter.admin import make_admin_app, make_metrics_app
+from splitter.adminlistener import KEEPALIVE_TIMEOUT, AdminListener, head_received
 from splitter.config import Config
 from splitter.control import Controller
 from splitter.counters import Counters
@@ -109,6 +110,7 @@ class Splitter:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
+        self._listeners: list[AdminListener] = []  # the admin and metrics listeners
         self._stats_task: asyncio.Task[None] | None = None
         self.server: ProxyListener | None = None  # the request path, when in this process
         self.live: Live | None = None
@@ -180,6 +182,9 @@ class Splitter:
             self._check_health_of(self.config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
+        active = self.rollouts.active
+        if active is not None and active.plan.pool not in weights:  # a state of elsewhere
+            await self._cancel_rollout(f"pool {active.plan.pool} is not in the config")
         if self.fleet is None:
             await self.rollouts.take_over()  # the only process: it leads
         else:
@@ -187,15 +192,10 @@ class Splitter:
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
         admin_app = make_admin_app(self)
         install_live(admin_app, self)  # statistics, the stream, the dashboard page
-        self._runner = web.AppRunner(admin_app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.SockSite(self._runner, self.admin_sock).start()
+        self._runner = await self._serve_app(admin_app, self.admin_sock, "admin")
         if self.metrics_sock is not None:
-            self._metrics_runner = web.AppRunner(
-                make_metrics_app(self), access_log=None, handle_signals=False
-            )
-            await self._metrics_runner.setup()
-            await web.SockSite(self._metrics_runner, self.metrics_sock).start()
+            metrics_app = make_metrics_app(self)
+            self._metrics_runner = await self._serve_app(metrics_app, self.metrics_sock, "metrics")
         self.ready = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -203,6 +203,22 @@ class Splitter:
         if self.config_path is not None:
             self.watcher = ConfigWatcher(self.config_path, lambda: self.reload("file"))
             self.watcher.start()
+
+    async def _serve_app(
+        self, app: web.Application, sock: socket.socket, name: str
+    ) -> web.AppRunner:
+        """Serve an aiohttp app on `sock` within the admin listener's own limits (10 s for
+        a head, 60 s idle keep-alive, at most 256 connections: adminlistener.py)."""
+        app.middlewares.insert(0, head_received)  # before any other: the head is in
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_TIMEOUT
+        )
+        await runner.setup()
+        assert runner.server is not None
+        listener = AdminListener(sock, runner.server, name)
+        listener.start()
+        self._listeners.append(listener)
+        return runner
 
     # -- the live state -----------------------------------------------------------------
 
@@ -457,6 +473,8 @@ class Splitter:
             await self.fleet.stop()
         if self._http is not None:
             await self._http.close()
+        for listener in self._listeners:
+            listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._metrics_runner is not None:

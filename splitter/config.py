@@ -36,7 +36,10 @@ import yaml
 from splitter.errors import ConfigError, ConfigProblem
 
 __all__ = [
+    "ADMIN_COOKIE",
+    "MAX_DURATION",
     "MAX_WEIGHT",
+    "MIN_TOKEN_LENGTH",
     "Address",
     "Admin",
     "Backend",
@@ -61,6 +64,13 @@ __all__ = [
 # Weights are finite numbers from 0 to a million (contract 2), in the file as in the API:
 # bounded, a weight stays exact as a float, an int in JSON, and a share of a sum.
 MAX_WEIGHT = 1_000_000
+# Durations anywhere (config, API, state) are at most 30 days (contract 5): a longer one
+# is a typo, and an infinite one breaks every clock sum it enters.
+MAX_DURATION = 30 * 86400.0
+# A token short enough to guess is no protection (contract 5).
+MIN_TOKEN_LENGTH = 16
+# The dashboard's session cookie (contract 9): never forwarded to a backend (contract 5).
+ADMIN_COOKIE = "splitter_admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +417,20 @@ def _as_duration(value: Any, *, allow_zero: bool = False) -> float:
         seconds = _as_float(value, hint)  # a bare number of seconds
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise _Invalid("must be >= 0" if allow_zero else "must be > 0")
-    return seconds
+    if not seconds <= MAX_DURATION:  # also inf and nan: "1" * 400 is a float overflow
+        raise _Invalid("must be at most 30 days (720h)")
+    return seconds + 0.0  # -0.0 becomes 0.0
+
+
+def as_duration(value: Any, *, allow_zero: bool = False) -> float:
+    """A duration read back from state (seconds, a number): finite, within 0 (or above
+    it) and MAX_DURATION, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"a duration must be a number of seconds, not {value!r}")
+    try:
+        return _as_duration(value, allow_zero=allow_zero)
+    except _Invalid as exc:
+        raise ValueError(f"duration {value!r}: {exc}") from None
 
 
 def _as_max_age(value: Any) -> int:
@@ -626,6 +649,8 @@ def _admin(ck: _Checker, value: Any) -> Admin:
     if not admin.token and not ck.has_problem("admin.listen") \
             and not is_loopback_host(admin.listen.host):  # fmt: skip
         ck.add("admin.token", "required when admin.listen is not a loopback address")
+    if admin.token and len(admin.token) < MIN_TOKEN_LENGTH:
+        ck.add("admin.token", f"must be at least {MIN_TOKEN_LENGTH} characters")
     return admin
 
 

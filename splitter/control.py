@@ -127,6 +127,11 @@ class RolloutPart(Protocol):
         """`edit` plus the active rollout cancelled (a file edit of the weights wins)."""
         ...
 
+    def set_aside(self, doc: Document) -> tuple[Document, str | None]:
+        """`doc` with a rollout that does not validate replaced by a cancelled one, and
+        why (None when it validates)."""
+        ...
+
 
 class Controller:
     def __init__(
@@ -173,6 +178,7 @@ class Controller:
         if revision == 0 and self.store.shared and doc.empty:
             doc = local  # an empty store is filled from what this replica had
         async with self.lock:
+            doc = self._check_rollout(doc, "startup")
             self.doc, self.revision = doc, revision
             if self.rollouts is not None:
                 self.rollouts.take(doc)
@@ -247,6 +253,29 @@ class Controller:
         if data.get("loaded_file_weights") != file_weights:
             data["loaded_file_weights"] = file_weights
             self.state_file.save()
+
+    @property
+    def needs_write(self) -> bool:
+        """The document in force was fixed here (state set aside) and must be written."""
+        return self._rewrite
+
+    def _check_rollout(self, doc: Document, source: str) -> Document:
+        """A saved rollout that does not validate is set aside (a log line and an event):
+        it ends cancelled, the weights in force stay, and the fixed document is written
+        (`catch_up`), so that no call and no replica trips on it again."""
+        if self.rollouts is None:
+            return doc
+        fixed, why = self.rollouts.set_aside(doc)
+        if why is None:
+            return doc
+        where = "the shared store" if self.store.shared else f"state file {self.state_file.path}"
+        log.error("%s: the saved rollout is not valid (%s); set aside: it ends cancelled, "
+                  "the weights in force stay", where, why)  # fmt: skip
+        weights = self.shared_weights(doc)
+        self.event(source, f"rollout set aside: not valid in {where} ({why}); it ends "
+                   "cancelled, the weights in force stay", weights, weights)  # fmt: skip
+        self._rewrite = True
+        return fixed
 
     def _check_saved(self, doc: Document, file_weights: Weights) -> None:
         """Runtime weights that are not valid are dropped (with a log line and an event)."""
@@ -352,9 +381,9 @@ class Controller:
         if revision == 0 and doc.empty:
             self.revision = 0  # to be filled (`catch_up`): what is in force here stays
             return
-        self._put(doc, revision)
+        self._put(self._check_rollout(doc, "store"), revision)
         if self.rollouts is not None:
-            self.rollouts.take(doc)
+            self.rollouts.take(self.doc)
 
     def _put(self, doc: Document, revision: int) -> None:
         """`doc` at `revision` is the document: cached in the state file, in force."""

@@ -191,7 +191,8 @@ class Fleet:
             secret = await self.store.cookie_secret(self.host.cookie_secret)
             if secret != self.host.cookie_secret:
                 self.host.set_cookie_secret(secret)
-        if controller.revision == 0 or controller.pending_file is not None:
+        if controller.revision == 0 or controller.pending_file is not None \
+                or controller.needs_write:  # fmt: skip
             await controller.catch_up()
         epoch = await self.store.events_epoch()
         if epoch is None or epoch != self._epoch:  # a stream this replica has not filled

@@ -52,13 +52,17 @@ from splitter.admin import (
     SAFE_METHODS,
     AdminHost,
     ApiError,
+    client_address,
     error,
     json_response,
     read_json_object,
+    too_many_guesses,
+    wrong_token,
 )
+from splitter.config import ADMIN_COOKIE
 from splitter.control import iso_time, plain
 from splitter.feed import Dropped, Feed, encode
-from splitter.sessions import SESSION_TTL, Guesses, Sessions
+from splitter.sessions import SESSION_TTL, Sessions
 from splitter.stats import (
     ERRORS,
     LATENCY_BOUNDS,
@@ -83,7 +87,7 @@ STREAM_SNDBUF: Final = 64 * 1024
 MAX_WINDOW: Final = 300
 KINDS: Final = frozenset({"stats", "series", "weights", "event", "rollout"})
 
-COOKIE: Final = "splitter_admin"
+COOKIE: Final = ADMIN_COOKIE  # never forwarded by the proxy (http1/request.py)
 SESSION_PATH: Final = "/api/v1/session"
 CSRF_HEADER: Final = "X-Requested-With"
 CSRF_VALUE: Final = "splitter"
@@ -167,7 +171,6 @@ class Dashboard:
         self.host = host
         self.feed = host.feed
         self.sessions = Sessions()
-        self.guesses = Guesses()
         self.files = _load_files()
         self._published_weights: dict[str, float | int] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -403,18 +406,15 @@ async def post_session(request: web.Request) -> web.Response:
     token = dashboard.host.controller.config.admin.token
     if not token:
         return error(400, "admin.token is not set: the admin API needs no session")
-    client = request.remote or "?"
-    wait = dashboard.guesses.retry_after(client)
-    if wait > 0:
-        response = error(429, "too many wrong tokens: try again later")
-        response.headers["Retry-After"] = str(math.ceil(wait))
-        return response
+    if (refused := too_many_guesses(request)) is not None:
+        return refused
+    client = client_address(request)
     body = await read_json_object(request)
     given = body.get("token")
     if set(body) != {"token"} or not isinstance(given, str):
         return error(400, 'the body must be {"token": "..."}')
     if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode()):
-        dashboard.guesses.failed(client)
+        wrong_token(request, "dashboard sign-in")
         log.warning("dashboard sign-in with a wrong token from %s", client)
         return error(401, "wrong token")
     session_id = dashboard.sessions.create()

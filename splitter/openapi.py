@@ -29,9 +29,11 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "Every weight would be 0.",
         413: "Body over 64 KiB.",
         422: "The config file is invalid; the old config is kept.",
+        429: "10 wrong tokens from this client address within a minute: its token checks "
+        "are refused for a minute (see Retry-After); other addresses are not affected.",
         503: "The shared store (store.url) cannot be reached: nothing was changed.",
     }
-    return {str(code): _json(_ERROR, text[code]) for code in (401, 403, *codes)}
+    return {str(code): _json(_ERROR, text[code]) for code in (401, 403, 429, *codes)}
 
 
 OPENAPI: dict[str, Any] = {
@@ -491,7 +493,6 @@ _LIVE_PATHS: dict[str, Any] = {
             },
             "responses": {
                 "204": {"description": "Signed in: the cookie is set."},
-                "429": _json(_ERROR, "Too many wrong tokens; see Retry-After."),
                 **_errors(400, 413),
             },
         },

@@ -10,11 +10,13 @@ Rules:
   its SHA-256 is kept, so a lookup compares digests, not the secret itself.
 - Sessions live in memory for `SESSION_TTL` (12 h) from their creation; a restart ends
   them all. At most `MAX_SESSIONS` are kept: beyond that the one closest to expiry goes.
-- Wrong tokens are counted (`Guesses`): more than `PER_CLIENT` from one address, or
-  `OVERALL` from all of them, within `PERIOD` seconds, and further attempts are refused
-  (429) without being checked until the oldest failure is `PERIOD` old. Guessing a
-  token of any length at 30 tries a minute is hopeless; the bearer token keeps working
-  meanwhile, so `splitter ctl` cannot be locked out.
+- Wrong tokens, in a bearer header or a sign-in, are counted per client address (the
+  connection's peer; `Guesses`): the `LIMIT`-th (10) within `PERIOD` (a minute) locks
+  that address out for `LOCKOUT` (a minute): its token checks answer 429 unchecked. No
+  address is ever held up by another's failures (a count over every address would let
+  one attacker lock the operator out), and the table is bounded (`MAX_CLIENTS`
+  addresses, the oldest dropped first). With a token of 16 characters or more,
+  guessing at 10 tries a minute per address is hopeless.
 - The clock is injected (monotonic seconds), so tests can move time; no I/O here.
 """
 
@@ -31,9 +33,10 @@ __all__ = ["Guesses", "Sessions"]
 
 SESSION_TTL: Final = 12 * 3600.0
 MAX_SESSIONS: Final = 1000
-PER_CLIENT: Final = 5
-OVERALL: Final = 30
+LIMIT: Final = 10  # wrong tokens from one address within PERIOD that lock it out
 PERIOD: Final = 60.0
+LOCKOUT: Final = 60.0
+MAX_CLIENTS: Final = 4096  # addresses remembered (each table)
 
 Clock = Callable[[], float]
 
@@ -90,46 +93,69 @@ class Sessions:
 
 
 class Guesses:
-    """Wrong tokens by client address, to refuse guessing (see the module docstring)."""
+    """Wrong tokens by client address, to refuse guessing (see the module docstring).
+
+    Per address: the times of its last `limit` wrong tokens; the `limit`-th within
+    `period` locks it out for `lockout` seconds, after which it starts afresh. The table
+    holds at most `max_clients` addresses: the one whose last wrong token is the oldest
+    goes first (the others' lockouts stand), so many addresses cannot grow it."""
 
     def __init__(
         self,
         clock: Clock = time.monotonic,
-        per_client: int = PER_CLIENT,
-        overall: int = OVERALL,
+        limit: int = LIMIT,
         period: float = PERIOD,
+        lockout: float = LOCKOUT,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
         self.clock = clock
-        self.per_client = per_client
-        self.overall = overall
+        self.limit = limit
         self.period = period
-        self._all: deque[float] = deque()
-        self._by_client: dict[str, deque[float]] = {}
+        self.lockout = lockout
+        self.max_clients = max_clients
+        # address -> its recent wrong tokens (at most `limit`), oldest address first
+        self._failures: dict[str, deque[float]] = {}
+        self._locked: dict[str, float] = {}  # address -> end of its lockout
+
+    def __len__(self) -> int:
+        return len(self._failures.keys() | self._locked.keys())
 
     def retry_after(self, client: str) -> float:
         """0 when `client` may try a token now, else the seconds until it may."""
-        now = self.clock()
-        self._forget(now)
-        waits = []
-        mine = self._by_client.get(client)
-        if mine is not None and len(mine) >= self.per_client:
-            waits.append(mine[-self.per_client] + self.period - now)
-        if len(self._all) >= self.overall:
-            waits.append(self._all[-self.overall] + self.period - now)
-        return max(waits, default=0.0)
+        until = self._locked.get(client)
+        if until is None:
+            return 0.0
+        left = until - self.clock()
+        if left > 0:
+            return left
+        del self._locked[client]
+        return 0.0
 
-    def failed(self, client: str) -> None:
+    def failed(self, client: str) -> bool:
+        """A wrong token from `client`: counted, and at the limit, a lockout (True)."""
         now = self.clock()
-        self._all.append(now)
-        self._by_client.setdefault(client, deque()).append(now)
+        times = self._failures.pop(client, None)  # re-inserted last: the newest
+        if times is None:
+            times = deque(maxlen=self.limit)
+        times.append(now)
+        locked = len(times) >= self.limit and now - times[0] < self.period
+        if locked:
+            self._locked[client] = now + self.lockout
+        else:
+            self._failures[client] = times
+        self._bound(now)
+        return locked
 
-    def _forget(self, now: float) -> None:
-        horizon = now - self.period
-        while self._all and self._all[0] <= horizon:
-            self._all.popleft()
-        for client in list(self._by_client):
-            times = self._by_client[client]
-            while times and times[0] <= horizon:
-                times.popleft()
-            if not times:
-                del self._by_client[client]
+    def _bound(self, now: float) -> None:
+        """At most `max_clients` addresses in each table: the expired go, then the oldest."""
+        if len(self._failures) > self.max_clients:
+            horizon = now - self.period
+            for client in [c for c, t in self._failures.items() if t[-1] <= horizon]:
+                del self._failures[client]
+            while len(self._failures) > self.max_clients:
+                del self._failures[next(iter(self._failures))]
+        if len(self._locked) > self.max_clients:
+            for client in [c for c, until in self._locked.items() if until <= now]:
+                del self._locked[client]
+            while len(self._locked) > self.max_clients:
+                del self._locked[next(iter(self._locked))]

@@ -85,15 +85,20 @@ def http_request(
     body: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 5,
+    source: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request on a fresh connection (no pooling, nothing left open):
+    """One request on a fresh connection (no pooling, nothing left open), from the local
+    address `source` when given (127.0.0.2: another client address on loopback):
     returns (status, headers with lower-case names, body)."""
     m = re.match(r"^http://([^/]+)(.*)$", url)
     if not m:
         raise ValueError(f"not an http:// URL: {url}")
     hostport, path = m.group(1), m.group(2) or "/"
     host, _, port = hostport.rpartition(":")
-    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+    conn = http.client.HTTPConnection(
+        host.strip("[]"), int(port), timeout=timeout,
+        source_address=(source, 0) if source is not None else None,
+    )  # fmt: skip
     try:
         conn.request(method, path, body=body, headers=dict(headers or {}))
         resp = conn.getresponse()

@@ -326,6 +326,32 @@ def test_check_non_loopback_admin_without_token(tmp_path: Path) -> None:
     assert_one_line_failure(result, "admin.token")
 
 
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_token_shorter_than_16_characters_is_refused(tmp_path: Path, command: str) -> None:
+    admin = free_port()
+    text = GOOD.format(port=free_port(), admin=admin).replace(
+        f"127.0.0.1:{admin}\n", f"127.0.0.1:{admin}\n  token: ${{SPLITTER_ADMIN_TOKEN}}\n"
+    )
+    path = write(tmp_path, "short-token.yaml", text)
+    env = {"SPLITTER_ADMIN_TOKEN": "fifteen-chars-x"}
+    result = run_cli(command, "-c", str(path), cwd=tmp_path, timeout=20, env=env)
+    assert_one_line_failure(result, "admin.token (line 4): must be at least 16 characters")
+    assert "fifteen-chars-x" not in result.stderr
+    env = {"SPLITTER_ADMIN_TOKEN": "sixteen-chars-xy"}
+    assert run_cli("check", "-c", str(path), cwd=tmp_path, env=env).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_duration_over_30_days_is_refused(tmp_path: Path, command: str) -> None:
+    text = GOOD.format(port=free_port(), admin=free_port())
+    text += 'rollouts:\n  analysis:\n    warmup: "' + "9" * 400 + '"\n'
+    path = write(tmp_path, "long-warmup.yaml", text)
+    result = run_cli(command, "-c", str(path), cwd=tmp_path, timeout=20)
+    assert_one_line_failure(
+        result, "rollouts.analysis.warmup (line 14): must be at most 30 days (720h)"
+    )
+
+
 def test_check_uses_splitter_config_env(tmp_path: Path) -> None:
     good = good_config(tmp_path)
     bad = write(tmp_path, "bad.yaml", NEGATIVE_WEIGHT)

@@ -111,11 +111,11 @@ def parse_problems(data: Any, env: dict[str, str] | None = None) -> list[ConfigP
 
 
 def test_contract_example_loads_into_dataclasses(tmp_path: Path) -> None:
-    env = {"SPLITTER_ADMIN_TOKEN": "t0k", "SPLITTER_COOKIE_SECRET": "s3cret"}
+    env = {"SPLITTER_ADMIN_TOKEN": "t0k-of-sixteen-chars", "SPLITTER_COOKIE_SECRET": "s3cret"}
     config = load(write(tmp_path, CONTRACT_EXAMPLE), env=env)
     assert config == Config(
         listen=Address("0.0.0.0", 8080),
-        admin=Admin(listen=Address("127.0.0.1", 9901), token="t0k"),
+        admin=Admin(listen=Address("127.0.0.1", 9901), token="t0k-of-sixteen-chars"),
         pools=(
             Pool(
                 "blue",
@@ -355,7 +355,7 @@ def test_unknown_key_in_a_backend_mapping() -> None:
 
 
 def test_missing_required_keys(tmp_path: Path) -> None:
-    assert problems_of(tmp_path, "admin: {token: x}\n") == [
+    assert problems_of(tmp_path, "admin: {token: x-sixteen-characters}\n") == [
         "listen: is required (host:port of the proxy, e.g. 0.0.0.0:8080)",
         "pools: is required: at least one pool with its backends",
     ]
@@ -511,8 +511,8 @@ def test_non_loopback_admin_without_token_is_an_error(tmp_path: Path) -> None:
     assert problems_of(tmp_path, text) == [
         "admin.token (line 8): required when admin.listen is not a loopback address"
     ]
-    config = load(write(tmp_path, text), env={"ADMIN_TOKEN": "secret"})
-    assert config.admin == Admin(Address("0.0.0.0", 9901), "secret")
+    config = load(write(tmp_path, text), env={"ADMIN_TOKEN": "secret-of-16-chars"})
+    assert config.admin == Admin(Address("0.0.0.0", 9901), "secret-of-16-chars")
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:9901", "127.9.8.7:1", "[::1]:9901", "localhost:1"])
@@ -642,6 +642,49 @@ def test_bad_durations(text: Any) -> None:
     assert "duration" in problem.message or "finite" in problem.message
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("timeouts.read", '"' + "1" * 400 + '"'),  # a float overflow: infinite
+        ("timeouts.read", "1" * 400 + "s"),
+        ("health_check.interval", "721h"),
+        ("limits.keepalive_timeout", 30 * 86400 + 1),
+        ("shutdown.grace", "43201m"),
+        ("sticky.max_age", 30 * 86400 + 1),
+        ("rollouts.hold", "1" * 400 + "ms"),
+        ("rollouts.analysis.warmup", '"' + "1" * 400 + '"'),
+        ("rollouts.analysis.latency_floor", "2592000.5"),
+    ],
+)
+def test_a_duration_over_30_days_is_an_error_with_its_line(
+    tmp_path: Path, path: str, value: Any
+) -> None:
+    *parents, key = path.split(".")
+    text = MINIMAL
+    for depth, name in enumerate(parents):
+        text += "  " * depth + f"{name}:\n"
+    text += "  " * len(parents) + f"{key}: {value}\n"
+    (problem,) = problems_of(tmp_path, text)
+    line = len(text.splitlines())
+    assert problem == f"{path} (line {line}): must be at most 30 days (720h)"
+
+
+def test_a_duration_of_30_days_is_taken() -> None:
+    config = parse(minimal(timeouts={"read": "720h"}, rollouts={"hold": "720h", "max": 2592000}))
+    assert config.timeouts.read == config.rollouts.hold == config.rollouts.max == 2592000
+
+
+@pytest.mark.parametrize("token", ["x", "fifteen-chars-x"])  # 1 and 15 characters
+def test_a_token_shorter_than_16_characters_is_an_error_with_its_line(
+    tmp_path: Path, token: str
+) -> None:
+    text = MINIMAL + f"admin:\n  token: {token}\n"
+    assert problems_of(tmp_path, text) == [
+        "admin.token (line 7): must be at least 16 characters"
+    ]
+    assert parse(minimal(admin={"token": "sixteen-chars-xy"})).admin.token == "sixteen-chars-xy"
+
+
 def test_zero_duration_is_allowed_only_where_it_means_something() -> None:
     assert parse(minimal(shutdown={"accept_grace": "0s"})).shutdown.accept_grace == 0
     (problem,) = parse_problems(minimal(timeouts={"connect": 0}))
@@ -688,10 +731,10 @@ def test_access_log_is_a_boolean(value: Any, expected: bool) -> None:
 
 
 def test_env_default_applies_when_variable_is_unset_or_empty() -> None:
-    data = minimal(admin={"token": "${TOKEN:-fallback}"})
-    assert parse(data, env={}).admin.token == "fallback"
-    assert parse(data, env={"TOKEN": ""}).admin.token == "fallback"
-    assert parse(data, env={"TOKEN": "real"}).admin.token == "real"
+    data = minimal(admin={"token": "${TOKEN:-fallback-of-16-chars}"})
+    assert parse(data, env={}).admin.token == "fallback-of-16-chars"
+    assert parse(data, env={"TOKEN": ""}).admin.token == "fallback-of-16-chars"
+    assert parse(data, env={"TOKEN": "real-token-0123456"}).admin.token == "real-token-0123456"
 
 
 def test_env_variable_is_substituted_inside_a_longer_value() -> None:
@@ -712,8 +755,8 @@ def test_env_variable_set_to_empty_without_default_is_empty() -> None:
 
 def test_env_values_holding_colon_and_hash_are_kept_whole(tmp_path: Path) -> None:
     text = MINIMAL + 'admin:\n  token: ${TOKEN}\nsticky:\n  secret: "${S:-a:b # not a comment}"\n'
-    config = load(write(tmp_path, text), env={"TOKEN": "abc: def # ghi"})
-    assert config.admin.token == "abc: def # ghi"
+    config = load(write(tmp_path, text), env={"TOKEN": "abc: def # ghi jkl"})
+    assert config.admin.token == "abc: def # ghi jkl"
     assert config.sticky is not None and config.sticky.secret == "a:b # not a comment"
 
 
@@ -745,8 +788,9 @@ def test_unsupported_env_syntax_is_an_error() -> None:
 
 
 def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SPLITTER_TEST_TOKEN", "from-env")
-    assert parse(minimal(admin={"token": "${SPLITTER_TEST_TOKEN}"})).admin.token == "from-env"
+    monkeypatch.setenv("SPLITTER_TEST_TOKEN", "from-env-0123456789")
+    config = parse(minimal(admin={"token": "${SPLITTER_TEST_TOKEN}"}))
+    assert config.admin.token == "from-env-0123456789"
 
 
 # --- reading the file -------------------------------------------------------------------

@@ -7,7 +7,9 @@ nothing changed); tests that change weights get a process of their own.
 
 from __future__ import annotations
 
+import itertools
 import json
+import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import complete_config
-from tests.rawhttp import parse_responses, send_raw
+from tests.rawhttp import parse_responses, read_until_close, send_raw
 from tests.support import (
     Backend,
     SplitterProc,
@@ -27,7 +29,7 @@ from tests.support import (
     write_config,
 )
 
-TOKEN = "s3cret"
+TOKEN = "s3cret-of-16-chars"
 COOKIE = "splitter"
 START = {"blue": 90, "green": 0, "canary": 10}
 MAX_BODY = 64 * 1024
@@ -89,7 +91,7 @@ def shared(
 def guarded(
     tmp_path_factory: pytest.TempPathFactory, three_pools: dict[str, Backend]
 ) -> Iterator[SplitterProc]:
-    """One splitter with `admin.token: s3cret`; tests using it must not change anything."""
+    """One splitter with `admin.token: TOKEN`; tests using it must not change anything."""
     proc = start_shared(tmp_path_factory.mktemp("admin-token"), three_pools, admin={"token": TOKEN})
     yield proc
     stop_shared(proc)
@@ -103,8 +105,10 @@ def call(
     raw: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     token: str | None = None,
+    source: str | None = None,
 ) -> tuple[int, dict[str, str], Any]:
-    """One admin request: (status, lower-cased headers, parsed JSON or the raw bytes)."""
+    """One admin request (from the loopback address `source` when given): (status,
+    lower-cased headers, parsed JSON or the raw bytes)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     hdrs = dict(headers or {})
     if data is not None:
@@ -112,7 +116,7 @@ def call(
     if token is not None:
         hdrs["Authorization"] = f"Bearer {token}"
     status, resp_headers, content = http_request(
-        sp.admin_url + path, method, body=data, headers=hdrs
+        sp.admin_url + path, method, body=data, headers=hdrs, source=source
     )
     parsed: Any = content
     if resp_headers.get("content-type", "").startswith("application/json"):
@@ -173,9 +177,28 @@ def sticky_clients(sp: SplitterProc, n: int) -> dict[str, str]:
     return clients
 
 
-def raw_admin(sp: SplitterProc, data: bytes, timeout: float = 5) -> tuple[int, Any]:
+_SOURCES = (f"127.0.2.{i}" for i in itertools.count(1))
+
+
+def another_client() -> str:
+    """A loopback address no test used yet: wrong tokens lock out their address (10 in
+    a minute), and the tests sharing a process must not lock one another out."""
+    return next(_SOURCES)
+
+
+def raw_admin(
+    sp: SplitterProc, data: bytes, timeout: float = 5, source: str | None = None
+) -> tuple[int, Any]:
     """Raw bytes to the admin port; (status, parsed JSON body) of the first response."""
-    replies = parse_responses(send_raw(sp.admin_port, data, timeout=timeout))
+    if source is None:
+        raw = send_raw(sp.admin_port, data, timeout=timeout)
+    else:
+        with socket.create_connection(
+            ("127.0.0.1", sp.admin_port), timeout, source_address=(source, 0)
+        ) as sock:
+            sock.sendall(data)
+            raw = read_until_close(sock, timeout)
+    replies = parse_responses(raw)
     assert replies, "no response"
     reply = replies[0]
     body: Any = reply.body
@@ -629,12 +652,12 @@ def test_unknown_api_path_is_404_json(shared: SplitterProc) -> None:
 BAD_AUTH = [
     pytest.param(None, id="missing"),
     pytest.param("Bearer wrong", id="wrong"),
-    pytest.param("Bearer s3cre", id="prefix"),
-    pytest.param("Bearer s3cret2", id="longer"),
+    pytest.param(f"Bearer {TOKEN[:-1]}", id="prefix"),
+    pytest.param(f"Bearer {TOKEN}2", id="longer"),
     pytest.param("Bearer ", id="empty"),
-    pytest.param("Basic s3cret", id="basic-scheme"),
-    pytest.param("s3cret", id="no-scheme"),
-    pytest.param("Token s3cret", id="token-scheme"),
+    pytest.param(f"Basic {TOKEN}", id="basic-scheme"),
+    pytest.param(TOKEN, id="no-scheme"),
+    pytest.param(f"Token {TOKEN}", id="token-scheme"),
 ]
 
 
@@ -642,6 +665,7 @@ BAD_AUTH = [
 def test_token_required_on_api(guarded: SplitterProc, auth: str | None) -> None:
     before = snapshot(guarded, TOKEN)
     headers = {"Authorization": auth} if auth is not None else {}
+    client = another_client()  # 8 wrong tokens: below the lockout of its address
     calls = [("GET", p, None) for p in API_GETS] + [
         ("PUT", "/api/v1/weights", {"canary": 50}),
         ("POST", "/api/v1/switch", {"pool": "green"}),
@@ -649,7 +673,9 @@ def test_token_required_on_api(guarded: SplitterProc, auth: str | None) -> None:
         ("GET", "/api/v1/nothing-here", None),
     ]
     for method, path, body in calls:
-        status, resp_headers, reply = call(guarded, method, path, body=body, headers=headers)
+        status, resp_headers, reply = call(
+            guarded, method, path, body=body, headers=headers, source=client
+        )
         assert_json_error(status, resp_headers, reply, 401)
         assert TOKEN not in json.dumps(reply)
     assert snapshot(guarded, TOKEN) == before
@@ -658,13 +684,14 @@ def test_token_required_on_api(guarded: SplitterProc, auth: str | None) -> None:
 def test_token_with_non_ascii_authorization_is_401(guarded: SplitterProc) -> None:
     """Header bytes that are not ASCII (or not UTF-8) are a wrong token, not a crash."""
     before = snapshot(guarded, TOKEN)
+    client = another_client()
     for value in (b"Bearer s3cr\xe9t", b"Bearer \xff\xfe", "Bearer s3crét".encode()):
         request = (
             b"GET /api/v1/weights HTTP/1.1\r\nHost: admin\r\nAuthorization: "
             + value
             + b"\r\nConnection: close\r\n\r\n"
         )
-        status, body = raw_admin(guarded, request)
+        status, body = raw_admin(guarded, request, source=client)
         assert status == 401, (value, status, body)
         assert isinstance(body, dict) and isinstance(body.get("error"), str), body
     assert snapshot(guarded, TOKEN) == before

@@ -35,7 +35,7 @@ from tests.support import (
     write_config,
 )
 
-TOKEN = "s3cret"
+TOKEN = "s3cret-of-16-chars"
 START = {"blue": 90, "green": 0, "canary": 10}
 CHANGE = {"canary": 50, "blue": 50}
 ADDRESS_HINT = "must be host:port, e.g. 0.0.0.0:8080 or [::1]:8080"

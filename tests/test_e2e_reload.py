@@ -672,8 +672,8 @@ def test_alias_bomb_is_refused_by_a_reload_at_once(
 
 # --------------------------------------------------------------------------- admin at restart
 
-OLD_TOKEN = "old-s3cret"
-NEW_TOKEN = "n3w-s3cret"
+OLD_TOKEN = "old-s3cret-of-16-chars"
+NEW_TOKEN = "n3w-s3cret-of-16-chars"
 API_GETS = ["/api/v1/weights", "/api/v1/pools", "/api/v1/events", "/api/v1/openapi.json"]
 
 

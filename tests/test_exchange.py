@@ -161,6 +161,39 @@ def test_a_new_client_gets_a_cookie_and_keeps_its_pool_with_it() -> None:
     assert not pb.observed[1].assigned
 
 
+@pytest.mark.parametrize(
+    ("sent", "forwarded"),
+    [
+        ([b"a=1; splitter_admin=s3ss10n; b=2"], [b"a=1; b=2"]),
+        ([b"splitter_admin=s3ss10n"], []),
+        ([b"splitter_admin=s3ss10n;b=2"], [b"b=2"]),
+        ([b"a=1", b"splitter_admin=x; splitter_admin=y"], [b"a=1"]),
+        ([b"a=1;  splitter_admin=x;b=%20"], [b"a=1;b=%20"]),
+        ([b"a=splitter_admin; xsplitter_admin=1"], [b"a=splitter_admin; xsplitter_admin=1"]),
+    ],
+)
+def test_the_admin_session_cookie_never_reaches_a_backend(
+    sent: list[bytes], forwarded: list[bytes]
+) -> None:
+    """Browsers scope cookies by host, not port: a backend on the admin listener's host
+    must never get `splitter_admin` (contract 5); every other cookie passes as it came."""
+    pb = Playbook(sticky={"cookie": "splitter"})
+    first = pb.client()
+    served(pb, first)
+    [response] = first.responses()
+    sticky = (response.header("Set-Cookie") or "").split(";", 1)[0].encode()
+    backend = pb.opened[0]
+    backend.take()
+    backend.received.clear()  # the next request reuses this connection
+    client = pb.client()
+    lines = b"".join(b"Cookie: " + value + b"\r\n" for value in sent)
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n" + lines + b"Cookie: " + sticky + b"\r\n\r\n")
+    assert backend.header(b"cookie") == [*forwarded, sticky]
+    assert b"splitter_admin=" not in backend.request_head().replace(b"xsplitter_admin", b"")
+    backend.reply(OK)
+    assert pb.observed[1].client_id == pb.observed[0].client_id  # the sticky one still counts
+
+
 def test_no_live_backend_is_a_503_and_the_connection_stays_usable() -> None:
     pb = Playbook()
     for health in pb.health.by_url.values():

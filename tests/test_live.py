@@ -21,7 +21,7 @@ from splitter.live import LAG, Dashboard, install
 from splitter.state import StateFile
 from splitter.stats import Window, latency_bucket
 
-TOKEN = "t0ken"
+TOKEN = "t0ken-of-16-chars"
 T0 = 1_800_000_000.0  # a whole second
 
 

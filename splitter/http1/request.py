@@ -29,6 +29,10 @@ Rules (contract sections 4 and 4a):
   400; CONNECT is a 501.
 - Hop-by-hop headers, and the headers named by `Connection`, are not sent on; the
   X-Forwarded-* headers and X-Request-Id are taken out here and written by the policy.
+- The dashboard's session cookie (`splitter_admin`) is taken out of every Cookie header
+  sent on (contract 5: browsers scope cookies by host, not port, so a backend on the
+  admin listener's host would get it); the other cookies pass byte for byte, and a Cookie
+  header left empty is dropped. Only a header holding the name is taken apart.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Final, Protocol
 
 import httptools
 
-from splitter.config import Limits
+from splitter.config import ADMIN_COOKIE, Limits
 from splitter.errors import RequestRefused
 from splitter.http1.messages import CRLF, valid_request_id
 
@@ -77,6 +81,7 @@ _SPECIAL: Final[dict[bytes, int]] = dict.fromkeys(HOP_BY_HOP, _DROP) | {
 }
 _CONNECTION_OPTIONS: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 MAX_CONTENT_LENGTH: Final = 2**63 - 1
+_ADMIN_COOKIE: Final = ADMIN_COOKIE.encode()
 
 # What a Host value may hold: a reg-name or IP literal and a port (RFC 3986 3.2.2).
 HOST_CHARS: Final = (
@@ -308,9 +313,20 @@ def _special(head: RequestHead, kind: int, name: bytes, value: bytes) -> None:
             head.request_id = value
     elif kind == _COOKIE:
         head.cookie = value if head.cookie is None else head.cookie + b"; " + value
+        if _ADMIN_COOKIE in value:  # rare: only then is the header taken apart
+            value = without_admin_cookie(value)
+            if not value:
+                return
         head.lines.append(name + b": " + value + CRLF)
     elif kind == _UPGRADE:
         head.upgrade_value = value
+
+
+def without_admin_cookie(value: bytes) -> bytes:
+    """A Cookie header's value without the `splitter_admin` pairs; every other pair as it
+    came, the separators between them included (unchanged when there is none to take)."""
+    kept = [p for p in value.split(b";") if p.split(b"=", 1)[0].strip(b" \t") != _ADMIN_COOKIE]
+    return b";".join(kept).lstrip(b" \t")
 
 
 def _check(head: RequestHead, limits: Limits) -> None:

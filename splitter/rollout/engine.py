@@ -39,6 +39,7 @@ from splitter.judge import (
     SampleRatio,
     Verdict,
 )
+from splitter.rollout import saved
 from splitter.rollout.evidence import (
     BASELINE_WINDOW,
     add_classes,
@@ -292,13 +293,26 @@ class RolloutEngine:
         r = None
         if isinstance(doc.rollout, dict):
             try:
-                r = Rollout.from_state(doc.rollout)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                r = saved.read(doc.rollout)
+            except ValueError as exc:  # set_aside keeps such a document from coming here
                 log.error("the saved rollout cannot be read (%s): it is dropped", exc)
         self.current = r
         if r is not None and r.active and (before is None or _where(before) != _where(r)):
             self._new_judge(r)
         self._sync_gate()
+
+    def set_aside(self, doc: Document) -> tuple[Document, str | None]:
+        """`doc` with a saved rollout that does not validate (`saved.read`) replaced by
+        a cancelled one, the weights in force kept; and why (None: `doc` as it is)."""
+        if doc.rollout is None:
+            return doc, None
+        try:
+            saved.read(doc.rollout)
+        except ValueError as exc:
+            weights = self.host.shared_weights(doc)
+            state = saved.cancelled(doc.rollout, str(exc), weights, self.clock())
+            return doc.replace(rollout=state), str(exc)
+        return doc, None
 
     async def take_over(self) -> None:
         """This replica drives the rollout from now (it started, or became the leader):
