@@ -34,23 +34,23 @@ from aiohttp import web
 
 from splitter import config as config_mod
 from splitter import memory
-from splitter.admin import make_admin_app, make_metrics_app
-from splitter.adminlistener import KEEPALIVE_TIMEOUT, AdminListener, head_received
+from splitter.admin.api import make_admin_app, make_metrics_app
+from splitter.admin.dashboard import install as install_live
+from splitter.admin.listener import KEEPALIVE_TIMEOUT, AdminListener, head_received
+from splitter.admin.stream import Feed
 from splitter.config import Config
-from splitter.control import Controller
-from splitter.counters import Counters
+from splitter.control.controller import Controller
+from splitter.control.fleet import Fleet
+from splitter.control.health import HealthChecker
+from splitter.control.reload import ConfigWatcher
 from splitter.errors import ConfigError, StartupError, StoreError
-from splitter.feed import Feed
-from splitter.fleet import Fleet
-from splitter.health import HealthChecker
-from splitter.live import install as install_live
-from splitter.metrics import Metrics
+from splitter.observe.counters import Counters
+from splitter.observe.metrics import Metrics
+from splitter.observe.stats import Drained, Recorder, Window, per_process
 from splitter.proxy.listener import ProxyListener
-from splitter.reload import ConfigWatcher
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
-from splitter.stats import Drained, Recorder, Window, per_process
 from splitter.store import Compute, Document, Edit
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1

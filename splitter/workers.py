@@ -39,12 +39,12 @@ from typing import Any
 
 from splitter import memory
 from splitter.config import Config
-from splitter.counters import Counters
 from splitter.errors import StartupError
+from splitter.observe.counters import Counters
+from splitter.observe.stats import Drained, Recorder, per_process
 from splitter.proxy.listener import ProxyListener
 from splitter.runtime import bind, configure_logging, new_event_loop
 from splitter.state import HealthTable, Live, build_live
-from splitter.stats import Drained, Recorder, per_process
 
 log = logging.getLogger("splitter.workers")
 

@@ -23,14 +23,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from splitter import config as config_mod
-from splitter.counters import Counters
 from splitter.errors import UpstreamConnectError
+from splitter.observe.counters import Counters
+from splitter.observe.stats import Recorder
 from splitter.proxy.downstream import ClientConn
 from splitter.proxy.exchange import Exchange
 from splitter.proxy.listener import ProxyListener
 from splitter.proxy.upstream import BackendConnections, UpstreamConn
 from splitter.state import HealthTable, build_live
-from splitter.stats import Recorder
 from tests.rawhttp import Response, parse_responses
 
 

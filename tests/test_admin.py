@@ -1,11 +1,11 @@
-"""The admin listener's request guard (splitter/admin.py `refusal`), without a server:
+"""The admin listener's request guard (splitter/admin/api.py `refusal`), without a server:
 DNS rebinding (a foreign Host) and cross-site changes (a foreign Origin), contract 5."""
 
 from __future__ import annotations
 
 import pytest
 
-from splitter.admin import is_loopback_authority, refusal
+from splitter.admin.api import is_loopback_authority, refusal
 
 LOOPBACK_HOSTS = [
     "localhost",

@@ -1,4 +1,4 @@
-"""The live feed (splitter/feed.py): one encoding per message, kinds, bounded queues."""
+"""The live feed (splitter/admin/stream.py): one encoding per message, kinds, bounded queues."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from splitter.feed import Dropped, Feed, encode
+from splitter.admin.stream import Dropped, Feed, encode
 
 
 def parse(message: bytes) -> tuple[str, object]:

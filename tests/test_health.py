@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from splitter.config import HealthCheck
-from splitter.health import RiseFall, probe
+from splitter.control.health import RiseFall, probe
 from tests.conftest import SplitterFactory
 from tests.support import http_get, wait_until
 

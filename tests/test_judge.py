@@ -49,7 +49,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitter.judge import (
+from splitter.rollout.judge import (
     CanaryJudge,
     Counts,
     KeepJudge,

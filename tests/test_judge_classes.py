@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from splitter.judge import CanaryJudge, Counts, Limits, PreviewJudge
+from splitter.rollout.judge import CanaryJudge, Counts, Limits, PreviewJudge
 from tests.test_judge import ALPHA, LIMITS, binomial, poisson, upper_bound
 
 # An application's request mix: four classes, shares of the traffic.

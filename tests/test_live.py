@@ -1,4 +1,4 @@
-"""splitter/live.py in process: the statistics computed from a known window at a known
+"""splitter/admin/dashboard.py in process: the statistics computed from a known window at a known
 time, and sessions that expire (the clock is the only thing faked; the admin app is real
 and served on loopback by aiohttp's test server)."""
 
@@ -12,14 +12,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from splitter.admin import make_admin_app
+from splitter.admin.api import make_admin_app
+from splitter.admin.dashboard import LAG, Dashboard, install
+from splitter.admin.stream import Feed
 from splitter.config import Config, load
-from splitter.control import Controller
+from splitter.control.controller import Controller
 from splitter.errors import ConfigError
-from splitter.feed import Feed
-from splitter.live import LAG, Dashboard, install
+from splitter.observe.stats import Window, latency_bucket
 from splitter.state import StateFile
-from splitter.stats import Window, latency_bucket
 
 TOKEN = "t0ken-of-16-chars"
 T0 = 1_800_000_000.0  # a whole second

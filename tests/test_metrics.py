@@ -1,4 +1,4 @@
-"""Unit tests for splitter.metrics (contract section 7): no network, a fake state view.
+"""Unit tests for splitter.observe.metrics (contract section 7): no network, a fake state view.
 
 Counts go in through the request-path methods (`count_request`, `count_upstream_error`,
 `count_reload`); what comes out is checked by parsing `render()` with prometheus-client's
@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from splitter.metrics import BUCKETS, Metrics
+from splitter.observe.metrics import BUCKETS, Metrics
 
 FAMILIES = {
     # family name (as the parser reports it) -> type

@@ -1,4 +1,4 @@
-"""Dashboard sessions and the limit on wrong tokens (splitter/sessions.py), on a fake
+"""Dashboard sessions and the limit on wrong tokens (splitter/admin/sessions.py), on a fake
 clock."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitter.sessions import SESSION_TTL, Guesses, Sessions
+from splitter.admin.sessions import SESSION_TTL, Guesses, Sessions
 
 
 class Clock:

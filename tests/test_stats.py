@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitter.fleet import merge_drained
-from splitter.observe import Observation
-from splitter.stats import (
+from splitter.control.fleet import merge_drained
+from splitter.observe.observation import Observation
+from splitter.observe.stats import (
     MAX_CLASSES,
     Drained,
     Recorder,

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from splitter.config import parse
-from splitter.control import Controller, WeightError
+from splitter.control.controller import Controller, WeightError
+from splitter.control.fleet import merge_drained
 from splitter.errors import StoreConflict
-from splitter.fleet import merge_drained
+from splitter.observe.stats import Drained
 from splitter.state import StateFile
-from splitter.stats import Drained
 from splitter.store import Document, Edit, state_document, write_state_document
 from splitter.store.filestore import FileStore
 from splitter.store.redisstore import _classes, _drained, _pairs

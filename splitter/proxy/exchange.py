@@ -24,7 +24,7 @@ line of states, each left by one event:
     any          the client leaves                      FAILED (499)
     any          the request body is refused or stalls  FAILED (408, 413, 400)
 
-DONE and FAILED are final: the observation (the exchange itself, see `splitter.observe`)
+DONE and FAILED are final: the observation (the exchange itself, see `splitter.observe.observation`)
 goes to the observers once, and the client connection goes on with its next request or
 closes.
 
@@ -74,7 +74,7 @@ from splitter.http1.messages import (
 )
 from splitter.http1.request import RequestHead
 from splitter.http1.response import ResponseHead
-from splitter.observe import Observation
+from splitter.observe.observation import Observation
 from splitter.proxy.policy import F_CHUNKED, F_NONE, Policy, response_head, route, upstream_head
 from splitter.proxy.upstream import BackendConnections, UpstreamConn
 from splitter.state import BackendState, Live, PoolState

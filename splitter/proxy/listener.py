@@ -23,9 +23,10 @@ from typing import Any, Final, cast
 
 from splitter import memory
 from splitter.config import Shutdown
-from splitter.counters import Counters
 from splitter.errors import UpstreamConnectError
 from splitter.http1.request import ReadSettings
+from splitter.observe.counters import Counters
+from splitter.observe.stats import Recorder
 from splitter.proxy.accesslog import AccessLog
 from splitter.proxy.clientaddr import TrustedProxies
 from splitter.proxy.downstream import ClientConn, Listener
@@ -34,7 +35,6 @@ from splitter.proxy.exchange import Exchange
 from splitter.proxy.policy import Policy
 from splitter.proxy.upstream import BackendConnections, open_connection
 from splitter.state import Live
-from splitter.stats import Recorder
 
 __all__ = ["ProxyListener"]
 

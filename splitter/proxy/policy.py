@@ -19,12 +19,12 @@ import time
 from typing import Final
 
 from splitter.config import Backend
-from splitter.counters import Counters
 from splitter.errors import ProxyError
 from splitter.http1.messages import CRLF
 from splitter.http1.request import RequestHead
 from splitter.http1.response import ResponseHead
-from splitter.observe import Observation
+from splitter.observe.counters import Counters
+from splitter.observe.observation import Observation
 from splitter.proxy.ejection import Ejector
 from splitter.routing import cookie_from_header
 from splitter.state import BackendState, Live, PoolState

@@ -2,7 +2,7 @@
 
 One rollout at a time takes a pool, the *candidate*, to all of the traffic, judging it
 against the *baseline* as it goes. The engine runs in the primary process: it reads the
-per-pool statistics of every process (`stats.Window`), asks the judge (`splitter.judge`),
+per-pool statistics of every process (`stats.Window`), asks the judge (`splitter.rollout.judge`),
 and changes weights through the same controller as the admin API (source `rollout`), so
 the state file, the events and the workers all follow.
 

@@ -29,16 +29,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from splitter.config import RolloutPlan
 from splitter.errors import NotLeader, StoreUnavailable
-from splitter.judge import (
-    FAIL,
-    PASS,
-    CanaryJudge,
-    Counts,
-    KeepJudge,
-    PreviewJudge,
-    SampleRatio,
-    Verdict,
-)
+from splitter.observe.stats import ASSIGNED, Window
 from splitter.rollout import saved
 from splitter.rollout.evidence import (
     BASELINE_WINDOW,
@@ -48,8 +39,17 @@ from splitter.rollout.evidence import (
     needed_without_traffic,
     slow_threshold,
 )
+from splitter.rollout.judge import (
+    FAIL,
+    PASS,
+    CanaryJudge,
+    Counts,
+    KeepJudge,
+    PreviewJudge,
+    SampleRatio,
+    Verdict,
+)
 from splitter.rollout.record import Rollout, duration_text, iso, limits_of
-from splitter.stats import ASSIGNED, Window
 from splitter.store import Compute, Document, Edit
 
 log = logging.getLogger("splitter.rollout")

@@ -8,9 +8,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from splitter.config import Analysis
-from splitter.judge import CanaryJudge, Counts, PreviewJudge
-from splitter.rollout.record import limits_of
-from splitter.stats import (
+from splitter.observe.stats import (
     JUDGED,
     JUDGED_BAD,
     OVERRIDE_MARK,
@@ -20,6 +18,8 @@ from splitter.stats import (
     count_above,
     quantile,
 )
+from splitter.rollout.judge import CanaryJudge, Counts, PreviewJudge
+from splitter.rollout.record import limits_of
 
 BASELINE_WINDOW: Final = 60  # seconds of baseline behind its p95
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from splitter.config import Analysis, RolloutPlan, Step, Webhook
-from splitter.judge import Counts, Limits
+from splitter.rollout.judge import Counts, Limits
 
 FINAL = ("promoted", "rolled_back", "cancelled")
 

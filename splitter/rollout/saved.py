@@ -6,7 +6,7 @@ is set aside, never a 500 or a crash; a rollout that cannot be read is ended
 `cancelled` and the weights in force are kept.
 
 - `read(data)`: the Rollout, or ValueError saying what is wrong. The plan is checked
-  with the rules of `POST /api/v1/rollout` (`config.parse_rollout`: weights, durations
+  with the rules of `POST /api/v1/rollout` (`rollout.plan.parse_rollout`: weights, durations
   of at most 30 days, analysis ranges, URLs), and the rest for what the engine and the
   rollout object need: known statuses, phases and verdicts, weights from 0 to
   1,000,000, times that are dates, counts that are whole numbers >= 0, a step that
@@ -21,7 +21,8 @@ import math
 import secrets
 from typing import Any, Final
 
-from splitter.config import MAX_DURATION, MAX_WEIGHT, ConfigError, Rollouts, parse_rollout
+from splitter.config import MAX_DURATION, MAX_WEIGHT, ConfigError, Rollouts
+from splitter.rollout.plan import parse_rollout
 from splitter.rollout.record import FINAL, Rollout, iso
 
 __all__ = ["cancelled", "read"]

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from splitter.errors import NotLeader, StoreConflict, StoreError, StoreUnavailable
-from splitter.stats import Drained
+from splitter.observe.stats import Drained
 
 __all__ = [
     "Compute",
@@ -214,7 +214,7 @@ class Store(Protocol):
 
 class SharedStore(Store, Protocol):
     """A store several replicas share (Redis): all but `load` and `save` serve the
-    replicas' side loop (`splitter.fleet`)."""
+    replicas' side loop (`splitter.control.fleet`)."""
 
     replica: str  # this replica's id
 

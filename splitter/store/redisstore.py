@@ -42,7 +42,7 @@ from redis.exceptions import RedisError
 
 from splitter.config import Store as StoreConfig
 from splitter.errors import NotLeader, StoreConflict, StoreUnavailable
-from splitter.stats import LATENCY_BOUNDS, MAX_CLASSES, SLOTS, Drained, Evidence
+from splitter.observe.stats import LATENCY_BOUNDS, MAX_CLASSES, SLOTS, Drained, Evidence
 from splitter.store import Document
 
 log = logging.getLogger("splitter.store")

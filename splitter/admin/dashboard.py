@@ -4,7 +4,7 @@
     GET  /api/v1/stats/series?seconds=300 per pool and second: requests and errors (charts)
     GET  /api/v1/stream                   server-sent events from the `Feed`
     GET|POST|DELETE /api/v1/session       the dashboard's cookie session
-    GET  /  and  /dashboard/<file>        the page (files of splitter/dashboard/)
+    GET  /  and  /dashboard/<file>        the page (files of splitter/admin/static/)
 
 `install(app, host)` adds all of it to the admin app made by `admin.make_admin_app`, so the
 admin listener's rules hold here too: Host and Origin checks first, then the bearer token,
@@ -47,7 +47,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from splitter.admin import (
+from splitter.admin.api import (
     OTHER_AUTH,
     SAFE_METHODS,
     AdminHost,
@@ -59,11 +59,11 @@ from splitter.admin import (
     too_many_guesses,
     wrong_token,
 )
+from splitter.admin.sessions import SESSION_TTL, Sessions
+from splitter.admin.stream import Dropped, Feed, encode
 from splitter.config import ADMIN_COOKIE
-from splitter.control import iso_time, plain
-from splitter.feed import Dropped, Feed, encode
-from splitter.sessions import SESSION_TTL, Sessions
-from splitter.stats import (
+from splitter.control.controller import iso_time, plain
+from splitter.observe.stats import (
     ERRORS,
     LATENCY_BOUNDS,
     NO_POOL,
@@ -312,7 +312,7 @@ class Dashboard:
 
 def _load_files() -> dict[str, tuple[bytes, str, str]]:
     """name -> (body, content type, ETag), read once from the package."""
-    folder = resources.files("splitter").joinpath("dashboard")
+    folder = resources.files("splitter.admin").joinpath("static")
     out = {}
     for name, content_type in FILES.items():
         body = folder.joinpath(name).read_bytes()

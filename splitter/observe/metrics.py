@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from splitter.counters import BUCKETS, NO_POOL, Counters
+from splitter.observe.counters import BUCKETS, NO_POOL, Counters
 
 REASONS = ("connect", "timeout", "protocol")
 

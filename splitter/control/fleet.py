@@ -39,10 +39,10 @@ import secrets
 import time
 from typing import Protocol
 
-from splitter.control import Controller
+from splitter.control.controller import Controller
 from splitter.errors import NotLeader, StoreUnavailable
+from splitter.observe.stats import Drained, Window, merge_evidence
 from splitter.rollout import RolloutEngine
-from splitter.stats import Drained, Window, merge_evidence
 from splitter.store import SharedStore
 
 log = logging.getLogger("splitter.fleet")

@@ -35,12 +35,12 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from splitter.config import parse_rollout
-from splitter.control import Controller, WeightError, plain, weight_value
+from splitter.admin.openapi import OPENAPI
+from splitter.admin.sessions import Guesses
+from splitter.control.controller import Controller, WeightError, plain, weight_value
 from splitter.errors import ConfigError, StoreError
-from splitter.openapi import OPENAPI
 from splitter.rollout import RolloutEngine, RolloutError
-from splitter.sessions import Guesses
+from splitter.rollout.plan import parse_rollout
 
 log = logging.getLogger("splitter.admin")
 

@@ -44,7 +44,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from splitter.observe import Observation
+from splitter.observe.observation import Observation
 
 __all__ = [
     "LATENCY_BOUNDS",

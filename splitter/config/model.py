@@ -1,0 +1,272 @@
+"""The config model: frozen dataclasses, the bounds every value keeps, and what the rest of
+splitter reads of a config (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ADMIN_COOKIE",
+    "MAX_DURATION",
+    "MAX_WEIGHT",
+    "MIN_TOKEN_LENGTH",
+    "ROLLOUT_EVENTS",
+    "Address",
+    "Admin",
+    "Analysis",
+    "Backend",
+    "Config",
+    "HealthCheck",
+    "Limits",
+    "MetricsListener",
+    "Override",
+    "Pool",
+    "RolloutPlan",
+    "Rollouts",
+    "Shutdown",
+    "Step",
+    "Sticky",
+    "Store",
+    "Timeouts",
+    "Webhook",
+    "is_loopback_host",
+]
+
+# Weights are finite numbers from 0 to a million (contract 2), in the file as in the API:
+# bounded, a weight stays exact as a float, an int in JSON, and a share of a sum.
+MAX_WEIGHT = 1_000_000
+# Durations anywhere (config, API, state) are at most 30 days (contract 5): a longer one
+# is a typo, and an infinite one breaks every clock sum it enters.
+MAX_DURATION = 30 * 86400.0
+# A token short enough to guess is no protection (contract 5).
+MIN_TOKEN_LENGTH = 16
+# The dashboard's session cookie (contract 9): never forwarded to a backend (contract 5).
+ADMIN_COOKIE = "splitter_admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A host:port to listen on. `host` has no brackets ("::1", "0.0.0.0")."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    url: str  # exactly as written in the config (the metrics label)
+    host: str  # from the URL, no brackets
+    port: int  # from the URL; 80 when absent
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    weight: float
+    backends: tuple[Backend, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    listen: Address = Address("127.0.0.1", 9901)
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsListener:
+    """The optional `metrics` section: a third listener serving /metrics, /healthz and
+    /readyz only, on any address and without a token (Prometheus, kubelet probes)."""
+
+    listen: Address | None = None  # None: no such listener
+
+
+@dataclass(frozen=True, slots=True)
+class Sticky:
+    cookie: str = "splitter"
+    max_age: int = 86400
+    secret: str = ""  # empty: generated once and kept in the state file
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    header: str = "X-Splitter-Pool"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    path: str = "/healthz"
+    interval: float = 2.0
+    timeout: float = 1.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 2.0
+    read: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body: int | None = None  # bytes; None is unlimited
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    max_request_line: int = 8192
+    max_header_bytes: int = 65536
+    max_header_count: int = 100
+    upstream_idle_timeout: float = 4.0  # close idle backend connections before they do
+    upstream_max_idle: int = 1024  # idle keep-alive connections kept per backend
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    accept_grace: float = 0.0
+    grace: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """How the rollout judge decides (contract section 8)."""
+
+    confidence: float = 0.99
+    max_error_ratio: float = 1.5
+    min_error_rate: float = 0.005
+    max_slow_ratio: float = 1.25
+    latency_floor: float = 0.010  # seconds
+    warmup: float = 30.0  # seconds after a weight change whose requests are not judged
+    # Client-seconds one client address adds per second and pool. Applied as requests are
+    # recorded, in every process: set in the config only, not per rollout.
+    max_per_address: int = 100
+
+
+ROLLOUT_EVENTS = ("started", "step", "paused", "resumed", "promoted", "rolled_back", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    url: str
+    events: tuple[str, ...] = ROLLOUT_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Rollouts:
+    """Defaults for automated rollouts; a rollout's request may override them."""
+
+    hold: float = 60.0  # least time at a step
+    max: float = 600.0  # most time at a step before the verdict is "inconclusive"
+    on_inconclusive: str = "pause"  # pause | promote | rollback
+    analysis: Analysis = field(default_factory=Analysis)
+    webhooks: tuple[Webhook, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a rollout: a weight for the candidate (percent), or a manual gate."""
+
+    weight: float | None  # None: a manual gate ({"pause": true})
+    hold: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    """A rollout as asked for (POST /api/v1/rollout), validated, with defaults filled in.
+
+    For `canary`, `steps` are the steps; for `bluegreen`, step 0 is the preview (weight 0,
+    its hold and max) and step 1 the `keep` window after the switch (weight 100).
+    """
+
+    pool: str
+    strategy: str  # canary | bluegreen
+    steps: tuple[Step, ...]
+    analysis: Analysis
+    on_inconclusive: str
+    webhooks: tuple[Webhook, ...]
+    gates: tuple[str, ...]
+    auto_promote: bool = False
+    keep: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Shared state for several replicas (contract section 10): a Redis URL, split up.
+
+    The password is never shown: `__repr__` and `redacted` leave it out."""
+
+    url: str  # as written (after ${VAR}); holds the password, if any: never log it
+    tls: bool  # rediss://
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    prefix: str = "splitter"
+
+    def __repr__(self) -> str:
+        return f"Store(url={self.redacted!r}, prefix={self.prefix!r})"
+
+    @property
+    def redacted(self) -> str:
+        """The URL for logs: the password (and user name) replaced by `***`."""
+        scheme = "rediss" if self.tls else "redis"
+        who = "***@" if self.password is not None or self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{who}{host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: Address
+    pools: tuple[Pool, ...]
+    admin: Admin = field(default_factory=Admin)
+    metrics: MetricsListener = field(default_factory=MetricsListener)
+    sticky: Sticky | None = None
+    override: Override | None = None
+    health_check: HealthCheck = field(default_factory=HealthCheck)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    state_file: str = "./splitter-state.json"
+    limits: Limits = field(default_factory=Limits)
+    shutdown: Shutdown = field(default_factory=Shutdown)
+    access_log: bool = True
+    workers: int = 1  # processes serving the proxy listener (SO_REUSEPORT)
+    rollouts: Rollouts = field(default_factory=Rollouts)
+    store: Store | None = None  # None: one process, the state file alone
+    # Contract 8: peers whose X-Forwarded-For names the client (CIDRs, as written but
+    # normalised: "10.0.0.0/8", "2001:db8::/32"); and whether every connection to the proxy
+    # listener starts with a PROXY protocol header (v1 or v2) naming the client.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_protocol: bool = False
+
+    def weights(self) -> dict[str, float]:
+        return {p.name: p.weight for p in self.pools}
+
+    def pool(self, name: str) -> Pool | None:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost are loopback; everything else is not."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # any other name may resolve anywhere
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
