@@ -162,3 +162,12 @@ class UpstreamProtocolError(ProxyError):
 class UpstreamTimeout(ProxyError):
     status = 504
     reason = "timeout"
+
+
+class RolloutError(SplitterError):
+    """A rollout command that cannot be done now: `status` is the admin API's answer (409:
+    not in this state; 404: no such pool), and nothing changed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -33,9 +33,10 @@ def _plain(weights: Mapping[str, float]) -> dict[str, float | int]:
     return {k: int(v) if float(v).is_integer() else round(v, 6) for k, v in weights.items()}
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Rollout:
-    """One rollout: its plan, where it is, and the evidence."""
+    """One rollout: its plan, where it is, and the evidence. A value: the machine
+    (`rollout.machine`) makes a new one at each transition."""
 
     id: str
     plan: RolloutPlan
@@ -48,7 +49,7 @@ class Rollout:
     weights: dict[str, float] = field(default_factory=dict)
     updated_at: float = 0.0
     step_started_at: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: tuple[dict[str, Any], ...] = ()
     verdict: str = "pending"
     candidate: Counts = field(default_factory=Counts)
     baseline: Counts = field(default_factory=Counts)
@@ -60,7 +61,6 @@ class Rollout:
     reference_p95: float = 0.0
     gate_step: int = 0  # what the gates are asked about: a step, or len(steps): promotion
     warmup_until: float = 0.0  # the step's requests count from then (0: they count now)
-    weights_before: dict[str, float] | None = None  # before the transition being made
 
     @property
     def active(self) -> bool:
@@ -161,32 +161,33 @@ class Rollout:
             auto_promote=bool(p["auto_promote"]),
             keep=float(p["keep"]),
         )
-        r = cls(
+        ref = data.get("reference", [0, 0, 0])
+        needed = data.get("needed")
+        status = str(obj["status"])
+        step = int(obj["step"])
+        return cls(
             id=str(obj["id"]),
             plan=plan,
             start_weights={k: float(v) for k, v in data["start_weights"].items()},
             started_at=float(data["started_at"]),
-            status=str(obj["status"]),
+            status=status,
             phase=str(data.get("phase", "judging")),
             reason=str(obj.get("reason", "")),
-            step=int(obj["step"]),
+            step=step,
             weights={k: float(v) for k, v in obj["weights"].items()},
-            history=list(obj.get("history", [])),
+            history=tuple(obj.get("history", [])),
             verdict=str(obj["analysis"]["verdict"]),
+            switched_at=float(data.get("switched_at", 0.0)),
+            before_switch={k: float(v) for k, v in data.get("before_switch", {}).items()},
+            reference=Counts(int(ref[0]), int(ref[1]), int(ref[2])),
+            reference_p95=float(data.get("reference_p95", 0.0)),
+            gate_step=int(data.get("gate_step", step)),
+            step_started_at=float(data.get("step_started_at", 0.0)),
+            updated_at=float(data.get("updated_at", 0.0)),
+            candidate=_counts_of(data.get("candidate")),
+            baseline=_counts_of(data.get("baseline")),
+            needed=None if needed is None else int(needed),
         )
-        r.switched_at = float(data.get("switched_at", 0.0))
-        r.before_switch = {k: float(v) for k, v in data.get("before_switch", {}).items()}
-        ref = data.get("reference", [0, 0, 0])
-        r.reference = Counts(int(ref[0]), int(ref[1]), int(ref[2]))
-        r.reference_p95 = float(data.get("reference_p95", 0.0))
-        r.gate_step = int(data.get("gate_step", r.step))
-        r.step_started_at = float(data.get("step_started_at", 0.0))
-        r.updated_at = float(data.get("updated_at", 0.0))
-        r.candidate = _counts_of(data.get("candidate"))
-        r.baseline = _counts_of(data.get("baseline"))
-        needed = data.get("needed")
-        r.needed = None if needed is None else int(needed)
-        return r
 
 
 _ANALYSIS_FIELDS = (
