@@ -6,7 +6,7 @@
     -> the request path: a ProxyListener in this process, or `workers` processes
     -> admin aiohttp app on the admin socket (and the metrics app on its own)
     -> "splitter: listening on ..." on stderr
-    -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (contract 4b)
+    -> wait for a signal: SIGHUP reloads; SIGTERM/SIGINT shut down (docs/operations.md#shutdown)
 
 This process is the only one that changes state: the controller (weights, events, the
 state file, the shared store), the config watcher and the health checks live here; with

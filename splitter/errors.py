@@ -108,7 +108,7 @@ class NotLeader(StoreError):
     status = 409
 
 
-# When a failed attempt may be sent again (contract section 4, "Retries").
+# When a failed attempt may be sent again (docs/configuration.md#proxying, "Retries").
 RETRY_NEVER: Final = 0
 RETRY_ALWAYS: Final = 1  # nothing reached the backend: connect refused or timed out
 RETRY_IDEMPOTENT: Final = 2  # an idempotent method, or no byte of the request was written

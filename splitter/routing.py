@@ -3,7 +3,7 @@
 Pure: data in, data out, stdlib only, no I/O. Everything here sits on the request path, so
 each call costs a few hashes and a loop over the pools or backends, and allocates little.
 
-Rules (contract section 3):
+Rules (docs/configuration.md#choosing-a-pool):
 
 - **Client ids.** A client id is 16 random bytes, base64url without padding (22 chars).
   The sticky cookie holds ``<id>.<sig>`` with ``sig`` = base64url-nopad(HMAC-SHA256(secret,

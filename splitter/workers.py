@@ -19,7 +19,7 @@ Rules:
 - Counters are cumulative per worker; a worker that dies leaves its last snapshot to the
   sum, so counters never go back.
 - A worker that dies is started again (after a second, when it dies young). On SIGTERM the
-  primary tells every worker to drain (contract 4b) and waits for them.
+  primary tells every worker to drain (docs/operations.md#shutdown) and waits for them.
 - Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the primary alone
   decides how to stop. A worker whose primary is gone drains and exits.
 """
@@ -288,7 +288,8 @@ class WorkerPool:
         return [w.process.pid for w in self.workers if w.process is not None]
 
     async def stop(self, grace_override: float | None = None) -> None:
-        """Drain every worker (contract 4b) and wait for them; kill what outlives it."""
+        """Drain every worker (docs/operations.md#shutdown) and wait for them; kill what outlives
+        it."""
         self.stopping = True
         self._broadcast(("stop",))
         config = self.config

@@ -226,7 +226,8 @@ case("host-missing", line(GET + b" HTTP/1.1", b""))
 case("host-twice", line(GET + b" HTTP/1.1", b"Host: a.test\r\nHost: b.test\r\n"))
 case("host-space-inside", line(GET + b" HTTP/1.1", b"Host: a.test b.test\r\n"))
 
-# -- sizes (contract 4a: 8 KiB request line, 64 KiB or 100 header fields)
+# -- sizes (docs/configuration.md#limits-and-timeouts: 8 KiB request line, 64 KiB or 100 header
+# fields)
 case("request-line-oversized", line(GET + b"/" + b"a" * 9000 + b" HTTP/1.1"), {414})
 case(
     "too-many-fields",

@@ -1,5 +1,5 @@
 """The admin listener's request guard (splitter/admin/api.py `refusal`), without a server:
-DNS rebinding (a foreign Host) and cross-site changes (a foreign Origin), contract 5."""
+DNS rebinding (a foreign Host) and cross-site changes (a foreign Origin), docs/admin-api.md."""
 
 from __future__ import annotations
 

@@ -181,7 +181,8 @@ def test_pause_resume_and_promote_buttons(browser: Browser, sp: SplitterProc) ->
     step = rollout(sp)["step"]
     page.click("#ro-promote")
     wait_until(lambda: rollout(sp)["step"] == step + 1, 5, message="the next step")
-    # the page follows from the stream (within 2 s, contract section 9)
+    # the page follows from the stream (within 2 s,
+    # docs/admin-api.md#live-statistics-and-the-stream)
     wait_until(lambda: f"Step {step + 2} of 3" in text_of(page, "#ro-step"), 3,
                message="the page shows the next step")  # fmt: skip
     assert api(sp, "GET", "/api/v1/weights")[1]["canary"] == 50

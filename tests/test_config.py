@@ -1049,7 +1049,7 @@ def test_aliases_and_merge_keys_still_work_with_their_lines(tmp_path: Path) -> N
     ]
 
 
-# --- store (contract sections 2 and 10) --------------------------------------------------
+# --- store (docs/configuration.md#the-config-file and docs/operations.md#several-replicas)
 
 STORE_BASE = {
     "listen": "127.0.0.1:8080",
@@ -1122,7 +1122,7 @@ def test_store_errors_have_their_line(tmp_path: Path) -> None:
     assert "hunter2" not in str(caught.value)
 
 
-# --- the client's address (contract 8: trusted_proxies, proxy_protocol) -------------------
+# --- the client's address (docs/rollouts.md: trusted_proxies, proxy_protocol) -------------------
 
 
 def test_client_address_keys_default_to_the_peer_alone(tmp_path: Path) -> None:

@@ -514,7 +514,7 @@ def iso(t: float) -> str:
 
 
 def a_rollout(**change: Any) -> dict[str, Any]:
-    """A rollout object as the admin API answers it (contract section 8)."""
+    """A rollout object as the admin API answers it (docs/rollouts.md)."""
     rollout: dict[str, Any] = {
         "id": "4f1c2a9e", "pool": "canary", "strategy": "canary", "status": "progressing",
         "reason": "step 2 of 4: judging, 0 candidate requests so far",

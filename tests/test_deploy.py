@@ -137,7 +137,8 @@ def config_text(configmap: dict[str, Any]) -> str:
 
 def checkable(text: str) -> tuple[str, dict[str, Any]]:
     """The config as this checkout of splitter can check it, and the sections it cannot
-    yet (the shared store of contract section 10 is built apart: until it lands here, its
+    yet (the shared store of docs/operations.md#several-replicas is built apart: until it lands
+    here, its
     section is taken out and checked on its own by the tests that use it)."""
     data = yaml.safe_load(text)
     set_aside = {

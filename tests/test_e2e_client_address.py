@@ -1,4 +1,4 @@
-"""The client's address end to end (contract 8, "Evidence no client can steer"): PROXY
+"""The client's address end to end (docs/rollouts.md, "Evidence no client can steer"): PROXY
 protocol headers from an L4 balancer, trusted proxies' X-Forwarded-For, what the backend
 and the access log see; real sockets, a real backend, the real splitter process."""
 

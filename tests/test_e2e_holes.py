@@ -1,4 +1,5 @@
-"""End to end: every limit holds in every state of a connection (contract 4a, last part).
+"""End to end: every limit holds in every state of a connection
+(docs/configuration.md#limits-and-timeouts, last part).
 
 Each group checks one rule of the paragraph "Every limit holds in every state of a
 connection..." and its siblings: the header deadline of a later or pipelined request, the
@@ -44,7 +45,8 @@ from tests.support import NO_HEALTH_DOWN, SplitterProc, pools_config, start_spli
 HEADER_TIMEOUT = 1.0
 MAX_HEADER_BYTES = 4096
 MAX_HEADER_COUNT = 20
-HELD_BEFORE_101 = 64 * 1024  # what splitter may hold itself before a 101 (contract 4a)
+# what splitter may hold itself before a 101 (docs/configuration.md#limits-and-timeouts)
+HELD_BEFORE_101 = 64 * 1024
 MIB = 1 << 20
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
 

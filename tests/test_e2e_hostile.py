@@ -1,4 +1,5 @@
-"""End to end: hostile clients, hostile backends and a hostile network (contract 4, 4a).
+"""End to end: hostile clients, hostile backends and a hostile network
+(docs/configuration.md#proxying, 4a).
 
 - Every request of the corpus in `tests/hostile_requests.py` is refused with a JSON error
   that echoes nothing, on a connection splitter then closes, and never reaches the

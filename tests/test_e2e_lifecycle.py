@@ -1,4 +1,5 @@
-"""End to end: health endpoints and graceful shutdown on SIGTERM (contract 1, 4b)."""
+"""End to end: health endpoints and graceful shutdown on SIGTERM
+(docs/operations.md#running-splitter, 4b)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""End to end: request framing attacks, limits, timeouts and upstream errors (contract 4, 4a).
+"""End to end: request framing attacks, limits, timeouts and upstream errors
+(docs/configuration.md#proxying, 4a).
 
 Most tests put splitter in front of `RawBackend` (tests/rawbackend.py), a tiny asyncio
 backend that records every byte it receives per connection, so "never forwarded" can be checked as

@@ -1,4 +1,4 @@
-"""End to end: the Prometheus metrics of contract section 7, scraped from a real process.
+"""End to end: the Prometheus metrics of docs/operations.md#metrics, scraped from a real process.
 
 Every count is checked against what the test itself saw as a client: requests are sent and
 their responses read in full before the scrape (a request is counted when it finishes).

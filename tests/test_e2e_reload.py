@@ -1,5 +1,6 @@
 """End to end: runtime weights that survive restarts, and hot reload of the config file
-(contract sections 5 and 6), against the real process and real backends."""
+(docs/admin-api.md and docs/operations.md#hot-reload), against the real process and real
+backends."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from tests.support import (
 
 SplitterFactory = Callable[..., SplitterProc]
 
-RELOAD_WITHIN = 2.0  # contract 6: a change is in force within 2 seconds
+RELOAD_WITHIN = 2.0  # docs/operations.md#hot-reload: a change is in force within 2 seconds
 
 
 # --------------------------------------------------------------------------- helpers
@@ -292,7 +293,7 @@ def test_file_edit_without_weight_change_keeps_runtime_weights(
 def test_api_change_made_after_a_file_edit_is_not_superseded_by_it(
     three_pools: dict[str, Backend], splitter_factory: SplitterFactory
 ) -> None:
-    """Contract 5/6: only a file edit made *after* a weight change supersedes it; runtime
+    """docs/admin-api.md/6: only a file edit made *after* a weight change supersedes it; runtime
     weights stay while "the weights written in the file are the same as when they were
     set". Here the file is edited first and the PUT follows at once (before the next
     poll): the file's weights at the time of the PUT never change afterwards, so the

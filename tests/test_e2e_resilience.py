@@ -1,6 +1,7 @@
 """Resilience under load: a backend killed mid-run, blue/green flips every 50 ms, no
 response handed to another request, and a slowloris that must not starve anyone
-(contract sections 3, 4 and 4a). Each test prints its figures (`pytest -s` shows them).
+(docs/configuration.md#choosing-a-pool and docs/configuration.md#proxying and
+docs/configuration.md#limits-and-timeouts). Each test prints its figures (`pytest -s` shows them).
 
 Every load is bounded in count and in time, and talks only to 127.0.0.1.
 """

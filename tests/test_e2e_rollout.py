@@ -1,4 +1,4 @@
-"""End to end: rollouts (contract section 8) through a real `splitter run`, real Flask
+"""End to end: rollouts (docs/rollouts.md) through a real `splitter run`, real Flask
 backends under gunicorn that fail or slow down on purpose, and sticky clients.
 
 Timings are short for tests (hold 2 s, warmup 1 s) and the floor min_error_rate is 5%

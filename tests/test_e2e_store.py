@@ -1,4 +1,4 @@
-"""End to end: several replicas sharing a store (contract section 10): three real
+"""End to end: several replicas sharing a store (docs/operations.md#several-replicas): three real
 `splitter run` processes, one real `redis-server`, real Flask backends under gunicorn.
 
 Every bound of the contract is measured, printed, and put in the assertion's message:

@@ -176,7 +176,7 @@ def test_the_admin_session_cookie_never_reaches_a_backend(
     sent: list[bytes], forwarded: list[bytes]
 ) -> None:
     """Browsers scope cookies by host, not port: a backend on the admin listener's host
-    must never get `splitter_admin` (contract 5); every other cookie passes as it came."""
+    must never get `splitter_admin` (docs/admin-api.md); every other cookie passes as it came."""
     pb = Playbook(sticky={"cookie": "splitter"})
     first = pb.client()
     served(pb, first)

@@ -1,4 +1,5 @@
-"""Unit tests for splitter.observe.metrics (contract section 7): no network, a fake state view.
+"""Unit tests for splitter.observe.metrics (docs/operations.md#metrics): no network, a fake state
+view.
 
 Counts go in through the request-path methods (`count_request`, `count_upstream_error`,
 `count_reload`); what comes out is checked by parsing `render()` with prometheus-client's

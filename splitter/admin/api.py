@@ -1,4 +1,4 @@
-"""The admin listener: the HTTP API of contract section 5, /healthz, /readyz and /metrics.
+"""The admin listener: the HTTP API of docs/admin-api.md, /healthz, /readyz and /metrics.
 
 Thin handlers over `Controller` (changes) and the live state (reads). Rules:
 
@@ -126,7 +126,7 @@ def is_loopback_authority(value: str) -> bool:
 def refusal(
     method: str, hosts: Sequence[str], origins: Sequence[str], token_set: bool
 ) -> str | None:
-    """Why the admin listener refuses a request with 403 (contract 5), or None.
+    """Why the admin listener refuses a request with 403 (docs/admin-api.md), or None.
 
     `hosts` and `origins` are every value of the request's Host and Origin headers."""
     if not token_set and not (len(hosts) == 1 and is_loopback_authority(hosts[0])):
@@ -344,7 +344,7 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-# -- rollouts (contract section 8) ------------------------------------------------------
+# -- rollouts (docs/rollouts.md) ------------------------------------------------------
 
 
 async def post_rollout(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""Live statistics, the event stream, the dashboard page and its sessions (contract 9).
+"""Live statistics, the event stream, the dashboard page and its sessions
+(docs/admin-api.md#live-statistics-and-the-stream).
 
     GET  /api/v1/stats?window=60          per pool over the last `window` complete seconds
     GET  /api/v1/stats/series?seconds=300 per pool and second: requests and errors (charts)

@@ -1,4 +1,4 @@
-"""The admin listener's own limits (contract 5): it never takes file descriptors or time
+"""The admin listener's own limits (docs/admin-api.md): it never takes file descriptors or time
 from the proxy.
 
     listening socket -> AdminListener (accepts while fewer than MAX_CONNECTIONS are open)

@@ -241,7 +241,7 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-# -- rollouts (contract section 8) ----------------------------------------------------------
+# -- rollouts (docs/rollouts.md) ----------------------------------------------------------
 
 _ROLLOUT = {"$ref": "#/components/schemas/Rollout"}
 _COUNTS = {
@@ -395,7 +395,7 @@ OPENAPI["components"]["schemas"]["Rollout"] = {
         },
     },
 }
-# -- live statistics, the stream and the dashboard's session (contract section 9) ----------
+# -- live statistics, the stream and the dashboard's session (docs/admin-api.md) ----------
 
 _NULLABLE_NUMBER = {"type": "number", "nullable": True}
 _SECONDS_PARAM = {"type": "integer", "minimum": 1, "maximum": 300}

@@ -1,4 +1,5 @@
-"""Dashboard sessions: the admin token traded once for a cookie (contract sections 5 and 9).
+"""Dashboard sessions: the admin token traded once for a cookie (docs/admin-api.md and
+docs/admin-api.md#live-statistics-and-the-stream).
 
     POST /api/v1/session {"token": ...}  -> Sessions.create() -> cookie splitter_admin=<id>
     any /api/ call with that cookie      -> Sessions.valid(id)

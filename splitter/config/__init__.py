@@ -1,6 +1,6 @@
 """The config file: YAML in, frozen dataclasses out.
 
-Rules (contract section 2):
+Rules (docs/configuration.md#the-config-file):
 
 - `load(path)` reads the file and calls `parse`; `parse` is pure (mapping in, `Config` out)
   and collects *every* problem before raising one `ConfigError`, each problem naming its

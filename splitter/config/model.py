@@ -33,15 +33,17 @@ __all__ = [
     "is_loopback_host",
 ]
 
-# Weights are finite numbers from 0 to a million (contract 2), in the file as in the API:
+# Weights are finite numbers from 0 to a million (docs/configuration.md#the-config-file), in the
+# file as in the API:
 # bounded, a weight stays exact as a float, an int in JSON, and a share of a sum.
 MAX_WEIGHT = 1_000_000
-# Durations anywhere (config, API, state) are at most 30 days (contract 5): a longer one
+# Durations anywhere (config, API, state) are at most 30 days (docs/admin-api.md): a longer one
 # is a typo, and an infinite one breaks every clock sum it enters.
 MAX_DURATION = 30 * 86400.0
-# A token short enough to guess is no protection (contract 5).
+# A token short enough to guess is no protection (docs/admin-api.md).
 MIN_TOKEN_LENGTH = 16
-# The dashboard's session cookie (contract 9): never forwarded to a backend (contract 5).
+# The dashboard's session cookie (docs/admin-api.md#live-statistics-and-the-stream): never
+# forwarded to a backend (docs/admin-api.md).
 ADMIN_COOKIE = "splitter_admin"
 
 
@@ -133,7 +135,7 @@ class Shutdown:
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """How the rollout judge decides (contract section 8)."""
+    """How the rollout judge decides (docs/rollouts.md)."""
 
     confidence: float = 0.99
     max_error_ratio: float = 1.5
@@ -196,7 +198,8 @@ class RolloutPlan:
 
 @dataclass(frozen=True, slots=True)
 class Store:
-    """Shared state for several replicas (contract section 10): a Redis URL, split up.
+    """Shared state for several replicas (docs/operations.md#several-replicas): a Redis
+    URL, split up.
 
     The password is never shown: `__repr__` and `redacted` leave it out."""
 
@@ -238,7 +241,7 @@ class Config:
     workers: int = 1  # processes serving the proxy listener (SO_REUSEPORT)
     rollouts: Rollouts = field(default_factory=Rollouts)
     store: Store | None = None  # None: one process, the state file alone
-    # Contract 8: peers whose X-Forwarded-For names the client (CIDRs, as written but
+    # docs/rollouts.md: peers whose X-Forwarded-For names the client (CIDRs, as written but
     # normalised: "10.0.0.0/8", "2001:db8::/32"); and whether every connection to the proxy
     # listener starts with a PROXY protocol header (v1 or v2) naming the client.
     trusted_proxies: tuple[str, ...] = ()

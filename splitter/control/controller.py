@@ -5,7 +5,7 @@ force, the event history and the shared document (`store.Document`: the runtime 
 the file's weights they were set against, the rollout), and puts each result in force by
 handing a new `Live` snapshot to `install` (the proxy swaps one reference).
 
-Rules (contract sections 5, 6 and 10):
+Rules (docs/admin-api.md and docs/operations.md#hot-reload and docs/operations.md#several-replicas):
 
 - A weight change is validated first, then written to the store (the state file alone,
   atomically; or Redis, shared by every replica), then put in force, then answered: what

@@ -1,5 +1,5 @@
-"""This replica's side of a shared store (contract section 10): one task that keeps it in
-step with the fleet.
+"""This replica's side of a shared store (docs/operations.md#several-replicas): one task
+that keeps it in step with the fleet.
 
     connect:   the store's cookie secret (this replica's when the store has none), then
                everything below at once

@@ -1,6 +1,6 @@
 """Active health checks: a pure rise/fall rule per backend, and the loop that probes.
 
-Rules (contract `health_check`):
+Rules (docs/configuration.md#health-checks-and-failover):
 
 - A backend starts healthy and is probed at once, then every `interval`.
 - A probe is `GET <path>` on a new connection with `Connection: close`; an answer with a

@@ -13,7 +13,7 @@ only: no sockets, no clock, no asyncio.
                -> sink.on_refused(error)         refused (RequestRefused): nothing more is read
     returns the offset of the first tunnel byte after an Upgrade request, else -1
 
-Rules (contract sections 4 and 4a):
+Rules (docs/configuration.md#proxying and docs/configuration.md#limits-and-timeouts):
 
 - Limits: the request line (`max_request_line`, 414), header fields (`max_header_count`,
   `max_header_bytes`, 431), a head still incomplete (its bytes so far, so that httptools
@@ -30,7 +30,7 @@ Rules (contract sections 4 and 4a):
 - Hop-by-hop headers, and the headers named by `Connection`, are not sent on; the
   X-Forwarded-* headers and X-Request-Id are taken out here and written by the policy.
 - The dashboard's session cookie (`splitter_admin`) is taken out of every Cookie header
-  sent on (contract 5: browsers scope cookies by host, not port, so a backend on the
+  sent on (docs/admin-api.md: browsers scope cookies by host, not port, so a backend on the
   admin listener's host would get it); the other cookies pass byte for byte, and a Cookie
   header left empty is dropped. Only a header holding the name is taken apart.
 """

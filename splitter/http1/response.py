@@ -28,7 +28,8 @@ a response ends can tell a backend that sends too much. One scan of the head (fi
 blank line, check every line at once with a compiled pattern, split) also costs less than a
 Python callback per header.
 
-Rules (contract sections 4 and 4a): the status line must be `HTTP/1.x NNN reason`; a header
+Rules (docs/configuration.md#proxying and docs/configuration.md#limits-and-timeouts): the status
+line must be `HTTP/1.x NNN reason`; a header
 name is a token and a value holds no control byte (no obs-fold, no bare CR or LF);
 conflicting framing (Content-Length with Transfer-Encoding, two Content-Lengths, a
 Transfer-Encoding other than `chunked`) and a head over the limits of a request's (a status

@@ -41,7 +41,7 @@ class Observation:
 
     @property
     def bad(self) -> bool:
-        """A 5xx (from the backend or splitter) or an upstream error (contract section 8)."""
+        """A 5xx (from the backend or splitter) or an upstream error (docs/rollouts.md)."""
         return self.status >= 500 or (self.error != "" and self.error != "refused")
 
 

@@ -1,4 +1,4 @@
-"""Whose request is this: the client's address (contract section 8, "Evidence no client can
+"""Whose request is this: the client's address (docs/rollouts.md, "Evidence no client can
 steer").
 
 Rules (what nginx does with `set_real_ip_from`, `real_ip_header X-Forwarded-For` and

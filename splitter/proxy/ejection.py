@@ -6,7 +6,7 @@ Rules (README, "Failure handling"):
   connection, a read timeout, an invalid response, or a 502, 503 or 504 answer) counts one
   failure against its backend; any other answer resets the count. Another 5xx (a 500) is
   the application's own error: it is the rollout judge's to weigh, and counting it would
-  let any client eject a backend by asking for a page that fails (contract 8).
+  let any client eject a backend by asking for a page that fails (docs/rollouts.md).
 - EJECT_AFTER failures in a row eject the backend for EJECT_BASE seconds, doubled at each
   ejection in a row, up to EJECT_MAX; the count of ejections is forgotten once the backend
   has gone EJECT_MAX seconds without one.

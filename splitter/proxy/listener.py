@@ -199,7 +199,8 @@ class ProxyListener(Listener):
             conn.drain()
 
     async def graceful_stop(self, shutdown: Shutdown) -> None:
-        """Contract 4b: accept grace, stop accepting, drain, cut what outlives the grace."""
+        """docs/operations.md#shutdown: accept grace, stop accepting, drain, cut what outlives the
+        grace."""
         if shutdown.accept_grace > 0:
             self.draining = True  # keep-alive clients get Connection: close from now on
             await asyncio.sleep(shutdown.accept_grace)

@@ -1,7 +1,9 @@
 """The proxy's decisions, as named phases the exchange calls (pingora's `ProxyHttp`):
 
-    route            which pool serves the request, and the sticky cookie (contract 3)
-    upstream_head    the request head sent to the backend (contract 4: hop-by-hop headers
+    route            which pool serves the request, and the sticky cookie
+    (docs/configuration.md#choosing-a-pool)
+    upstream_head    the request head sent to the backend (docs/configuration.md#proxying:
+    hop-by-hop headers
                      gone, X-Forwarded-*, X-Request-Id, Host, the body's framing)
     response_status  passive health feedback: a 502, 503 or 504 counts against the backend
     response_head    the response head sent to the client, and its framing
@@ -43,7 +45,7 @@ _random = random.Random().random  # its own generator: pool draws when stickines
 _LOG_EVERY: Final = 1.0  # seconds between two log lines of the same kind
 # A backend's answers that say it cannot serve (it is a gateway whose own upstream failed,
 # overloaded, or timing out): passive ejection counts these. Any other 5xx is the
-# application's own error, the rollout judge's to weigh (contract 8): never counted, so
+# application's own error, the rollout judge's to weigh (docs/rollouts.md): never counted, so
 # that no client can eject a backend by asking for a page that fails.
 GATEWAY_STATUSES: Final = frozenset({502, 503, 504})
 

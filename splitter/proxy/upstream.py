@@ -171,7 +171,7 @@ class BackendConnections:
         self.url = backend.url
         self.host = backend.host
         self.port = backend.port
-        # A response head has the limits of a request's (contract 4a).
+        # A response head has the limits of a request's (docs/configuration.md#limits-and-timeouts).
         self.max_line = limits.max_request_line
         self.max_field_bytes = limits.max_header_bytes
         self.max_fields = limits.max_header_count

@@ -1,4 +1,4 @@
-"""Rollouts: the canary and blue-green processes, automated (contract section 8).
+"""Rollouts: the canary and blue-green processes, automated (docs/rollouts.md).
 
 One rollout at a time takes a pool, the *candidate*, to all of the traffic, judging it
 against the *baseline* as it goes. The engine runs in the primary process: it reads the
@@ -32,7 +32,7 @@ Transitions:
     preview --pass-------------------------> auto_promote: [gates] then switch | paused
     keep    --fail-------------------------> rolled_back (the weights from before the switch)
     keep    --`keep` over------------------> promoted
-    pause / resume / promote / abort ------> as the contract's table says
+    pause / resume / promote / abort ------> as docs/rollouts.md says
     a file edit of the weights ------------> cancelled (the file's weights stand)
 
 Rules:
@@ -45,7 +45,8 @@ Rules:
 - After a restart the rollout goes on at the same step, that step's judging started again.
 - Every transition: an event (source `rollout`), the webhooks that asked for it, the state
   saved before anything is answered.
-- With a shared store (contract section 10) the rollout is part of the fleet's document:
+- With a shared store (docs/operations.md#several-replicas) the rollout is part of the fleet's
+document:
   any replica takes the API's calls, each a transition written by compare-and-set; one
   replica, the leader (it holds the store's lease), judges and asks the gates, and the
   replica that takes the lead after it goes on at the same step, judging started again.

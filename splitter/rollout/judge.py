@@ -1,4 +1,4 @@
-"""The rollout judge: counts in, verdict out (contract section 8, "The judge").
+"""The rollout judge: counts in, verdict out (docs/rollouts.md, "The judge").
 
 Pure: no clock, no I/O, no randomness, stdlib only. The rollout engine calls `observe` about
 once a second with the counts of the last batch for each side and asks for a `verdict`;
@@ -170,7 +170,7 @@ FAIL = "fail"
 
 # Offsets from the null: log rate ratio (ratio tests) or log-odds (rate tests, sample ratio).
 _GRID = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5, 7.0, 10.0)
-# A healthy service's slow share is its share above the baseline's p95 (contract section 8).
+# A healthy service's slow share is its share above the baseline's p95 (docs/rollouts.md).
 BASELINE_SLOW_SHARE = 0.05
 # Probabilities are kept this far from 0 and 1 so every logarithm is finite.
 _EPS = 1e-9
@@ -452,7 +452,7 @@ def _safe(within: str, requests: int, least: int, may_pass: bool, what: str) -> 
 
 
 class CanaryJudge:
-    """Candidate against baseline, batch by batch (contract section 8, "The judge").
+    """Candidate against baseline, batch by batch (docs/rollouts.md, "The judge").
 
     Harm checks: bad requests (ratio test AND floor test) and slow requests (same, with
     ``max_slow_ratio``). Pass: the average of the ratio-safe and floor-safe e-values for

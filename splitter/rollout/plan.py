@@ -30,7 +30,7 @@ _PLAN_KEYS = (
 
 
 def parse_rollout(data: Any, defaults: Rollouts) -> RolloutPlan:
-    """A rollout's request body (contract section 8) as a plan, or ConfigError naming the
+    """A rollout's request body (docs/rollouts.md) as a plan, or ConfigError naming the
     field of every problem (`steps[2].weight: must be above the step before`). Whether the
     pool exists is the caller's business (404, not 400)."""
     ck = Checker(None)

@@ -1,5 +1,5 @@
 """A rollout as splitter keeps it: the plan, where it is, the evidence, and its JSON (the
-rollout object of contract section 8, and what the state file keeps to go on after a
+rollout object of docs/rollouts.md, and what the state file keeps to go on after a
 restart)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A rollout read back from the state file or the shared store, validated like any input.
 
 What `Rollout.state()` wrote can come back changed: an older or newer release, a hand
-edit, another replica's bug, a crafted store. Contract 5: state that does not validate
+edit, another replica's bug, a crafted store. docs/admin-api.md: state that does not validate
 is set aside, never a 500 or a crash; a rollout that cannot be read is ended
 `cancelled` and the weights in force are kept.
 

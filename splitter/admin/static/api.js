@@ -1,5 +1,5 @@
 // Calls to splitter's admin API from the page. Every call sends
-// `X-Requested-With: splitter`: with a session cookie, a change needs it (contract 9).
+// `X-Requested-With: splitter`: with a session cookie, a change needs it (docs/admin-api.md#live-statistics-and-the-stream).
 
 export class AuthRequired extends Error {}
 

@@ -1,4 +1,4 @@
-// The rollout panel (contract section 8): the active or last rollout, its controls, and
+// The rollout panel (docs/rollouts.md): the active or last rollout, its controls, and
 // the form that starts one.
 
 import { api, ApiFailure, AuthRequired } from "./api.js";
