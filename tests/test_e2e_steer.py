@@ -1,5 +1,5 @@
-"""End to end: clients trying to steer a rollout (the README's "The judge": evidence no
-client can steer), through a real `splitter run` in front of Flask backends under gunicorn.
+"""End to end: clients trying to steer a rollout (docs/rollouts.md#evidence-no-client-can-steer),
+through a real `splitter run` in front of Flask backends under gunicorn.
 
 Honest users come from 127.0.0.1 with sticky cookies; the attacker from 127.0.0.2 (any
 address of 127.0.0.0/8 is this machine), so that the per-address limit is the attacker's

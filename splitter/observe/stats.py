@@ -21,7 +21,7 @@ Rules:
   read to within 19% and the share above any threshold can be counted.
 - A `Window` keeps `WINDOW` seconds; older ones are dropped as new ones arrive.
 
-The judge's evidence (the README, "The judge": evidence no client can steer) is kept
+The judge's evidence (docs/rollouts.md#evidence-no-client-can-steer) is kept
 beside the counts, per pool, second and *request class* (the method and the first path segment:
 `GET /api`, `POST /cart`, `GET /`; see `request_class`), in *client-seconds*: each client
 counts at most once per second, pool and class, and that client-second is bad when any of

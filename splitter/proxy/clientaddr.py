@@ -22,7 +22,7 @@ Rules (what nginx does with `set_real_ip_from`, `real_ip_header X-Forwarded-For`
   IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, the peer of an IPv4 client on a dual-stack
   listener) is written as its IPv4 address: one client has one address, however it came.
 
-Operators' guide: docs/client-address.md.
+Operators' guide: docs/configuration.md#the-client-address.
 
 Cost: `TrustedProxies.lookup` runs once per connection and is cached by the peer's text;
 the walk runs per request only for connections from a trusted proxy, and stops at the

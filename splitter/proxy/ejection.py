@@ -1,6 +1,6 @@
 """Passive health (outlier ejection): backends that fail requests in a row are taken out.
 
-Rules (README, "Failure handling"):
+Rules (docs/configuration.md#health-checks-and-failover):
 
 - A gateway failure (connect refused or timed out, a reset before the answer on a fresh
   connection, a read timeout, an invalid response, or a 502, 503 or 504 answer) counts one

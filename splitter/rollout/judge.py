@@ -114,7 +114,7 @@ probability at most a however often, and for however long, anyone looks. That is
    least the requests still missing to ``min_requests``. None when no term grows, i.e. the
    candidate looks at or over its limit, or when it would take more than 10^9.
 
-Request classes (the README, "The judge": evidence no client can steer). The caller counts
+Request classes (docs/rollouts.md#evidence-no-client-can-steer). The caller counts
 *client-seconds* (a client at most once per second, pool and class) and hands them over
 class by class: the method and the first path segment. The ratio tests take each class's
 batch on its own, with the class's own candidate share rho: the conditional argument of 1
