@@ -130,10 +130,11 @@ def test_the_warmup_is_counted_down(browser: Browser, sp: SplitterProc) -> None:
     """While `analysis.warmup_until` is ahead, the panel counts it down by itself, and the
     line goes once it has passed. The field is added to every rollout the panel renders
     (so that the page is tested on its own, whatever the server's warmup)."""
-    start(sp, {"pool": "canary", "steps": [10, 50, 100]})
+    start(sp, {"pool": "canary", "steps": [10, 50, 100], "analysis": {"warmup": "0s"}})
     tab = browser.open(sp.admin_url + "/")
     page = tab.page
     wait_badge(tab, "progressing")
+    assert "warmup_until" not in rollout(sp)["analysis"]  # no warmup: the server sends none
     assert text_of(page, "#ro-warmup") == ""  # the field is absent: nothing is shown
     until = datetime.fromtimestamp(time.time() + 4, UTC).isoformat().replace("+00:00", "Z")
     page.evaluate(
@@ -159,6 +160,19 @@ def test_the_warmup_is_counted_down(browser: Browser, sp: SplitterProc) -> None:
         message="the countdown moves without an update from the server",
     )
     wait_until(lambda: text_of(page, "#ro-warmup") == "", 6, message="the warmup line goes")
+    tab.assert_clean(sp)
+
+
+def test_the_servers_warmup_is_shown(browser: Browser, sp: SplitterProc) -> None:
+    """A step's real warmup: the rollout object says until when, and so does the page."""
+    start(sp, {"pool": "canary", "steps": [10, 50, 100], "analysis": {"warmup": "30s"}})
+    body = rollout(sp)
+    assert body["analysis"]["warmup_until"].endswith("Z")
+    assert "warming up until" in body["reason"]
+    tab = browser.open(sp.admin_url + "/")
+    wait_badge(tab, "progressing")
+    wait_until(lambda: "warming up until" in text_of(tab.page, "#ro-warmup"), 5,
+               message="the warmup on the page")  # fmt: skip
     tab.assert_clean(sp)
 
 
