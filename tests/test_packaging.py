@@ -49,18 +49,19 @@ def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     assert not missing, f"not in the wheel: {missing}"
 
 
-def test_the_readme_s_layout_names_the_modules_that_exist() -> None:
-    """README's Development section describes the package: every module and folder it
-    names exists, and every top-level one is named."""
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("- The code is laid out in `splitter/`")
-    layout = readme[start : readme.index("\n- ", start + 1)]
+def test_the_documented_layout_names_the_modules_that_exist() -> None:
+    """docs/development.md's "The code layout" describes the package: every module and
+    folder it names exists, and every top-level one is named."""
+    page = (REPO / "docs" / "development.md").read_text()
+    start = page.index("\n## The code layout\n")
+    end = page.find("\n## ", start + 1)
+    layout = page[start : end if end != -1 else len(page)]
     named = set(re.findall(r"`([\w.]+(?:\.py|/))`", layout)) - {"splitter/"}
     package = REPO / "splitter"
     existing = {p.name for p in package.rglob("*.py")} | {
         p.name + "/" for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"
     }
-    assert named - existing == set(), "named in the README but gone"
+    assert named - existing == set(), "named in docs/development.md but gone"
     top = {p.name for p in package.glob("*.py")} - {"__init__.py", "__main__.py"}
     top |= {p.name + "/" for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert top - named == set(), "in splitter/ but not in the README's layout"
+    assert top - named == set(), "in splitter/ but not in docs/development.md's layout"
