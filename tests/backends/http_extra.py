@@ -1,4 +1,4 @@
-"""An extra aiohttp backend for tests/test_e2e_http.py: responses carrying hop-by-hop headers.
+"""An extra aiohttp backend for tests/e2e/test_http.py: responses carrying hop-by-hop headers.
 
     python -m tests.backends.http_extra --port 5401
 

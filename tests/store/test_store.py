@@ -1,5 +1,5 @@
 """The store's document, the state file as a store, and the controller's compare-and-set
-loop, in-process (the Redis side runs in tests/test_e2e_store.py)."""
+loop, in-process (the Redis side runs in tests/e2e/test_store.py)."""
 
 from __future__ import annotations
 

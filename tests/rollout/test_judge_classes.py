@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from splitter.rollout.judge import CanaryJudge, Counts, Limits, PreviewJudge
-from tests.test_judge import ALPHA, LIMITS, binomial, poisson, upper_bound
+from tests.rollout.test_judge import ALPHA, LIMITS, binomial, poisson, upper_bound
 
 # An application's request mix: four classes, shares of the traffic.
 MIX = {"GET /": 0.5, "GET /api": 0.25, "POST /cart": 0.15, "GET /static": 0.10}
@@ -257,7 +257,7 @@ def test_a_crash_over_several_classes_fails_within_a_handful_of_requests() -> No
         outcome = roll(traffic, seed, 600)
         assert outcome.failed_at is not None
         needed.append(outcome.failed_at)
-    # As with one class (tests/test_judge.py: at most 12), give or take the class split.
+    # As with one class (tests/rollout/test_judge.py: at most 12), give or take the class split.
     assert max(needed) <= 14, f"median {statistics.median(needed)}, max {max(needed)}"
 
 
