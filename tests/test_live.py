@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from splitter.admin.api import make_admin_app
-from splitter.admin.dashboard import LAG, Dashboard, install
+from splitter.admin.dashboard import DASHBOARD_KEY, LAG, Dashboard
+from splitter.admin.routes import make_admin_app
 from splitter.admin.stream import Feed
 from splitter.config import Config, load
 from splitter.control.controller import Controller
@@ -141,7 +141,7 @@ def test_an_expired_session_is_401_and_ends_its_stream(tmp_path: Path) -> None:
     async def main() -> None:
         host = make_host(tmp_path, TOKEN)
         app: web.Application = make_admin_app(host)
-        dashboard = install(app, host)
+        dashboard = app[DASHBOARD_KEY]
         clock = Clock()
         dashboard.sessions.clock = clock
         async with TestClient(TestServer(app)) as client:

@@ -52,7 +52,8 @@ Rules:
   The judge reads the fleet's statistics (every replica shares its own every second).
 """
 
-from splitter.rollout.engine import RolloutEngine, RolloutError, RolloutHost
+from splitter.errors import RolloutError
+from splitter.rollout.engine import RolloutEngine, RolloutHost
 from splitter.rollout.record import Rollout
 
 __all__ = ["Rollout", "RolloutEngine", "RolloutError", "RolloutHost"]

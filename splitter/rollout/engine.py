@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol, TypeVar
 
 from splitter.config import RolloutPlan
-from splitter.errors import NotLeader, StoreUnavailable
+from splitter.errors import NotLeader, RolloutError, StoreUnavailable
 from splitter.observe.stats import ASSIGNED, Window
 from splitter.rollout import saved
 from splitter.rollout.evidence import (
@@ -63,14 +63,6 @@ MIN_DOWN: Final = 5.0  # a candidate with no live backend this long (at least) f
 
 T = TypeVar("T")
 _NOTHING: Any = object()  # a transition that changed nothing: nothing to write
-
-
-class RolloutError(Exception):
-    """A rollout call that cannot be done; `status` is the admin API's answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class RolloutHost(Protocol):
