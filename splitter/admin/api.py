@@ -18,8 +18,10 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
 - A change the shared store cannot take (it is down): 503 `{"error": "store unavailable"}`,
   nothing changed. Reads answer the state last known, whatever the store.
 - Never served on the proxy listener (it is another socket, another server).
-- `make_metrics_app`: the optional `metrics.listen` listener, /metrics, /healthz and
-  /readyz only, with neither the Host rule nor a token.
+- Errors are raised (`errors.AdminError`: ApiError, WeightError, RolloutError; the
+  store's StoreError) and answered in one place, `errors_as_json`.
+- The routes and the apps are in `admin.routes` (the table); the metrics listener's app
+  serves /metrics, /healthz and /readyz only, with neither the Host rule nor a token.
 """
 
 from __future__ import annotations

@@ -7,9 +7,6 @@ validation uses (`config.model`, `config.convert`), never numbers copied here.
 
 A body the API takes is closed (unknown keys are a 400, as in the config file); an
 optional key of one may also be null, which means its default, as in the config file.
-
-(No `from __future__ import annotations` here: `NotRequired` must be seen when each
-class is made, for its `__required_keys__`.)
 """
 
 from typing import Annotated, Final, Literal, NotRequired, TypedDict

@@ -171,5 +171,14 @@ class Components:
         if not is_typeddict(cls):
             raise TypeError(f"not a TypedDict: {cls!r}")
         hints = typing.get_type_hints(cls, include_extras=True)
-        required = [k for k in hints if k in cls.__required_keys__]  # type: ignore[attr-defined]
+        required = [k for k, t in hints.items() if _required(cls, k, t)]
         return {k: self.schema(t, closed) for k, t in hints.items()}, required
+
+
+def _required(cls: type, key: str, hint: Any) -> bool:
+    # Read from the hint too: under `from __future__ import annotations`, Python 3.11 does
+    # not see NotRequired when it makes the class, and counts the key as required.
+    origin = get_origin(hint)
+    if origin is NotRequired:
+        return False
+    return origin is Required or key in cls.__required_keys__  # type: ignore[attr-defined]
