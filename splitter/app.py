@@ -34,9 +34,8 @@ from aiohttp import web
 
 from splitter import config as config_mod
 from splitter import memory
-from splitter.admin.api import make_admin_app, make_metrics_app
-from splitter.admin.dashboard import install as install_live
 from splitter.admin.listener import KEEPALIVE_TIMEOUT, AdminListener, head_received
+from splitter.admin.routes import make_admin_app, make_metrics_app
 from splitter.admin.stream import Feed
 from splitter.config import Config
 from splitter.control.controller import Controller
@@ -190,8 +189,7 @@ class Splitter:
         else:
             self.fleet.start()
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
-        admin_app = make_admin_app(self)
-        install_live(admin_app, self)  # statistics, the stream, the dashboard page
+        admin_app = make_admin_app(self)  # the API, the statistics, the stream, the page
         self._runner = await self._serve_app(admin_app, self.admin_sock, "admin")
         if self.metrics_sock is not None:
             metrics_app = make_metrics_app(self)

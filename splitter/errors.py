@@ -9,6 +9,12 @@
     │   ├── StoreConflict      the document changed since it was read: read it again,
     │   │                      compute the change again, write again (never an answer)
     │   └── NotLeader          a rollout leader's write after its lease was lost: dropped
+    ├── AdminError             an admin API call refused (docs/admin-api.md): knows its
+    │   │                      status, answered as {"error": message}; never retried as is
+    │   ├── ApiError           400/404/409/413/422/503...: the request itself (its body, a
+    │   │                      query parameter, the state it asks about)
+    │   ├── WeightError        400/404/409: a weight change that cannot be applied
+    │   └── RolloutError       404/409: a rollout call that cannot be done now
     └── ProxyError             a request that cannot be served: knows its HTTP status, the
         │                      reason label of the metrics, and whether it may be retried
         ├── RequestRefused     400/408/413/414/417/431/501/505: the client's request is
@@ -28,6 +34,9 @@ Where they come from and where they end:
   parser errors in `http1.request`; redis-py's errors in `store.redisstore` (as
   `StoreUnavailable`). The response reader (`http1.response`) raises
   `UpstreamProtocolError` itself.
+- An `AdminError` or a `StoreError` raised below an admin handler is answered by one
+  middleware (`admin.api.errors_as_json`), which also turns aiohttp's own 404/405/413
+  into the same `{"error": ...}` body.
 - On the request path a `ProxyError` is never raised through the event loop: the exchange
   takes it as a value (`Exchange.fail`), which applies the retry rule once (`retry`) and then
   answers `status` as JSON, or cuts the client connection when part of a response was sent.
@@ -37,7 +46,7 @@ Where they come from and where they end:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 
 class SplitterError(Exception):
@@ -108,6 +117,31 @@ class NotLeader(StoreError):
     status = 409
 
 
+class AdminError(SplitterError):
+    """An admin API call refused with `status` and a one-line message for the client.
+
+    `extra` holds more keys of the JSON answer (the problems of an invalid config)."""
+
+    status = 400
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+class ApiError(AdminError):
+    """The request cannot be taken: a bad body or query, or a state it cannot apply to."""
+
+
+class WeightError(AdminError):
+    """A weight change that cannot be applied (unknown pool, every weight 0, a rollout)."""
+
+
+class RolloutError(AdminError):
+    """A rollout call that cannot be done (unknown pool, none active, one already active)."""
+
+
 # When a failed attempt may be sent again (docs/configuration.md#proxying, "Retries").
 RETRY_NEVER: Final = 0
 RETRY_ALWAYS: Final = 1  # nothing reached the backend: connect refused or timed out
@@ -162,12 +196,3 @@ class UpstreamProtocolError(ProxyError):
 class UpstreamTimeout(ProxyError):
     status = 504
     reason = "timeout"
-
-
-class RolloutError(SplitterError):
-    """A rollout command that cannot be done now: `status` is the admin API's answer (409:
-    not in this state; 404: no such pool), and nothing changed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status

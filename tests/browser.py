@@ -10,7 +10,6 @@ every request, a steady background load, and screenshots under tests/artifacts/.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.loadgen import LoadResult, run_load
-from tests.support import REPO_ROOT, SplitterProc, http_request
+from tests.support import REPO_ROOT, SplitterProc, admin_api, http_request
 
 CHROMIUM = os.environ.get("SPLITTER_CHROMIUM", "/usr/bin/chromium")
 # What works on a machine with no network beyond loopback (see .ci/run).
@@ -168,9 +167,7 @@ class BackgroundLoad:
 
 
 def api(sp: SplitterProc, method: str, path: str, body: Any = None, **headers: str) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    status, _, content = http_request(sp.admin_url + path, method, data, headers)
-    return status, (json.loads(content) if content[:1] in (b"{", b"[") else content)
+    return admin_api(sp, method, path, body, headers=headers)
 
 
 # In the page: every visible text against the background it is drawn on (WCAG AA: 4.5:1,

@@ -29,6 +29,18 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCALHOST = "127.0.0.1"
+
+# The metric families every splitter exposes from the start (docs/operations.md#metrics),
+# by the name the Prometheus parser reports (no _total) -> type.
+METRIC_FAMILIES = {
+    "splitter_requests": "counter",
+    "splitter_request_duration_seconds": "histogram",
+    "splitter_pool_weight": "gauge",
+    "splitter_backend_up": "gauge",
+    "splitter_upstream_errors": "counter",
+    "splitter_config_reloads": "counter",
+    "splitter_config_last_reload_successful": "gauge",
+}
 READY_PREFIX = "splitter: listening"
 
 T = TypeVar("T")
@@ -106,6 +118,46 @@ def http_request(
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
     finally:
         conn.close()
+
+
+def admin_api(
+    where: SplitterProc | str,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """The one admin-API client of the tests: `method path` on the admin listener of a
+    splitter process (or an admin URL), `body` sent as JSON; (status, the answer's JSON,
+    or its bytes when it is not JSON)."""
+    url = where if isinstance(where, str) else where.admin_url
+    sent = dict(headers or {})
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent.setdefault("Content-Type", "application/json")
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    status, _, raw = http_request(url + path, method, data, sent, timeout=timeout)
+    if raw[:1] in (b"{", b"["):
+        return status, json.loads(raw)
+    return status, (raw or None)
+
+
+class FakeClock:
+    """The one fake clock of the tests: call it for the time; move it with `advance`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:

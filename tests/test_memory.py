@@ -7,19 +7,12 @@ import sys
 import pytest
 
 from splitter import memory
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    c = FakeClock()
     monkeypatch.setattr(memory.time, "monotonic", c)
     monkeypatch.setattr(memory, "_last", 0.0)
     return c
@@ -44,7 +37,7 @@ def test_malloc_trim_is_found_on_linux() -> None:
     assert memory._trim(0) in (0, 1)
 
 
-def test_release_if_due_runs_at_most_every_min_gap(clock: Clock, trims: list[int]) -> None:
+def test_release_if_due_runs_at_most_every_min_gap(clock: FakeClock, trims: list[int]) -> None:
     assert memory.release_if_due()
     assert trims == [0]
     clock.now += memory.MIN_GAP / 2
@@ -55,7 +48,7 @@ def test_release_if_due_runs_at_most_every_min_gap(clock: Clock, trims: list[int
     assert trims == [0, 0]
 
 
-def test_burst_watch_releases_once_a_burst_is_over(clock: Clock, trims: list[int]) -> None:
+def test_burst_watch_releases_once_a_burst_is_over(clock: FakeClock, trims: list[int]) -> None:
     watch = memory.BurstWatch()
     assert not watch.check(memory.BURST + 100)  # the burst is going on
     assert not watch.check(memory.BURST)
@@ -67,14 +60,14 @@ def test_burst_watch_releases_once_a_burst_is_over(clock: Clock, trims: list[int
     assert not watch.check(5)
 
 
-def test_burst_watch_ignores_small_peaks(clock: Clock, trims: list[int]) -> None:
+def test_burst_watch_ignores_small_peaks(clock: FakeClock, trims: list[int]) -> None:
     watch = memory.BurstWatch()
     watch.peak = memory.BURST - 1  # as raised by the accept path
     assert not watch.check(0)
     assert trims == []
 
 
-def test_burst_watch_waits_for_the_gap_then_releases(clock: Clock, trims: list[int]) -> None:
+def test_burst_watch_waits_for_the_gap_then_releases(clock: FakeClock, trims: list[int]) -> None:
     watch = memory.BurstWatch()
     memory.release()  # one just ran (at start-up, say)
     watch.peak = 1000

@@ -18,8 +18,10 @@ Thin handlers over `Controller` (changes) and the live state (reads). Rules:
 - A change the shared store cannot take (it is down): 503 `{"error": "store unavailable"}`,
   nothing changed. Reads answer the state last known, whatever the store.
 - Never served on the proxy listener (it is another socket, another server).
-- `make_metrics_app`: the optional `metrics.listen` listener, /metrics, /healthz and
-  /readyz only, with neither the Host rule nor a token.
+- Errors are raised (`errors.AdminError`: ApiError, WeightError, RolloutError; the
+  store's StoreError) and answered in one place, `errors_as_json`.
+- The routes and the apps are in `admin.routes` (the table); the metrics listener's app
+  serves /metrics, /healthz and /readyz only, with neither the Host rule nor a token.
 """
 
 from __future__ import annotations
@@ -35,11 +37,10 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from splitter.admin.openapi import OPENAPI
 from splitter.admin.sessions import Guesses
-from splitter.control.controller import Controller, WeightError, plain, weight_value
-from splitter.errors import ConfigError, StoreError
-from splitter.rollout import RolloutEngine, RolloutError
+from splitter.control.controller import Controller, plain, weight_value
+from splitter.errors import AdminError, ApiError, ConfigError, StoreError
+from splitter.rollout import RolloutEngine
 from splitter.rollout.plan import parse_rollout
 
 log = logging.getLogger("splitter.admin")
@@ -88,14 +89,6 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
     return json_response({"error": message, **extra}, status=status)
-
-
-class ApiError(Exception):
-    """A 4xx answer with its message; raised anywhere below a handler."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- who may talk to the admin listener -------------------------------------------------
@@ -154,11 +147,12 @@ async def host_and_origin(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Our ApiErrors and aiohttp's own 404/405/413 answers, as JSON."""
+    """The one place where errors become answers: our AdminErrors (ApiError, WeightError,
+    RolloutError), the store's, and aiohttp's own 404/405/413, as `{"error": ...}`."""
     try:
         return await handler(request)
-    except ApiError as exc:
-        return error(exc.status, str(exc))
+    except AdminError as exc:
+        return error(exc.status, str(exc), **exc.extra)
     except StoreError as exc:  # the store cannot be reached: nothing was changed
         return error(exc.status, str(exc))
     except web.HTTPException as exc:
@@ -246,32 +240,24 @@ async def put_weights(request: web.Request) -> web.Response:
     splitter = request.app[SPLITTER_KEY]
     body = await read_json_object(request)
     if not body:
-        return error(400, "name at least one pool")
-    try:
-        for name, value in body.items():  # every value is checked before any pool name
-            weight_value(name, value)
-    except WeightError as exc:
-        return error(exc.status, str(exc))
+        raise ApiError(400, "name at least one pool")
+    for name, value in body.items():  # every value is checked before any pool name
+        weight_value(name, value)
     splitter.catch_up_with_file()
-    if (busy := _rollout_busy(splitter)) is not None:
-        return busy
-    try:
-        weights = await splitter.controller.set_weights(body)
-    except WeightError as exc:
-        return error(exc.status, str(exc))
+    _refuse_during_rollout(splitter)
+    weights = await splitter.controller.set_weights(body)
     return json_response(plain(weights))
 
 
-def _rollout_busy(splitter: AdminHost) -> web.Response | None:
+def _refuse_during_rollout(splitter: AdminHost) -> None:
     """A manual change during a rollout would fight it: 409 (abort or pause it first)."""
     active = splitter.rollouts.active
-    if active is None:
-        return None
-    return error(
-        409,
-        f"a rollout of {active.plan.pool} is active: abort it first "
-        "(or let it finish); its weights change by themselves",
-    )
+    if active is not None:
+        raise ApiError(
+            409,
+            f"a rollout of {active.plan.pool} is active: abort it first "
+            "(or let it finish); its weights change by themselves",
+        )
 
 
 async def post_switch(request: web.Request) -> web.Response:
@@ -279,14 +265,10 @@ async def post_switch(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     unknown = set(body) - {"pool"}
     if unknown or "pool" not in body:
-        return error(400, 'the body must be {"pool": NAME}')
+        raise ApiError(400, 'the body must be {"pool": NAME}')
     splitter.catch_up_with_file()
-    if (busy := _rollout_busy(splitter)) is not None:
-        return busy
-    try:
-        weights, previous = await splitter.controller.switch(body["pool"])
-    except WeightError as exc:
-        return error(exc.status, str(exc))
+    _refuse_during_rollout(splitter)
+    weights, previous = await splitter.controller.switch(body["pool"])
     return json_response({"weights": plain(weights), "previous": plain(previous)})
 
 
@@ -313,16 +295,12 @@ async def post_reload(request: web.Request) -> web.Response:
     splitter = request.app[SPLITTER_KEY]
     failure = splitter.reload("api")
     if failure is not None:
-        return error(422, "invalid config", errors=failure.lines())
+        raise ApiError(422, "invalid config", errors=failure.lines())
     return json_response({"status": "reloaded", "weights": plain(splitter.controller.weights)})
 
 
 async def get_events(request: web.Request) -> web.Response:
     return json_response({"events": list(request.app[SPLITTER_KEY].controller.events)})
-
-
-async def get_openapi(request: web.Request) -> web.Response:
-    return json_response(OPENAPI)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -353,19 +331,16 @@ async def post_rollout(request: web.Request) -> web.Response:
     try:
         plan = parse_rollout(body, splitter.controller.config.rollouts)
     except ConfigError as exc:
-        return error(400, str(exc.problems[0]) if exc.problems else "invalid rollout")
+        raise ApiError(400, str(exc.problems[0]) if exc.problems else "invalid rollout") from None
     splitter.catch_up_with_file()
-    try:
-        rollout = await splitter.rollouts.start(plan)
-    except RolloutError as exc:
-        return error(exc.status, str(exc))
+    rollout = await splitter.rollouts.start(plan)
     return json_response(rollout.to_json(), status=201)
 
 
 async def get_rollout(request: web.Request) -> web.Response:
     rollout = request.app[SPLITTER_KEY].rollouts.get()
     if rollout is None:
-        return error(404, "no rollout has run")
+        raise ApiError(404, "no rollout has run")
     return json_response(rollout.to_json())
 
 
@@ -381,22 +356,19 @@ async def _control(request: web.Request, action: str) -> web.Response:
         allowed = {"full"} if action == "promote" else set()
         unknown = set(body) - allowed
         if unknown:
-            return error(400, f"unknown key: {sorted(unknown)[0]}")
+            raise ApiError(400, f"unknown key: {sorted(unknown)[0]}")
         full = body.get("full", False)
         if not isinstance(full, bool):
-            return error(400, "'full' must be true or false")
+            raise ApiError(400, "'full' must be true or false")
     engine = splitter.rollouts
-    try:
-        if action == "pause":
-            rollout = await engine.pause()
-        elif action == "resume":
-            rollout = await engine.resume()
-        elif action == "promote":
-            rollout = await engine.promote(full=full)
-        else:
-            rollout = await engine.abort()
-    except RolloutError as exc:
-        return error(exc.status, str(exc))
+    if action == "pause":
+        rollout = await engine.pause()
+    elif action == "resume":
+        rollout = await engine.resume()
+    elif action == "promote":
+        rollout = await engine.promote(full=full)
+    else:
+        rollout = await engine.abort()
     return json_response(rollout.to_json())
 
 
@@ -414,42 +386,3 @@ async def post_rollout_promote(request: web.Request) -> web.Response:
 
 async def post_rollout_abort(request: web.Request) -> web.Response:
     return await _control(request, "abort")
-
-
-def make_admin_app(splitter: AdminHost) -> web.Application:
-    middlewares = [host_and_origin, errors_as_json, bearer_token]  # host_and_origin first
-    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
-    app[SPLITTER_KEY] = splitter
-    app[GUESSES] = Guesses()
-    r = app.router
-    r.add_get("/api/v1/weights", get_weights, allow_head=False)
-    r.add_put("/api/v1/weights", put_weights)
-    r.add_post("/api/v1/switch", post_switch)
-    r.add_get("/api/v1/pools", get_pools, allow_head=False)
-    r.add_post("/api/v1/reload", post_reload)
-    r.add_get("/api/v1/events", get_events, allow_head=False)
-    r.add_get("/api/v1/openapi.json", get_openapi, allow_head=False)
-    r.add_post("/api/v1/rollout", post_rollout)
-    r.add_get("/api/v1/rollout", get_rollout, allow_head=False)
-    r.add_post("/api/v1/rollout/pause", post_rollout_pause)
-    r.add_post("/api/v1/rollout/resume", post_rollout_resume)
-    r.add_post("/api/v1/rollout/promote", post_rollout_promote)
-    r.add_post("/api/v1/rollout/abort", post_rollout_abort)
-    r.add_get("/api/v1/rollouts", get_rollouts, allow_head=False)
-    r.add_get("/healthz", healthz)
-    r.add_get("/readyz", readyz)
-    r.add_get("/metrics", metrics)
-    return app
-
-
-def make_metrics_app(splitter: AdminHost) -> web.Application:
-    """The `metrics.listen` listener: /metrics, /healthz and /readyz with the admin
-    listener's answers, and nothing else (404, or 405 for another method), so it may face
-    the network (Prometheus, the kubelet) without a token and without the Host rule: it
-    can change nothing and never serves the admin API."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json])
-    app[SPLITTER_KEY] = splitter
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    return app

@@ -7,8 +7,9 @@
     GET|POST|DELETE /api/v1/session       the dashboard's cookie session
     GET  /  and  /dashboard/<file>        the page (files of splitter/admin/static/)
 
-`install(app, host)` adds all of it to the admin app made by `admin.make_admin_app`, so the
-admin listener's rules hold here too: Host and Origin checks first, then the bearer token,
+`install(app, host)` gives the admin app (`routes.make_admin_app`) the dashboard's state; the
+handlers below are in its route table (`admin.routes`), so the admin listener's rules hold
+here too: Host and Origin checks first, then the bearer token,
 which the session cookie may stand in for (`Dashboard.authenticate`).
 
 Theory of operation:
@@ -52,7 +53,6 @@ from splitter.admin.api import (
     OTHER_AUTH,
     SAFE_METHODS,
     AdminHost,
-    ApiError,
     client_address,
     error,
     json_response,
@@ -60,10 +60,12 @@ from splitter.admin.api import (
     too_many_guesses,
     wrong_token,
 )
+from splitter.admin.bodies import KINDS, MAX_WINDOW
 from splitter.admin.sessions import SESSION_TTL, Sessions
 from splitter.admin.stream import Dropped, Feed, encode
 from splitter.config import ADMIN_COOKIE
 from splitter.control.controller import iso_time, plain
+from splitter.errors import ApiError
 from splitter.observe.stats import (
     ERRORS,
     LATENCY_BOUNDS,
@@ -85,8 +87,6 @@ MAX_STREAMS: Final = 100  # stream clients at once; more get 503
 # The kernel's send buffer of a stream connection: small messages need little, and a
 # client that stops reading then pins this much kernel memory, not megabytes.
 STREAM_SNDBUF: Final = 64 * 1024
-MAX_WINDOW: Final = 300
-KINDS: Final = frozenset({"stats", "series", "weights", "event", "rollout"})
 
 COOKIE: Final = ADMIN_COOKIE  # never forwarded by the proxy (http1/request.py)
 SESSION_PATH: Final = "/api/v1/session"
@@ -354,7 +354,7 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     dashboard = request.app[DASHBOARD_KEY]
     kinds = _kinds(request)
     if len(dashboard.feed.subscribers) >= MAX_STREAMS:
-        return error(503, f"too many stream clients (at most {MAX_STREAMS})")
+        raise ApiError(503, f"too many stream clients (at most {MAX_STREAMS})")
     session_id = dashboard.session_of(request)
     response = web.StreamResponse(
         headers={
@@ -406,18 +406,18 @@ async def post_session(request: web.Request) -> web.Response:
     dashboard = request.app[DASHBOARD_KEY]
     token = dashboard.host.controller.config.admin.token
     if not token:
-        return error(400, "admin.token is not set: the admin API needs no session")
+        raise ApiError(400, "admin.token is not set: the admin API needs no session")
     if (refused := too_many_guesses(request)) is not None:
         return refused
     client = client_address(request)
     body = await read_json_object(request)
     given = body.get("token")
     if set(body) != {"token"} or not isinstance(given, str):
-        return error(400, 'the body must be {"token": "..."}')
+        raise ApiError(400, 'the body must be {"token": "..."}')
     if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode()):
         wrong_token(request, "dashboard sign-in")
         log.warning("dashboard sign-in with a wrong token from %s", client)
-        return error(401, "wrong token")
+        raise ApiError(401, "wrong token")
     session_id = dashboard.sessions.create()
     log.info("dashboard session started from %s", client)
     response = web.Response(status=204)
@@ -457,20 +457,12 @@ async def get_file(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application, host: LiveHost) -> Dashboard:
-    """Add the statistics, the stream, the sessions and the page to an admin app."""
+    """Give an admin app the dashboard's state: the statistics, the stream's feed and
+    ticker, the sessions (the routes are in `admin.routes`)."""
     dashboard = Dashboard(host)
     app[DASHBOARD_KEY] = dashboard
     app[OTHER_AUTH] = dashboard.authenticate
     host.controller.listeners.append(dashboard.on_event)
     app.on_startup.append(dashboard.on_startup)
     app.on_shutdown.append(dashboard.on_shutdown)
-    r = app.router
-    r.add_get("/api/v1/stats", get_stats, allow_head=False)
-    r.add_get("/api/v1/stats/series", get_series, allow_head=False)
-    r.add_get("/api/v1/stream", get_stream, allow_head=False)
-    r.add_get(SESSION_PATH, get_session, allow_head=False)
-    r.add_post(SESSION_PATH, post_session)
-    r.add_delete(SESSION_PATH, delete_session)
-    r.add_get("/", get_page)
-    r.add_get("/dashboard/{name}", get_file)
     return dashboard

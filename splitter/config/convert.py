@@ -25,7 +25,9 @@ from splitter.errors import ConfigProblem
 # Checker turns that into a ConfigProblem at the value's path and carries on with the
 # default, so one pass reports every problem in the file.
 
-_DURATION = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)?", re.ASCII)
+# A duration as text: a number and an optional unit (the admin API's schema uses it too).
+DURATION_PATTERN = r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h)?"
+_DURATION = re.compile(DURATION_PATTERN, re.ASCII)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmg]i?)?b?", re.ASCII | re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
@@ -275,6 +277,14 @@ def to_backend_url(value: Any) -> tuple[str, int]:
 # Rollouts: the config section, and a rollout's request (the same keys, the same checks)
 
 
+# The bounds of the rollout judge's settings (config and API alike; the admin API's
+# schema reads them here).
+MIN_CONFIDENCE = 0.5  # up to, not including, 1
+MAX_RATIO = 1000  # max_error_ratio and max_slow_ratio: from 1 to this
+MAX_PER_ADDRESS = 1_000_000
+ON_INCONCLUSIVE = ("pause", "promote", "rollback")
+
+
 def to_fraction(value: Any) -> float:
     number = to_float(value, "a number between 0 and 1")
     if not 0 < number < 1:
@@ -284,28 +294,28 @@ def to_fraction(value: Any) -> float:
 
 def to_confidence(value: Any) -> float:
     number = to_float(value, "a number such as 0.99")
-    if not 0.5 <= number < 1:
-        raise Invalid("must be at least 0.5 and below 1")
+    if not MIN_CONFIDENCE <= number < 1:
+        raise Invalid(f"must be at least {MIN_CONFIDENCE} and below 1")
     return number
 
 
 def to_ratio(value: Any) -> float:
     number = to_float(value, "a number >= 1")
-    if not 1 <= number <= 1000:
-        raise Invalid("must be from 1 to 1000")
+    if not 1 <= number <= MAX_RATIO:
+        raise Invalid(f"must be from 1 to {MAX_RATIO}")
     return number
 
 
 def to_inconclusive(value: Any) -> str:
-    if value not in ("pause", "promote", "rollback"):
+    if value not in ON_INCONCLUSIVE:
         raise Invalid("must be pause, promote or rollback")
     return str(value)
 
 
 def to_per_address(value: Any) -> int:
     n = to_int(value, 1)
-    if n > 1_000_000:
-        raise Invalid("must be at most 1000000")
+    if n > MAX_PER_ADDRESS:
+        raise Invalid(f"must be at most {MAX_PER_ADDRESS}")
     return n
 
 

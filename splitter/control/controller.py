@@ -52,7 +52,7 @@ from typing import Any, Protocol
 import orjson
 
 from splitter.config import MAX_WEIGHT, Config
-from splitter.errors import StoreConflict, StoreUnavailable
+from splitter.errors import StoreConflict, StoreUnavailable, WeightError
 from splitter.state import StateFile
 from splitter.store import Compute, Document, Edit, Store, state_document, write_state_document
 from splitter.store.filestore import FileStore
@@ -63,14 +63,6 @@ EVENTS_KEPT = 200
 COMMIT_TRIES = 20  # compare-and-set attempts of one change before it is given up (503)
 
 Weights = dict[str, float]
-
-
-class WeightError(ValueError):
-    """A weight change that cannot be applied; `status` is the admin API's answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def plain(weights: Mapping[str, float]) -> dict[str, float | int]:

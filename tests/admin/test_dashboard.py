@@ -12,14 +12,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from splitter.admin.api import make_admin_app
-from splitter.admin.dashboard import LAG, Dashboard, install
+from splitter.admin.dashboard import DASHBOARD_KEY, LAG, Dashboard
+from splitter.admin.routes import make_admin_app
 from splitter.admin.stream import Feed
 from splitter.config import Config, load
 from splitter.control.controller import Controller
 from splitter.errors import ConfigError
 from splitter.observe.stats import Window, latency_bucket
 from splitter.state import StateFile
+from tests.support import FakeClock
 
 TOKEN = "t0ken-of-16-chars"
 T0 = 1_800_000_000.0  # a whole second
@@ -129,20 +130,12 @@ def test_series_fills_missing_seconds_with_zeros(tmp_path: Path) -> None:
     assert "none" not in body["pools"]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_an_expired_session_is_401_and_ends_its_stream(tmp_path: Path) -> None:
     async def main() -> None:
         host = make_host(tmp_path, TOKEN)
         app: web.Application = make_admin_app(host)
-        dashboard = install(app, host)
-        clock = Clock()
+        dashboard = app[DASHBOARD_KEY]
+        clock = FakeClock(time.monotonic())
         dashboard.sessions.clock = clock
         async with TestClient(TestServer(app)) as client:
             response = await client.post("/api/v1/session", json={"token": TOKEN})

@@ -7,18 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splitter.admin.sessions import SESSION_TTL, Guesses, Sessions
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock
 
 
 def test_a_session_lives_twelve_hours() -> None:
-    clock = Clock()
+    clock = FakeClock()
     sessions = Sessions(clock)
     sid = sessions.create()
     assert SESSION_TTL == 12 * 3600
@@ -31,7 +24,7 @@ def test_a_session_lives_twelve_hours() -> None:
 
 
 def test_ids_are_random_and_unguessable() -> None:
-    sessions = Sessions(Clock())
+    sessions = Sessions(FakeClock())
     ids = {sessions.create() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) >= 43 for i in ids)  # 32 random bytes
@@ -41,7 +34,7 @@ def test_ids_are_random_and_unguessable() -> None:
 
 
 def test_ending_a_session() -> None:
-    sessions = Sessions(Clock())
+    sessions = Sessions(FakeClock())
     sid, other = sessions.create(), sessions.create()
     assert sessions.end(sid)
     assert not sessions.valid(sid) and sessions.valid(other)
@@ -49,7 +42,7 @@ def test_ending_a_session() -> None:
 
 
 def test_sessions_are_bounded() -> None:
-    clock = Clock()
+    clock = FakeClock()
     sessions = Sessions(clock, limit=3)
     first = sessions.create()
     clock.now += 1
@@ -60,7 +53,7 @@ def test_sessions_are_bounded() -> None:
 
 
 def test_ten_wrong_tokens_in_a_minute_lock_that_address_out_for_a_minute() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guesses = Guesses(clock)
     for _ in range(9):
         assert guesses.retry_after("a") == 0
@@ -78,7 +71,7 @@ def test_ten_wrong_tokens_in_a_minute_lock_that_address_out_for_a_minute() -> No
 
 
 def test_wrong_tokens_spread_over_more_than_a_minute_never_lock_out() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guesses = Guesses(clock)
     for _ in range(100):
         assert not guesses.failed("a")
@@ -89,7 +82,7 @@ def test_wrong_tokens_spread_over_more_than_a_minute_never_lock_out() -> None:
 def test_many_addresses_never_lock_out_another() -> None:
     """35 wrong sign-ins from 7 addresses at once locked out everyone, the right token
     included, for a minute; now only an address with 10 is held up."""
-    clock = Clock()
+    clock = FakeClock()
     guesses = Guesses(clock)
     for i in range(7):
         for _ in range(5):
@@ -104,7 +97,7 @@ def test_many_addresses_never_lock_out_another() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 300), st.floats(0, 5)), max_size=300))
 def test_the_table_of_addresses_is_bounded(failures: list[tuple[int, float]]) -> None:
-    clock = Clock()
+    clock = FakeClock()
     guesses = Guesses(clock, limit=2, max_clients=8)
     for address, wait in failures:
         guesses.failed(f"a{address}")
@@ -114,7 +107,7 @@ def test_the_table_of_addresses_is_bounded(failures: list[tuple[int, float]]) ->
 
 
 def test_an_address_flood_keeps_memory_bounded_and_the_newest_lockouts() -> None:
-    clock = Clock()
+    clock = FakeClock()
     guesses = Guesses(clock, max_clients=100)
     for i in range(10_000):
         guesses.failed(f"10.{i // 256}.{i % 256}.1")

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.rawhttp import RawConn, parse_responses, send_raw
 from tests.support import (
     LOCALHOST,
+    METRIC_FAMILIES,
     NO_HEALTH_DOWN,
     Backend,
     SplitterProc,
@@ -31,15 +32,7 @@ from tests.support import (
     write_config,
 )
 
-FAMILIES = {
-    "splitter_requests": "counter",
-    "splitter_request_duration_seconds": "histogram",
-    "splitter_pool_weight": "gauge",
-    "splitter_backend_up": "gauge",
-    "splitter_upstream_errors": "counter",
-    "splitter_config_reloads": "counter",
-    "splitter_config_last_reload_successful": "gauge",
-}
+FAMILIES = METRIC_FAMILIES
 REASONS = ("connect", "timeout", "protocol")
 
 

@@ -24,6 +24,7 @@ from tests.support import (
     LOCALHOST,
     Backend,
     SplitterProc,
+    admin_api,
     free_port,
     http_request,
     pools_config,
@@ -42,12 +43,7 @@ RELOAD_WITHIN = 2.0  # docs/operations.md#hot-reload: a change is in force withi
 def api(
     proc: SplitterProc, method: str, path: str, body: Any = None, timeout: float = 5
 ) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    status, _, raw = http_request(
-        proc.admin_url + path, method=method, body=data, headers=headers, timeout=timeout
-    )
-    return status, (json.loads(raw) if raw else None)
+    return admin_api(proc, method, path, body, timeout=timeout)
 
 
 def weights(proc: SplitterProc) -> dict[str, float]:

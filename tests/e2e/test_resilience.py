@@ -9,7 +9,6 @@ Every load is bounded in count and in time, and talks only to 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import resource
 import threading
@@ -21,7 +20,7 @@ from collections.abc import Mapping
 import pytest
 
 from tests.loadgen import LoadResult, run_load, uvloop
-from tests.support import http_request, pools_config
+from tests.support import admin_api, http_request, pools_config
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +41,9 @@ def _fd_count(pid: int) -> int:
 
 
 def _admin_json(admin_url: str, path: str, method: str = "GET", body: object = None) -> object:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    status, _, raw = http_request(f"{admin_url}{path}", method, data, headers, timeout=5)
-    assert status == 200, (path, status, raw)
-    return json.loads(raw)
+    status, answer = admin_api(admin_url, method, path, body, timeout=5)
+    assert status == 200, (path, status, answer)
+    return answer
 
 
 def _assert_clean(res: LoadResult) -> None:

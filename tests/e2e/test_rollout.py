@@ -24,6 +24,7 @@ from tests.loadgen import run_load
 from tests.support import (
     Backend,
     SplitterProc,
+    admin_api,
     http_request,
     pools_config,
     run_cli,
@@ -42,9 +43,7 @@ FAST = {
 
 
 def _api(sp: SplitterProc, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    status, _, raw = http_request(f"{sp.admin_url}{path}", method, data)
-    return status, json.loads(raw) if raw else None
+    return admin_api(sp, method, path, body)
 
 
 def _rollout(sp: SplitterProc) -> dict[str, Any]:

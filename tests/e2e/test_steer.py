@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Backend, SplitterProc, http_request, pools_config, wait_until
+from tests.support import Backend, SplitterProc, admin_api, pools_config, wait_until
 from tests.traffic import Traffic
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,7 @@ RULES = {
 
 
 def _api(sp: SplitterProc, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    status, _, raw = http_request(
-        f"{sp.admin_url}{path}", method, data, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    return status, json.loads(raw) if raw else None
+    return admin_api(sp, method, path, body, token=TOKEN)
 
 
 def _rollout(sp: SplitterProc) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from tests.redisserver import Certificates, RedisServer
 from tests.support import (
     Backend,
     SplitterProc,
+    admin_api,
     http_request,
     pools_config,
     run_cli,
@@ -41,9 +42,7 @@ START = {"blue": 100, "green": 0, "canary": 0}
 
 
 def api(sp: SplitterProc, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    status, _, raw = http_request(f"{sp.admin_url}{path}", method, data, timeout=10)
-    return status, json.loads(raw) if raw else None
+    return admin_api(sp, method, path, body)
 
 
 def weights(sp: SplitterProc) -> dict[str, float]:

@@ -12,7 +12,7 @@ from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import pools_config, wait_until, write_config
+from tests.support import admin_api, pools_config, wait_until, write_config
 
 
 def _children(pid: int) -> set[int]:
@@ -44,19 +44,8 @@ def _get(port: int, path: str = "/") -> tuple[int, str]:
 
 
 def _admin(admin_url: str, method: str, path: str, body: object = None) -> object:
-    host, port = admin_url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request(method, path, body=None if body is None else json.dumps(body))
-        resp = conn.getresponse()
-        data = resp.read()
-        return (
-            json.loads(data)
-            if resp.getheader("Content-Type", "").startswith("application/json")
-            else data.decode()
-        )
-    finally:
-        conn.close()
+    _, answer = admin_api(admin_url, method, path, body, timeout=5)
+    return answer.decode() if isinstance(answer, bytes) else answer
 
 
 def _requests_total(admin_url: str) -> dict[str, float]:

@@ -15,17 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from splitter.observe.metrics import BUCKETS, Metrics
+from tests.support import METRIC_FAMILIES
 
-FAMILIES = {
-    # family name (as the parser reports it) -> type
-    "splitter_requests": "counter",
-    "splitter_request_duration_seconds": "histogram",
-    "splitter_pool_weight": "gauge",
-    "splitter_backend_up": "gauge",
-    "splitter_upstream_errors": "counter",
-    "splitter_config_reloads": "counter",
-    "splitter_config_last_reload_successful": "gauge",
-}
+FAMILIES = METRIC_FAMILIES
 REASONS = ("connect", "timeout", "protocol")
 LE_BOUNDS = [*BUCKETS, math.inf]
 

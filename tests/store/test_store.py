@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from splitter.config import parse
-from splitter.control.controller import Controller, WeightError
+from splitter.control.controller import Controller
 from splitter.control.fleet import merge_drained
-from splitter.errors import StoreConflict
+from splitter.errors import StoreConflict, WeightError
 from splitter.observe.stats import Drained
 from splitter.state import StateFile
 from splitter.store import Document, Edit, state_document, write_state_document
