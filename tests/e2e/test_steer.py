@@ -182,8 +182,8 @@ def test_a_crashing_canary_is_rolled_back_within_a_second_of_the_evidence(
         time.sleep(1)
         served = users.count(pool="canary")
     assert final["status"] == "rolled_back", final
-    # Whole seconds judged once a second served 3 s of canary traffic (~225 here).
-    assert served < 150, f"the canary served {served} requests before the rollback"
+    # Whole seconds judged once a second served 1.5 s of canary traffic or more (~114 here).
+    assert served < 90, f"the canary served {served} requests before the rollback"
     print(f"a canary failing 50% at ~75 req/s served {served} requests before the rollback")
 
 
