@@ -296,7 +296,7 @@ def test_set_all_zero_is_409(admin: FakeAdmin, capsys: pytest.CaptureFixture[str
 
 
 def test_all_zero_weights_print_no_share(capsys: pytest.CaptureFixture[str]) -> None:
-    assert ctl._weights_table({"blue": 0, "green": 0}).splitlines() == [
+    assert ctl.show.weights_table({"blue": 0, "green": 0}).splitlines() == [
         "POOL   WEIGHT  SHARE",
         "blue        0      -",
         "green       0      -",
@@ -537,7 +537,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    monkeypatch.setattr(ctl, "time", SimpleNamespace(time=lambda: now[0], sleep=sleep))
+    fake = SimpleNamespace(time=lambda: now[0], sleep=sleep)
+    monkeypatch.setattr(ctl, "time", fake)
+    monkeypatch.setattr(ctl.show, "time", fake)
     return now
 
 

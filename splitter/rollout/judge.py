@@ -92,7 +92,7 @@ probability at most a however often, and for however long, anyone looks. That is
    The blue-green judges test the candidate alone against one fixed limit per check, so a
    fail is one rate-harm e-value at C / alpha and a pass the rate-safe one at 1 / alpha.
 
-4. *Grid.* One grid of 12 offsets ``_GRID`` (log rate ratio for the ratio test, log-odds
+4. *Grid.* One grid of 12 offsets ``GRID`` (log rate ratio for the ratio test, log-odds
    for the rate tests) from 0.1 to 10, nearly geometric, equal weights. The large offsets
    make a crash fail within a few requests: with a 5% share, a clean baseline and the
    defaults, each bad candidate request multiplies the top ratio-harm terms by about
@@ -148,8 +148,24 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
+
+from splitter.rollout.sequential import (
+    GRID,
+    LN2,
+    LN10,
+    MAX_NEEDED,
+    RateTest,
+    RatioTest,
+    clamp,
+    logistic,
+    logit,
+    logsumexp,
+)
+from splitter.rollout.sequential import (
+    needed as needed_for,
+)
 
 __all__ = [
     "FAIL",
@@ -164,24 +180,18 @@ __all__ = [
     "Verdict",
 ]
 
+# A healthy service's slow share is its share above the baseline's p95 (docs/rollouts.md).
+BASELINE_SLOW_SHARE = 0.05
+
+_exp = math.exp
+_log = math.log
+_log1p = math.log1p
+
 PENDING = "pending"
 PASS = "pass"
 FAIL = "fail"
 
 # Offsets from the null: log rate ratio (ratio tests) or log-odds (rate tests, sample ratio).
-_GRID = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5, 7.0, 10.0)
-# A healthy service's slow share is its share above the baseline's p95 (docs/rollouts.md).
-BASELINE_SLOW_SHARE = 0.05
-# Probabilities are kept this far from 0 and 1 so every logarithm is finite.
-_EPS = 1e-9
-# Beyond this, "about how many more requests" is "not in any useful time".
-_MAX_NEEDED = 10**9
-_LN10 = math.log(10.0)
-_LN2 = math.log(2.0)
-
-_exp = math.exp
-_log = math.log
-_log1p = math.log1p
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,169 +261,6 @@ def _weighted(c: Counts, weight: float) -> Counts:
     return Counts(round(c.requests * weight), round(c.bad * weight), round(c.slow * weight))
 
 
-def _clamp(p: float) -> float:
-    if not p > _EPS:  # also NaN
-        return _EPS
-    return min(p, 1.0 - _EPS)
-
-
-def _logit(p: float) -> float:
-    return _log(p) - _log1p(-p)
-
-
-def _logistic(x: float) -> float:
-    if x >= 0.0:
-        return 1.0 / (1.0 + _exp(-x))
-    e = _exp(x)
-    return e / (1.0 + e)
-
-
-def _logsumexp(terms: Iterable[float]) -> float:
-    values = list(terms)
-    top = max(values)
-    if top == -math.inf:
-        return top
-    return top + _log(sum([_exp(v - top) for v in values]))
-
-
-def _needed(terms: list[float], growths: list[float], target: float) -> float:
-    """About how many requests until the mixture of `terms` (logs), each growing by its
-    `growths` nats per request, reaches `target`; inf if never.
-
-    Terms that do not grow are left out (the estimate errs long by what they hold now).
-    The log of the rest is convex in the number of requests and below `target` at 0, so
-    it crosses it once, rising: Newton's method from the right of the crossing (the
-    requests the best term would need alone) comes down to it without overshooting.
-    """
-    growing = [(t, g) for t, g in zip(terms, growths, strict=True) if g > 0.0]
-    if not growing:
-        return math.inf
-    n = max(0.0, min((target - t) / g for t, g in growing))
-    for _ in range(50):
-        logs = [t + n * g for t, g in growing]
-        top = max(logs)
-        weights = [_exp(v - top) for v in logs]
-        total = sum(weights)
-        excess = top + _log(total) - target
-        slope = sum([w * g for w, (_, g) in zip(weights, growing, strict=True)]) / total
-        if excess <= 0.0:
-            break
-        step = excess / slope
-        n = max(0.0, n - step)
-        if step < 0.25:
-            break
-    return n
-
-
-# --- the two kinds of test -------------------------------------------------------------------
-
-
-class _RateTest:
-    """One-sided test of a Bernoulli rate p against `limit`, on the candidate alone.
-
-    ``harm=True``: H0 "p <= limit", mixture over p above the limit. ``harm=False``: H0
-    "p >= limit", mixture over p below. The totals (n, x) are sufficient: O(1) to observe.
-    """
-
-    __slots__ = ("_hit", "_log_w", "_miss", "_points", "limit", "n", "x")
-
-    def __init__(self, limit: float, harm: bool) -> None:
-        self.limit = _clamp(limit)
-        sign = 1.0 if harm else -1.0
-        center = _logit(self.limit)
-        self._points = [_clamp(_logistic(center + sign * d)) for d in _GRID]
-        # Per request, the log likelihood ratio of each grid point: a bad one, a good one.
-        self._hit = [_log(p) - _log(self.limit) for p in self._points]
-        self._miss = [_log1p(-p) - _log1p(-self.limit) for p in self._points]
-        self._log_w = -_log(len(_GRID))
-        self.n = 0.0
-        self.x = 0.0
-
-    def add(self, n: float, x: float) -> None:
-        """`n` requests, `x` of them hits; fractions are requests counted at a weight
-        below 1 (their likelihood ratio raised to it: still an e-value, by Jensen)."""
-        self.n += n
-        self.x += x
-
-    def terms(self) -> list[float]:
-        """The log of each weighted term of the mixture."""
-        x = self.x
-        y = self.n - x
-        w = self._log_w
-        return [w + x * h + y * m for h, m in zip(self._hit, self._miss, strict=True)]
-
-    def log_e(self) -> float:
-        return _logsumexp(self.terms())
-
-    def growths(self, rate: float) -> list[float]:
-        """Expected log growth of each term per request when the true rate is `rate`."""
-        return [rate * h + (1.0 - rate) * m for h, m in zip(self._hit, self._miss, strict=True)]
-
-
-class _RatioTest:
-    """One-sided test of the candidate's rate against ``ratio`` x the baseline's.
-
-    Conditional on each batch's total of events (see the module docstring, 1). Only
-    batches with events change it, and each costs O(grid).
-    """
-
-    __slots__ = ("_acc", "_d0", "_em1", "_em1_0", "_log_e", "_log_w", "_offsets", "events")
-
-    def __init__(self, ratio: float, harm: bool) -> None:
-        sign = 1.0 if harm else -1.0
-        self._d0 = _log(ratio)
-        self._offsets = [sign * d for d in _GRID]  # delta - delta0
-        self._em1 = [math.expm1(self._d0 + o) for o in self._offsets]
-        self._em1_0 = math.expm1(self._d0)
-        self._log_w = -_log(len(_GRID))
-        # Per grid point: sum over batches of B [ln(1 - rho + rho e^delta) - same at delta0].
-        self._acc = [0.0] * len(_GRID)
-        self.events = 0  # the candidate's events so far: the b_c (delta - delta0) part
-        self._log_e: float | None = 0.0
-
-    def add(self, n_c: int, x_c: int, n_b: int, x_b: int) -> None:
-        total = x_c + x_b
-        if total <= 0 or n_c + n_b <= 0:
-            return  # no events: every likelihood ratio is 1
-        rho = n_c / (n_c + n_b)
-        base = _log1p(rho * self._em1_0)
-        self._acc = [
-            a + total * (_log1p(rho * e) - base) for a, e in zip(self._acc, self._em1, strict=True)
-        ]
-        self.events += x_c
-        self._log_e = None
-
-    def terms(self) -> list[float]:
-        c = self.events
-        w = self._log_w
-        return [w + c * o - a for o, a in zip(self._offsets, self._acc, strict=True)]
-
-    def log_e(self) -> float:
-        if self._log_e is None:
-            self._log_e = _logsumexp(self.terms())
-        return self._log_e
-
-    def growths(self, rate_c: float, rate_b: float, rho: float) -> list[float]:
-        """Expected log growth of each term per candidate request.
-
-        At candidate share `rho` of the requests, each candidate request comes with
-        ``rate_c`` candidate events and ``rate_b (1 - rho) / rho`` baseline ones.
-        """
-        if not 0.0 < rho < 1.0 or rate_c + rate_b <= 0.0:
-            return [0.0] * len(_GRID)
-        baseline_events = rate_b * (1.0 - rho) / rho
-        share0 = rho * (1.0 + self._em1_0)
-        share0 = share0 / (1.0 + rho * self._em1_0)
-        out = []
-        for em1 in self._em1:
-            share = rho * (1.0 + em1) / (1.0 + rho * em1)
-            out.append(
-                rate_c * (_log(max(share, 1e-300)) - _log(share0))
-                + baseline_events * (_log1p(-min(share, 1.0 - 1e-16)) - _log1p(-share0))
-            )
-        return out
-
-
 # --- formatting --------------------------------------------------------------------------------
 
 
@@ -430,13 +277,13 @@ def _confident(limits: Limits) -> str:
 
 
 def _log10(log_e: float) -> float:
-    return round(log_e / _LN10, 3)
+    return round(log_e / LN10, 3)
 
 
 # A harm check: what is judged, its rate in Counts, the allowed ratio (or the limit's text)
 # and the tests that must all reject.
-_CanaryHarm = tuple[str, Callable[[Counts], float], float, _RatioTest, _RateTest]
-_AloneHarm = tuple[str, Callable[[Counts], float], str, _RateTest]
+_CanaryHarm = tuple[str, Callable[[Counts], float], float, RatioTest, RateTest]
+_AloneHarm = tuple[str, Callable[[Counts], float], str, RateTest]
 
 # --- the judges ----------------------------------------------------------------------------------
 
@@ -465,12 +312,12 @@ class CanaryJudge:
         self.candidate = Counts()
         self.baseline = Counts()
         alpha = 1.0 - limits.confidence
-        self._bad_over_ratio = _RatioTest(limits.max_error_ratio, harm=True)
-        self._bad_over_floor = _RateTest(limits.min_error_rate, harm=True)
-        self._bad_under_ratio = _RatioTest(limits.max_error_ratio, harm=False)
-        self._bad_under_floor = _RateTest(limits.min_error_rate, harm=False)
-        self._slow_over_ratio = _RatioTest(limits.max_slow_ratio, harm=True)
-        self._slow_over_floor = _RateTest(limits.min_error_rate, harm=True)
+        self._bad_over_ratio = RatioTest(limits.max_error_ratio, harm=True)
+        self._bad_over_floor = RateTest(limits.min_error_rate, harm=True)
+        self._bad_under_ratio = RatioTest(limits.max_error_ratio, harm=False)
+        self._bad_under_floor = RateTest(limits.min_error_rate, harm=False)
+        self._slow_over_ratio = RatioTest(limits.max_slow_ratio, harm=True)
+        self._slow_over_floor = RateTest(limits.min_error_rate, harm=True)
         # The harm checks: each fails when both of its tests reject. Bonferroni over them.
         self._harm: tuple[_CanaryHarm, ...] = (
             (
@@ -552,7 +399,7 @@ class CanaryJudge:
 
     def _log_safe(self) -> float:
         """Log of (ratio-safe + floor-safe) / 2, the pass e-value."""
-        return _logsumexp((self._bad_under_ratio.log_e(), self._bad_under_floor.log_e())) - _LN2
+        return logsumexp((self._bad_under_ratio.log_e(), self._bad_under_floor.log_e())) - LN2
 
     def _failure(self) -> Verdict | None:
         at = self._log_fail_at
@@ -616,11 +463,11 @@ class CanaryJudge:
         rate_c = c.bad_rate()
         rho = c.requests / (c.requests + b.requests)
         # The pass e-value is the average of the two mixtures: all their terms, halved.
-        terms = [t - _LN2 for t in self._bad_under_ratio.terms() + self._bad_under_floor.terms()]
+        terms = [t - LN2 for t in self._bad_under_ratio.terms() + self._bad_under_floor.terms()]
         growths = self._bad_under_ratio.growths(rate_c, rate_b, rho)
         growths += self._bad_under_floor.growths(rate_c)
-        needed = _needed(terms, growths, self._log_pass_at)
-        if needed > _MAX_NEEDED:
+        needed = needed_for(terms, growths, self._log_pass_at)
+        if needed > MAX_NEEDED:
             return None
         return max(missing, math.ceil(needed))
 
@@ -658,9 +505,9 @@ class _AloneJudge:
         self.candidate = Counts()
         self.bad_limit = bad_limit
         alpha = 1.0 - limits.confidence
-        self._bad_over = _RateTest(bad_limit, harm=True)
-        self._bad_under = _RateTest(bad_limit, harm=False)
-        self._slow_over = _RateTest(slow_limit, harm=True)
+        self._bad_over = RateTest(bad_limit, harm=True)
+        self._bad_under = RateTest(bad_limit, harm=False)
+        self._slow_over = RateTest(slow_limit, harm=True)
         # The harm checks, Bonferroni over them.
         self._harm: tuple[_AloneHarm, ...] = (
             ("bad rate", Counts.bad_rate, bad_limit_text, self._bad_over),
@@ -752,10 +599,10 @@ class _AloneJudge:
         missing = max(0, self.min_requests - c.requests)
         if self._bad_under.log_e() >= self._log_pass_at:
             return missing
-        needed = _needed(
+        needed = needed_for(
             self._bad_under.terms(), self._bad_under.growths(c.bad_rate()), self._log_pass_at
         )
-        if needed > _MAX_NEEDED:
+        if needed > MAX_NEEDED:
             return None
         return max(missing, math.ceil(needed))
 
@@ -824,7 +671,7 @@ class SampleRatio:
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
         self._log_alarm_at = _log(1.0 / (1.0 - confidence))
-        self._offsets = [-d for d in reversed(_GRID)] + list(_GRID)
+        self._offsets = [-d for d in reversed(GRID)] + list(GRID)
         self._log_w = -_log(len(self._offsets))
         self._acc = [0.0] * len(self._offsets)
         self._log_e = 0.0
@@ -843,18 +690,18 @@ class SampleRatio:
             return
         self.candidate += x
         self.other += y
-        p0 = _clamp(expected_share)
+        p0 = clamp(expected_share)
         if p0 != self._share:  # the per-client log likelihood ratios, kept while p0 holds
             self._share = p0
-            center = _logit(p0)
-            points = [_clamp(_logistic(center + offset)) for offset in self._offsets]
+            center = logit(p0)
+            points = [clamp(logistic(center + offset)) for offset in self._offsets]
             self._hit = [_log(p) - _log(p0) for p in points]
             self._miss = [_log1p(-p) - _log1p(-p0) for p in points]
         self._acc = [
             a + x * h + y * m for a, h, m in zip(self._acc, self._hit, self._miss, strict=True)
         ]
         w = self._log_w
-        self._log_e = _logsumexp(w + a for a in self._acc)
+        self._log_e = logsumexp(w + a for a in self._acc)
         if self._log_e >= self._log_alarm_at:
             self._mismatch = True
 

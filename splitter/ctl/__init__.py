@@ -44,12 +44,22 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-PROG = "splitter ctl"
+from splitter.ctl.show import (
+    PROG,
+    Failure,
+    one_line,
+    show_events,
+    show_history,
+    show_pools,
+    show_reload,
+    show_rollout,
+    show_switch,
+    show_weights,
+)
+
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9901"
 DEFAULT_TIMEOUT = 5.0
 ENV_URL = "SPLITTER_ADMIN_URL"
@@ -73,14 +83,6 @@ class _Exit(Exception):
 
 class _UsageError(Exception):
     """Bad arguments: one line on stderr, exit status 2."""
-
-
-class _Failure(Exception):
-    """The request failed: `lines` go to stderr, exit status 1."""
-
-    def __init__(self, *lines: str) -> None:
-        super().__init__(lines[0] if lines else "")
-        self.lines = lines
 
 
 class _Parser(argparse.ArgumentParser):
@@ -278,7 +280,7 @@ class _Client:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        """Returns (status, body) for any answer, 2xx or not; _Failure if unreachable."""
+        """Returns (status, body) for any answer, 2xx or not; Failure if unreachable."""
         headers = {"Accept": "application/json", "User-Agent": PROG}
         data: bytes | None = None
         if body is not None:
@@ -308,7 +310,7 @@ class _Client:
         except (OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from None
 
-    def _unreachable(self, reason: object) -> _Failure:
+    def _unreachable(self, reason: object) -> Failure:
         if isinstance(reason, TimeoutError):
             text = f"timed out after {self.timeout:g}s"
         elif isinstance(reason, OSError) and reason.strerror:
@@ -317,7 +319,7 @@ class _Client:
             text = "the connection was closed without an answer"
         else:
             text = str(reason) or type(reason).__name__
-        return _Failure(f"{PROG}: cannot reach the admin API at {self.base_url}: {text}")
+        return Failure(f"{PROG}: cannot reach the admin API at {self.base_url}: {text}")
 
 
 def _decode(content: bytes) -> Any:
@@ -344,7 +346,7 @@ def _error_lines(status: int, content: bytes, had_token: bool) -> list[str]:
         message = _reason(status)
     if status == 401 and not had_token:
         message += f" (give a token with --token or ${ENV_TOKEN})"
-    return [f"{PROG}: {status}: {_one_line(message)}", *extra]
+    return [f"{PROG}: {status}: {one_line(message)}", *extra]
 
 
 def _reason(status: int) -> str:
@@ -354,172 +356,33 @@ def _reason(status: int) -> str:
         return "error"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
-# --------------------------------------------------------------------------- formatting
 
 
-def _number(value: Any) -> str:
-    """90.0 -> "90", 12.5 -> "12.5"; anything else as JSON."""
-    if isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer():
-            return str(int(value))
-        return repr(value)
-    return json.dumps(value) if not isinstance(value, str) else value
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _compact(value: Any) -> str:
-    """A weight map as "blue=90 canary=10"; None as "-"."""
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return " ".join(f"{k}={_number(v)}" for k, v in value.items())
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
 
 
-def _columns(rows: Sequence[Sequence[str]], right: AbstractSet[int] = frozenset()) -> list[str]:
-    """Rows as aligned lines, columns two spaces apart; columns in `right` right-aligned."""
-    widths: dict[int, int] = {}
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths.get(i, 0), len(cell))
-    return [
-        "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
-        for row in rows
-    ]
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: AbstractSet[int]) -> str:
-    return "\n".join(_columns([headers, *rows], right))
 
 
-def _arrow() -> str:
-    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
-    try:
-        "→".encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return "->"
-    return "→"
 
 
-def _weights_map(payload: Any, what: str = "weights") -> dict[str, int | float]:
-    if not isinstance(payload, dict) or not all(_is_number(v) for v in payload.values()):
-        raise _Failure(f"{PROG}: unexpected answer from the admin API: {what} is not a map")
-    return payload
 
 
-def _weights_table(weights: Mapping[str, int | float]) -> str:
-    if not weights:
-        return "no pools"
-    total = sum(weights.values())
-    rows = []
-    for pool, weight in weights.items():
-        share = f"{_number(round(weight * 100 / total, 1))}%" if total > 0 else "-"
-        rows.append([pool, _number(weight), share])
-    return _table(["POOL", "WEIGHT", "SHARE"], rows, right={1, 2})
 
 
-def _show_weights(payload: Any) -> str:
-    return _weights_table(_weights_map(payload))
 
 
-def _show_switch(payload: Any) -> str:
-    if not isinstance(payload, dict):
-        raise _Failure(f"{PROG}: unexpected answer from the admin API: not a JSON object")
-    new = _weights_map(payload.get("weights"), "weights")
-    old = _weights_map(payload.get("previous") or {}, "previous")
-    arrow = _arrow()
-    pools = list(new) + [p for p in old if p not in new]
-    rows = [
-        [pool, _number(old[pool]) if pool in old else "-", arrow, _number(new.get(pool, "-"))]
-        for pool in pools
-    ]
-    return _table(["POOL", "PREVIOUS", "", "NEW"], rows, right={1, 3})
 
 
-def _show_reload(payload: Any) -> str:
-    weights = payload.get("weights") if isinstance(payload, dict) else None
-    if weights is None:
-        return "config reloaded"
-    return "config reloaded\n" + _weights_table(_weights_map(weights))
 
 
-def _show_events(payload: Any) -> str:
-    events = payload.get("events") if isinstance(payload, dict) else None
-    if not isinstance(events, list):
-        raise _Failure(f"{PROG}: unexpected answer from the admin API: no list of events")
-    if not events:
-        return "no events"
-    arrow = _arrow()
-    rows = []
-    for event in events:
-        if not isinstance(event, dict):
-            continue
-        change = ""
-        if "old" in event or "new" in event:
-            change = f"{_compact(event.get('old'))} {arrow} {_compact(event.get('new'))}"
-        rows.append(
-            [
-                _one_line(str(event.get("time", ""))),
-                _one_line(str(event.get("source", ""))),
-                _one_line(str(event.get("what", ""))),
-                change,
-            ]
-        )
-    return _table(["TIME", "SOURCE", "WHAT", "CHANGE"], rows, right=set())
 
-
-def _show_pools(payload: Any) -> str:
-    if not isinstance(payload, dict):
-        raise _Failure(f"{PROG}: unexpected answer from the admin API: not a JSON object")
-    if not payload:
-        return "no pools"
-    heads: list[list[str]] = []
-    groups: list[list[list[str]]] = []
-    for pool, info in payload.items():
-        if not isinstance(info, dict):
-            info = {}
-        listed = info.get("backends")
-        backends = [b for b in listed if isinstance(b, dict)] if isinstance(listed, list) else []
-        up = sum(1 for b in backends if b.get("up") is True)
-        weight = _number(info.get("weight", "?"))
-        heads.append([pool, f"weight {weight}", f"{up}/{len(backends)} up"])
-        groups.append(
-            [
-                [
-                    "  " + str(b.get("url", "?")),
-                    f"weight {_number(b.get('weight', '?'))}",
-                    "up" if b.get("up") is True else "DOWN",
-                ]
-                for b in backends
-            ]
-        )
-    # the pool lines are aligned together, and so are all the backend lines
-    backend_lines = iter(_columns([row for group in groups for row in group]))
-    out: list[str] = []
-    for head, group in zip(_columns(heads), groups, strict=True):
-        out.append(head)
-        out.extend(next(backend_lines) for _ in group)
-        if not group:
-            out.append("  (no backends)")
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- commands
@@ -531,20 +394,20 @@ def _request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
     """(method, path, body, formatter) for the command."""
     command: str = args.command
     if command == "weights":
-        return "GET", "/weights", None, _show_weights
+        return "GET", "/weights", None, show_weights
     if command == "set":
-        return "PUT", "/weights", _parse_weights(args.assignments), _show_weights
+        return "PUT", "/weights", _parse_weights(args.assignments), show_weights
     if command == "switch":
         pool = args.pool.strip()
         if not pool:
             raise _UsageError("switch: POOL must not be empty")
-        return "POST", "/switch", {"pool": pool}, _show_switch
+        return "POST", "/switch", {"pool": pool}, show_switch
     if command == "reload":
-        return "POST", "/reload", None, _show_reload
+        return "POST", "/reload", None, show_reload
     if command == "events":
-        return "GET", "/events", None, _show_events
+        return "GET", "/events", None, show_events
     if command == "pools":
-        return "GET", "/pools", None, _show_pools
+        return "GET", "/pools", None, show_pools
     if command == "rollout":
         return _rollout_request(args)
     raise _UsageError(f"unknown command {command!r}")  # pragma: no cover - argparse checks
@@ -573,11 +436,11 @@ def _run(argv: Sequence[str]) -> int:
             if 200 <= status < 300:
                 return EXIT_OK
     if not 200 <= status < 300:
-        raise _Failure(*_error_lines(status, content, client.token is not None))
+        raise Failure(*_error_lines(status, content, client.token is not None))
     try:
         payload = _decode(content)
     except ValueError:
-        raise _Failure(
+        raise Failure(
             f"{PROG}: unexpected answer from {client.base_url} ({status}): not JSON; "
             "is this the admin listener?"
         ) from None
@@ -611,13 +474,13 @@ def _rollout_request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
                 extra = {k: v for k, v in (("hold", args.hold), ("max", args.max)) if v}
                 steps = [s if isinstance(s, dict) else {"weight": s, **extra} for s in steps]
             body["steps"] = steps
-        return "POST", "/rollout", body, _show_rollout
+        return "POST", "/rollout", body, show_rollout
     if what == "status":
-        return "GET", "/rollout", None, _show_rollout
+        return "GET", "/rollout", None, show_rollout
     if what == "history":
-        return "GET", "/rollouts", None, _show_history
+        return "GET", "/rollouts", None, show_history
     control = {"full": True} if what == "promote" and args.full else None
-    return "POST", f"/rollout/{what}", control, _show_rollout
+    return "POST", f"/rollout/{what}", control, show_rollout
 
 
 def _parse_steps(text: str) -> list[Any]:
@@ -635,74 +498,12 @@ def _parse_steps(text: str) -> list[Any]:
     return steps
 
 
-def _show_rollout(payload: Any) -> str:
-    if not isinstance(payload, dict) or "pool" not in payload:
-        raise _Failure(f"{PROG}: unexpected answer from the admin API: not a rollout")
-    steps = payload.get("steps") or []
-    step = payload.get("step", 0)
-    analysis = payload.get("analysis") or {}
-    cand = analysis.get("candidate") or {}
-    base = analysis.get("baseline") or {}
-    if payload.get("strategy") == "bluegreen":
-        where = "preview" if step == 0 else "after the switch"
-    else:
-        where = f"step {step + 1} of {len(steps)}"
-    lines = [
-        f"rollout {payload.get('id')} of {payload.get('pool')}: {payload.get('strategy')} "
-        f"strategy, {payload.get('status')} ({where})",
-        f"  {_one_line(str(payload.get('reason', '')))}",
-        *_warmup_lines(analysis.get("warmup_until")),
-        f"  weights  {_compact(payload.get('weights'))}   "
-        f"(from {_compact(payload.get('start_weights'))})",
-        f"  verdict  {analysis.get('verdict')}: candidate {cand.get('requests', 0)} requests, "
-        f"{cand.get('bad', 0)} bad, {cand.get('slow', 0)} slow; baseline "
-        f"{base.get('requests', 0)}, {base.get('bad', 0)} bad, {base.get('slow', 0)} slow",
-    ]
-    needed = analysis.get("needed_requests")
-    done = cand.get("requests", 0)
-    if needed and payload.get("status") in ("progressing", "paused"):
-        lines.append(f"  judged   {_bar(done, done + needed)} {done} of about {done + needed}")
-    history = payload.get("history") or []
-    for entry in history[-5:]:
-        if isinstance(entry, dict):
-            lines.append(f"  {entry.get('at', '')}  {entry.get('what', '')}: "
-                         f"{_one_line(str(entry.get('detail', '')))}")  # fmt: skip
-    return "\n".join(lines)
 
 
-def _warmup_lines(until: Any) -> list[str]:
-    """`analysis.warmup_until` (present while the step's requests are not yet judged):
-    "warming up until 16:00:30 (12s left)", in local time as a clock on the wall shows."""
-    if not isinstance(until, str) or not until:
-        return []
-    try:
-        end = datetime.fromisoformat(until)
-    except ValueError:
-        return [f"  warming up until {_one_line(until)}"]
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=UTC)
-    left = max(0, math.ceil(end.timestamp() - time.time()))
-    return [f"  warming up until {end.astimezone():%H:%M:%S} ({left}s left)"]
 
 
-def _bar(done: int, total: int, width: int = 24) -> str:
-    filled = min(width, int(width * done / total)) if total > 0 else 0
-    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def _show_history(payload: Any) -> str:
-    rollouts = payload.get("rollouts") if isinstance(payload, dict) else None
-    if not isinstance(rollouts, list):
-        raise _Failure(f"{PROG}: unexpected answer from the admin API: no list of rollouts")
-    if not rollouts:
-        return "no rollouts"
-    rows = [
-        [str(r.get("started_at", "")), str(r.get("id", "")), str(r.get("pool", "")),
-         str(r.get("strategy", "")), str(r.get("status", "")),
-         _one_line(str(r.get("reason", "")))]
-        for r in rollouts if isinstance(r, dict)
-    ]  # fmt: skip
-    return _table(["STARTED", "ID", "POOL", "STRATEGY", "STATUS", "REASON"], rows, right=set())
 
 
 def _watch(client: _Client) -> int:
@@ -712,9 +513,9 @@ def _watch(client: _Client) -> int:
     while True:
         status, content = client.call("GET", "/rollout")
         if status != 200:
-            raise _Failure(*_error_lines(status, content, client.token is not None))
+            raise Failure(*_error_lines(status, content, client.token is not None))
         payload = _decode(content)
-        text = _show_rollout(payload)
+        text = show_rollout(payload)
         if text != last:
             if tty:
                 sys.stdout.write("\x1b[H\x1b[2J")
@@ -732,9 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Exit as exc:
         return exc.status
     except _UsageError as exc:
-        print(f"{PROG}: {_one_line(str(exc))} (see '{PROG} --help')", file=sys.stderr)
+        print(f"{PROG}: {one_line(str(exc))} (see '{PROG} --help')", file=sys.stderr)
         return EXIT_USAGE
-    except _Failure as exc:
+    except Failure as exc:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return EXIT_FAILED

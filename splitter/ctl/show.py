@@ -1,0 +1,257 @@
+"""How `splitter ctl` shows the admin API's answers at a terminal: tables of weights,
+pools and events, the rollout with its progress bar and warmup, the history."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from datetime import UTC, datetime
+from typing import Any
+
+PROG = "splitter ctl"
+
+class Failure(Exception):
+    """The request failed: `lines` go to stderr, exit status 1."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__(lines[0] if lines else "")
+        self.lines = lines
+
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+def number(value: Any) -> str:
+    """90.0 -> "90", 12.5 -> "12.5"; anything else as JSON."""
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return repr(value)
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def compact(value: Any) -> str:
+    """A weight map as "blue=90 canary=10"; None as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return " ".join(f"{k}={number(v)}" for k, v in value.items())
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def columns(rows: Sequence[Sequence[str]], right: AbstractSet[int] = frozenset()) -> list[str]:
+    """Rows as aligned lines, columns two spaces apart; columns in `right` right-aligned."""
+    widths: dict[int, int] = {}
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths.get(i, 0), len(cell))
+    return [
+        "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: AbstractSet[int]) -> str:
+    return "\n".join(columns([headers, *rows], right))
+
+
+def arrow_sign() -> str:
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "→".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return "->"
+    return "→"
+
+
+def weights_map(payload: Any, what: str = "weights") -> dict[str, int | float]:
+    if not isinstance(payload, dict) or not all(is_number(v) for v in payload.values()):
+        raise Failure(f"{PROG}: unexpected answer from the admin API: {what} is not a map")
+    return payload
+
+
+def weights_table(weights: Mapping[str, int | float]) -> str:
+    if not weights:
+        return "no pools"
+    total = sum(weights.values())
+    rows = []
+    for pool, weight in weights.items():
+        share = f"{number(round(weight * 100 / total, 1))}%" if total > 0 else "-"
+        rows.append([pool, number(weight), share])
+    return table(["POOL", "WEIGHT", "SHARE"], rows, right={1, 2})
+
+
+def show_weights(payload: Any) -> str:
+    return weights_table(weights_map(payload))
+
+
+def show_switch(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        raise Failure(f"{PROG}: unexpected answer from the admin API: not a JSON object")
+    new = weights_map(payload.get("weights"), "weights")
+    old = weights_map(payload.get("previous") or {}, "previous")
+    arrow = arrow_sign()
+    pools = list(new) + [p for p in old if p not in new]
+    rows = [
+        [pool, number(old[pool]) if pool in old else "-", arrow, number(new.get(pool, "-"))]
+        for pool in pools
+    ]
+    return table(["POOL", "PREVIOUS", "", "NEW"], rows, right={1, 3})
+
+
+def show_reload(payload: Any) -> str:
+    weights = payload.get("weights") if isinstance(payload, dict) else None
+    if weights is None:
+        return "config reloaded"
+    return "config reloaded\n" + weights_table(weights_map(weights))
+
+
+def show_events(payload: Any) -> str:
+    events = payload.get("events") if isinstance(payload, dict) else None
+    if not isinstance(events, list):
+        raise Failure(f"{PROG}: unexpected answer from the admin API: no list of events")
+    if not events:
+        return "no events"
+    arrow = arrow_sign()
+    rows = []
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        change = ""
+        if "old" in event or "new" in event:
+            change = f"{compact(event.get('old'))} {arrow} {compact(event.get('new'))}"
+        rows.append(
+            [
+                one_line(str(event.get("time", ""))),
+                one_line(str(event.get("source", ""))),
+                one_line(str(event.get("what", ""))),
+                change,
+            ]
+        )
+    return table(["TIME", "SOURCE", "WHAT", "CHANGE"], rows, right=set())
+
+
+def show_pools(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        raise Failure(f"{PROG}: unexpected answer from the admin API: not a JSON object")
+    if not payload:
+        return "no pools"
+    heads: list[list[str]] = []
+    groups: list[list[list[str]]] = []
+    for pool, info in payload.items():
+        if not isinstance(info, dict):
+            info = {}
+        listed = info.get("backends")
+        backends = [b for b in listed if isinstance(b, dict)] if isinstance(listed, list) else []
+        up = sum(1 for b in backends if b.get("up") is True)
+        weight = number(info.get("weight", "?"))
+        heads.append([pool, f"weight {weight}", f"{up}/{len(backends)} up"])
+        groups.append(
+            [
+                [
+                    "  " + str(b.get("url", "?")),
+                    f"weight {number(b.get('weight', '?'))}",
+                    "up" if b.get("up") is True else "DOWN",
+                ]
+                for b in backends
+            ]
+        )
+    # the pool lines are aligned together, and so are all the backend lines
+    backend_lines = iter(columns([row for group in groups for row in group]))
+    out: list[str] = []
+    for head, group in zip(columns(heads), groups, strict=True):
+        out.append(head)
+        out.extend(next(backend_lines) for _ in group)
+        if not group:
+            out.append("  (no backends)")
+    return "\n".join(out)
+
+
+def show_rollout(payload: Any) -> str:
+    if not isinstance(payload, dict) or "pool" not in payload:
+        raise Failure(f"{PROG}: unexpected answer from the admin API: not a rollout")
+    steps = payload.get("steps") or []
+    step = payload.get("step", 0)
+    analysis = payload.get("analysis") or {}
+    cand = analysis.get("candidate") or {}
+    base = analysis.get("baseline") or {}
+    if payload.get("strategy") == "bluegreen":
+        where = "preview" if step == 0 else "after the switch"
+    else:
+        where = f"step {step + 1} of {len(steps)}"
+    lines = [
+        f"rollout {payload.get('id')} of {payload.get('pool')}: {payload.get('strategy')} "
+        f"strategy, {payload.get('status')} ({where})",
+        f"  {one_line(str(payload.get('reason', '')))}",
+        *warmup_lines(analysis.get("warmup_until")),
+        f"  weights  {compact(payload.get('weights'))}   "
+        f"(from {compact(payload.get('start_weights'))})",
+        f"  verdict  {analysis.get('verdict')}: candidate {cand.get('requests', 0)} requests, "
+        f"{cand.get('bad', 0)} bad, {cand.get('slow', 0)} slow; baseline "
+        f"{base.get('requests', 0)}, {base.get('bad', 0)} bad, {base.get('slow', 0)} slow",
+    ]
+    needed = analysis.get("needed_requests")
+    done = cand.get("requests", 0)
+    if needed and payload.get("status") in ("progressing", "paused"):
+        lines.append(f"  judged   {bar(done, done + needed)} {done} of about {done + needed}")
+    history = payload.get("history") or []
+    for entry in history[-5:]:
+        if isinstance(entry, dict):
+            lines.append(f"  {entry.get('at', '')}  {entry.get('what', '')}: "
+                         f"{one_line(str(entry.get('detail', '')))}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def warmup_lines(until: Any) -> list[str]:
+    """`analysis.warmup_until` (present while the step's requests are not yet judged):
+    "warming up until 16:00:30 (12s left)", in local time as a clock on the wall shows."""
+    if not isinstance(until, str) or not until:
+        return []
+    try:
+        end = datetime.fromisoformat(until)
+    except ValueError:
+        return [f"  warming up until {one_line(until)}"]
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    left = max(0, math.ceil(end.timestamp() - time.time()))
+    return [f"  warming up until {end.astimezone():%H:%M:%S} ({left}s left)"]
+
+
+def bar(done: int, total: int, width: int = 24) -> str:
+    filled = min(width, int(width * done / total)) if total > 0 else 0
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def show_history(payload: Any) -> str:
+    rollouts = payload.get("rollouts") if isinstance(payload, dict) else None
+    if not isinstance(rollouts, list):
+        raise Failure(f"{PROG}: unexpected answer from the admin API: no list of rollouts")
+    if not rollouts:
+        return "no rollouts"
+    rows = [
+        [str(r.get("started_at", "")), str(r.get("id", "")), str(r.get("pool", "")),
+         str(r.get("strategy", "")), str(r.get("status", "")),
+         one_line(str(r.get("reason", "")))]
+        for r in rollouts if isinstance(r, dict)
+    ]  # fmt: skip
+    return table(["STARTED", "ID", "POOL", "STRATEGY", "STATUS", "REASON"], rows, right=set())
