@@ -136,12 +136,6 @@ their conditional likelihood ratios (each with the exposure share up to it) is i
 martingale; the batch's ratio at the time of a look approximates it closely, and the
 simulations in the tests measure the false-fail rate with looks four times a second.
 
-Sample ratio. New clients are assigned independently with the candidate's weight share p0
-(which may change between batches), so the candidate's count in a batch is Binomial(n, p0).
-The alternative is a constant shift of the log-odds, logit(p) = logit(p0) + d, with d on the
-grid on both sides of 0 (a discrete beta-binomial mixture that follows p0 when the weights
-change); the e-process is the mixture of the likelihood ratios, and a mismatch is declared
-at 1 / alpha.
 """
 
 from __future__ import annotations
@@ -152,20 +146,15 @@ from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 
 from splitter.rollout.sequential import (
-    GRID,
     LN2,
-    LN10,
     MAX_NEEDED,
     RateTest,
     RatioTest,
-    clamp,
-    logistic,
-    logit,
+    SampleRatio,
+    log10,
     logsumexp,
 )
-from splitter.rollout.sequential import (
-    needed as needed_for,
-)
+from splitter.rollout.sequential import needed as needed_for
 
 __all__ = [
     "FAIL",
@@ -274,10 +263,6 @@ def _pct(p: float) -> str:
 
 def _confident(limits: Limits) -> str:
     return f"({limits.confidence * 100:g}% confident)"
-
-
-def _log10(log_e: float) -> float:
-    return round(log_e / LN10, 3)
 
 
 # A harm check: what is judged, its rate in Counts, the allowed ratio (or the limit's text)
@@ -474,13 +459,13 @@ class CanaryJudge:
     def evidence(self) -> dict[str, float]:
         """log10 of each e-value and of the thresholds, for the rollout object (JSON-safe)."""
         return {
-            "bad_over_ratio": _log10(self._bad_over_ratio.log_e()),
-            "bad_over_floor": _log10(self._bad_over_floor.log_e()),
-            "bad_within_limit": _log10(self._log_safe()),
-            "slow_over_ratio": _log10(self._slow_over_ratio.log_e()),
-            "slow_over_floor": _log10(self._slow_over_floor.log_e()),
-            "fail_at": _log10(self._log_fail_at),
-            "pass_at": _log10(self._log_pass_at),
+            "bad_over_ratio": log10(self._bad_over_ratio.log_e()),
+            "bad_over_floor": log10(self._bad_over_floor.log_e()),
+            "bad_within_limit": log10(self._log_safe()),
+            "slow_over_ratio": log10(self._slow_over_ratio.log_e()),
+            "slow_over_floor": log10(self._slow_over_floor.log_e()),
+            "fail_at": log10(self._log_fail_at),
+            "pass_at": log10(self._log_pass_at),
         }
 
 
@@ -609,11 +594,11 @@ class _AloneJudge:
     def evidence(self) -> dict[str, float]:
         """log10 of each e-value and of the thresholds (JSON-safe)."""
         return {
-            "bad_over_limit": _log10(self._bad_over.log_e()),
-            "bad_within_limit": _log10(self._bad_under.log_e()),
-            "slow_over_limit": _log10(self._slow_over.log_e()),
-            "fail_at": _log10(self._log_fail_at),
-            "pass_at": _log10(self._log_pass_at),
+            "bad_over_limit": log10(self._bad_over.log_e()),
+            "bad_within_limit": log10(self._bad_under.log_e()),
+            "slow_over_limit": log10(self._slow_over.log_e()),
+            "fail_at": log10(self._log_fail_at),
+            "pass_at": log10(self._log_pass_at),
         }
 
 
@@ -657,59 +642,3 @@ class KeepJudge(_AloneJudge):
             bad_limit_text=f"{_pct(bad_limit)} ({_pct(ref.bad_rate())} before the switch)",
             slow_limit_text=f"{_pct(slow_limit)} ({_pct(ref.slow_share())} before the switch)",
         )
-
-
-class SampleRatio:
-    """Does the candidate get the share of new clients its weight says?
-
-    `observe(candidate, other, expected_share)`: new clients assigned to the candidate and
-    to the other pools in one batch, and the candidate's weight share then. `mismatch()`
-    is True, for good, once the e-value reaches 1 / (1 - confidence).
-    """
-
-    def __init__(self, confidence: float = 0.99) -> None:
-        if not 0.0 < confidence < 1.0:
-            raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
-        self._log_alarm_at = _log(1.0 / (1.0 - confidence))
-        self._offsets = [-d for d in reversed(GRID)] + list(GRID)
-        self._log_w = -_log(len(self._offsets))
-        self._acc = [0.0] * len(self._offsets)
-        self._log_e = 0.0
-        self._mismatch = False
-        self._share = -1.0
-        self._hit: list[float] = []
-        self._miss: list[float] = []
-        self.candidate = 0
-        self.other = 0
-
-    def observe(self, candidate: int, other: int, expected_share: float) -> None:
-        """Adds one batch of new clients: how many went to the candidate, how many elsewhere."""
-        x = max(0, int(candidate))
-        y = max(0, int(other))
-        if x + y == 0 or math.isnan(expected_share):
-            return
-        self.candidate += x
-        self.other += y
-        p0 = clamp(expected_share)
-        if p0 != self._share:  # the per-client log likelihood ratios, kept while p0 holds
-            self._share = p0
-            center = logit(p0)
-            points = [clamp(logistic(center + offset)) for offset in self._offsets]
-            self._hit = [_log(p) - _log(p0) for p in points]
-            self._miss = [_log1p(-p) - _log1p(-p0) for p in points]
-        self._acc = [
-            a + x * h + y * m for a, h, m in zip(self._acc, self._hit, self._miss, strict=True)
-        ]
-        w = self._log_w
-        self._log_e = logsumexp(w + a for a in self._acc)
-        if self._log_e >= self._log_alarm_at:
-            self._mismatch = True
-
-    def mismatch(self) -> bool:
-        return self._mismatch
-
-    def evidence(self) -> dict[str, float]:
-        return {
-            "sample_ratio_mismatch": _log10(self._log_e),
-            "alarm_at": _log10(self._log_alarm_at),
-        }

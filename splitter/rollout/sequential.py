@@ -76,6 +76,13 @@ probability at most a however often, and for however long, anyone looks. That is
    least the requests still missing to ``min_requests``. None when no term grows, i.e. the
    candidate looks at or over its limit, or when it would take more than 10^9.
 
+
+Sample ratio. New clients are assigned independently with the candidate's weight share p0
+(which may change between batches), so the candidate's count in a batch is Binomial(n, p0).
+The alternative is a constant shift of the log-odds, logit(p) = logit(p0) + d, with d on the
+grid on both sides of 0 (a discrete beta-binomial mixture that follows p0 when the weights
+change); the e-process is the mixture of the likelihood ratios, and a mismatch is declared
+at 1 / alpha.
 """
 
 from __future__ import annotations
@@ -83,8 +90,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-__all__ = ["EPS", "GRID", "LN2", "LN10", "MAX_NEEDED", "RateTest", "RatioTest", "clamp",
-           "logistic", "logit", "logsumexp", "needed"]  # fmt: skip
+__all__ = ["EPS", "GRID", "LN2", "LN10", "MAX_NEEDED", "RateTest", "RatioTest", "SampleRatio",
+           "clamp", "log10", "logistic", "logit", "logsumexp", "needed"]  # fmt: skip
 
 GRID = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.5, 7.0, 10.0)
 # Probabilities are kept this far from 0 and 1 so every logarithm is finite.
@@ -97,6 +104,11 @@ LN2 = math.log(2.0)
 _exp = math.exp
 _log = math.log
 _log1p = math.log1p
+
+
+def log10(log_e: float) -> float:
+    """An e-value's log, in log10 rounded to 3 places (for the rollout object)."""
+    return round(log_e / LN10, 3)
 
 
 def clamp(p: float) -> float:
@@ -260,3 +272,59 @@ class RatioTest:
                 + baseline_events * (_log1p(-min(share, 1.0 - 1e-16)) - _log1p(-share0))
             )
         return out
+
+
+class SampleRatio:
+    """Does the candidate get the share of new clients its weight says?
+
+    `observe(candidate, other, expected_share)`: new clients assigned to the candidate and
+    to the other pools in one batch, and the candidate's weight share then. `mismatch()`
+    is True, for good, once the e-value reaches 1 / (1 - confidence).
+    """
+
+    def __init__(self, confidence: float = 0.99) -> None:
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+        self._log_alarm_at = _log(1.0 / (1.0 - confidence))
+        self._offsets = [-d for d in reversed(GRID)] + list(GRID)
+        self._log_w = -_log(len(self._offsets))
+        self._acc = [0.0] * len(self._offsets)
+        self._log_e = 0.0
+        self._mismatch = False
+        self._share = -1.0
+        self._hit: list[float] = []
+        self._miss: list[float] = []
+        self.candidate = 0
+        self.other = 0
+
+    def observe(self, candidate: int, other: int, expected_share: float) -> None:
+        """Adds one batch of new clients: how many went to the candidate, how many elsewhere."""
+        x = max(0, int(candidate))
+        y = max(0, int(other))
+        if x + y == 0 or math.isnan(expected_share):
+            return
+        self.candidate += x
+        self.other += y
+        p0 = clamp(expected_share)
+        if p0 != self._share:  # the per-client log likelihood ratios, kept while p0 holds
+            self._share = p0
+            center = logit(p0)
+            points = [clamp(logistic(center + offset)) for offset in self._offsets]
+            self._hit = [_log(p) - _log(p0) for p in points]
+            self._miss = [_log1p(-p) - _log1p(-p0) for p in points]
+        self._acc = [
+            a + x * h + y * m for a, h, m in zip(self._acc, self._hit, self._miss, strict=True)
+        ]
+        w = self._log_w
+        self._log_e = logsumexp(w + a for a in self._acc)
+        if self._log_e >= self._log_alarm_at:
+            self._mismatch = True
+
+    def mismatch(self) -> bool:
+        return self._mismatch
+
+    def evidence(self) -> dict[str, float]:
+        return {
+            "sample_ratio_mismatch": log10(self._log_e),
+            "alarm_at": log10(self._log_alarm_at),
+        }
