@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from splitter import config as config_mod
@@ -82,10 +82,21 @@ _networks = st.one_of(
 ).map(lambda pair: ipaddress.ip_network(f"{pair[0]}/{pair[1]}", strict=False))
 
 
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
 @given(_networks, st.ip_addresses())
+@example(ipaddress.ip_network("::ffff:0:0/96"), ipaddress.ip_address("0.0.0.0"))
+@example(ipaddress.ip_network("::ffff:10.0.0.0/104"), ipaddress.ip_address("10.1.2.3"))
 def test_membership_is_the_standard_librarys(network, address) -> None:
     trusted = TrustedProxies([str(network)])
     mapped = getattr(address, "ipv4_mapped", None)
+    # An IPv4-mapped IPv6 network is the IPv4 network it maps (a dual-stack listener sees
+    # IPv4 clients as ::ffff:a.b.c.d), as the config normalises it.
+    if network.version == 6 and network.prefixlen >= 96 and network.subnet_of(_MAPPED):
+        network = ipaddress.ip_network(
+            f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}"
+        )
     expected = (mapped or address) in network if (mapped or address).version == network.version \
         else False  # fmt: skip
     assert trusted.lookup(str(address))[1] == expected
