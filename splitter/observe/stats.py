@@ -85,7 +85,28 @@ _METHODS: Final = frozenset(
 _class_names: dict[bytes, str] = {}
 
 
+# method -> target -> class name, for the weights' requests and the override header's
+_by_target: tuple[dict[bytes, dict[bytes, str]], dict[bytes, dict[bytes, str]]] = ({}, {})
+
+
 def request_class(method: bytes, target: bytes, override: bool = False) -> str:
+    """`_request_class`, looked up by the whole target first (most requests repeat one)."""
+    methods = _by_target[1 if override else 0]
+    targets = methods.get(method)
+    if targets is None:
+        if len(methods) >= 64:
+            methods.clear()
+        targets = methods[method] = {}
+    name = targets.get(target)
+    if name is None:
+        name = _request_class(method, target, override)
+        if len(targets) >= 4096:
+            targets.clear()
+        targets[target] = name
+    return name
+
+
+def _request_class(method: bytes, target: bytes, override: bool) -> str:
     """The method and the first path segment: `GET /api` for `GET /api/v1/x?y`.
 
     Unknown methods are `OTHER`; an absolute-form target counts by its path; a target
@@ -138,7 +159,7 @@ class Recorder:
         # This second's client-seconds: (pool, class, client) -> [bad (0/1, -1: not
         # judged), latency bucket of the slowest request, class it is counted under].
         self.client_seconds: dict[tuple[str, str, str], list[object]] = {}
-        self.per_address: dict[tuple[str, str], int] = {}  # client-seconds this second
+        self.per_address: dict[str, dict[str, int]] = {}  # pool -> address -> this second's
         self.classes: dict[str, dict[str, str]] = {}  # pool -> class -> counted as
 
     def observe(self, obs: Observation) -> None:
@@ -194,7 +215,9 @@ class Recorder:
         """Count the request's client-second, unless it is counted already or its address
         has given all it may this second."""
         klass = request_class(obs.method, obs.target, obs.by_override)
-        client = obs.client_id
+        # A client placed by the weights just now (no cookie) has an id no earlier request
+        # of this second had: nothing to look up, nothing to remember.
+        client = None if obs.assigned else obs.client_id
         key: tuple[str, str, str] | None = None
         if client is not None:
             key = (pool, klass, client)
@@ -216,13 +239,16 @@ class Recorder:
                         latency[bucket] = latency.get(bucket, 0) + 1
                         state[1] = bucket
                 return
-        address = (pool, obs.client_addr)
-        given = self.per_address.get(address, 0)
+        addresses = self.per_address.get(pool)
+        if addresses is None:
+            addresses = self.per_address[pool] = {}
+        address = obs.client_addr
+        given = addresses.get(address, 0)
         if given >= self.max_per_address:
             if key is not None:
                 self.client_seconds[key] = [-1, 0, ""]
             return
-        self.per_address[address] = given + 1
+        addresses[address] = given + 1
         seen = self.classes.get(pool)
         if seen is None:
             seen = self.classes[pool] = {}

@@ -193,3 +193,15 @@ def test_drains_at_any_moment_give_the_same_client_seconds(
             merge_drained(drained, pieces.drain())
     merge_drained(drained, pieces.drain())
     assert evidence(drained) == evidence(whole.drain())
+
+
+def test_a_new_client_is_counted_without_being_remembered() -> None:
+    """A client the weights placed just now (no cookie) cannot have come before in this
+    second: it is counted, within its address's allowance, and not kept for look-ups."""
+    rec = Recorder(max_per_address=3)
+    for i in range(5):
+        o = obs(client=f"new{i}")
+        o.assigned = True
+        rec.observe(o)
+    assert rec.client_seconds == {}
+    assert evidence(rec.drain())["GET /"][0] == [3, 0]
