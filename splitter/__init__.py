@@ -66,7 +66,7 @@ elif (_stale := _stale_compiled()) is not None:
 
 
 def build() -> str:
-    """"compiled" when the request path runs as compiled code, else "pure Python"."""
+    """ "compiled" when the request path runs as compiled code, else "pure Python"."""
     from splitter.proxy import exchange
 
     return "pure Python" if exchange.__file__.endswith(".py") else "compiled"

@@ -91,9 +91,7 @@ async def _serve(
 
     def build() -> Live:
         cfg: Config = current[0]
-        recorder.max_per_address = per_process(
-            cfg.rollouts.analysis.max_per_address, cfg.workers
-        )
+        recorder.max_per_address = per_process(cfg.rollouts.analysis.max_per_address, cfg.workers)
         live = build_live(cfg, current[1], secret_box[0], table)
         now = loop.time()
         for url in table.by_url:

@@ -46,9 +46,9 @@ _DURATION_TEXT = Annotated[
 # A duration from 0 (hold, keep, warmup, latency_floor) or above 0 (max): text or seconds,
 # at most MAX_DURATION.
 Hold = _DURATION_TEXT | Annotated[float, Meta(minimum=0, maximum=MAX_DURATION)]
-Longest = _DURATION_TEXT | Annotated[
-    float, Meta(minimum=0, exclusive_minimum=True, maximum=MAX_DURATION)
-]
+Longest = (
+    _DURATION_TEXT | Annotated[float, Meta(minimum=0, exclusive_minimum=True, maximum=MAX_DURATION)]
+)
 HookUrl = Annotated[
     str,
     Meta(pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$", description="http(s), printable ASCII"),

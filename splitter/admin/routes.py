@@ -65,8 +65,7 @@ class Route:
 
 
 _BAD_WEIGHTS = (
-    f"The body is not a JSON object of pool name to weight (0 to {MAX_WEIGHT:,}), "
-    "or names no pool."
+    f"The body is not a JSON object of pool name to weight (0 to {MAX_WEIGHT:,}), or names no pool."
 )
 _STORE_DOWN = {503: "The shared store (store.url) cannot be reached: nothing was changed."}
 _BUSY = "A rollout is active: its weights change by themselves (abort it first)."

@@ -272,7 +272,6 @@ def to_backend_url(value: Any) -> tuple[str, int]:
     return host, 80 if port is None else to_port(port, 1, _URL_HINT)
 
 
-
 # ---------------------------------------------------------------------------------------
 # Rollouts: the config section, and a rollout's request (the same keys, the same checks)
 

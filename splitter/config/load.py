@@ -174,4 +174,3 @@ def load(path: str, env: Mapping[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(in_file_order(problems), source=path)
     return config
-

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "ADMIN_COOKIE",
+    "DEFAULT_ROUTE",
     "MAX_DURATION",
     "MAX_WEIGHT",
     "MIN_TOKEN_LENGTH",
     "ROLLOUT_EVENTS",
+    "ROUTE_NAME",
     "Address",
     "Admin",
     "Analysis",
@@ -24,6 +26,8 @@ __all__ = [
     "Pool",
     "RolloutPlan",
     "Rollouts",
+    "Route",
+    "Segment",
     "Shutdown",
     "Step",
     "Sticky",
@@ -71,6 +75,53 @@ class Pool:
     name: str
     weight: float
     backends: tuple[Backend, ...]
+
+
+# Route names (docs/configuration.md#routes-and-segments); `default` is the route of a config
+# with the top-level `pools`, which matches every request.
+ROUTE_NAME = r"[a-z0-9][a-z0-9_-]{0,39}"
+DEFAULT_ROUTE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Chosen users sent to a pool before the weights (docs/configuration.md#segments).
+
+    Exactly one kind: a request header, a cookie or a query parameter (`name`, and `value`
+    to compare with; None: present with any value), or the client's address (`source`,
+    CIDRs as written but normalised: "10.0.0.0/8")."""
+
+    pool: str
+    kind: str  # "header" | "cookie" | "query" | "source"
+    name: str = ""  # header (as written), cookie or query parameter name
+    value: str | None = None
+    source: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One service behind splitter: which requests it takes, its pools and segments.
+
+    `hosts` are lower-case, without a trailing dot; an entry "*.example.com" matches one or
+    more labels in front of "example.com". No hosts: every Host. `path_prefix` matches whole
+    path segments ("/api": "/api", "/api/x", "/api?q", not "/apix"); it never ends in "/"
+    unless it is "/". `rollouts` is the top-level `rollouts` with the route's overrides."""
+
+    name: str
+    pools: tuple[Pool, ...]
+    hosts: tuple[str, ...] = ()
+    path_prefix: str = "/"
+    segments: tuple[Segment, ...] = ()
+    rollouts: Rollouts = field(default_factory=lambda: Rollouts())
+
+    def weights(self) -> dict[str, float]:
+        return {p.name: p.weight for p in self.pools}
+
+    def pool(self, name: str) -> Pool | None:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +278,8 @@ class Store:
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: Address
-    pools: tuple[Pool, ...]
+    # In config order; a config with the top-level `pools` has one route, `default`.
+    routes: tuple[Route, ...]
     admin: Admin = field(default_factory=Admin)
     metrics: MetricsListener = field(default_factory=MetricsListener)
     sticky: Sticky | None = None
@@ -247,14 +299,33 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     proxy_protocol: bool = False
 
+    def route(self, name: str) -> Route | None:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        return None
+
+    @property
+    def main_route(self) -> Route | None:
+        """The route the calls without a route act on (docs/admin-api.md#routes): `default`
+        when there is one, else the only route; None with several and no `default`."""
+        if len(self.routes) == 1:
+            return self.routes[0]
+        return self.route(DEFAULT_ROUTE)
+
+    # The main route's pools and weights (a config that has one: every config of one route).
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        main = self.main_route
+        return main.pools if main is not None else ()
+
     def weights(self) -> dict[str, float]:
-        return {p.name: p.weight for p in self.pools}
+        main = self.main_route
+        return main.weights() if main is not None else {}
 
     def pool(self, name: str) -> Pool | None:
-        for p in self.pools:
-            if p.name == name:
-                return p
-        return None
+        main = self.main_route
+        return main.pool(name) if main is not None else None
 
 
 def is_loopback_host(host: str) -> bool:
@@ -271,5 +342,3 @@ def is_loopback_host(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
-
-

@@ -41,6 +41,7 @@ from splitter.config.convert import (
     to_workers,
 )
 from splitter.config.model import (
+    DEFAULT_ROUTE,
     MIN_TOKEN_LENGTH,
     ROLLOUT_EVENTS,
     Address,
@@ -54,6 +55,7 @@ from splitter.config.model import (
     Override,
     Pool,
     Rollouts,
+    Route,
     Shutdown,
     Sticky,
     Store,
@@ -333,7 +335,7 @@ def parse(
     ck.mapping(data, "", top)
     if data.get("listen") is None:
         ck.add("listen", "is required (host:port of the proxy, e.g. 0.0.0.0:8080)")
-    d = Config(listen=Address("", 0), pools=())
+    d = Config(listen=Address("", 0), routes=())
     listen = ck.get(data, "", "listen", d.listen, to_address)
     admin, pools = _admin(ck, data.get("admin")), _pools(ck, data.get("pools"))
     sections = {
@@ -342,14 +344,15 @@ def parse(
         # sticky and override are off when absent or null; the others take their defaults
         if data.get(name) is not None or name not in ("sticky", "override")
     }
+    rollouts = _rollouts(ck, data.get("rollouts"), "rollouts")
     config = Config(
         listen=listen,
         admin=admin,
-        pools=pools,
+        routes=(Route(DEFAULT_ROUTE, pools, rollouts=rollouts),),
         state_file=ck.get(data, "", "state_file", d.state_file, to_str),
         access_log=ck.get(data, "", "access_log", d.access_log, to_bool),
         workers=ck.get(data, "", "workers", d.workers, to_workers),
-        rollouts=_rollouts(ck, data.get("rollouts"), "rollouts"),
+        rollouts=rollouts,
         store=_store(ck, data.get("store")),
         trusted_proxies=_trusted_proxies(ck, data.get("trusted_proxies")),
         proxy_protocol=ck.get(data, "", "proxy_protocol", d.proxy_protocol, to_bool),
@@ -358,7 +361,6 @@ def parse(
     if ck.problems:
         raise ConfigError(in_file_order(ck.problems))
     return config
-
 
 
 _ANALYSIS_FIELDS: dict[str, Convert] = {
@@ -438,5 +440,3 @@ def _rollouts(ck: Checker, value: Any, path: str) -> Rollouts:
         analysis=analysis_section(ck, m.get("analysis"), f"{path}.analysis", d.analysis),
         webhooks=webhooks_section(ck, m.get("webhooks"), f"{path}.webhooks"),
     )
-
-

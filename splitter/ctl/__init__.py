@@ -356,35 +356,6 @@ def _reason(status: int) -> str:
         return "error"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- commands
 
 Show = Callable[[Any], str]
@@ -496,14 +467,6 @@ def _parse_steps(text: str) -> list[Any]:
             raise _UsageError(f"--steps: not a weight or 'pause': {item!r}") from None
         steps.append(int(value) if value.is_integer() else value)
     return steps
-
-
-
-
-
-
-
-
 
 
 def _watch(client: _Client) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 PROG = "splitter ctl"
 
+
 class Failure(Exception):
     """The request failed: `lines` go to stderr, exit status 1."""
 
@@ -22,9 +23,9 @@ class Failure(Exception):
         self.lines = lines
 
 
-
 def one_line(text: str) -> str:
     return " ".join(text.split())
+
 
 def number(value: Any) -> str:
     """90.0 -> "90", 12.5 -> "12.5"; anything else as JSON."""

@@ -530,9 +530,7 @@ class Exchange(Observation):
 
     def _upstream_failed(self, error: ProxyError) -> None:
         says_little = isinstance(error, UpstreamLost) and (self.reused or self.response_started)
-        self.ctx.policy.upstream_failed(
-            error, self.pool_name, self.backend, says_little, self.live
-        )
+        self.ctx.policy.upstream_failed(error, self.pool_name, self.backend, says_little, self.live)
 
     def _may_retry(self, error: ProxyError) -> bool:
         if self.response_started or self.attempts >= 2 or self.backend is None:

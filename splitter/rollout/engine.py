@@ -114,6 +114,7 @@ class RolloutHost(Protocol):
     def pool_live(self, pool: str) -> bool:
         """Routing sends requests to `pool` (a backend is up, not ejected)."""
         ...
+
     def rollout_event(
         self,
         event: str,
@@ -574,7 +575,6 @@ class RolloutEngine:
         task: asyncio.Task[None] = loop.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
 
 
 def _asks_gates(before: Rollout | None, r: Rollout) -> bool:

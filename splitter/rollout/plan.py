@@ -47,9 +47,7 @@ def parse_rollout(data: Any, defaults: Rollouts) -> RolloutPlan:
         ck.add("strategy", "must be canary or bluegreen")
         strategy = "canary"
     analysis = analysis_section(ck, data.get("analysis"), "analysis", defaults.analysis, False)
-    on_inconclusive = ck.get(
-        data, "", "on_inconclusive", defaults.on_inconclusive, to_inconclusive
-    )
+    on_inconclusive = ck.get(data, "", "on_inconclusive", defaults.on_inconclusive, to_inconclusive)
     webhooks = defaults.webhooks
     if "webhooks" in data:
         webhooks = webhooks_section(ck, data["webhooks"], "webhooks")
@@ -159,5 +157,3 @@ def to_step_weight(value: Any) -> float:
     if not 0 < number <= 100:
         raise Invalid("must be above 0 and at most 100")
     return number
-
-

@@ -255,4 +255,3 @@ class SharedStore(Store, Protocol):
     async def register(self, ttl: float) -> int:
         """Register this replica for `ttl` seconds; the number of live replicas."""
         ...
-

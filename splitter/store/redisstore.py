@@ -461,6 +461,9 @@ def _drained(rows: Any) -> Drained:
             for klass, (n, bad, latency) in row[5].items():
                 classes[str(klass)] = ([int(n), int(bad)], _histogram(latency))
         out.setdefault(int(second), {})[str(pool)] = (
-            [int(c) for c in counts], _histogram(judged), _histogram(other), classes
+            [int(c) for c in counts],
+            _histogram(judged),
+            _histogram(other),
+            classes,
         )
     return out

@@ -46,9 +46,7 @@ def test_the_metrics_listener_serves_the_probes_and_metrics_only(tmp_path: Path)
 
 
 def test_the_document_has_every_documented_route_with_its_statuses() -> None:
-    described = {
-        (method.upper(), path) for path, ops in OPENAPI["paths"].items() for method in ops
-    }
+    described = {(method.upper(), path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert described == {(r.method, r.path) for r in ROUTES if r.documented}
     assert {r.path for r in ROUTES if not r.documented} == {"/", "/dashboard/{name}"}
     for route in ROUTES:

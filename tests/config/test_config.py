@@ -22,6 +22,8 @@ from splitter.config import (
     MetricsListener,
     Override,
     Pool,
+    Rollouts,
+    Route,
     Shutdown,
     Sticky,
     Timeouts,
@@ -116,17 +118,23 @@ def test_contract_example_loads_into_dataclasses(tmp_path: Path) -> None:
     assert config == Config(
         listen=Address("0.0.0.0", 8080),
         admin=Admin(listen=Address("127.0.0.1", 9901), token="t0k-of-sixteen-chars"),
-        pools=(
-            Pool(
-                "blue",
-                90,
+        routes=(
+            Route(
+                "default",
                 (
-                    Backend("http://127.0.0.1:5001", "127.0.0.1", 5001, 1),
-                    Backend("http://127.0.0.1:5002", "127.0.0.1", 5002, 2),
+                    Pool(
+                        "blue",
+                        90,
+                        (
+                            Backend("http://127.0.0.1:5001", "127.0.0.1", 5001, 1),
+                            Backend("http://127.0.0.1:5002", "127.0.0.1", 5002, 2),
+                        ),
+                    ),
+                    Pool("green", 0, (Backend("http://127.0.0.1:5101", "127.0.0.1", 5101, 1),)),
+                    Pool("canary", 10, (Backend("http://127.0.0.1:5201", "127.0.0.1", 5201, 1),)),
                 ),
+                rollouts=Rollouts(),
             ),
-            Pool("green", 0, (Backend("http://127.0.0.1:5101", "127.0.0.1", 5101, 1),)),
-            Pool("canary", 10, (Backend("http://127.0.0.1:5201", "127.0.0.1", 5201, 1),)),
         ),
         sticky=Sticky(cookie="splitter", max_age=86400, secret="s3cret"),
         override=Override("X-Splitter-Pool"),
@@ -679,9 +687,7 @@ def test_a_token_shorter_than_16_characters_is_an_error_with_its_line(
     tmp_path: Path, token: str
 ) -> None:
     text = MINIMAL + f"admin:\n  token: {token}\n"
-    assert problems_of(tmp_path, text) == [
-        "admin.token (line 7): must be at least 16 characters"
-    ]
+    assert problems_of(tmp_path, text) == ["admin.token (line 7): must be at least 16 characters"]
     assert parse(minimal(admin={"token": "sixteen-chars-xy"})).admin.token == "sixteen-chars-xy"
 
 

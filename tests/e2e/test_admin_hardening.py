@@ -97,9 +97,7 @@ def test_the_dashboard_session_cookie_never_reaches_a_backend(
     """With the dashboard and the app on one host (cookies are scoped by host, not port),
     a browser sends `splitter_admin` to the app too: the proxy drops it, and only it."""
     backend = raw_backend(echo_cookies)
-    sp = splitter_factory(
-        pools_config({"blue": backend}, {"blue": 100}, admin={"token": TOKEN})
-    )
+    sp = splitter_factory(pools_config({"blue": backend}, {"blue": 100}, admin={"token": TOKEN}))
     status, headers, _ = call(sp, "POST", "/api/v1/session", {"token": TOKEN})
     assert status == 204
     session = headers["set-cookie"].split(";", 1)[0]

@@ -703,8 +703,10 @@ def test_the_readme_s_blue_green_walk_through_passes_its_preview(
     shell = loop.split("#")[0].replace("http://127.0.0.1:8080", proxy)
     subprocess.run(["bash", "-c", shell], check=True, timeout=120)
     status = wait_until(
-        lambda: (r := json.loads(http_request(f"{admin}/api/v1/rollout")[2]))["step"] == 1
-        or r["status"] != "progressing",
+        lambda: (
+            (r := json.loads(http_request(f"{admin}/api/v1/rollout")[2]))["step"] == 1
+            or r["status"] != "progressing"
+        ),
         30,
     )
     rollout = json.loads(http_request(f"{admin}/api/v1/rollout")[2])

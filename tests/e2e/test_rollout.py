@@ -187,8 +187,8 @@ def test_no_traffic_pauses_with_the_requests_a_verdict_needs(
     final = _wait_status(sp, {"paused"}, 15)
     assert final["analysis"]["verdict"] == "inconclusive"
     assert final["analysis"]["needed_requests"] > 0
-    assert f"about {final['analysis']['needed_requests']} more candidate requests" in (
-        final["reason"]
+    assert (
+        f"about {final['analysis']['needed_requests']} more candidate requests" in (final["reason"])
     ), final["reason"]
     assert final["weights"]["canary"] == 10  # the weights stay where they are
 
@@ -350,8 +350,9 @@ def test_faulty_preview_never_switches(
             "preview": {"hold": "2s", "max": "30s"}}  # fmt: skip
     with (
         Traffic(sp.proxy_port, clients=100, rate=80, seconds=40) as users,
-        Traffic(sp.proxy_port, clients=20, rate=40, seconds=40,
-                headers={"X-Splitter-Pool": "green"}) as testers,  # fmt: skip
+        Traffic(
+            sp.proxy_port, clients=20, rate=40, seconds=40, headers={"X-Splitter-Pool": "green"}
+        ) as testers,  # fmt: skip
     ):
         assert _api(sp, "POST", "/api/v1/rollout", body)[0] == 201
         final = _wait_status(sp, {"rolled_back", "promoted", "paused"}, 30)
@@ -370,8 +371,9 @@ def test_good_preview_switches_and_a_fault_after_it_switches_back(
             "preview": {"hold": "2s", "max": "30s"}}  # fmt: skip
     with (
         Traffic(sp.proxy_port, clients=100, rate=100, seconds=80) as users,
-        Traffic(sp.proxy_port, clients=20, rate=60, seconds=80,
-                headers={"X-Splitter-Pool": "green"}),  # fmt: skip
+        Traffic(
+            sp.proxy_port, clients=20, rate=60, seconds=80, headers={"X-Splitter-Pool": "green"}
+        ),  # fmt: skip
     ):
         assert _api(sp, "POST", "/api/v1/rollout", body)[0] == 201
         switched = wait_until(lambda: (r := _rollout(sp)) and r["step"] == 1 and r, 40)
@@ -520,9 +522,10 @@ def test_ctl_drives_a_rollout(
     blue_green = run_cli("ctl", *admin, "rollout", "start", "green", "--bluegreen",
                          "--auto-promote", "--keep", "5s")  # fmt: skip
     assert blue_green.returncode == 0, blue_green.stderr
-    assert json.loads(run_cli("ctl", *admin, "--json", "rollout", "status").stdout)[
-        "strategy"
-    ] == "bluegreen"
+    assert (
+        json.loads(run_cli("ctl", *admin, "--json", "rollout", "status").stdout)["strategy"]
+        == "bluegreen"
+    )
 
 
 def test_sigterm_during_a_rollout_keeps_it(

@@ -203,8 +203,10 @@ def test_a_crashing_canary_is_rolled_back_within_a_second_of_the_evidence(
             at = next(h["at"] for h in final["history"] if h["what"] == "rolled_back")
             decided = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
             lags.append(decided - evidence)
-    print(f"a canary failing 50% at ~75 req/s, rolled back {', '.join(f'{x:.2f}' for x in lags)}"
-          " s after the last bad answer the judge counted")
+    print(
+        f"a canary failing 50% at ~75 req/s, rolled back {', '.join(f'{x:.2f}' for x in lags)}"
+        " s after the last bad answer the judge counted"
+    )
     assert sorted(lags)[1] < 0.75, f"the evidence was {sorted(lags)[1]:.2f}s old (median)"
 
 

@@ -386,8 +386,10 @@ def test_redis_killed_under_load_fails_no_request_and_the_fleet_converges_when_i
     redis_server.start()
     back = time.monotonic()
     took = time_until(
-        lambda: all(weights(sp) == reloaded for sp in fleet)
-        and all(metric(sp, "splitter_store_up") == 1 for sp in fleet),
+        lambda: (
+            all(weights(sp) == reloaded for sp in fleet)
+            and all(metric(sp, "splitter_store_up") == 1 for sp in fleet)
+        ),
         2.0,
         "every replica in sync with A's reload",
     )

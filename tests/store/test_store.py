@@ -65,6 +65,7 @@ def test_the_active_rollout_of_a_document(rollout: Any, active: str | None) -> N
 
 def test_edits_chained_are_done_in_order_and_undone_backwards() -> None:
     calls: list[str] = []
+
     def edit(n: str) -> Edit:
         return Edit(Document(time=n), lambda: calls.append(f"done {n}"),
                     lambda: calls.append(f"undo {n}"))  # fmt: skip
