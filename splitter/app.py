@@ -45,11 +45,11 @@ from splitter.control.reload import ConfigWatcher
 from splitter.errors import ConfigError, StartupError, StoreError
 from splitter.observe.counters import Counters
 from splitter.observe.metrics import Metrics
-from splitter.observe.stats import Drained, Recorder, Window, per_process
+from splitter.observe.stats import Drained, Recorder, Window, by_route, per_process
 from splitter.proxy.listener import ProxyListener
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
-from splitter.state import HealthTable, Live, StateFile, build_live
+from splitter.state import HealthTable, Live, PoolState, StateFile, build_live
 from splitter.store import Compute, Document, Edit
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
@@ -102,7 +102,9 @@ class Splitter:
         self.ready = False
         self.stopping = False
         self.health_table = HealthTable()  # backend health by URL, for this process's snapshots
-        self.window = Window()  # per-pool statistics of every process, by second
+        self.window = Window()  # per-pool statistics of every process, by second: the main
+        # route's (the one the calls without a route show); the other routes' are dropped
+        # until they have a judge and a dashboard of their own
         self.recorder = Recorder()
         self.feed = Feed()  # the dashboard's stream: stats, weights, events, rollouts
         self.started_at = time.time()
@@ -175,7 +177,7 @@ class Splitter:
 
             self.workers = WorkerPool(self.config.workers, self._cookie_secret, self._add_stats)
             self._check_health_of(self.config)
-            await self.workers.start(self.config, weights)
+            await self.workers.start(self.config, self._route_weights(self.config, weights))
         else:
             self.server = ProxyListener(self.live, loop, self.metrics.counters, self.recorder)
             self._check_health_of(self.config)
@@ -224,7 +226,15 @@ class Splitter:
         self.recorder.max_per_address = per_process(
             config.rollouts.analysis.max_per_address, config.workers
         )
-        return build_live(config, weights, self._cookie_secret, self.health_table)
+        return build_live(config, self._route_weights(config, weights), self._cookie_secret,
+                          self.health_table)  # fmt: skip
+
+    @staticmethod
+    def _route_weights(config: Config, weights: dict[str, float]) -> dict[str, dict[str, float]]:
+        """The weights in force per route: the controller's for the main route; the other
+        routes run on their config's weights."""
+        main = config.main_route
+        return {main.name: weights} if main is not None else {}
 
     async def _collect_stats(self) -> None:
         while True:
@@ -233,9 +243,17 @@ class Splitter:
 
     def _add_stats(self, drained: Drained) -> None:
         """Statistics of this process or of a worker: in the window, and for the fleet."""
-        self.window.add(drained)
+        self.add_window(drained)
         if self.fleet is not None and drained:
             self.fleet.note_stats(drained)
+
+    def add_window(self, drained: Drained) -> None:
+        """Statistics (this replica's or another's) into the main route's window."""
+        main = self.config.main_route
+        if main is not None:
+            mine = by_route(drained, main.name).get(main.name)
+            if mine:
+                self.window.add(mine)
 
     @property
     def cookie_secret(self) -> bytes:
@@ -297,14 +315,17 @@ class Splitter:
     async def commit(self, compute: Compute, fence: bool) -> Edit | None:
         return await self.controller.commit(compute, fence)
 
-    def pool_live(self, pool: str) -> bool:
+    def _pool_state(self, pool: str) -> PoolState | None:
         live = self.live
-        state = live.pools.get(pool) if live is not None else None
+        main = live.main if live is not None else None
+        return main.pools.get(pool) if main is not None else None
+
+    def pool_live(self, pool: str) -> bool:
+        state = self._pool_state(pool)
         return state is not None and state.has_live_backend()
 
     def pool_checked_up(self, pool: str) -> bool:
-        live = self.live
-        state = live.pools.get(pool) if live is not None else None
+        state = self._pool_state(pool)
         return state is not None and state.has_checked_backend()
 
     def rollout_event(
@@ -333,11 +354,13 @@ class Splitter:
         store = self.controller.store
         return store.up, int(getattr(store, "errors", 0))
 
-    def _rollout_view(self) -> tuple[str, int, str, dict[tuple[str, str], int]] | None:
+    def _rollout_view(self) -> list[tuple[str, str, int, str, dict[tuple[str, str], int]]]:
         r = self.rollouts.current
-        if r is None:
-            return None
-        return r.plan.pool, r.step if r.active else -1, r.status, self.rollouts.verdicts
+        main = self.config.main_route
+        if r is None or main is None:
+            return []
+        step = r.step if r.active else -1
+        return [(main.name, r.plan.pool, step, r.status, self.rollouts.verdicts)]
 
     # -- the live state, continued ------------------------------------------------------
 
@@ -349,11 +372,13 @@ class Splitter:
         if self.server is not None:
             self.server.swap(self.live)
         if self.workers is not None:
-            self.workers.install(config, weights)
+            self.workers.install(config, self._route_weights(config, weights))
         self._check_health_of(config)
 
     def _check_health_of(self, config: Config) -> None:
-        backends = {b.url: (b.host, b.port) for p in config.pools for b in p.backends}
+        backends = {
+            b.url: (b.host, b.port) for r in config.routes for p in r.pools for b in p.backends
+        }
         self.health.update(backends, config.health_check)
         if self.live is not None:
             now = asyncio.get_running_loop().time()
@@ -372,12 +397,19 @@ class Splitter:
         self.live.refresh_health()
         log.warning("backend %s is %s (%s)", url, "up" if up else "down", what)
 
-    def _metrics_view(self) -> tuple[dict[str, float], list[tuple[str, str, bool]]]:
-        config = self.controller.config
+    def _metrics_view(
+        self,
+    ) -> tuple[list[tuple[str, str, float]], list[tuple[str, str, str, bool]]]:
+        live = self.live
+        routes = live.routes if live is not None else ()
+        weights = [(r.name, pool, w) for r in routes for pool, w in r.weights]
         backends = [
-            (p.name, b.url, self.backend_up(b.url)) for p in config.pools for b in p.backends
+            (r.name, p.name, b.url, self.backend_up(b.url))
+            for r in routes
+            for p in r.pools.values()
+            for b in p.backends
         ]
-        return dict(self.controller.weights), backends
+        return weights, backends
 
     def _counters_view(self) -> Counters:
         return self.workers.counters() if self.workers is not None else self.metrics.counters
@@ -391,11 +423,14 @@ class Splitter:
         return self.health.is_up(url)
 
     def is_ready(self) -> bool:
-        """A pool with weight > 0 has a live backend, and we are not shutting down."""
+        """A route has a pool with weight > 0 and a live backend, and we are not shutting
+        down (one service down must not take the others out of a load balancer)."""
         live = self.live
         if not self.ready or live is None:
             return False
-        return any(w > 0 and live.pools[name].has_live_backend() for name, w in live.weights)
+        return any(
+            w > 0 and r.pools[name].has_live_backend() for r in live.routes for name, w in r.weights
+        )
 
     # -- reload -------------------------------------------------------------------------
 

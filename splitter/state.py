@@ -21,12 +21,14 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from splitter.config import Backend, Config, Pool
+from splitter.config import Backend, Config, Pool, Route
+from splitter.routetable import RouteTable, SegmentMatcher
 from splitter.routing import BackendBalancer, ClientIds, PoolChooser
 
 log = logging.getLogger("splitter.state")
@@ -99,11 +101,15 @@ class BackendState:
 class PoolState:
     """One pool as the request path sees it; health flags are cached, not recomputed."""
 
-    __slots__ = ("backends", "balancer", "live", "name", "pool", "single", "up_flags")
+    __slots__ = (
+        "backends", "balancer", "key", "live", "name", "pool", "route", "single", "up_flags"
+    )  # fmt: skip
 
-    def __init__(self, pool: Pool, backends: list[BackendState]) -> None:
+    def __init__(self, pool: Pool, backends: list[BackendState], route: str) -> None:
         self.pool = pool
         self.name = pool.name
+        self.route = route
+        self.key = f"{route}/{pool.name}"  # the statistics' key (`Observation.pool_key`)
         self.backends = backends
         self.balancer = BackendBalancer([b.backend.weight for b in backends])
         self.up_flags: list[bool] | None = None  # None: every backend is up
@@ -135,36 +141,40 @@ class PoolState:
         return any(b.health.checked_up for b in self.backends)
 
 
-@dataclass(slots=True)
-class Live:
-    config: Config
-    weights: tuple[tuple[str, float], ...]
-    pools: dict[str, PoolState]
-    client_ids: ClientIds | None  # None: sticky is off
-    cookie_name: str
-    set_cookie_prefix: bytes  # "Set-Cookie: NAME="
-    set_cookie_attrs: bytes  # "; Path=/; HttpOnly; SameSite=Lax; Max-Age=N"
-    override_header: bytes | None  # lower-case header name
-    # Pools with a live backend; None when all are (routing then skips the filter).
-    live_pools: set[str] | None = None
-    # Pool choice over the weights and live pools of this moment (rebuilt on change).
-    chooser: PoolChooser | None = None
+class RouteState:
+    """One route as the request path sees it: its pools, the weights in force, the pool
+    choice over them and its segments (docs/configuration.md#routes-and-segments)."""
+
+    __slots__ = (
+        "chooser", "live_pools", "name", "no_pool_key", "pools", "route", "segments", "weights"
+    )  # fmt: skip
+
+    def __init__(self, route: Route, weights: Mapping[str, float], health: HealthTable) -> None:
+        self.route = route
+        self.name = route.name
+        self.no_pool_key = f"{route.name}/none"  # its requests no pool could take
+        self.pools: dict[str, PoolState] = {}
+        for pool in route.pools:
+            backends = [BackendState(b, health.get(b.url)) for b in pool.backends]
+            self.pools[pool.name] = PoolState(pool, backends, route.name)
+        self.weights = tuple((p.name, weights.get(p.name, p.weight)) for p in route.pools)
+        self.segments = SegmentMatcher(route.segments) if route.segments else None
+        # Pools with a live backend; None when all are (routing then skips the filter).
+        self.live_pools: set[str] | None = None
+        # Pool choice over the weights and live pools of this moment (rebuilt on change).
+        self.chooser = PoolChooser(self.weights)
 
     def weight_map(self) -> dict[str, float]:
         return dict(self.weights)
 
     def refresh_health(self) -> None:
-        """Call after a backend's `up` changed: recompute the cached health views."""
         for pool in self.pools.values():
             pool.refresh_health()
         names = {name for name, p in self.pools.items() if p.live}
         self.live_pools = None if len(names) == len(self.pools) else names
         self.chooser = PoolChooser(self.weights, self.live_pools)
 
-    def backends(self) -> list[BackendState]:
-        return [b for pool in self.pools.values() for b in pool.backends]
-
-    def route_has_other_live(self, health: BackendHealth) -> bool:
+    def has_other_live(self, health: BackendHealth) -> bool:
         """Whether a backend other than this one is live in a pool with weight > 0."""
         return any(
             b.up and b.health is not health
@@ -173,16 +183,62 @@ class Live:
             for b in self.pools[name].backends
         )
 
+    def serves(self, health: BackendHealth) -> bool:
+        return any(b.health is health for p in self.pools.values() for b in p.backends)
+
+
+# The weights in force, per route: route name -> pool name -> weight. A route (or pool)
+# missing from it has its config weights.
+RouteWeights = Mapping[str, Mapping[str, float]]
+
+
+@dataclass(slots=True)
+class Live:
+    config: Config
+    routes: tuple[RouteState, ...]
+    table: RouteTable
+    # The route of every request when there is one route matching every request (a config
+    # with the top-level pools): the route table is not consulted.
+    only: RouteState | None
+    client_ids: ClientIds | None  # None: sticky is off
+    cookie_name: str
+    set_cookie_prefix: bytes  # "Set-Cookie: NAME="
+    set_cookie_attrs: bytes  # "; Path=/; HttpOnly; SameSite=Lax; Max-Age=N"
+    override_header: bytes | None  # lower-case header name
+    segment_headers: frozenset[bytes]  # lower-case names the segments read
+
+    def route(self, name: str) -> RouteState | None:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        return None
+
+    @property
+    def main(self) -> RouteState | None:
+        """The route the calls without a route act on (see `Config.main_route`)."""
+        main = self.config.main_route
+        return None if main is None else self.route(main.name)
+
+    def refresh_health(self) -> None:
+        """Call after a backend's `up` changed: recompute the cached health views."""
+        for route in self.routes:
+            route.refresh_health()
+
+    def backends(self) -> list[BackendState]:
+        return [b for r in self.routes for pool in r.pools.values() for b in pool.backends]
+
+    def route_has_other_live(self, health: BackendHealth) -> bool:
+        """Whether every route this backend serves has another live backend in a pool with
+        weight > 0 (passive ejection never takes a route's last one)."""
+        return all(r.has_other_live(health) for r in self.routes if r.serves(health))
+
 
 def build_live(
-    config: Config, weights: dict[str, float], cookie_secret: bytes, health: HealthTable
+    config: Config, weights: RouteWeights, cookie_secret: bytes, health: HealthTable
 ) -> Live:
     """A snapshot for `config` with `weights` in force, sharing backend health by URL."""
-    pools: dict[str, PoolState] = {}
-    for pool in config.pools:
-        backends = [BackendState(backend, health.get(backend.url)) for backend in pool.backends]
-        pools[pool.name] = PoolState(pool, backends)
-    health.retain({b.url for p in config.pools for b in p.backends})
+    routes = tuple(RouteState(r, weights.get(r.name, {}), health) for r in config.routes)
+    health.retain({b.url for r in config.routes for p in r.pools for b in p.backends})
     sticky = config.sticky
     client_ids = None
     cookie_name = ""
@@ -193,15 +249,21 @@ def build_live(
         cookie_name = sticky.cookie
         attrs = b"; Path=/; HttpOnly; SameSite=Lax; Max-Age=%d" % sticky.max_age
     override = config.override.header.lower().encode() if config.override else None
+    first = config.routes[0]
+    everything = len(config.routes) == 1 and not first.hosts and first.path_prefix == "/"
     live = Live(
         config=config,
-        weights=tuple((p.name, weights.get(p.name, p.weight)) for p in config.pools),
-        pools=pools,
+        routes=routes,
+        table=RouteTable(config.routes),
+        only=routes[0] if everything else None,
         client_ids=client_ids,
         cookie_name=cookie_name,
         set_cookie_prefix=b"Set-Cookie: " + cookie_name.encode() + b"=",
         set_cookie_attrs=attrs,
         override_header=override,
+        segment_headers=frozenset(
+            name for r in routes if r.segments is not None for name in r.segments.header_names
+        ),
     )
     live.refresh_health()
     return live

@@ -61,7 +61,7 @@ Conn = multiprocessing.connection.Connection
 def worker_main(
     index: int,
     config: Config,
-    weights: dict[str, float],
+    weights: dict[str, dict[str, float]],
     secret: bytes,
     health: dict[str, bool],
     conn: Conn,
@@ -75,7 +75,11 @@ def worker_main(
 
 
 async def _serve(
-    config: Config, weights: dict[str, float], secret: bytes, health: dict[str, bool], conn: Conn
+    config: Config,
+    weights: dict[str, dict[str, float]],
+    secret: bytes,
+    health: dict[str, bool],
+    conn: Conn,
 ) -> int:
     loop = asyncio.get_running_loop()
     try:
@@ -178,12 +182,12 @@ class WorkerPool:
         self.workers = [_Worker(i + 1) for i in range(count)]
         self.retired: list[dict[str, Any]] = []  # last counters of workers that died
         self.config: Config | None = None
-        self.weights: dict[str, float] = {}
+        self.weights: dict[str, dict[str, float]] = {}
         self.health: dict[str, bool] = {}
         self.stopping = False
         self.restarts = 0
 
-    async def start(self, config: Config, weights: dict[str, float]) -> None:
+    async def start(self, config: Config, weights: dict[str, dict[str, float]]) -> None:
         self.config, self.weights = config, weights
         for worker in self.workers:
             self._spawn(worker)
@@ -266,7 +270,7 @@ class WorkerPool:
             if worker.conn is not None:
                 _send(worker.conn, message)
 
-    def install(self, config: Config, weights: dict[str, float]) -> None:
+    def install(self, config: Config, weights: dict[str, dict[str, float]]) -> None:
         self.config, self.weights = config, weights
         self._broadcast(("live", config, weights))
 

@@ -38,10 +38,12 @@ import orjson
 from aiohttp import web
 
 from splitter.admin.sessions import Guesses
+from splitter.config import Config, Segment
 from splitter.control.controller import Controller, plain, weight_value
 from splitter.errors import AdminError, ApiError, ConfigError, StoreError
 from splitter.rollout import RolloutEngine
 from splitter.rollout.plan import parse_rollout
+from splitter.state import Live
 
 log = logging.getLogger("splitter.admin")
 
@@ -61,6 +63,10 @@ class AdminHost(Protocol):
     def stopping(self) -> bool: ...
     @property
     def rollouts(self) -> RolloutEngine: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def live(self) -> Live | None: ...
 
     def catch_up_with_file(self) -> None: ...
     def backend_up(self, url: str) -> bool: ...
@@ -289,6 +295,40 @@ async def get_pools(request: web.Request) -> web.Response:
             ],
         }
     return json_response(out)
+
+
+async def get_routes(request: web.Request) -> web.Response:
+    """Every route in config order: how it is chosen, its weights, segments and rollout."""
+    splitter = request.app[SPLITTER_KEY]
+    live = splitter.live
+    main = splitter.config.main_route
+    out: dict[str, Any] = {}
+    for route in splitter.config.routes:
+        state = live.route(route.name) if live is not None else None
+        if main is not None and route.name == main.name:
+            weights = splitter.controller.weights
+            rollout = splitter.rollouts.get()
+        else:
+            weights = state.weight_map() if state is not None else route.weights()
+            rollout = None
+        out[route.name] = {
+            "hosts": list(route.hosts),
+            "path_prefix": route.path_prefix,
+            "weights": plain(weights),
+            "segments": [segment_json(s) for s in route.segments],
+            "rollout": rollout.to_json() if rollout is not None else None,
+        }
+    return json_response(out)
+
+
+def segment_json(segment: Segment) -> dict[str, Any]:
+    """A segment as the config writes it."""
+    if segment.kind == "source":
+        return {"pool": segment.pool, "source": list(segment.source)}
+    match: dict[str, str] = {"name": segment.name}
+    if segment.value is not None:
+        match["value"] = segment.value
+    return {"pool": segment.pool, segment.kind: match}
 
 
 async def post_reload(request: web.Request) -> web.Response:

@@ -100,6 +100,21 @@ class PoolInfo(TypedDict):
 Pools = dict[str, PoolInfo]
 
 
+class SegmentMatch(TypedDict):
+    name: str
+    value: NotRequired[str]  # absent: present with any value
+
+
+class SegmentInfo(TypedDict):
+    """One segment as configured: its pool and one of header, cookie, query or source."""
+
+    pool: str
+    header: NotRequired[SegmentMatch]
+    cookie: NotRequired[SegmentMatch]
+    query: NotRequired[SegmentMatch]
+    source: NotRequired[list[str]]
+
+
 class Reloaded(TypedDict):
     status: str
     weights: Weights
@@ -289,6 +304,17 @@ class Rollout(TypedDict):
 
 class Rollouts(TypedDict):
     rollouts: list[Rollout]
+
+
+class RouteInfo(TypedDict):
+    hosts: list[str]
+    path_prefix: str
+    weights: Weights
+    segments: list[SegmentInfo]
+    rollout: Rollout | None
+
+
+Routes = dict[str, RouteInfo]
 
 
 # -- live statistics and the dashboard's session (docs/admin-api.md) -------------------------------

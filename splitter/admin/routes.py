@@ -103,6 +103,9 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/api/v1/pools", api.get_pools, "getPools",
           "Pools with their weights and backends", ADMIN, bodies.Pools,
           response_words="Pool name to pool."),
+    Route("GET", "/api/v1/routes", api.get_routes, "getRoutes",
+          "Routes in config order: hosts, path prefix, weights, segments, rollout", ADMIN,
+          bodies.Routes, response_words="Route name to route."),
     Route("POST", "/api/v1/reload", api.post_reload, "reload", "Re-read the config file",
           ADMIN, bodies.Reloaded, response_words="The new config is in force.", changes=True,
           errors={422: "The config file is invalid (`errors`: every problem); the old "

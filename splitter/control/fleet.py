@@ -65,6 +65,7 @@ class FleetHost(Protocol):
     def rollouts(self) -> RolloutEngine: ...
     @property
     def window(self) -> Window: ...
+    def add_window(self, drained: Drained) -> None: ...
     @property
     def cookie_secret(self) -> bytes: ...
 
@@ -213,7 +214,7 @@ class Fleet:
             merge_drained(self._unshared, drained)  # sent with the next
             raise
         for other in await self.store.read_stats():
-            self.host.window.add(other)
+            self.host.add_window(other)
         self.replicas = max(1, await self.store.register(REGISTRATION_TTL))
         await self._lease()
 

@@ -54,6 +54,7 @@ def valid_request_id(value: bytes) -> bool:
 
 ERROR_MESSAGES: Final = {
     400: "bad request",
+    404: "no route",  # the proxy answers 404 only when no route takes a request
     408: "request timeout",
     413: "request body too large",
     414: "request line too long",

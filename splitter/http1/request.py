@@ -101,6 +101,7 @@ class RequestHead:
         self.request_id: bytes | None = None
         self.cookie: bytes | None = None
         self.override: bytes | None = None  # the override header's value, stripped
+        self.segment_values: dict[bytes, bytes] | None = None
         self.https = False  # the client said X-Forwarded-Proto: https
         self.upgrade = False
         self.upgrade_value = b""
@@ -122,6 +123,7 @@ class ReadSettings:
     def __init__(self, limits: Limits, override: bytes | None) -> None:
         self.limits = limits
         self.override = override  # lower-case name of the override header, or None
+        self.segment_headers: frozenset[bytes] = frozenset()  # lower-case, the segments' names
 
 
 class RequestSink(Protocol):

@@ -15,34 +15,42 @@ from splitter.observe.observation import Observation
 
 # A proxy's requests take from a millisecond to many seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-NO_POOL = "none"
+NO_POOL = "none"  # the pool (and route) label of a request refused before one was chosen
+DEFAULT_ROUTE = "default"
 
 
 class Counters:
+    """Requests and upstream errors by (route, pool, ...), and a duration histogram per
+    (route, pool); "none" for both when a request was refused before a route was chosen."""
+
     __slots__ = ("histograms", "requests", "upstream_errors")
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
-        # Per pool: the count in each bucket, then over the last bound (+Inf), then the sum.
-        self.histograms: dict[str, list[float]] = {}
-        self.upstream_errors: dict[tuple[str, str], int] = {}
+        self.requests: dict[tuple[str, str, int], int] = {}
+        # Per route and pool: the count in each bucket, then over the last bound (+Inf),
+        # then the sum.
+        self.histograms: dict[tuple[str, str], list[float]] = {}
+        self.upstream_errors: dict[tuple[str, str, str], int] = {}
 
     def observe(self, obs: Observation) -> None:
-        self.count_request(obs.pool_name, obs.status, obs.finished - obs.started)
+        self.count_request(obs.pool_name, obs.status, obs.finished - obs.started, obs.route_name)
 
-    def count_request(self, pool: str | None, status: int, duration: float) -> None:
-        name = pool if pool is not None else NO_POOL
-        key = (name, status)
+    def count_request(
+        self, pool: str | None, status: int, duration: float, route: str | None = None
+    ) -> None:
+        where = _where(route, pool)
+        key = (where[0], where[1], status)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
-        hist = self.histograms.get(name)
+        hist = self.histograms.get(where)
         if hist is None:
-            hist = self.histograms[name] = [0.0] * (len(BUCKETS) + 2)
+            hist = self.histograms[where] = [0.0] * (len(BUCKETS) + 2)
         hist[bisect_left(BUCKETS, duration)] += 1
         hist[-1] += duration
 
-    def count_upstream_error(self, pool: str | None, reason: str) -> None:
-        key = (pool if pool is not None else NO_POOL, reason)
+    def count_upstream_error(self, pool: str | None, reason: str, route: str | None = None) -> None:
+        where = _where(route, pool)
+        key = (where[0], where[1], reason)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
@@ -66,3 +74,10 @@ class Counters:
                 for i, n in enumerate(hist):
                     mine[i] += n
         return total
+
+
+def _where(route: str | None, pool: str | None) -> tuple[str, str]:
+    """The (route, pool) labels: a pool without a route named is the route `default`'s."""
+    if pool is None:
+        return (route if route is not None else NO_POOL), NO_POOL
+    return (route if route is not None else DEFAULT_ROUTE), pool

@@ -2,11 +2,12 @@
 
 The request path only adds to plain dicts and lists (`count_request`, `count_upstream_error`);
 `collect` turns them into metric families for prometheus-client, in a registry of our own,
-when `/metrics` is scraped. Label values are bounded: pool names and backend URLs come from
-the config, codes are HTTP status codes, reasons a fixed set; never paths or client input.
+when `/metrics` is scraped. Label values are bounded: route and pool names and backend URLs
+come from the config, codes are HTTP status codes, reasons a fixed set; never paths or client input.
 
-Every family is exposed from startup; known label sets (each pool, each backend, each
-upstream error reason, each reload result) start at 0.
+Every family is exposed from startup; known label sets (each pool of each route, each
+backend, each upstream error reason, each reload result) start at 0. Every series with a
+`pool` label has a `route` label too (docs/operations.md#metrics).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from splitter.observe.counters import BUCKETS, NO_POOL, Counters
 
 REASONS = ("connect", "timeout", "protocol")
 
-# pool name -> its weight, and (pool, backend url) -> up; read at scrape time.
-StateView = Callable[[], tuple[dict[str, float], list[tuple[str, str, bool]]]]
-# The candidate of the active or last rollout, its step (-1 when none is active), its
-# status, and the verdicts reached per (pool, verdict); None before the first rollout.
-RolloutView = Callable[[], tuple[str, int, str, dict[tuple[str, str], int]] | None]
+# Every (route, pool) with its weight, and every (route, pool, backend url) with up; read
+# at scrape time.
+StateView = Callable[[], tuple[list[tuple[str, str, float]], list[tuple[str, str, str, bool]]]]
+# Per route with a rollout: the route, the candidate of its active or last rollout, its
+# step (-1 when none is active), its status, and the verdicts reached per (pool, verdict);
+# a route has none before its first rollout.
+RolloutView = Callable[[], list[tuple[str, str, int, str, dict[tuple[str, str], int]]]]
 # The shared store: reachable, and its failed operations so far (None: no store).
 StoreView = Callable[[], tuple[bool, int]]
 ROLLOUT_STATUSES = ("progressing", "paused", "promoted", "rolled_back", "cancelled")
@@ -71,54 +74,54 @@ class Metrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         weights, backends = self.state_view()
-        pools = [*weights, NO_POOL]
+        pools = [(route, pool) for route, pool, _ in weights] + [(NO_POOL, NO_POOL)]
         counters = self.counters_view()
 
         requests = CounterMetricFamily(
             "splitter_requests",
-            "Requests answered, by pool and status code.",
-            labels=["pool", "code"],
+            "Requests answered, by route, pool and status code.",
+            labels=["route", "pool", "code"],
         )
-        for (pool, code), count in sorted(counters.requests.items()):
-            requests.add_metric([pool, str(code)], count)
+        for (route, pool, code), count in sorted(counters.requests.items()):
+            requests.add_metric([route, pool, str(code)], count)
         yield requests
 
         duration = HistogramMetricFamily(
             "splitter_request_duration_seconds",
             "Time from the request's first byte to the end of its response.",
-            labels=["pool"],
+            labels=["route", "pool"],
         )
-        for pool in sorted(set(pools) | set(counters.histograms)):
-            hist = counters.histograms.get(pool) or [0.0] * (len(BUCKETS) + 2)
+        for where in sorted(set(pools) | set(counters.histograms)):
+            hist = counters.histograms.get(where) or [0.0] * (len(BUCKETS) + 2)
             cumulative = 0.0
             buckets = []
             for bound, in_bucket in zip((*BUCKETS, float("inf")), hist[:-1], strict=True):
                 cumulative += in_bucket
                 buckets.append((_le(bound), cumulative))
-            duration.add_metric([pool], buckets, hist[-1])
+            duration.add_metric(list(where), buckets, hist[-1])
         yield duration
 
         weight = GaugeMetricFamily(
-            "splitter_pool_weight", "Weight in force, by pool.", labels=["pool"]
+            "splitter_pool_weight", "Weight in force, by route and pool.", labels=["route", "pool"]
         )
-        for pool, w in weights.items():
-            weight.add_metric([pool], w)
+        for route, pool, w in weights:
+            weight.add_metric([route, pool], w)
         yield weight
 
         up = GaugeMetricFamily(
             "splitter_backend_up", "1 when the backend passes its health checks.",
-            labels=["pool", "backend"],
+            labels=["route", "pool", "backend"],
         )  # fmt: skip
-        for pool, url, is_up in backends:
-            up.add_metric([pool, url], 1 if is_up else 0)
+        for route, pool, url, is_up in backends:
+            up.add_metric([route, pool, url], 1 if is_up else 0)
         yield up
 
         errors = CounterMetricFamily(
             "splitter_upstream_errors",
-            "Failures talking to backends, by pool and reason.",
-            labels=["pool", "reason"],
+            "Failures talking to backends, by route, pool and reason.",
+            labels=["route", "pool", "reason"],
         )
-        seen = {(pool, reason) for pool in weights for reason in REASONS}
+        seen = {(route, pool, reason) for route, pool, _ in weights for reason in REASONS}
         for key in sorted(seen | set(counters.upstream_errors)):
             errors.add_metric(list(key), counters.upstream_errors.get(key, 0))
         yield errors
@@ -154,29 +157,32 @@ class Metrics(Collector):
         yield counter
 
     def _rollout_metrics(self) -> Iterator[Metric]:
-        view = self.rollout_view() if self.rollout_view is not None else None
-        if view is None:
+        views = self.rollout_view() if self.rollout_view is not None else []
+        if not views:
             return  # no series before the first rollout
-        pool, step, status, verdicts = view
         gauge = GaugeMetricFamily(
-            "splitter_rollout_step", "Step of the active rollout (-1: none).", labels=["pool"]
-        )
-        gauge.add_metric([pool], step)
-        yield gauge
+            "splitter_rollout_step", "Step of the active rollout (-1: none).",
+            labels=["route", "pool"],
+        )  # fmt: skip
         states = GaugeMetricFamily(
             "splitter_rollout_status", "1 for the rollout's current status.",
-            labels=["pool", "status"],
+            labels=["route", "pool", "status"],
         )  # fmt: skip
-        for name in ROLLOUT_STATUSES:
-            states.add_metric([pool, name], 1 if name == status else 0)
-        yield states
         counted = CounterMetricFamily(
             "splitter_rollout_verdicts", "Verdicts of the rollout judge, by candidate.",
-            labels=["pool", "verdict"],
+            labels=["route", "pool", "verdict"],
         )  # fmt: skip
-        keys = {(pool, v) for v in VERDICTS} | set(verdicts)
-        for key in sorted(keys):
-            counted.add_metric(list(key), verdicts.get(key, 0))
+        for route, pool, step, status, verdicts in views:
+            gauge.add_metric([route, pool], step)
+            for name in ROLLOUT_STATUSES:
+                states.add_metric([route, pool, name], 1 if name == status else 0)
+            keys = {(pool, v) for v in VERDICTS} | set(verdicts)
+            for candidate, verdict in sorted(keys):
+                counted.add_metric(
+                    [route, candidate, verdict], verdicts.get((candidate, verdict), 0)
+                )
+        yield gauge
+        yield states
         yield counted
 
 

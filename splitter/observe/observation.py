@@ -19,12 +19,19 @@ class Observation:
     def __init__(self, started: float) -> None:
         self.started = started  # wall-clock time of the first byte of its head
         self.finished = 0.0  # wall-clock time it ended
+        self.route_name: str | None = None  # None: refused before a route was chosen
         self.pool_name: str | None = None  # None: refused before a pool was chosen
+        # The statistics' key: "route/pool" ("route/none": the route had no live pool);
+        # "none" when refused before a route was chosen.
+        self.pool_key = "none"
         self.backend_url: str | None = None
         self.status = 0  # the status answered (499: the client left before the answer)
         self.body_bytes = 0  # response body bytes sent to the client
         self.error = ""  # "" or the reason of a failure: connect, timeout, protocol, refused
-        self.by_override = False  # the override header chose the pool, not the weights
+        # The override header or a segment chose the pool, not the weights: counted with
+        # the pool, never judged in a canary step (docs/rollouts.md).
+        self.by_override = False
+        self.by_segment = False  # a segment chose it
         self.client_id: str | None = None  # the sticky client, when there is one
         self.assigned = False  # the weighted choice placed a client without a cookie
         self.method = b""  # the request's method and target, as sent

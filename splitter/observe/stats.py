@@ -19,7 +19,9 @@ Rules:
 - Latencies go to log-spaced buckets (a quarter of an octave wide, 0.1 ms to ~100 s),
   sparse, one histogram for judged requests and one for the rest, so that a quantile is
   read to within 19% and the share above any threshold can be counted.
-- A `Window` keeps `WINDOW` seconds; older ones are dropped as new ones arrive.
+- A `Window` keeps `WINDOW` seconds of one route; older ones are dropped as new ones
+  arrive. The recorder keys pools by `route/pool` (one recorder serves every route);
+  `by_route` splits a drain into each route's part.
 
 The judge's evidence (docs/rollouts.md#evidence-no-client-can-steer) is kept
 beside the counts, per pool, second and *request class* (the method and the first path segment:
@@ -51,6 +53,7 @@ __all__ = [
     "PoolTotals",
     "Recorder",
     "Window",
+    "by_route",
     "latency_bucket",
 ]
 
@@ -174,7 +177,7 @@ class Recorder:
             self.client_seconds.clear()
             self.per_address.clear()
             self.classes.clear()
-        pool = obs.pool_name or NO_POOL
+        pool = obs.pool_key
         entry = self.current.get(pool)
         if entry is None:
             entry = self.current[pool] = ([0] * SLOTS, {}, {}, {})
@@ -371,8 +374,30 @@ def count_above(histogram: Mapping[int, int], threshold: float) -> int:
     return sum(n for bucket, n in histogram.items() if bucket >= first)
 
 
+def by_route(drained: Drained, main: str) -> dict[str, Drained]:
+    """Drained statistics split by route, the pools by their own names: the recorder keys
+    each pool by `route/pool` (`Observation.pool_key`); a request refused before a route
+    was chosen (`none`) goes with the route `main` (the one the calls without a route
+    show)."""
+    out: dict[str, Drained] = {}
+    for second, pools in drained.items():
+        for key, entry in pools.items():
+            route, slash, pool = key.partition("/")
+            if not slash:
+                route, pool = main, key
+            mine = out.get(route)
+            if mine is None:
+                mine = out[route] = {}
+            row = mine.get(second)
+            if row is None:
+                row = mine[second] = {}
+            row[pool] = entry
+    return out
+
+
 class Window:
-    """The last WINDOW seconds of every pool, summed from the recorders' drains."""
+    """The last WINDOW seconds of every pool of one route, summed from the recorders'
+    drains (split by `by_route`)."""
 
     def __init__(self, keep: int = WINDOW) -> None:
         self.keep = keep

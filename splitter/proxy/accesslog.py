@@ -36,6 +36,7 @@ class AccessLog:
                 "method": req.method.decode("latin-1"),
                 "target": req.target.decode("latin-1"),
                 "status": ex.status,
+                "route": ex.route_name,
                 "pool": ex.pool_name,
                 "backend": ex.backend_url,
                 "duration": ex.finished - ex.started,

@@ -235,10 +235,14 @@ class Exchange(Observation):
             self.conn.send(CONTINUE_100)
         pool, self.set_cookie = route(live, req, self)
         if pool is None:
+            if self.route_name is None:  # no route takes it: 404 {"error": "no route"}
+                self._answer_error(404, "", close=False)
+                return
             self.fail(NoHealthyBackend("no live pool"))
             return
         self.pool = pool
         self.pool_name = pool.name
+        self.pool_key = pool.key
         backend = pool.pick()
         if backend is None:
             self.fail(NoHealthyBackend(f"pool {pool.name} has no live backend"))
@@ -530,7 +534,10 @@ class Exchange(Observation):
 
     def _upstream_failed(self, error: ProxyError) -> None:
         says_little = isinstance(error, UpstreamLost) and (self.reused or self.response_started)
-        self.ctx.policy.upstream_failed(error, self.pool_name, self.backend, says_little, self.live)
+        policy = self.ctx.policy
+        policy.upstream_failed(
+            error, self.route_name, self.pool_name, self.backend, says_little, self.live
+        )
 
     def _may_retry(self, error: ProxyError) -> bool:
         if self.response_started or self.attempts >= 2 or self.backend is None:

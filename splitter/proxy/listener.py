@@ -85,6 +85,7 @@ class ProxyListener(Listener):
         self.access_log = config.access_log
         self.read_settings.limits = limits
         self.read_settings.override = live.override_header
+        self.read_settings.segment_headers = live.segment_headers
         # Both apply to connections accepted from now on; open ones keep what they read.
         self.proxy_protocol = config.proxy_protocol
         if self.trusted.cidrs != config.trusted_proxies:

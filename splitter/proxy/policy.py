@@ -51,15 +51,33 @@ GATEWAY_STATUSES: Final = frozenset({502, 503, 504})
 
 
 def route(live: Live, req: RequestHead, obs: Observation) -> tuple[PoolState | None, bytes | None]:
-    """The pool for this request (override header, else the sticky client and the weights)
-    and the Set-Cookie line for a new client; records how it was chosen in `obs`."""
+    """The pool for this request and the Set-Cookie line for a new client; records in
+    `obs` the route and how the pool was chosen. Within the route: the override header,
+    then the segments, then the sticky client and the weights. No pool: `obs.route_name`
+    is None when no route takes the request (404), else no pool of it is live (503)."""
+    rs = live.only
+    if rs is None:
+        index = live.table.match(req.host, req.target)
+        if index < 0:
+            return None, None
+        rs = live.routes[index]
+    obs.route_name = rs.name
+    obs.pool_key = rs.no_pool_key  # until a pool is chosen
     if req.override is not None and live.override_header is not None:
-        pool = live.pools.get(req.override.decode("latin-1"))
+        pool = rs.pools.get(req.override.decode("latin-1"))
         if pool is not None:
             obs.by_override = True
             return pool, None
-    chooser = live.chooser
-    assert chooser is not None
+    segments = rs.segments
+    if segments is not None:
+        name = segments.match(req.segment_values, req.cookie, req.target, obs.client_addr)
+        if name is not None:
+            # Chosen users: counted with their pool, judged like the override's requests
+            # (never in a canary step; in a blue-green preview), no cookie set.
+            obs.by_override = True
+            obs.by_segment = True
+            return rs.pools[name], None
+    chooser = rs.chooser
     ids = live.client_ids
     set_cookie = None
     if ids is None:
@@ -83,7 +101,7 @@ def route(live: Live, req: RequestHead, obs: Observation) -> tuple[PoolState | N
             )
         obs.client_id = client_id
         name = chooser.for_client(client_id)
-    return (live.pools[name] if name is not None else None), set_cookie
+    return (rs.pools[name] if name is not None else None), set_cookie
 
 
 def upstream_head(req: RequestHead, peer: bytes, backend: BackendState) -> bytes:
@@ -170,6 +188,7 @@ class Policy:
     def upstream_failed(
         self,
         error: ProxyError,
+        route_name: str | None,
         pool_name: str | None,
         backend: BackendState | None,
         says_little: bool,
@@ -179,7 +198,7 @@ class Policy:
         it `says_little` about the backend (a kept-alive connection the backend had
         closed, or a reset in the middle of a body)."""
         if self.counters is not None:
-            self.counters.count_upstream_error(pool_name, error.reason)
+            self.counters.count_upstream_error(pool_name, error.reason, route_name)
         if backend is not None and not says_little:
             self.ejector.failed(backend, live)
         url = backend.url if backend is not None else "-"

@@ -235,7 +235,7 @@ def test_healthz_readyz_metrics(shared: SplitterProc) -> None:
     assert headers["content-type"].startswith("text/plain")
     text = body.decode()
     assert "splitter_pool_weight" in text
-    assert 'splitter_pool_weight{pool="blue"} 90' in text
+    assert 'splitter_pool_weight{pool="blue",route="default"} 90' in text
 
 
 def test_openapi_describes_every_endpoint(shared: SplitterProc) -> None:

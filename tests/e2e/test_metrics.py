@@ -63,7 +63,10 @@ class Scrape:
         ]
 
     def value(self, name: str, **labels: str) -> float | None:
-        """The value of the one sample `name` with exactly `labels`; None when absent."""
+        """The value of the one sample `name` with exactly `labels`; None when absent. A
+        `pool` without a `route` is the route `default`'s (`none`'s for the pool `none`)."""
+        if "pool" in labels and "route" not in labels:
+            labels["route"] = "none" if labels["pool"] == "none" else "default"
         found = [s.value for s in self.samples if s.name == name and s.labels == labels]
         assert len(found) <= 1, f"{name}{labels} rendered {len(found)} times"
         return found[0] if found else None
@@ -453,6 +456,8 @@ def test_no_live_backend_503_counted_with_pool_none(
     assert status == 503
     s = settled(proc, 1)
     assert s.requests() == {("none", "503"): 1}, s.text
+    # the route took it: its label names it
+    assert s.value("splitter_requests_total", route="default", pool="none", code="503") == 1
 
 
 # --------------------------------------------------------------------------- gauges

@@ -23,7 +23,9 @@ LE_BOUNDS = [*BUCKETS, math.inf]
 
 
 class FakeState:
-    """What the app hands the collector: weights by pool and (pool, url, up) per backend."""
+    """What the app hands the collector: (route, pool, weight) per pool and (route, pool,
+    url, up) per backend; `weights` and `backends` are the route `default`'s, `more` other
+    routes' pools."""
 
     def __init__(self) -> None:
         self.weights: dict[str, float] = {"blue": 90, "green": 0, "canary": 10}
@@ -33,9 +35,16 @@ class FakeState:
             ("green", "http://127.0.0.1:5101", True),
             ("canary", "http://localhost:5201/", True),
         ]
+        self.more: list[tuple[str, str, float, str]] = []  # (route, pool, weight, url)
 
-    def __call__(self) -> tuple[dict[str, float], list[tuple[str, str, bool]]]:
-        return dict(self.weights), list(self.backends)
+    def __call__(
+        self,
+    ) -> tuple[list[tuple[str, str, float]], list[tuple[str, str, str, bool]]]:
+        weights = [("default", pool, w) for pool, w in self.weights.items()]
+        backends = [("default", pool, url, up) for pool, url, up in self.backends]
+        weights += [(route, pool, w) for route, pool, w, _ in self.more]
+        backends += [(route, pool, url, True) for route, pool, _, url in self.more]
+        return weights, backends
 
 
 @pytest.fixture
@@ -64,18 +73,22 @@ def samples(m: Metrics, name: str) -> list[Sample]:
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
-    """The value of the one sample `name` with exactly `labels`, None when absent."""
+    """The value of the one sample `name` with exactly `labels`, None when absent; a `pool`
+    without a `route` is the route `default`'s (`none`'s for the pool `none`)."""
+    if "pool" in labels and "route" not in labels:
+        labels["route"] = "none" if labels["pool"] == "none" else "default"
     found = [s.value for s in samples(m, name) if s.labels == labels]
     assert len(found) <= 1, f"{name}{labels} rendered {len(found)} times"
     return found[0] if found else None
 
 
-def buckets(m: Metrics, pool: str) -> dict[float, float]:
+def buckets(m: Metrics, pool: str, route: str = "") -> dict[float, float]:
     """le (as a float) -> cumulative count, for one pool's duration histogram."""
+    route = route or ("none" if pool == "none" else "default")
     out: dict[float, float] = {}
     for s in samples(m, "splitter_request_duration_seconds_bucket"):
-        if s.labels.get("pool") == pool:
-            assert set(s.labels) == {"pool", "le"}
+        if s.labels.get("pool") == pool and s.labels.get("route") == route:
+            assert set(s.labels) == {"route", "pool", "le"}
             out[float(s.labels["le"])] = s.value
     return out
 
@@ -118,7 +131,7 @@ def test_pool_weight_gauges(metrics: Metrics, state: FakeState) -> None:
     got = {s.labels["pool"]: s.value for s in samples(metrics, "splitter_pool_weight")}
     assert got == {"blue": 90, "green": 0, "canary": 10}
     for s in samples(metrics, "splitter_pool_weight"):
-        assert set(s.labels) == {"pool"}
+        assert set(s.labels) == {"route", "pool"}
     # Read at scrape time: a weight change shows at the next scrape.
     state.weights = {"blue": 0, "green": 100, "canary": 0}
     got = {s.labels["pool"]: s.value for s in samples(metrics, "splitter_pool_weight")}
@@ -184,7 +197,7 @@ def test_requests_counted_by_pool_and_code(metrics: Metrics) -> None:
         ("none", "431"): 1,
     }
     for s in samples(metrics, "splitter_requests_total"):
-        assert set(s.labels) == {"pool", "code"}
+        assert set(s.labels) == {"route", "pool", "code"}
 
 
 def test_requests_family_is_a_counter_named_total(metrics: Metrics) -> None:
@@ -197,9 +210,7 @@ def test_requests_family_is_a_counter_named_total(metrics: Metrics) -> None:
     assert "# TYPE splitter_requests_total counter" in text or (
         "# TYPE splitter_requests counter" in text
     )
-    assert 'splitter_requests_total{code="200",pool="blue"} 1.0' in text or (
-        'splitter_requests_total{pool="blue",code="200"} 1.0' in text
-    )
+    assert 'splitter_requests_total{code="200",pool="blue",route="default"} 1.0' in text
 
 
 def test_counts_accumulate(metrics: Metrics) -> None:
@@ -260,7 +271,7 @@ def test_histogram_cumulative_count_and_sum(metrics: Metrics) -> None:
     )
     # Histogram bucket samples carry only pool and le.
     for s in samples(metrics, "splitter_request_duration_seconds_count"):
-        assert set(s.labels) == {"pool"}
+        assert set(s.labels) == {"route", "pool"}
 
 
 def test_histogram_per_pool(metrics: Metrics) -> None:
@@ -310,12 +321,14 @@ def test_labels_come_only_from_config_and_counts(metrics: Metrics, state: FakeSt
     metrics.count_reload(True)
     allowed_pools = {*state.weights, "none"}
     allowed_backends = {url for _, url, _ in state.backends}
-    allowed_keys = {"pool", "code", "le", "backend", "reason", "result"}
+    allowed_keys = {"route", "pool", "code", "le", "backend", "reason", "result"}
     for _, ss in scrape(metrics).values():
         for s in ss:
             assert set(s.labels) <= allowed_keys, s
             if "pool" in s.labels:
                 assert s.labels["pool"] in allowed_pools, s
+                # every series with a pool names its route
+                assert s.labels["route"] == ("none" if s.labels["pool"] == "none" else "default")
             if "backend" in s.labels:
                 assert s.labels["backend"] in allowed_backends, s
             if "code" in s.labels:
@@ -410,3 +423,39 @@ def test_render_is_text_format(metrics: Metrics) -> None:
     assert decoded.endswith("\n")
     for name in FAMILIES:
         assert f"# HELP {name}" in decoded or f"# HELP {name}_total" in decoded
+
+
+# ------------------------------------------------------------------------------ routes
+
+
+def test_every_pool_series_names_its_route(metrics: Metrics, state: FakeState) -> None:
+    state.more = [("shop", "blue", 100, "http://127.0.0.1:6001"),
+                  ("shop", "canary", 0, "http://127.0.0.1:6002")]  # fmt: skip
+    metrics.count_request("blue", 200, 0.01, "shop")
+    metrics.count_request("blue", 200, 0.01, "shop")
+    metrics.count_request("blue", 200, 0.01)  # the route default's blue: another series
+    metrics.count_request(None, 404, 0.0001, None)  # no route took it
+    metrics.count_request(None, 503, 0.0001, "shop")  # the route took it, no pool was live
+    metrics.count_upstream_error("canary", "timeout", "shop")
+    requests = {
+        (s.labels["route"], s.labels["pool"], s.labels["code"]): s.value
+        for s in samples(metrics, "splitter_requests_total")
+    }
+    assert requests == {
+        ("shop", "blue", "200"): 2,
+        ("default", "blue", "200"): 1,
+        ("none", "none", "404"): 1,
+        ("shop", "none", "503"): 1,
+    }
+    weights = {
+        (s.labels["route"], s.labels["pool"]): s.value
+        for s in samples(metrics, "splitter_pool_weight")
+    }
+    assert weights[("shop", "blue")] == 100 and weights[("default", "blue")] == 90
+    assert value(metrics, "splitter_upstream_errors_total", route="shop", pool="canary",
+                 reason="timeout") == 1  # fmt: skip
+    assert value(metrics, "splitter_upstream_errors_total", route="shop", pool="blue",
+                 reason="timeout") == 0  # fmt: skip
+    assert buckets(metrics, "blue", "shop")[math.inf] == 2
+    assert value(metrics, "splitter_backend_up", route="shop", pool="canary",
+                 backend="http://127.0.0.1:6002") == 1  # fmt: skip

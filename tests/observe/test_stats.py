@@ -37,6 +37,7 @@ def obs(
     o.finished = at
     o.status = status
     o.pool_name = pool
+    o.pool_key = pool
     o.client_id = client
     o.method = method
     o.target = target

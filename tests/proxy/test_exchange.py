@@ -289,7 +289,7 @@ def test_connect_refused_is_retried_once_then_502() -> None:
     assert not pb.waiting
     [response] = client.responses()
     assert response.status == 502 and json.loads(response.body)["reason"] == "connect"
-    assert pb.counters.upstream_errors[("blue", "connect")] == 2
+    assert pb.counters.upstream_errors[("default", "blue", "connect")] == 2
 
 
 def test_connect_refused_then_accepted_is_served() -> None:
@@ -664,10 +664,10 @@ def test_every_exchange_is_observed_once() -> None:
     backend.reply(OK)
     statuses = [ex.status for ex in pb.observed]
     assert statuses == [200, 200, 400]
-    assert pb.counters.requests == {("blue", 200): 2, ("none", 400): 1}
+    assert pb.counters.requests == {("default", "blue", 200): 2, ("none", "none", 400): 1}
     drained = pb.recorder.drain()
     [pools] = drained.values()
-    assert pools["blue"][0][0] == 2 and pools["none"][0][0] == 1
+    assert pools["default/blue"][0][0] == 2 and pools["none"][0][0] == 1
 
 
 def test_at_most_upstream_max_idle_connections_are_kept_per_backend() -> None:
