@@ -38,10 +38,11 @@ from splitter.admin.listener import KEEPALIVE_TIMEOUT, AdminListener, head_recei
 from splitter.admin.routes import make_admin_app, make_metrics_app
 from splitter.admin.stream import Feed
 from splitter.config import Config
-from splitter.control.controller import Controller
+from splitter.control.controller import Controller, EventLog, bound_once
 from splitter.control.fleet import Fleet
 from splitter.control.health import HealthChecker
 from splitter.control.reload import ConfigWatcher
+from splitter.control.route import RouteControl
 from splitter.errors import ConfigError, StartupError, StoreError
 from splitter.observe.counters import Counters
 from splitter.observe.metrics import Metrics
@@ -49,8 +50,7 @@ from splitter.observe.stats import Drained, Recorder, Window, by_route, per_proc
 from splitter.proxy.listener import ProxyListener
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
-from splitter.state import HealthTable, Live, PoolState, StateFile, build_live
-from splitter.store import Compute, Document, Edit
+from splitter.state import HealthTable, Live, StateFile, build_live
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
     from splitter.workers import WorkerPool
@@ -90,7 +90,9 @@ class Splitter:
             from splitter.store.redisstore import RedisStore  # redis only when it is used
 
             store = RedisStore(config.store, replica_id())
-        self.controller = Controller(config, self.state_file, self._install, store)
+        self.store = store
+        self._config = config
+        self.events = EventLog(store.replica if store is not None else "", store is not None)
         self.fleet = Fleet(store, self) if store is not None else None
         self.workers: WorkerPool | None = None
         self.metrics = Metrics(
@@ -102,9 +104,6 @@ class Splitter:
         self.ready = False
         self.stopping = False
         self.health_table = HealthTable()  # backend health by URL, for this process's snapshots
-        self.window = Window()  # per-pool statistics of every process, by second: the main
-        # route's (the one the calls without a route show); the other routes' are dropped
-        # until they have a judge and a dashboard of their own
         self.recorder = Recorder()
         self.feed = Feed()  # the dashboard's stream: stats, weights, events, rollouts
         self.started_at = time.time()
@@ -117,17 +116,55 @@ class Splitter:
         self.live: Live | None = None
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
-        settled = SETTLED_SHARED if store is not None else SETTLED_ALONE
-        self.rollouts = RolloutEngine(self, self._post, settled=settled)
-        self.controller.rollouts = self.rollouts
+        self._settled = SETTLED_SHARED if store is not None else SETTLED_ALONE
+        # One control per route, in config order (control/route.py).
+        self.routes: dict[str, RouteControl] = {}
+        for route in config.routes:
+            self.routes[route.name] = self._new_route(route.name)
         self._rollout_task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None  # webhooks and gates
         self._tasks: set[asyncio.Task[None]] = set()
         self._cookie_secret = b""
+        self._reloading = False  # a reload puts every route's weights in force at once
+
+    def _new_route(self, name: str) -> RouteControl:
+        controller = Controller(
+            self._config, self.state_file, self._install, self.store, route=name,
+            events=self.events,
+        )  # fmt: skip
+        return RouteControl(self, controller, self._post, self._settled)
 
     @property
     def config(self) -> Config:
-        return self.controller.config
+        return self._config
+
+    def route_controls(self) -> list[RouteControl]:
+        return list(self.routes.values())
+
+    def route_control(self, name: str) -> RouteControl | None:
+        return self.routes.get(name)
+
+    @property
+    def main(self) -> RouteControl | None:
+        """The route the calls without a route act on (`Config.main_route`)."""
+        main = self._config.main_route
+        return self.routes.get(main.name) if main is not None else None
+
+    @property
+    def controller(self) -> Controller:
+        """The main route's controller (the first route's, when there is no main route)."""
+        main = self.main or next(iter(self.routes.values()))
+        return main.controller
+
+    @property
+    def rollouts(self) -> RolloutEngine:
+        main = self.main or next(iter(self.routes.values()))
+        return main.rollouts
+
+    @property
+    def window(self) -> Window:
+        main = self.main or next(iter(self.routes.values()))
+        return main.window
 
     def _bind_metrics(self, config: Config) -> socket.socket | None:
         """The optional `metrics.listen` socket; on failure the other two are closed."""
@@ -170,24 +207,28 @@ class Splitter:
             ) from None
         if self.fleet is not None:
             await self.fleet.connect(STORE_CONNECT)  # the fleet's secret, before serving
-        weights = await self.controller.start()
-        self.live = self._build_live(self.config, weights)
-        if self.config.workers > 1:
+        for route in self.route_controls():
+            await route.controller.start()
+        self.live = self._build_live(self._config)
+        if self._config.workers > 1:
             from splitter.workers import WorkerPool
 
-            self.workers = WorkerPool(self.config.workers, self._cookie_secret, self._add_stats)
-            self._check_health_of(self.config)
-            await self.workers.start(self.config, self._route_weights(self.config, weights))
+            self.workers = WorkerPool(self._config.workers, self._cookie_secret, self._add_stats)
+            self._check_health_of(self._config)
+            await self.workers.start(self._config, self._route_weights())
         else:
             self.server = ProxyListener(self.live, loop, self.metrics.counters, self.recorder)
-            self._check_health_of(self.config)
+            self._check_health_of(self._config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
-        active = self.rollouts.active
-        if active is not None and active.plan.pool not in weights:  # a state of elsewhere
-            await self._cancel_rollout(f"pool {active.plan.pool} is not in the config")
+        for route in self.route_controls():
+            active = route.rollouts.active
+            if active is not None and active.plan.pool not in route.controller.weights:
+                # a state of elsewhere
+                await route.cancel_rollout(f"pool {active.plan.pool} is not in the config")
         if self.fleet is None:
-            await self.rollouts.take_over()  # the only process: it leads
+            for route in self.route_controls():
+                await route.rollouts.take_over()  # the only process: it leads
         else:
             self.fleet.start()
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
@@ -222,19 +263,15 @@ class Splitter:
 
     # -- the live state -----------------------------------------------------------------
 
-    def _build_live(self, config: Config, weights: dict[str, float]) -> Live:
+    def _route_weights(self) -> dict[str, dict[str, float]]:
+        """The weights in force, per route."""
+        return {name: dict(route.controller.weights) for name, route in self.routes.items()}
+
+    def _build_live(self, config: Config) -> Live:
         self.recorder.max_per_address = per_process(
             config.rollouts.analysis.max_per_address, config.workers
         )
-        return build_live(config, self._route_weights(config, weights), self._cookie_secret,
-                          self.health_table)  # fmt: skip
-
-    @staticmethod
-    def _route_weights(config: Config, weights: dict[str, float]) -> dict[str, dict[str, float]]:
-        """The weights in force per route: the controller's for the main route; the other
-        routes run on their config's weights."""
-        main = config.main_route
-        return {main.name: weights} if main is not None else {}
+        return build_live(config, self._route_weights(), self._cookie_secret, self.health_table)
 
     async def _collect_stats(self) -> None:
         while True:
@@ -248,12 +285,13 @@ class Splitter:
             self.fleet.note_stats(drained)
 
     def add_window(self, drained: Drained) -> None:
-        """Statistics (this replica's or another's) into the main route's window."""
-        main = self.config.main_route
-        if main is not None:
-            mine = by_route(drained, main.name).get(main.name)
-            if mine:
-                self.window.add(mine)
+        """Statistics (this replica's or another's) into each route's window; a request
+        refused before a route was chosen shows with the main route."""
+        main = self.main or next(iter(self.routes.values()))
+        for name, part in by_route(drained, main.name).items():
+            route = self.routes.get(name)
+            if route is not None and part:
+                route.window.add(part)
 
     @property
     def cookie_secret(self) -> bytes:
@@ -270,7 +308,7 @@ class Splitter:
             self.workers.set_secret(secret)
         if self.live is not None:
             self.live = None  # rebuilt with the new secret
-            self.live = self._build_live(self.config, self.controller.weights)
+            self.live = self._build_live(self._config)
             if self.server is not None:
                 self.server.swap(self.live)
 
@@ -282,64 +320,30 @@ class Splitter:
     # -- rollouts (the engine's host) ---------------------------------------------------
 
     async def _run_rollouts(self) -> None:
-        shown = None  # the analysis last sent to the dashboard
-        next_show = 0.0
+        shown: dict[str, Any] = {}  # per route: the analysis last sent to the dashboard
+        next_show: dict[str, float] = {}
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(ROLLOUT_EVERY)
-            try:
-                await self.rollouts.tick()
-            except Exception:  # a bug must not stop the engine's clock: log it, go on
-                log.exception("error while judging the rollout")
-            active = self.rollouts.active
-            if active is not None and loop.time() >= next_show:
-                # At most once a second while its analysis moves (transitions are
-                # published as they happen, by the engine's events).
-                body = active.to_json()
-                moving = (body["analysis"], body["reason"])
-                if moving != shown:
-                    shown = moving
-                    next_show = loop.time() + 1.0
-                    self.feed.publish("rollout", body)
+            for name, route in list(self.routes.items()):
+                try:
+                    await route.rollouts.tick()
+                except Exception:  # a bug must not stop the engine's clock: log it, go on
+                    log.exception("error while judging the rollout of route %s", name)
+                active = route.rollouts.active
+                if active is not None and loop.time() >= next_show.get(name, 0.0):
+                    # At most once a second while its analysis moves (transitions are
+                    # published as they happen, by the engine's events).
+                    body = active.to_json()
+                    moving = (body["analysis"], body["reason"])
+                    if moving != shown.get(name):
+                        shown[name] = moving
+                        next_show[name] = loop.time() + 1.0
+                        self.feed.publish("rollout", route.rollout_json(body))
 
     @property
     def leader(self) -> bool:
         return self.fleet.leader if self.fleet is not None else True
-
-    def shared_weights(self, doc: Document) -> dict[str, float]:
-        return self.controller.shared_weights(doc)
-
-    def weights_doc(self, doc: Document, weights: dict[str, float]) -> Document:
-        return self.controller.weights_doc(doc, weights)
-
-    async def commit(self, compute: Compute, fence: bool) -> Edit | None:
-        return await self.controller.commit(compute, fence)
-
-    def _pool_state(self, pool: str) -> PoolState | None:
-        live = self.live
-        main = live.main if live is not None else None
-        return main.pools.get(pool) if main is not None else None
-
-    def pool_live(self, pool: str) -> bool:
-        state = self._pool_state(pool)
-        return state is not None and state.has_live_backend()
-
-    def pool_checked_up(self, pool: str) -> bool:
-        state = self._pool_state(pool)
-        return state is not None and state.has_checked_backend()
-
-    def rollout_event(
-        self,
-        event: str,
-        rollout: dict[str, Any],
-        old_weights: dict[str, float],
-        new_weights: dict[str, float],
-    ) -> None:
-        history = rollout["history"]
-        detail = history[-1]["detail"] if history else rollout["reason"]
-        what = f"rollout of {rollout['pool']} {event}: {detail}"
-        self.controller.event("rollout", what, old_weights, new_weights)
-        self.feed.publish("rollout", rollout)
 
     async def _post(self, url: str, body: dict[str, Any], timeout: float) -> int:
         """POST JSON to a webhook or gate (never through a proxy from the environment)."""
@@ -351,28 +355,33 @@ class Splitter:
             return response.status
 
     def _store_view(self) -> tuple[bool, int]:
-        store = self.controller.store
+        store = self.store
+        assert store is not None
         return store.up, int(getattr(store, "errors", 0))
 
     def _rollout_view(self) -> list[tuple[str, str, int, str, dict[tuple[str, str], int]]]:
-        r = self.rollouts.current
-        main = self.config.main_route
-        if r is None or main is None:
-            return []
-        step = r.step if r.active else -1
-        return [(main.name, r.plan.pool, step, r.status, self.rollouts.verdicts)]
+        out = []
+        for name, route in self.routes.items():
+            r = route.rollouts.current
+            if r is not None:
+                step = r.step if r.active else -1
+                out.append((name, r.plan.pool, step, r.status, route.rollouts.verdicts))
+        return out
 
     # -- the live state, continued ------------------------------------------------------
 
-    def _install(self, config: Config, weights: dict[str, float]) -> None:
-        """Put a config and weights in force: one reference swapped on the request path."""
-        if self.live is None:
-            return  # not started yet: start() builds the first snapshot
-        self.live = self._build_live(config, weights)
+    def _install(self, config: Config | None = None, weights: object = None) -> None:
+        """Put the config and every route's weights in force: one reference swapped on the
+        request path. (A controller calls it with its config and weights: the snapshot is
+        made of every route's.)"""
+        if self.live is None or self._reloading:
+            return  # not started yet (start() builds the first snapshot), or in a reload
+        config = self._config
+        self.live = self._build_live(config)
         if self.server is not None:
             self.server.swap(self.live)
         if self.workers is not None:
-            self.workers.install(config, self._route_weights(config, weights))
+            self.workers.install(config, self._route_weights())
         self._check_health_of(config)
 
     def _check_health_of(self, config: Config) -> None:
@@ -453,28 +462,59 @@ class Splitter:
             for line in exc.lines():
                 log.error("reload (%s) failed, the old config stays: %s", source, line)
             return exc
-        file_won = self.controller.apply_config(new, source)
+        config = bound_once(self._config, new)
+        self._config = config
+        self._reloading = True
+        try:
+            for name in [n for n in self.routes if config.route(n) is None]:
+                self._spawn(self._retire(self.routes.pop(name)))
+            for route in config.routes:
+                control = self.routes.get(route.name)
+                if control is None:  # started like a route at startup, from the document
+                    control = self.routes[route.name] = self._new_route(route.name)
+                    self._spawn(self._start_route(control))
+                    continue
+                file_won = control.controller.apply_config(config, source, install=False)
+                if control.controller.pending_file is not None:
+                    self._spawn(self._write_file_load(control))  # with a cancel of the rollout
+                active = control.rollouts.active
+                pool = active.plan.pool if active is not None else None
+                if pool is not None and not file_won and pool not in control.controller.weights:
+                    why = f"pool {pool} is no longer in the config"
+                    self._spawn(control.cancel_rollout(why))
+            self.routes = {r.name: self.routes[r.name] for r in config.routes}  # config order
+        finally:
+            self._reloading = False
+        self._install()
         self.metrics.count_reload(True)
-        if self.controller.pending_file is not None:
-            self._spawn(self._write_file_load())  # with a cancel of the rollout, if active
-        active = self.rollouts.active
-        if active is not None and not file_won and active.plan.pool not in self.controller.weights:
-            self._spawn(self._cancel_rollout(f"pool {active.plan.pool} is no longer in the config"))
         return None
 
-    async def _write_file_load(self) -> None:
+    async def _retire(self, route: RouteControl) -> None:
+        """A route a reload removed: its active rollout ends cancelled (with an event)."""
+        route.rollouts.shutdown()
+        if route.rollouts.active is not None:
+            await route.cancel_rollout(f"route {route.name} is no longer in the config")
+        log.warning("route %s is no longer in the config", route.name)
+
+    async def _start_route(self, route: RouteControl) -> None:
+        """A route a reload added: its part of the shared document, and its rollout."""
         try:
-            await self.controller.catch_up()
+            await route.controller.start()
+            if self.leader:
+                await route.rollouts.take_over()
+        except StoreError:
+            pass  # the store is down: the fleet's loop writes it once the store is back
+        except Exception:
+            log.exception("error while starting route %s", route.name)
+        self._install()
+
+    async def _write_file_load(self, route: RouteControl) -> None:
+        try:
+            await route.controller.catch_up()
         except StoreError:
             pass  # the store is down: written once it is back (fleet.py)
         except Exception:
             log.exception("error while writing the file's weights")
-
-    async def _cancel_rollout(self, why: str) -> None:
-        try:
-            await self.rollouts.cancel(why)
-        except StoreError:
-            log.warning("the rollout could not be cancelled (%s): the store is unavailable", why)
 
     # -- shutdown -----------------------------------------------------------------------
 
@@ -501,7 +541,8 @@ class Splitter:
             self._stats_task.cancel()
         if self._rollout_task is not None:
             self._rollout_task.cancel()
-        self.rollouts.shutdown()
+        for route in self.route_controls():
+            route.rollouts.shutdown()
         if self.fleet is not None:
             await self.fleet.stop()
         if self._http is not None:

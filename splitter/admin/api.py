@@ -39,9 +39,9 @@ from aiohttp import web
 
 from splitter.admin.sessions import Guesses
 from splitter.config import Config, Segment
-from splitter.control.controller import Controller, plain, weight_value
+from splitter.control.controller import EventLog, plain, weight_value
+from splitter.control.route import RouteControl
 from splitter.errors import AdminError, ApiError, ConfigError, StoreError
-from splitter.rollout import RolloutEngine
 from splitter.rollout.plan import parse_rollout
 from splitter.state import Live
 
@@ -56,18 +56,20 @@ class AdminHost(Protocol):
     """What the admin API needs of the running splitter (`app.Splitter` is one)."""
 
     @property
-    def controller(self) -> Controller: ...
+    def main(self) -> RouteControl | None: ...
+    @property
+    def events(self) -> EventLog: ...
     @property
     def metrics(self) -> Rendered: ...
     @property
     def stopping(self) -> bool: ...
     @property
-    def rollouts(self) -> RolloutEngine: ...
-    @property
     def config(self) -> Config: ...
     @property
     def live(self) -> Live | None: ...
 
+    def route_control(self, name: str) -> RouteControl | None: ...
+    def route_controls(self) -> list[RouteControl]: ...
     def catch_up_with_file(self) -> None: ...
     def backend_up(self, url: str) -> bool: ...
     def reload(self, source: str) -> ConfigError | None: ...
@@ -144,7 +146,7 @@ async def host_and_origin(request: web.Request, handler: Handler) -> web.StreamR
         request.method,
         request.headers.getall("Host", []),
         request.headers.getall("Origin", []),
-        bool(request.app[SPLITTER_KEY].controller.config.admin.token),
+        bool(request.app[SPLITTER_KEY].config.admin.token),
     )
     if reason is not None:
         return error(403, reason)
@@ -195,7 +197,7 @@ def wrong_token(request: web.Request, how: str) -> None:
 
 @web.middleware
 async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[SPLITTER_KEY].controller.config.admin.token
+    token = request.app[SPLITTER_KEY].config.admin.token
     if token and request.path.startswith("/api/"):
         other = request.app.get(OTHER_AUTH)
         verdict = other(request) if other is not None else None
@@ -238,26 +240,49 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 # -- handlers ---------------------------------------------------------------------------
 
 
+def route_of(request: web.Request) -> RouteControl:
+    """The route a call acts on: the one its path names (/api/v1/routes/{route}/..., 404
+    when there is none of that name), else the main route (`default`, or the only route;
+    400 with several routes and no `default`)."""
+    splitter = request.app[SPLITTER_KEY]
+    name = request.match_info.get("route")
+    if name is not None:
+        route = splitter.route_control(name)
+        if route is None:
+            raise ApiError(404, f"unknown route: {name[:64]}")
+        return route
+    main = splitter.main
+    if main is None:
+        names = ", ".join(r.name for r in splitter.config.routes)
+        raise ApiError(
+            400,
+            f"several routes and none named default ({names}): name one, "
+            "/api/v1/routes/{route}/...",
+        )
+    return main
+
+
 async def get_weights(request: web.Request) -> web.Response:
-    return json_response(plain(request.app[SPLITTER_KEY].controller.weights))
+    return json_response(plain(route_of(request).controller.weights))
 
 
 async def put_weights(request: web.Request) -> web.Response:
     splitter = request.app[SPLITTER_KEY]
+    route = route_of(request)
     body = await read_json_object(request)
     if not body:
         raise ApiError(400, "name at least one pool")
     for name, value in body.items():  # every value is checked before any pool name
         weight_value(name, value)
     splitter.catch_up_with_file()
-    _refuse_during_rollout(splitter)
-    weights = await splitter.controller.set_weights(body)
+    _refuse_during_rollout(route)
+    weights = await route.controller.set_weights(body)
     return json_response(plain(weights))
 
 
-def _refuse_during_rollout(splitter: AdminHost) -> None:
+def _refuse_during_rollout(route: RouteControl) -> None:
     """A manual change during a rollout would fight it: 409 (abort or pause it first)."""
-    active = splitter.rollouts.active
+    active = route.rollouts.active
     if active is not None:
         raise ApiError(
             409,
@@ -268,21 +293,24 @@ def _refuse_during_rollout(splitter: AdminHost) -> None:
 
 async def post_switch(request: web.Request) -> web.Response:
     splitter = request.app[SPLITTER_KEY]
+    route = route_of(request)
     body = await read_json_object(request)
     unknown = set(body) - {"pool"}
     if unknown or "pool" not in body:
         raise ApiError(400, 'the body must be {"pool": NAME}')
     splitter.catch_up_with_file()
-    _refuse_during_rollout(splitter)
-    weights, previous = await splitter.controller.switch(body["pool"])
+    _refuse_during_rollout(route)
+    weights, previous = await route.controller.switch(body["pool"])
     return json_response({"weights": plain(weights), "previous": plain(previous)})
 
 
 async def get_pools(request: web.Request) -> web.Response:
     splitter = request.app[SPLITTER_KEY]
-    weights = splitter.controller.weights
+    route = route_of(request)
+    weights = route.controller.weights
+    config = route.controller.route
     out: dict[str, Any] = {}
-    for pool in splitter.controller.config.pools:
+    for pool in config.pools if config is not None else ():
         out[pool.name] = {
             "weight": plain({"w": weights.get(pool.name, 0.0)})["w"],
             "backends": [
@@ -300,23 +328,18 @@ async def get_pools(request: web.Request) -> web.Response:
 async def get_routes(request: web.Request) -> web.Response:
     """Every route in config order: how it is chosen, its weights, segments and rollout."""
     splitter = request.app[SPLITTER_KEY]
-    live = splitter.live
-    main = splitter.config.main_route
     out: dict[str, Any] = {}
     for route in splitter.config.routes:
-        state = live.route(route.name) if live is not None else None
-        if main is not None and route.name == main.name:
-            weights = splitter.controller.weights
-            rollout = splitter.rollouts.get()
-        else:
-            weights = state.weight_map() if state is not None else route.weights()
-            rollout = None
+        control = splitter.route_control(route.name)
+        if control is None:
+            continue
+        rollout = control.rollouts.get()
         out[route.name] = {
             "hosts": list(route.hosts),
             "path_prefix": route.path_prefix,
-            "weights": plain(weights),
+            "weights": plain(control.controller.weights),
             "segments": [segment_json(s) for s in route.segments],
-            "rollout": rollout.to_json() if rollout is not None else None,
+            "rollout": control.rollout_json(rollout.to_json()) if rollout is not None else None,
         }
     return json_response(out)
 
@@ -336,11 +359,13 @@ async def post_reload(request: web.Request) -> web.Response:
     failure = splitter.reload("api")
     if failure is not None:
         raise ApiError(422, "invalid config", errors=failure.lines())
-    return json_response({"status": "reloaded", "weights": plain(splitter.controller.weights)})
+    main = splitter.main
+    weights = plain(main.controller.weights) if main is not None else {}
+    return json_response({"status": "reloaded", "weights": weights})
 
 
 async def get_events(request: web.Request) -> web.Response:
-    return json_response({"events": list(request.app[SPLITTER_KEY].controller.events)})
+    return json_response({"events": list(request.app[SPLITTER_KEY].events.events)})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -367,29 +392,34 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def post_rollout(request: web.Request) -> web.Response:
     splitter = request.app[SPLITTER_KEY]
+    route = route_of(request)
     body = await read_json_object(request)
+    config = route.controller.route
+    defaults = config.rollouts if config is not None else splitter.config.rollouts
     try:
-        plan = parse_rollout(body, splitter.controller.config.rollouts)
+        plan = parse_rollout(body, defaults)
     except ConfigError as exc:
         raise ApiError(400, str(exc.problems[0]) if exc.problems else "invalid rollout") from None
     splitter.catch_up_with_file()
-    rollout = await splitter.rollouts.start(plan)
-    return json_response(rollout.to_json(), status=201)
+    rollout = await route.rollouts.start(plan)
+    return json_response(route.rollout_json(rollout.to_json()), status=201)
 
 
 async def get_rollout(request: web.Request) -> web.Response:
-    rollout = request.app[SPLITTER_KEY].rollouts.get()
+    route = route_of(request)
+    rollout = route.rollouts.get()
     if rollout is None:
         raise ApiError(404, "no rollout has run")
-    return json_response(rollout.to_json())
+    return json_response(route.rollout_json(rollout.to_json()))
 
 
 async def get_rollouts(request: web.Request) -> web.Response:
-    return json_response({"rollouts": request.app[SPLITTER_KEY].rollouts.listing()})
+    route = route_of(request)
+    return json_response({"rollouts": [route.rollout_json(r) for r in route.rollouts.listing()]})
 
 
 async def _control(request: web.Request, action: str) -> web.Response:
-    splitter = request.app[SPLITTER_KEY]
+    route = route_of(request)
     full = False
     if request.can_read_body or request.content_length:
         body = await read_json_object(request)
@@ -400,7 +430,7 @@ async def _control(request: web.Request, action: str) -> web.Response:
         full = body.get("full", False)
         if not isinstance(full, bool):
             raise ApiError(400, "'full' must be true or false")
-    engine = splitter.rollouts
+    engine = route.rollouts
     if action == "pause":
         rollout = await engine.pause()
     elif action == "resume":
@@ -409,7 +439,7 @@ async def _control(request: web.Request, action: str) -> web.Response:
         rollout = await engine.promote(full=full)
     else:
         rollout = await engine.abort()
-    return json_response(rollout.to_json())
+    return json_response(route.rollout_json(rollout.to_json()))
 
 
 async def post_rollout_pause(request: web.Request) -> web.Response:

@@ -122,7 +122,8 @@ class Reloaded(TypedDict):
 
 class Event(TypedDict):
     time: str
-    source: Literal["api", "file", "signal", "startup", "rollout"]
+    source: Literal["api", "file", "signal", "startup", "rollout", "store"]
+    route: NotRequired[str]  # events of before routes have none
     what: str
     old: Weights
     new: Weights
@@ -285,6 +286,7 @@ class Rollout(TypedDict):
     """A rollout, active or past: its plan, where it is, and the judge's evidence."""
 
     id: str
+    route: str
     pool: str
     strategy: Strategy
     status: Status
@@ -353,6 +355,7 @@ class Stats(TypedDict):
     none); `rps` divides by the window, or by the uptime when the process is younger."""
 
     at: Time
+    route: str
     window: int
     pools: dict[str, PoolStats]
     replicas: NotRequired[
@@ -367,6 +370,7 @@ class SeriesPool(TypedDict):
 
 class Series(TypedDict):
     at: Time
+    route: str
     start: Annotated[int, Meta(description="Unix time of the first second.")]
     seconds: int
     pools: dict[str, SeriesPool]

@@ -57,6 +57,7 @@ from splitter.admin.api import (
     error,
     json_response,
     read_json_object,
+    route_of,
     too_many_guesses,
     wrong_token,
 )
@@ -65,6 +66,7 @@ from splitter.admin.sessions import SESSION_TTL, Sessions
 from splitter.admin.stream import Dropped, Feed, encode
 from splitter.config import ADMIN_COOKIE
 from splitter.control.controller import iso_time, plain
+from splitter.control.route import RouteControl
 from splitter.errors import ApiError
 from splitter.observe.stats import (
     ERRORS,
@@ -72,7 +74,6 @@ from splitter.observe.stats import (
     NO_POOL,
     REQUESTS,
     PoolTotals,
-    Window,
     quantile,
 )
 
@@ -121,8 +122,6 @@ PAGE_HEADERS: Final = {
 class LiveHost(AdminHost, Protocol):
     """What this module needs of the running splitter, beyond the admin API's needs."""
 
-    @property
-    def window(self) -> Window: ...
     @property
     def feed(self) -> Feed: ...
     @property
@@ -173,35 +172,37 @@ class Dashboard:
         self.feed = host.feed
         self.sessions = Sessions()
         self.files = _load_files()
-        self._published_weights: dict[str, float | int] | None = None
+        self._published_weights: dict[str, dict[str, Any]] = {}  # per route
         self._ticker: asyncio.Task[None] | None = None
 
     # -- statistics ---------------------------------------------------------------------
 
-    def pool_names(self) -> list[str]:
+    def pool_names(self, route: RouteControl) -> list[str]:
         """The configured pools, then any other that served requests in the window (a
         pool a reload removed), then "none" (requests refused before a pool was chosen)."""
-        names = [p.name for p in self.host.controller.config.pools]
+        config = route.controller.route
+        names = [p.name for p in config.pools] if config is not None else []
         known = set(names)
         seen: set[str] = set()
-        for pools in self.host.window.seconds.values():
+        for pools in route.window.seconds.values():
             seen.update(pools)
         names += sorted(seen - known - {NO_POOL})
         if NO_POOL in seen:
             names.append(NO_POOL)
         return names
 
-    def stats(self, window: int, now: float | None = None) -> dict[str, Any]:
+    def stats(self, route: RouteControl, window: int, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
         end = int(now - LAG)
-        totals = self.host.window.totals(end - window, end)
+        totals = route.window.totals(end - window, end)
         duration = min(float(window), end - self.host.started_at)
         answered = sum(t.requests for name, t in totals.items() if name != NO_POOL)
-        controller = self.host.controller
+        controller = route.controller
         weights = plain(controller.weights)
-        config_pools = {p.name: p for p in controller.config.pools}
+        config = controller.route
+        config_pools = {p.name: p for p in config.pools} if config is not None else {}
         pools: dict[str, Any] = {}
-        for name in self.pool_names():
+        for name in self.pool_names(route):
             mine = totals.get(name)
             if name == NO_POOL and name not in config_pools:
                 if mine is not None and mine.requests > 0:
@@ -217,18 +218,22 @@ class Dashboard:
                 "backends_up": sum(1 for b in backends if self.host.backend_up(b.url)),
                 "backends": len(backends),
             }
-        out: dict[str, Any] = {"at": iso_time(now), "window": window, "pools": pools}
+        out: dict[str, Any] = {
+            "at": iso_time(now), "route": route.name, "window": window, "pools": pools
+        }  # fmt: skip
         if controller.config.store is not None:  # the statistics are the whole fleet's
             out["replicas"] = self.host.replicas
         return out
 
-    def series(self, start: int, end: int, now: float | None = None) -> dict[str, Any]:
+    def series(
+        self, route: RouteControl, start: int, end: int, now: float | None = None
+    ) -> dict[str, Any]:
         """Per pool, requests and errors of each second from `start` up to `end`."""
         now = time.time() if now is None else now
-        names = self.pool_names()
+        names = self.pool_names(route)
         length = max(0, end - start)
         out = {n: {"requests": [0] * length, "errors": [0] * length} for n in names}
-        for second, row in self.host.window.series(names, start):
+        for second, row in route.window.series(names, start):
             if second >= end:
                 continue
             for name, counts in row.items():
@@ -236,7 +241,8 @@ class Dashboard:
                 out[name]["errors"][second - start] = counts[ERRORS]
         if NO_POOL in out and not any(out[NO_POOL]["requests"]):
             del out[NO_POOL]
-        return {"at": iso_time(now), "start": start, "seconds": length, "pools": out}
+        return {"at": iso_time(now), "route": route.name, "start": start, "seconds": length,
+                "pools": out}  # fmt: skip
 
     # -- the feed -----------------------------------------------------------------------
 
@@ -246,19 +252,29 @@ class Dashboard:
         with contextlib.suppress(RuntimeError):  # no loop: nobody can be listening
             asyncio.get_running_loop().call_soon(self.publish_weights)
 
+    def weights(self) -> dict[str, dict[str, Any]]:
+        """Every route's weights in force: the `weights` messages (one per route)."""
+        return {
+            route.name: {"route": route.name, "weights": plain(route.controller.weights)}
+            for route in self.host.route_controls()
+        }
+
     def publish_weights(self) -> None:
-        weights = plain(self.host.controller.weights)
-        if weights != self._published_weights:
-            self._published_weights = weights
-            self.feed.publish("weights", weights)
+        for name, message in self.weights().items():
+            if message != self._published_weights.get(name):
+                self._published_weights[name] = message
+                self.feed.publish("weights", message)
 
     def tick(self, now: float) -> None:
         self.publish_weights()
+        routes = self.host.route_controls()
         if self.feed.wants("stats"):
-            self.feed.publish("stats", self.stats(STREAM_WINDOW, now))
+            for route in routes:
+                self.feed.publish("stats", self.stats(route, STREAM_WINDOW, now))
         if self.feed.wants("series"):
             end = int(now - LAG)
-            self.feed.publish("series", self.series(end - SERIES_OVERLAP, end, now))
+            for route in routes:
+                self.feed.publish("series", self.series(route, end - SERIES_OVERLAP, end, now))
 
     async def _run_ticker(self) -> None:
         second = math.floor(time.time() - TICK_PHASE)
@@ -275,7 +291,7 @@ class Dashboard:
                 log.exception("live statistics: tick failed")
 
     async def on_startup(self, app: web.Application) -> None:
-        self._published_weights = plain(self.host.controller.weights)
+        self._published_weights = self.weights()
         self._ticker = asyncio.get_running_loop().create_task(self._run_ticker(), name="live")
 
     async def on_shutdown(self, app: web.Application) -> None:
@@ -305,7 +321,7 @@ class Dashboard:
 
     def session_of(self, request: web.Request) -> str | None:
         """The live session a request carries, when admin.token is set."""
-        if not self.host.controller.config.admin.token:
+        if not self.host.config.admin.token:
             return None
         session_id = request.cookies.get(COOKIE)
         return session_id if session_id and self.sessions.valid(session_id) else None
@@ -329,15 +345,17 @@ DASHBOARD_KEY: web.AppKey[Dashboard] = web.AppKey("dashboard")
 
 
 async def get_stats(request: web.Request) -> web.Response:
+    route = route_of(request)
     window = seconds_param(request, "window", 60)
-    return json_response(request.app[DASHBOARD_KEY].stats(window))
+    return json_response(request.app[DASHBOARD_KEY].stats(route, window))
 
 
 async def get_series(request: web.Request) -> web.Response:
+    route = route_of(request)
     seconds = seconds_param(request, "seconds", MAX_WINDOW)
     now = time.time()
     end = int(now - LAG)
-    return json_response(request.app[DASHBOARD_KEY].series(end - seconds, end, now))
+    return json_response(request.app[DASHBOARD_KEY].series(route, end - seconds, end, now))
 
 
 def _kinds(request: web.Request) -> frozenset[str] | None:
@@ -375,7 +393,8 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     try:
         first = b"retry: 2000\n\n"
         if subscriber.wants("weights"):
-            first += encode("weights", plain(dashboard.host.controller.weights))
+            for message in dashboard.weights().values():
+                first += encode("weights", message)
         await response.write(first)
         while True:
             batch = await subscriber.next(HEARTBEAT)
@@ -395,7 +414,7 @@ async def get_session(request: web.Request) -> web.Response:
     left = dashboard.sessions.remaining(session_id) if session_id is not None else None
     return json_response(
         {
-            "token_required": bool(dashboard.host.controller.config.admin.token),
+            "token_required": bool(dashboard.host.config.admin.token),
             "session": left is not None,
             "expires_at": iso_time(time.time() + left) if left is not None else None,
         }
@@ -404,7 +423,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def post_session(request: web.Request) -> web.Response:
     dashboard = request.app[DASHBOARD_KEY]
-    token = dashboard.host.controller.config.admin.token
+    token = dashboard.host.config.admin.token
     if not token:
         raise ApiError(400, "admin.token is not set: the admin API needs no session")
     if (refused := too_many_guesses(request)) is not None:
@@ -462,7 +481,7 @@ def install(app: web.Application, host: LiveHost) -> Dashboard:
     dashboard = Dashboard(host)
     app[DASHBOARD_KEY] = dashboard
     app[OTHER_AUTH] = dashboard.authenticate
-    host.controller.listeners.append(dashboard.on_event)
+    host.events.listeners.append(dashboard.on_event)
     app.on_startup.append(dashboard.on_startup)
     app.on_shutdown.append(dashboard.on_shutdown)
     return dashboard

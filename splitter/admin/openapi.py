@@ -111,12 +111,20 @@ def operation(components: Components, route: Described) -> JSON:
         op["description"] = route.description
     if not route.auth:
         op["security"] = []
+    parameters: list[JSON] = []
+    if "{route}" in route.path:
+        parameters.append({
+            "name": "route", "in": "path", "required": True, "description": "A route's name.",
+            "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,39}$"},
+        })  # fmt: skip
     if route.query is not None:
         properties, required = components.fields(route.query)
-        op["parameters"] = [
+        parameters += [
             {"name": key, "in": "query", "required": key in required, "schema": schema}
             for key, schema in properties.items()
         ]
+    if parameters:
+        op["parameters"] = parameters
     if route.request is not None:
         op["requestBody"] = {
             "required": route.request_required,

@@ -19,7 +19,7 @@ per route, and a test holds the two together.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import orjson
@@ -62,6 +62,30 @@ class Route:
     metrics: bool = False  # also served by the metrics listener
     documented: bool = True  # in the OpenAPI document
     description: str = ""
+    # Concerns pools: also served under /api/v1/routes/{route}/... for one route; without a
+    # route it acts on the main route (docs/admin-api.md#routes).
+    per_route: bool = False
+
+
+ROUTE_PREFIX: Final = "/api/v1/routes/{route}"
+_NO_MAIN = "Several routes and none named default: name one (/api/v1/routes/{route}/...)."
+
+
+def for_one_route(route: Route) -> Route:
+    """`route` under /api/v1/routes/{route}/: the same call, for the route named."""
+    errors = {**route.errors, 404: _or(route.errors.get(404), "Unknown route.")}
+    return replace(
+        route,
+        path=ROUTE_PREFIX + route.path.removeprefix("/api/v1"),
+        operation_id="route" + route.operation_id[0].upper() + route.operation_id[1:],
+        summary=route.summary + " (of one route)",
+        errors=errors,
+        per_route=False,
+    )
+
+
+def _or(first: str | None, second: str) -> str:
+    return second if first is None else f"{first} Or: {second}"
 
 
 _BAD_WEIGHTS = (
@@ -77,7 +101,7 @@ def _control(action: str, handler: Handler, summary: str, options: Any) -> Route
     return Route(
         "POST", f"/api/v1/rollout/{action}", handler, f"{action}Rollout", summary, ROLLOUTS,
         bodies.Rollout, response_words="The rollout after the call.",
-        request=options, request_required=False, changes=True,
+        request=options, request_required=False, changes=True, per_route=True,
         errors={400: "The body has a key it does not take.", 409: _NO_ROLLOUT, **_STORE_DOWN},
     )  # fmt: skip
 
@@ -86,24 +110,24 @@ async def get_openapi(request: web.Request) -> web.Response:
     return web.Response(body=_OPENAPI_BODY, content_type="application/json")
 
 
-ROUTES: Final[tuple[Route, ...]] = (
+_ROUTES: Final[tuple[Route, ...]] = (
     # -- docs/admin-api.md ---------------------------------------------------------------------
     Route("GET", "/api/v1/weights", api.get_weights, "getWeights", "The weights in force",
-          ADMIN, bodies.Weights, response_words="Pool name to weight."),
+          ADMIN, bodies.Weights, response_words="Pool name to weight.", per_route=True),
     Route("PUT", "/api/v1/weights", api.put_weights, "putWeights",
           "Set the named pools' weights; the others keep theirs", ADMIN, bodies.Weights,
           response_words="The full new map.", request=bodies.WeightsChange, changes=True,
           errors={400: _BAD_WEIGHTS, 404: "Unknown pool.",
-                  409: f"Every weight would be 0, or: {_BUSY}", **_STORE_DOWN}),
+                  409: f"Every weight would be 0, or: {_BUSY}", **_STORE_DOWN}, per_route=True),
     Route("POST", "/api/v1/switch", api.post_switch, "switch",
           "Blue/green flip: the named pool 100, all others 0", ADMIN, bodies.Switched,
           request=bodies.SwitchRequest, changes=True,
           errors={400: 'The body is not {"pool": NAME}.', 404: "Unknown pool.", 409: _BUSY,
-                  **_STORE_DOWN}),
+                  **_STORE_DOWN}, per_route=True),
     Route("GET", "/api/v1/pools", api.get_pools, "getPools",
           "Pools with their weights and backends", ADMIN, bodies.Pools,
-          response_words="Pool name to pool."),
-    Route("GET", "/api/v1/routes", api.get_routes, "getRoutes",
+          response_words="Pool name to pool.", per_route=True),
+    Route("GET", "/api/v1/routes", api.get_routes, "listRoutes",
           "Routes in config order: hosts, path prefix, weights, segments, rollout", ADMIN,
           bodies.Routes, response_words="Route name to route."),
     Route("POST", "/api/v1/reload", api.post_reload, "reload", "Re-read the config file",
@@ -132,10 +156,10 @@ ROUTES: Final[tuple[Route, ...]] = (
                   404: "Unknown pool.",
                   409: "A rollout is active, or the candidate is the only pool with a "
                   "weight > 0.",
-                  **_STORE_DOWN}),
+                  **_STORE_DOWN}, per_route=True),
     Route("GET", "/api/v1/rollout", api.get_rollout, "getRollout",
           "The active rollout, else the last one", ROLLOUTS, bodies.Rollout,
-          response_words="The rollout.", errors={404: "No rollout has run."}),
+          response_words="The rollout.", errors={404: "No rollout has run."}, per_route=True),
     _control("pause", api.post_rollout_pause, "Pause the active rollout (the weights stay)",
              bodies.NoOptions),
     _control("resume", api.post_rollout_resume, "Resume a paused rollout", bodies.NoOptions),
@@ -144,16 +168,17 @@ ROUTES: Final[tuple[Route, ...]] = (
              bodies.PromoteOptions),
     _control("abort", api.post_rollout_abort, "Roll back now", bodies.NoOptions),
     Route("GET", "/api/v1/rollouts", api.get_rollouts, "listRollouts",
-          "The last 20 rollouts, newest first", ROLLOUTS, bodies.Rollouts),
+          "The last 20 rollouts, newest first", ROLLOUTS, bodies.Rollouts, per_route=True),
     # -- live statistics, the stream, the dashboard (docs/admin-api.md) ----------------------
     Route("GET", "/api/v1/stats", dashboard.get_stats, "getStats",
           "Per pool over the last `window` complete seconds", LIVE, bodies.Stats,
           query=bodies.StatsQuery, errors=_BAD_QUERY,
           description="Requests refused before a pool was chosen are under \"none\" (listed "
-          "when there are any, not in the shares). Quantiles are null without requests."),
+          "when there are any, not in the shares). Quantiles are null without requests.",
+          per_route=True),
     Route("GET", "/api/v1/stats/series", dashboard.get_series, "getStatsSeries",
           "Per pool and second: requests and errors over the last `seconds`", LIVE,
-          bodies.Series, query=bodies.SeriesQuery, errors=_BAD_QUERY),
+          bodies.Series, query=bodies.SeriesQuery, errors=_BAD_QUERY, per_route=True),
     Route("GET", "/api/v1/stream", dashboard.get_stream, "getStream",
           "Server-sent events: stats, series, weights, event, rollout", LIVE,
           Text("text/event-stream"), response_words="The stream.", query=bodies.StreamQuery,
@@ -187,6 +212,10 @@ ROUTES: Final[tuple[Route, ...]] = (
           head=True, documented=False, errors={404: "No such file."}),
 )  # fmt: skip
 
+# The table: every endpoint once, then the calls that concern pools under each route's path.
+ROUTES: Final[tuple[Route, ...]] = (
+    *_ROUTES, *(for_one_route(route) for route in _ROUTES if route.per_route),
+)  # fmt: skip
 OPENAPI: Final = document(ROUTES)
 _OPENAPI_BODY: Final = orjson.dumps(OPENAPI)
 

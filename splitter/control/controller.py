@@ -51,10 +51,19 @@ from typing import Any, Protocol
 
 import orjson
 
-from splitter.config import MAX_WEIGHT, Config
+from splitter.config import DEFAULT_ROUTE, MAX_WEIGHT, Config, Route
 from splitter.errors import StoreConflict, StoreUnavailable, WeightError
 from splitter.state import StateFile
-from splitter.store import Compute, Document, Edit, Store, state_document, write_state_document
+from splitter.store import (
+    Compute,
+    Document,
+    Edit,
+    RouteStore,
+    Store,
+    state_document,
+    state_section,
+    write_state_document,
+)
 from splitter.store.filestore import FileStore
 
 log = logging.getLogger("splitter.events")
@@ -126,22 +135,29 @@ class RolloutPart(Protocol):
 
 
 class Controller:
+    """The weights and the document of one route (`route_name`); every route of a config
+    has its own, sharing the store (each writes its part of the one document, see
+    `RouteStore`), the state file and the event log."""
+
     def __init__(
         self,
         config: Config,
         state_file: StateFile,
         install: Callable[[Config, Weights], None],
         store: Store | None = None,
+        route: str = DEFAULT_ROUTE,
+        events: EventLog | None = None,
     ) -> None:
         self.config = config
+        self.route_name = route
         self.state_file = state_file
         self.install = install
-        self.store: Store = store if store is not None else FileStore(state_file)
-        self.events: deque[dict[str, Any]] = deque()  # at most EVENTS_KEPT
-        self.weights: Weights = config.weights()
+        inner: Store = store if store is not None else FileStore(state_file)
+        self.store = RouteStore(inner, route)
+        self.replica = self.store.replica
+        self.log = events if events is not None else EventLog(self.replica, inner.shared)
+        self.weights: Weights = self.file_weights()
         self.file_won = False  # the last load of the file dropped runtime weights
-        # Called with each new event, as it is made (the dashboard's stream).
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.doc = Document()  # the latest document known, at `revision`
         self.revision = -1  # -1: not read from the store yet
         self.lock = asyncio.Lock()  # one change at a time: commits and takes
@@ -151,11 +167,25 @@ class Controller:
         self.pending_file: tuple[Weights, Any] | None = None
         self._rewrite = False  # the document in memory must be written as it is
         self._pending_source = ""  # what loaded the file of `pending_file`
-        # Shared stores: this replica's events not in the store yet, and the ids seen.
-        self.replica = str(getattr(self.store, "replica", ""))
-        self.unsent: list[tuple[str, dict[str, Any]]] = []
-        self._ids: dict[int, str] = {}  # id() of an event kept -> its id
-        self._seen: set[str] = set()  # the ids of the events kept
+
+    @property
+    def route(self) -> Route | None:
+        """This route in the config in force (None: a reload removed it)."""
+        return self.config.route(self.route_name)
+
+    def file_weights(self) -> Weights:
+        """The config file's weights of this route's pools."""
+        route = self.route
+        return route.weights() if route is not None else {}
+
+    @property
+    def events(self) -> deque[dict[str, Any]]:
+        return self.log.events
+
+    @property
+    def section(self) -> dict[str, Any]:
+        """Where the state file keeps what this route's controller remembers."""
+        return state_section(self.state_file.data, self.route_name)
 
     # -- start --------------------------------------------------------------------------
 
@@ -202,12 +232,12 @@ class Controller:
 
     def _cached(self) -> Document:
         """The document the state file keeps."""
-        return state_document(self.state_file.data)
+        return state_document(self.state_file.data).route(self.route_name)
 
     def _load_file(self, source: str) -> Weights:
         """A load of the file (start, reload): note a changed file's weights for the
         store, and answer the weights to put in force here."""
-        file_weights = self.config.weights()
+        file_weights = self.file_weights()
         loaded = self._loaded()
         doc = self.doc
         self.file_won = False
@@ -230,7 +260,7 @@ class Controller:
         return self.in_force()
 
     def _loaded(self) -> Weights | None:
-        data = self.state_file.data
+        data = self.section
         loaded = saved_weights(data.get("loaded_file_weights"), allow_zero=True)
         if loaded is None:  # state files of before: the runtime weights' file weights
             runtime = data.get("runtime")
@@ -241,7 +271,7 @@ class Controller:
         return loaded
 
     def _remember_loaded(self, file_weights: Weights) -> None:
-        data = self.state_file.data
+        data = self.section
         if data.get("loaded_file_weights") != file_weights:
             data["loaded_file_weights"] = file_weights
             self.state_file.save()
@@ -290,7 +320,7 @@ class Controller:
     def shared_weights(self, doc: Document) -> Weights:
         """The document's weights for this replica's pools (a pool it does not name: 0);
         the file's when it has none, or none of this replica's pools has a weight in it."""
-        file_weights = self.config.weights()
+        file_weights = self.file_weights()
         shared = saved_weights(doc.weights)
         if shared is None:
             shared = saved_weights(doc.file_weights)
@@ -307,7 +337,7 @@ class Controller:
         """What this replica serves with: the document's weights, or the file's while a
         load of a changed file has not reached the store."""
         if self.pending_file is not None:
-            return self.config.weights()
+            return self.file_weights()
         return self.shared_weights(self.doc)
 
     # -- commits ------------------------------------------------------------------------
@@ -381,7 +411,7 @@ class Controller:
         """`doc` at `revision` is the document: cached in the state file, in force."""
         self.doc, self.revision = doc, revision
         if self.store.shared:
-            write_state_document(self.state_file.data, doc)
+            write_state_document(self.section, doc, routes=False)
             self.state_file.save()
         weights = self.in_force()
         if weights != self.weights:
@@ -492,45 +522,20 @@ class Controller:
         merged = {**shared, **weights}
         file_weights = doc.file_weights
         if saved_weights(file_weights, allow_zero=True) is None:
-            file_weights = self.config.weights()
+            file_weights = self.file_weights()
         return doc.replace(weights=merged, file_weights=file_weights, time=iso_now())
 
     # -- config loads -------------------------------------------------------------------
 
-    def apply_config(self, config: Config, source: str) -> bool:
-        """Put a freshly loaded (valid) config in force, but for `listen` and `admin`: the
-        listeners are bound once, and the admin API keeps the token it was started with
-        (a reload must not open it, nor lock out its operator). A changed file's weights
-        are in force here at once; `catch_up` takes them to the store."""
+    def apply_config(self, config: Config, source: str, install: bool = True) -> bool:
+        """Put a freshly loaded config (already through `bound_once`) in force for this
+        route. A changed file's weights are in force here at once; `catch_up` takes them to
+        the store. Whether the file's weights won over runtime weights."""
         old_weights = self.weights
-        old_config = self.config
-        if config.listen != old_config.listen:
-            log.warning("listen changed to %s: it takes effect at the next restart", config.listen)
-        if config.store != old_config.store:  # never the URL: it may hold a password
-            log.warning("store changed: it takes effect at the next restart")
-        changed = []
-        if config.admin.listen != old_config.admin.listen:
-            changed.append(f"admin.listen changed to {config.admin.listen}")
-        if config.admin.token != old_config.admin.token:
-            changed.append("admin.token changed")  # never the token itself
-        if changed:
-            log.warning(
-                "%s: not applied, the admin API keeps its listener and token until the next "
-                "restart",
-                ", ".join(changed),
-            )
-        config = dataclasses.replace(
-            config, listen=old_config.listen, admin=old_config.admin, store=old_config.store
-        )
-        if config.metrics != old_config.metrics:  # bound once, like the other two listeners
-            log.warning(
-                "metrics.listen changed to %s: it takes effect at the next restart",
-                config.metrics.listen or "(none)",
-            )
-            config = dataclasses.replace(config, metrics=old_config.metrics)
         self.config = config
         self.weights = self._load_file(source)
-        self.install(config, self.weights)
+        if install:
+            self.install(config, self.weights)
         self.event(source, "config reloaded", old_weights, self.weights)
         return self.file_won
 
@@ -539,9 +544,68 @@ class Controller:
     def event(
         self, source: str, what: str, old: Mapping[str, float], new: Mapping[str, float]
     ) -> None:
+        """An event of this route (every event names its route)."""
+        self.log.event(source, what, old, new, self.route_name)
+
+
+def bound_once(old_config: Config, config: Config) -> Config:
+    """`config` with what a reload cannot change taken from `old_config` (with a log line
+    each): `listen`, `admin` and `metrics.listen` (the listeners are bound once, and the
+    admin API keeps the token it was started with: a reload must not open it, nor lock out
+    its operator) and `store`."""
+    if config.listen != old_config.listen:
+        log.warning("listen changed to %s: it takes effect at the next restart", config.listen)
+    if config.store != old_config.store:  # never the URL: it may hold a password
+        log.warning("store changed: it takes effect at the next restart")
+    changed = []
+    if config.admin.listen != old_config.admin.listen:
+        changed.append(f"admin.listen changed to {config.admin.listen}")
+    if config.admin.token != old_config.admin.token:
+        changed.append("admin.token changed")  # never the token itself
+    if changed:
+        log.warning(
+            "%s: not applied, the admin API keeps its listener and token until the next restart",
+            ", ".join(changed),
+        )
+    config = dataclasses.replace(
+        config, listen=old_config.listen, admin=old_config.admin, store=old_config.store
+    )
+    if config.metrics != old_config.metrics:  # bound once, like the other two listeners
+        log.warning(
+            "metrics.listen changed to %s: it takes effect at the next restart",
+            config.metrics.listen or "(none)",
+        )
+        config = dataclasses.replace(config, metrics=old_config.metrics)
+    return config
+
+
+class EventLog:
+    """The events of every route, in one bounded history (newest last), with the listeners
+    that see each one as it is made and, with a shared store, the ones not sent yet."""
+
+    def __init__(self, replica: str = "", shared: bool = False) -> None:
+        self.events: deque[dict[str, Any]] = deque()  # at most EVENTS_KEPT
+        # Called with each new event, as it is made (the dashboard's stream).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.replica = replica
+        self.shared = shared
+        # Shared stores: this replica's events not in the store yet, and the ids seen.
+        self.unsent: list[tuple[str, dict[str, Any]]] = []
+        self._ids: dict[int, str] = {}  # id() of an event kept -> its id
+        self._seen: set[str] = set()  # the ids of the events kept
+
+    def event(
+        self,
+        source: str,
+        what: str,
+        old: Mapping[str, float],
+        new: Mapping[str, float],
+        route: str = DEFAULT_ROUTE,
+    ) -> None:
         entry = {
             "time": iso_now(),
             "source": source,
+            "route": route,
             "what": what,
             "old": plain(old),
             "new": plain(new),
@@ -549,9 +613,7 @@ class Controller:
         event_id = secrets.token_hex(8)
         self._keep(event_id, entry, len(self.events))
         log.info("%s", orjson.dumps({"event": entry}).decode())
-        for listener in self.listeners:
-            listener(entry)
-        if self.store.shared:
+        if self.shared:
             self.unsent.append((event_id, entry))
             del self.unsent[:-EVENTS_KEPT]
 

@@ -39,10 +39,10 @@ import secrets
 import time
 from typing import Protocol
 
-from splitter.control.controller import Controller
+from splitter.control.controller import EventLog
+from splitter.control.route import RouteControl
 from splitter.errors import NotLeader, StoreUnavailable
-from splitter.observe.stats import Drained, Window, merge_evidence
-from splitter.rollout import RolloutEngine
+from splitter.observe.stats import Drained, merge_evidence
 from splitter.store import SharedStore
 
 log = logging.getLogger("splitter.fleet")
@@ -60,11 +60,8 @@ class FleetHost(Protocol):
     """What the loop needs of the running splitter (`app.Splitter` is one)."""
 
     @property
-    def controller(self) -> Controller: ...
-    @property
-    def rollouts(self) -> RolloutEngine: ...
-    @property
-    def window(self) -> Window: ...
+    def events(self) -> EventLog: ...
+    def route_controls(self) -> list[RouteControl]: ...
     def add_window(self, drained: Drained) -> None: ...
     @property
     def cookie_secret(self) -> bytes: ...
@@ -172,9 +169,10 @@ class Fleet:
         now = time.monotonic()
         wait = max(0.0, min(self._next_sync, self._next_share) - now)
         revision = await self.store.wait_changed(wait)
-        controller = self.host.controller
-        if revision is not None and revision != controller.revision:
-            await controller.refresh()
+        for route in self.host.route_controls():
+            controller = route.controller
+            if revision is not None and revision != controller.revision:
+                await controller.refresh()
         now = time.monotonic()
         if now >= self._next_sync:
             self._next_sync = now + SYNC_EVERY
@@ -184,27 +182,30 @@ class Fleet:
             await self._share()
 
     async def _sync(self) -> None:
-        controller = self.host.controller
-        if await self.store.revision() != controller.revision:
-            await controller.refresh()
-        if controller.revision == 0:  # a new or flushed store: fill it
+        revision = await self.store.revision()
+        if revision == 0:  # a new or flushed store: fill it
             log.info("store %s is empty: filling it from this replica's state", self.store)
             secret = await self.store.cookie_secret(self.host.cookie_secret)
             if secret != self.host.cookie_secret:
                 self.host.set_cookie_secret(secret)
-        if controller.revision == 0 or controller.pending_file is not None \
-                or controller.needs_write:  # fmt: skip
-            await controller.catch_up()
+        for route in self.host.route_controls():  # each writes its part of the document
+            controller = route.controller
+            if revision != controller.revision:
+                await controller.refresh()
+            if controller.revision == 0 or controller.pending_file is not None \
+                    or controller.needs_write:  # fmt: skip
+                await controller.catch_up()
+        events = self.host.events
         epoch = await self.store.events_epoch()
         if epoch is None or epoch != self._epoch:  # a stream this replica has not filled
-            known = controller.known_events()
+            known = events.known_events()
             self._epoch = await self.store.merge_events(known, epoch or secrets.token_hex(8))
-            del controller.unsent[: len(controller.unsent)]  # all of them are in `known`
-        if controller.unsent:
-            unsent = list(controller.unsent)
+            del events.unsent[: len(events.unsent)]  # all of them are in `known`
+        if events.unsent:
+            unsent = list(events.unsent)
             await self.store.add_events(unsent)
-            del controller.unsent[: len(unsent)]
-        controller.take_events(await self.store.read_events())
+            del events.unsent[: len(unsent)]
+        events.take_events(await self.store.read_events())
 
     async def _share(self) -> None:
         drained, self._unshared = self._unshared, {}
@@ -228,7 +229,8 @@ class Fleet:
             if self._leading:
                 log.warning("replica %s no longer leads the rollouts", self.store.replica)
             self._leading = False
-            self.host.rollouts.lead_changed()  # no more asking the gates here
+            for route in self.host.route_controls():
+                route.rollouts.lead_changed()  # no more asking the gates here
             return
         self._renewed = now
         self._lease_until = now + LEASE_TTL - LEASE_MARGIN
@@ -236,6 +238,7 @@ class Fleet:
         if not was:
             log.info("replica %s leads the rollouts", self.store.replica)
             try:
-                await self.host.rollouts.take_over()
+                for route in self.host.route_controls():
+                    await route.rollouts.take_over()
             except NotLeader:
                 self._leading = False

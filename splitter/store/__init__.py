@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from splitter.config import DEFAULT_ROUTE
 from splitter.errors import NotLeader, StoreConflict, StoreError, StoreUnavailable
 from splitter.observe.stats import Drained
 
@@ -61,6 +62,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "state_document",
+    "state_section",
     "write_state_document",
 ]
 
@@ -77,13 +79,42 @@ class Document:
     time: str = ""  # when the weights were set
     rollout: Any = None  # Rollout.state() of the active or last rollout
     rollouts: Any = field(default_factory=list)  # the finished ones before it, newest first
+    # The routes other than `default` (docs/configuration.md#routes-and-segments): route name
+    # -> its own document (`to_json`); the route `default` is the fields above, so that a
+    # document of a config with the top-level pools is what it always was.
+    routes: Any = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Document:
         return replace(self, **changes)
 
     @property
     def empty(self) -> bool:
-        return self.weights is None and self.file_weights is None and self.rollout is None
+        return (
+            self.weights is None
+            and self.file_weights is None
+            and self.rollout is None
+            and not self.routes
+        )
+
+    def route(self, name: str) -> Document:
+        """The document of route `name`: its weights, file weights, rollouts."""
+        if name == DEFAULT_ROUTE:
+            return replace(self, routes={})
+        routes = self.routes if isinstance(self.routes, dict) else {}
+        return Document.from_json(routes.get(name))
+
+    def with_route(self, name: str, doc: Document) -> Document:
+        """This document with route `name`'s part replaced by `doc`."""
+        if name == DEFAULT_ROUTE:
+            return replace(doc, routes=self.routes)
+        routes = dict(self.routes) if isinstance(self.routes, dict) else {}
+        part = doc.to_json()
+        del part["routes"]
+        if Document.from_json(part).empty:
+            routes.pop(name, None)
+        else:
+            routes[name] = part
+        return replace(self, routes=routes)
 
     @property
     def rollout_active(self) -> str | None:
@@ -103,6 +134,7 @@ class Document:
             "time": self.time,
             "rollout": self.rollout,
             "rollouts": self.rollouts,
+            "routes": self.routes,
         }
 
     @classmethod
@@ -110,12 +142,16 @@ class Document:
         if not isinstance(data, dict):
             return cls()
         rollouts = data.get("rollouts")
+        routes = data.get("routes")
         return cls(
             weights=data.get("weights"),
             file_weights=data.get("file_weights"),
             time=str(data.get("time") or ""),
             rollout=data.get("rollout"),
             rollouts=rollouts if isinstance(rollouts, list) else [],
+            routes={str(k): v for k, v in routes.items() if isinstance(v, dict)}
+            if isinstance(routes, dict)
+            else {},
         )
 
 
@@ -166,17 +202,27 @@ def state_document(data: dict[str, Any]) -> Document:
     if file_weights is None:
         file_weights = data.get("file_weights")
     rollouts = data.get("rollouts")
+    routes = data.get("routes")
+    parts = {}
+    if isinstance(routes, dict):
+        for name, section in routes.items():
+            if isinstance(section, dict):
+                part = state_document(section).to_json()
+                del part["routes"]
+                parts[str(name)] = part
     return Document(
         weights=weights,
         file_weights=file_weights,
         time=when,
         rollout=data.get("rollout"),
         rollouts=rollouts if isinstance(rollouts, list) else [],
+        routes=parts,
     )
 
 
-def write_state_document(data: dict[str, Any], doc: Document) -> None:
-    """Put `doc` in the state file's data (the caller saves it)."""
+def write_state_document(data: dict[str, Any], doc: Document, routes: bool = True) -> None:
+    """Put `doc` in the state file's data (the caller saves it); with `routes`, the other
+    routes' parts too (`doc` is the whole document), else `doc` is one route's part."""
     if doc.weights is None:
         data.pop("runtime", None)
     else:
@@ -191,6 +237,34 @@ def write_state_document(data: dict[str, Any], doc: Document) -> None:
     else:
         data["rollout"] = doc.rollout
     data["rollouts"] = doc.rollouts
+    if routes and isinstance(doc.routes, dict) and (doc.routes or "routes" in data):
+        sections = data.get("routes")
+        if not isinstance(sections, dict):
+            sections = data["routes"] = {}
+        for name in [n for n in sections if n not in doc.routes]:
+            section = sections[name]
+            if isinstance(section, dict):  # keep what the controller keeps there
+                for key in ("runtime", "file_weights", "rollout", "rollouts"):
+                    section.pop(key, None)
+        for name, part in doc.routes.items():
+            section = sections.get(name)
+            if not isinstance(section, dict):
+                section = sections[name] = {}
+            write_state_document(section, Document.from_json(part))
+
+
+def state_section(data: dict[str, Any], route: str) -> dict[str, Any]:
+    """Where the state file keeps route `route`'s document: the top level for `default`,
+    `routes.NAME` for the others."""
+    if route == DEFAULT_ROUTE:
+        return data
+    sections = data.get("routes")
+    if not isinstance(sections, dict):
+        sections = data["routes"] = {}
+    section = sections.get(route)
+    if not isinstance(section, dict):
+        section = sections[route] = {}
+    return section
 
 
 class Store(Protocol):
@@ -255,3 +329,42 @@ class SharedStore(Store, Protocol):
     async def register(self, ttl: float) -> int:
         """Register this replica for `ttl` seconds; the number of live replicas."""
         ...
+
+
+class RouteStore:
+    """One route's part of the document, kept in `inner` (the whole document, written by
+    compare-and-set like any change): a write of one route's part is a write of the whole
+    document at the revision last read, so that a change another route (or replica) made
+    meanwhile is a conflict, computed again on the newer document, never overwritten."""
+
+    def __init__(self, inner: Store, route: str) -> None:
+        self.inner = inner
+        self.route = route
+        self.replica = str(getattr(inner, "replica", ""))
+        self._doc = Document()  # the whole document at `_revision`
+        self._revision = -1
+
+    @property
+    def shared(self) -> bool:
+        return self.inner.shared
+
+    @property
+    def up(self) -> bool:
+        return self.inner.up
+
+    @property
+    def errors(self) -> int:
+        return int(getattr(self.inner, "errors", 0))
+
+    async def load(self) -> tuple[int, Document]:
+        revision, doc = await self.inner.load()
+        self._doc, self._revision = doc, revision
+        return revision, doc.route(self.route)
+
+    async def save(self, doc: Document, revision: int, fence: str | None = None) -> int:
+        if revision != self._revision:
+            raise StoreConflict(f"revision {revision} is not {self._revision}")
+        whole = self._doc.with_route(self.route, doc)
+        new = await self.inner.save(whole, revision, fence)
+        self._doc, self._revision = whole, new
+        return new

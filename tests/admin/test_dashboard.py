@@ -16,9 +16,10 @@ from splitter.admin.dashboard import DASHBOARD_KEY, LAG, Dashboard
 from splitter.admin.routes import make_admin_app
 from splitter.admin.stream import Feed
 from splitter.config import Config, load
-from splitter.control.controller import Controller
+from splitter.control.controller import Controller, EventLog
+from splitter.control.route import RouteControl
 from splitter.errors import ConfigError
-from splitter.observe.stats import Window, latency_bucket
+from splitter.observe.stats import latency_bucket
 from splitter.state import StateFile
 from tests.support import FakeClock
 
@@ -31,14 +32,27 @@ class Host:
 
     def __init__(self, config: Config, state_path: Path) -> None:
         # Not started: its weights are the config's, which is all the statistics read.
-        self.controller = Controller(config, StateFile(str(state_path)), lambda c, w: None)
+        self.config = config
+        self.events = EventLog()
+        self.feed = Feed()
+        self.live = None
+        self.leader = True
+        controller = Controller(
+            config, StateFile(str(state_path)), lambda c, w: None, events=self.events
+        )
+        self.main: RouteControl | None = RouteControl(self, controller, _post, settled=2)
         self.replicas = 1
         self.metrics = self
         self.stopping = False
-        self.window = Window()
-        self.feed = Feed()
+        self.window = self.main.window
         self.started_at = T0
         self.down: set[str] = set()
+
+    def route_control(self, name: str) -> RouteControl | None:
+        return self.main if self.main is not None and name == self.main.name else None
+
+    def route_controls(self) -> list[RouteControl]:
+        return [self.main] if self.main is not None else []
 
     def render(self) -> bytes:
         return b""
@@ -54,6 +68,10 @@ class Host:
 
     def is_ready(self) -> bool:
         return True
+
+
+async def _post(url: str, body: dict[str, Any], timeout: float) -> int:
+    raise AssertionError("no webhook here")
 
 
 def make_host(tmp_path: Path, token: str = "") -> Host:
@@ -94,7 +112,7 @@ def test_stats_over_a_known_window(tmp_path: Path) -> None:
         )
     host.down.add("http://127.0.0.1:4")
     now = T0 + 10 + LAG  # the 10 seconds are complete
-    body = dashboard.stats(10, now)
+    body = dashboard.stats(host.main, 10, now)
     assert body["window"] == 10 and body["at"].endswith("Z")
     blue, canary, none = body["pools"]["blue"], body["pools"]["canary"], body["pools"]["none"]
     assert blue["requests"] == 300 and blue["rps"] == 30.0 and blue["share"] == 0.75
@@ -106,8 +124,8 @@ def test_stats_over_a_known_window(tmp_path: Path) -> None:
     assert none == {**none, "requests": 20, "rps": 2.0} and "share" not in none
     # a second still being drained is not counted yet
     host.window.add({int(T0) + 10: second({"blue": (999, 0, 0.002)})})
-    assert dashboard.stats(10, now)["pools"]["blue"]["requests"] == 300
-    assert dashboard.stats(10, now + 1)["pools"]["blue"]["requests"] == 270 + 999
+    assert dashboard.stats(host.main, 10, now)["pools"]["blue"]["requests"] == 300
+    assert dashboard.stats(host.main, 10, now + 1)["pools"]["blue"]["requests"] == 270 + 999
 
 
 def test_a_young_process_divides_by_its_uptime(tmp_path: Path) -> None:
@@ -115,7 +133,10 @@ def test_a_young_process_divides_by_its_uptime(tmp_path: Path) -> None:
     host.started_at = T0 + 0.5
     dashboard = Dashboard(host)
     host.window.add({int(T0) + s: second({"blue": (20, 0, 0.001)}) for s in range(4)})
-    body = dashboard.stats(60, T0 + 4 + LAG)  # complete: seconds T0..T0+3, 3.5 s of uptime
+    # complete: seconds T0..T0+3, 3.5 s of uptime
+    body = dashboard.stats(
+        host.main, 60, T0 + 4 + LAG
+    )  # complete: seconds T0..T0+3, 3.5 s of uptime
     assert body["pools"]["blue"]["rps"] == round(80 / 3.5, 3)
 
 
@@ -123,7 +144,7 @@ def test_series_fills_missing_seconds_with_zeros(tmp_path: Path) -> None:
     host = make_host(tmp_path)
     dashboard = Dashboard(host)
     host.window.add({int(T0) + 1: second({"canary": (7, 2, 0.01)})})
-    body = dashboard.series(int(T0), int(T0) + 3, T0 + 3 + LAG)
+    body = dashboard.series(host.main, int(T0), int(T0) + 3, T0 + 3 + LAG)
     assert body["start"] == int(T0) and body["seconds"] == 3
     assert body["pools"]["canary"] == {"requests": [0, 7, 0], "errors": [0, 2, 0]}
     assert body["pools"]["blue"] == {"requests": [0, 0, 0], "errors": [0, 0, 0]}

@@ -241,16 +241,18 @@ def test_the_rollout_object_fits_its_schema() -> None:
     ]:
         check = validator(body_schema(path, method, status))
         for rollout in rollouts():
-            check.validate(rollout.to_json())
-    listing = {"rollouts": [r.to_json() for r in rollouts()]}
+            check.validate({**rollout.to_json(), "route": "default"})
+    listing = {"rollouts": [{**r.to_json(), "route": "default"} for r in rollouts()]}
     validator(body_schema("/api/v1/rollouts", "get", "200")).validate(listing)
 
 
 def test_the_statistics_fit_their_schemas(tmp_path: Path) -> None:
-    dashboard = Dashboard(make_host(tmp_path))  # type: ignore[arg-type]
+    host = make_host(tmp_path)
+    dashboard = Dashboard(host)  # type: ignore[arg-type]
     now = 1_800_000_100.0
-    validator(body_schema("/api/v1/stats", "get", "200")).validate(dashboard.stats(60, now))
-    series = dashboard.series(int(now) - 10, int(now), now)
+    stats = dashboard.stats(host.main, 60, now)
+    validator(body_schema("/api/v1/stats", "get", "200")).validate(stats)
+    series = dashboard.series(host.main, int(now) - 10, int(now), now)
     validator(body_schema("/api/v1/stats/series", "get", "200")).validate(series)
 
 
