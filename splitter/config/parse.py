@@ -4,7 +4,6 @@ with its path (and line, when the mapping came from a file)."""
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ from typing import Any
 from splitter.config.convert import (
     _ENV_REF,
     _POOL_NAME,
+    CIDR_HINT,
     DURATION_GE0,
     DURATION_GT0,
     Checker,
@@ -24,6 +24,7 @@ from splitter.config.convert import (
     to_address,
     to_backend_url,
     to_bool,
+    to_cidr,
     to_confidence,
     to_fraction,
     to_hook_url,
@@ -128,20 +129,21 @@ def _backends(ck: Checker, value: Any, path: str) -> tuple[Backend, ...]:
     return tuple(backends)
 
 
-def _pools(ck: Checker, value: Any) -> tuple[Pool, ...]:
+def _pools(ck: Checker, value: Any, where: str = "pools") -> tuple[Pool, ...]:
+    """A `pools` mapping (the top-level one, or a route's at `where`)."""
     if value is None:
-        ck.add("pools", "is required: at least one pool with its backends")
+        ck.add(where, "is required: at least one pool with its backends")
         return ()
     if not isinstance(value, dict):
-        ck.add("pools", "must be a mapping of pool name to {weight, backends}")
+        ck.add(where, "must be a mapping of pool name to {weight, backends}")
         return ()
     if not value:
-        ck.add("pools", "must define at least one pool")
+        ck.add(where, "must define at least one pool")
         return ()
     pools: list[Pool] = []
     all_weights_known = True
     for name, spec in value.items():
-        path = join_path("pools", name)
+        path = join_path(where, name)
         if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
             ck.add(path, "pool name must be letters, digits, '_', '.' or '-'")
         elif name == "none":  # the metrics' label for requests refused before a pool
@@ -156,7 +158,7 @@ def _pools(ck: Checker, value: Any) -> tuple[Pool, ...]:
         pools.append(Pool(name=str(name), weight=weight, backends=backends))
     # Only judged when every weight was readable, to avoid a second error for the same typo.
     if all_weights_known and not any(p.weight > 0 for p in pools):
-        ck.add("pools", "at least one pool must have a weight > 0")
+        ck.add(where, "at least one pool must have a weight > 0")
     return tuple(pools)
 
 
@@ -171,16 +173,13 @@ def _admin(ck: Checker, value: Any) -> Admin:
     return admin
 
 
-_CIDR_HINT = "a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address"
-
-
 def _trusted_proxies(ck: Checker, value: Any) -> tuple[str, ...]:
     """`trusted_proxies`: a list of CIDRs, each normalised; an IPv4-mapped IPv6 network
     becomes its IPv4 network (a client's address is compared in its IPv4 form)."""
     if value is None:
         return ()
     if not isinstance(value, list):
-        ck.add("trusted_proxies", f"must be a list of CIDRs ({_CIDR_HINT})")
+        ck.add("trusted_proxies", f"must be a list of CIDRs ({CIDR_HINT})")
         return ()
     out: list[str] = []
     for i, item in enumerate(value):
@@ -192,25 +191,6 @@ def _trusted_proxies(ck: Checker, value: Any) -> tuple[str, ...]:
         if network not in out:
             out.append(network)
     return tuple(out)
-
-
-def to_cidr(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip().isascii():
-        raise Invalid(f"not a CIDR: must be {_CIDR_HINT}")
-    text = value.strip()
-    try:
-        network = ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        try:  # say what was meant when only host bits are wrong (10.0.0.1/8)
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise Invalid(f"not a CIDR: must be {_CIDR_HINT}") from None
-        raise Invalid(f"not a CIDR: {text} has host bits set (did you mean {loose}?)") from None
-    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            return str(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
-    return str(network)
 
 
 _STORE_HINT = "must be redis://[[user]:password@]host[:port][/db], or rediss:// for TLS"
