@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from splitter.config import (
     Address,
@@ -923,3 +924,30 @@ def test_check_names_the_paths_of_a_bad_routes_file(tmp_path: Path) -> None:
     good.write_text(CONTRACT_ROUTES)
     result = run_cli("check", "-c", str(good))
     assert result.returncode == 0, result.stderr
+
+
+def test_the_routes_example_of_the_docs_is_valid() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = page.split("## Routes and segments", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    loaded = parse({"listen": "0.0.0.0:8080", **yaml.safe_load(example)}, env={})
+    assert [(r.name, r.hosts, r.path_prefix, len(r.segments)) for r in loaded.routes] == [
+        ("shop", ("shop.example.com", "*.shop.example.com"), "/", 4),
+        ("api", (), "/api", 0),
+    ]
+    segments = page.split("### Segments", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    pools = {"blue": BLUE, "canary": CANARY}
+    data = {"listen": "0.0.0.0:8080", "pools": pools, **yaml.safe_load(segments)}
+    assert len(parse(data, env={}).routes[0].segments) == 5
+
+
+def test_the_route_choice_example_of_the_docs_has_no_tie() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = page.split("### Which route serves a request", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    for item in example["routes"]:
+        assert item["pools"] == "..."
+        item["pools"] = {"blue": BLUE}
+    loaded = parse({"listen": "0.0.0.0:8080", **example}, env={})
+    names = ["shop", "shop-api", "tenants", "stores", "api", "web"]
+    assert [r.name for r in loaded.routes] == names
