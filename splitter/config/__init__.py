@@ -9,8 +9,12 @@ Rules (docs/configuration.md#the-config-file):
   value holding `:` or `#` is safe; `${VAR}` with VAR unset and no default is an error.
 - Durations are a number with a unit (`250ms`, `1.5s`, `2m`, `1h`) or bare seconds; they
   become float seconds.
-- Unknown keys and duplicate keys are errors. Every key but `listen` and `pools` has a
-  default; an explicit null means the default too (for `sticky` and `override`: off).
+- Unknown keys and duplicate keys are errors. Every key but `listen` and `pools` (or
+  `routes`, never both) has a default; an explicit null means the default too (for
+  `sticky` and `override`: off).
+- A config with the top-level `pools` (and `segments`) has one route, `default`, that
+  takes every request; `routes` lists several, which no request may match with the same
+  precedence (docs/configuration.md#routes-and-segments).
 - Numeric fields also take numeric strings, so `weight: "${CANARY_WEIGHT:-0}"` works.
 - `load` bounds its work before it builds anything: a file of at most 1 MiB, at most
   100,000 YAML nodes once aliases are expanded (an alias bomb is refused, not expanded),

@@ -272,6 +272,30 @@ def to_backend_url(value: Any) -> tuple[str, int]:
     return host, 80 if port is None else to_port(port, 1, _URL_HINT)
 
 
+CIDR_HINT = "a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address"
+
+
+def to_cidr(value: Any) -> str:
+    """A CIDR, or one address as its /32 or /128, normalised ("10.0.0.0/8"); an
+    IPv4-mapped IPv6 network becomes its IPv4 network."""
+    if not isinstance(value, str) or not value.strip().isascii():
+        raise Invalid(f"not a CIDR: must be {CIDR_HINT}")
+    text = value.strip()
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:  # say what was meant when only host bits are wrong (10.0.0.1/8)
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise Invalid(f"not a CIDR: must be {CIDR_HINT}") from None
+        raise Invalid(f"not a CIDR: {text} has host bits set (did you mean {loose}?)") from None
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return str(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
+    return str(network)
+
+
 # ---------------------------------------------------------------------------------------
 # Rollouts: the config section, and a rollout's request (the same keys, the same checks)
 

@@ -4,7 +4,6 @@ with its path (and line, when the mapping came from a file)."""
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ from typing import Any
 from splitter.config.convert import (
     _ENV_REF,
     _POOL_NAME,
+    CIDR_HINT,
     DURATION_GE0,
     DURATION_GT0,
     Checker,
@@ -24,6 +24,7 @@ from splitter.config.convert import (
     to_address,
     to_backend_url,
     to_bool,
+    to_cidr,
     to_confidence,
     to_fraction,
     to_hook_url,
@@ -44,6 +45,7 @@ from splitter.config.model import (
     DEFAULT_ROUTE,
     MIN_TOKEN_LENGTH,
     ROLLOUT_EVENTS,
+    ROUTE_NAME,
     Address,
     Admin,
     Analysis,
@@ -62,6 +64,13 @@ from splitter.config.model import (
     Timeouts,
     Webhook,
     is_loopback_host,
+)
+from splitter.config.routes import (
+    Claim,
+    check_ties,
+    route_hosts,
+    segments_section,
+    to_path_prefix,
 )
 from splitter.errors import ConfigError, ConfigProblem
 
@@ -128,20 +137,21 @@ def _backends(ck: Checker, value: Any, path: str) -> tuple[Backend, ...]:
     return tuple(backends)
 
 
-def _pools(ck: Checker, value: Any) -> tuple[Pool, ...]:
+def _pools(ck: Checker, value: Any, where: str = "pools") -> tuple[Pool, ...]:
+    """A `pools` mapping (the top-level one, or a route's at `where`)."""
     if value is None:
-        ck.add("pools", "is required: at least one pool with its backends")
+        ck.add(where, "is required: at least one pool with its backends")
         return ()
     if not isinstance(value, dict):
-        ck.add("pools", "must be a mapping of pool name to {weight, backends}")
+        ck.add(where, "must be a mapping of pool name to {weight, backends}")
         return ()
     if not value:
-        ck.add("pools", "must define at least one pool")
+        ck.add(where, "must define at least one pool")
         return ()
     pools: list[Pool] = []
     all_weights_known = True
     for name, spec in value.items():
-        path = join_path("pools", name)
+        path = join_path(where, name)
         if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
             ck.add(path, "pool name must be letters, digits, '_', '.' or '-'")
         elif name == "none":  # the metrics' label for requests refused before a pool
@@ -156,7 +166,7 @@ def _pools(ck: Checker, value: Any) -> tuple[Pool, ...]:
         pools.append(Pool(name=str(name), weight=weight, backends=backends))
     # Only judged when every weight was readable, to avoid a second error for the same typo.
     if all_weights_known and not any(p.weight > 0 for p in pools):
-        ck.add("pools", "at least one pool must have a weight > 0")
+        ck.add(where, "at least one pool must have a weight > 0")
     return tuple(pools)
 
 
@@ -171,16 +181,13 @@ def _admin(ck: Checker, value: Any) -> Admin:
     return admin
 
 
-_CIDR_HINT = "a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address"
-
-
 def _trusted_proxies(ck: Checker, value: Any) -> tuple[str, ...]:
     """`trusted_proxies`: a list of CIDRs, each normalised; an IPv4-mapped IPv6 network
     becomes its IPv4 network (a client's address is compared in its IPv4 form)."""
     if value is None:
         return ()
     if not isinstance(value, list):
-        ck.add("trusted_proxies", f"must be a list of CIDRs ({_CIDR_HINT})")
+        ck.add("trusted_proxies", f"must be a list of CIDRs ({CIDR_HINT})")
         return ()
     out: list[str] = []
     for i, item in enumerate(value):
@@ -192,25 +199,6 @@ def _trusted_proxies(ck: Checker, value: Any) -> tuple[str, ...]:
         if network not in out:
             out.append(network)
     return tuple(out)
-
-
-def to_cidr(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip().isascii():
-        raise Invalid(f"not a CIDR: must be {_CIDR_HINT}")
-    text = value.strip()
-    try:
-        network = ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        try:  # say what was meant when only host bits are wrong (10.0.0.1/8)
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise Invalid(f"not a CIDR: must be {_CIDR_HINT}") from None
-        raise Invalid(f"not a CIDR: {text} has host bits set (did you mean {loose}?)") from None
-    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            return str(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
-    return str(network)
 
 
 _STORE_HINT = "must be redis://[[user]:password@]host[:port][/db], or rediss:// for TLS"
@@ -320,8 +308,15 @@ def parse(
 ) -> Config:
     """Validate a parsed YAML document into a Config or raise ConfigError listing every problem.
 
-    `lines` maps a YAML path ("pools.canary.weight") to its 1-based line; `env` defaults to
-    os.environ.
+    `lines` maps a YAML path ("pools.canary.weight", "routes[1].segments[0].pool") to its
+    1-based line; `env` defaults to os.environ.
+
+    A config has either the top-level `pools` (and `segments`): one route, `default`,
+    which takes every request; or `routes`, each with its own pools and segments. No two
+    routes may tie: with the same `path_prefix`, both without `hosts`, or the same entry
+    in both `hosts`. An exact host beats a wildcard, a longer wildcard a shorter one
+    ("*.shop.example.com" beats "*.example.com"), any host no hosts; then the longest
+    `path_prefix` wins; so two different wildcards never tie (config.routes).
     """
     ck = Checker(lines)
     if not isinstance(data, dict):
@@ -329,26 +324,28 @@ def parse(
         raise ConfigError(ck.problems)
     data = substitute(ck, data, "", os.environ if env is None else env)
     top = (
-        "listen", "admin", "pools", "state_file", "access_log", "workers", "rollouts", "store",
-        "trusted_proxies", "proxy_protocol", *_SECTIONS,
+        "listen", "admin", "pools", "segments", "routes", "state_file", "access_log", "workers",
+        "rollouts", "store", "trusted_proxies", "proxy_protocol", *_SECTIONS,
     )  # fmt: skip
     ck.mapping(data, "", top)
     if data.get("listen") is None:
         ck.add("listen", "is required (host:port of the proxy, e.g. 0.0.0.0:8080)")
     d = Config(listen=Address("", 0), routes=())
     listen = ck.get(data, "", "listen", d.listen, to_address)
-    admin, pools = _admin(ck, data.get("admin")), _pools(ck, data.get("pools"))
+    admin = _admin(ck, data.get("admin"))
     sections = {
         name: _section(ck, data.get(name), name, cls, fields)
         for name, (cls, fields) in _SECTIONS.items()
         # sticky and override are off when absent or null; the others take their defaults
         if data.get(name) is not None or name not in ("sticky", "override")
     }
-    rollouts = _rollouts(ck, data.get("rollouts"), "rollouts")
+    override = sections.get("override")
+    override_header = override.header if isinstance(override, Override) else None
+    rollouts = _rollouts(ck, data.get("rollouts"), "rollouts", Rollouts())
     config = Config(
         listen=listen,
         admin=admin,
-        routes=(Route(DEFAULT_ROUTE, pools, rollouts=rollouts),),
+        routes=_service(ck, data, rollouts, override_header),
         state_file=ck.get(data, "", "state_file", d.state_file, to_str),
         access_log=ck.get(data, "", "access_log", d.access_log, to_bool),
         workers=ck.get(data, "", "workers", d.workers, to_workers),
@@ -361,6 +358,95 @@ def parse(
     if ck.problems:
         raise ConfigError(in_file_order(ck.problems))
     return config
+
+
+def _service(
+    ck: Checker, data: dict[Any, Any], rollouts: Rollouts, override: str | None
+) -> tuple[Route, ...]:
+    """The routes: the top-level `pools` and `segments` as the one route `default`, or
+    the `routes` list; never both, and one of them."""
+    pools, routes = data.get("pools"), data.get("routes")
+    if pools is None and routes is None:
+        ck.add("pools", "is required: at least one pool with its backends (or routes: "
+               "a list of routes, each with its own pools)")  # fmt: skip
+        return ()
+    if routes is None:
+        route_pools = _pools(ck, pools)
+        segments = segments_section(
+            ck, data.get("segments"), "segments", _pool_names(pools), "the pools", override
+        )
+        return (Route(DEFAULT_ROUTE, route_pools, segments=segments, rollouts=rollouts),)
+    if pools is not None:
+        ck.add("routes", "cannot be used with the top-level pools: either pools (one "
+               "route, default) or routes, each with its own pools")  # fmt: skip
+    if data.get("segments") is not None:
+        ck.add("segments", "the top-level segments go with the top-level pools: with "
+               "routes, each route has its own segments")  # fmt: skip
+    return _routes(ck, routes, rollouts, override)
+
+
+_ROUTE_KEYS = ("name", "hosts", "path_prefix", "pools", "segments", "rollouts")
+_ROUTE_NAME = re.compile(ROUTE_NAME)
+
+
+def _routes(ck: Checker, value: Any, rollouts: Rollouts, override: str | None) -> tuple[Route, ...]:
+    """The `routes` list, in order (see `parse` for how no two may tie)."""
+    if not isinstance(value, list):
+        ck.add("routes", "must be a list of routes, each with a name and its pools")
+        return ()
+    if not value:
+        ck.add("routes", "must list at least one route")
+        return ()
+    routes: list[Route] = []
+    names: dict[str, str] = {}  # name -> the path of the route that has it
+    claims: list[Claim] = []
+    for i, item in enumerate(value):
+        path = f"routes[{i}]"
+        m = ck.mapping(item, path, _ROUTE_KEYS)
+        if m is None:
+            continue
+        name = _route_name(ck, m.get("name"), f"{path}.name", names)
+        if name:
+            names.setdefault(name, path)
+        hosts = route_hosts(ck, m.get("hosts"), f"{path}.hosts")
+        prefix = ck.get(m, path, "path_prefix", "/", to_path_prefix)
+        raw_pools = m.get("pools")
+        pools = _pools(ck, raw_pools, f"{path}.pools")
+        pools_of = f"the pools of route {name!r}" if name else f"the pools of {path}"
+        segments = segments_section(
+            ck, m.get("segments"), f"{path}.segments", _pool_names(raw_pools), pools_of, override
+        )
+        own_rollouts = _rollouts(ck, m.get("rollouts"), f"{path}.rollouts", rollouts, True)
+        routes.append(Route(name, pools, tuple(hosts or ()), prefix, segments, own_rollouts))
+        readable = not ck.has_problem(f"{path}.path_prefix") and (
+            m.get("hosts") is None or hosts is not None
+        )
+        if readable:
+            claims.append(Claim(path, name, prefix, hosts))
+    check_ties(ck, claims)
+    return tuple(routes)
+
+
+def _route_name(ck: Checker, value: Any, path: str, names: Mapping[str, str]) -> str:
+    """A route's name, or "" when it has none that can be used."""
+    if value is None:
+        ck.add(path, "is required: a name such as shop")
+    elif not isinstance(value, str) or not _ROUTE_NAME.fullmatch(value):
+        ck.add(path, "must be a route name: up to 40 lower-case letters, digits, '_' and '-', "
+               "starting with a letter or digit")  # fmt: skip
+    elif value == "none":  # the metrics' label for requests no route takes
+        ck.add(path, "'none' is reserved; name the route otherwise")
+    elif value in names:
+        ck.add(path, f"duplicate route name (same as {names[value]})")
+    else:
+        return value
+    return ""
+
+
+def _pool_names(value: Any) -> list[str] | None:
+    """The pool names a segment may send to: the keys of a `pools` mapping as written
+    (a pool with a bad weight is still a pool); None when it is not a mapping."""
+    return [str(name) for name in value] if isinstance(value, dict) else None
 
 
 _ANALYSIS_FIELDS: dict[str, Convert] = {
@@ -424,19 +510,41 @@ def webhooks_section(ck: Checker, value: Any, path: str) -> tuple[Webhook, ...]:
     return tuple(hooks)
 
 
-def _rollouts(ck: Checker, value: Any, path: str) -> Rollouts:
-    d = Rollouts()
+_ROLLOUT_KEYS = ("hold", "max", "on_inconclusive", "analysis", "webhooks")
+
+
+def _rollouts(
+    ck: Checker, value: Any, path: str, base: Rollouts, in_route: bool = False
+) -> Rollouts:
+    """A `rollouts` section over `base`: the defaults for the top-level one, the top-level
+    one for a route's (whose `analysis` is merged key by key, and whose `webhooks`, when
+    given, replace the top-level ones)."""
     if value is None:
-        return d
-    m = ck.mapping(value, path, ("hold", "max", "on_inconclusive", "analysis", "webhooks")) or {}
-    hold = ck.get(m, path, "hold", d.hold, DURATION_GE0)
-    longest = ck.get(m, path, "max", d.max, DURATION_GT0)
-    if longest < hold:
-        ck.add(f"{path}.max", "must be at least hold")
+        return base
+    m = ck.mapping(value, path, _ROLLOUT_KEYS) or {}
+    hold = ck.get(m, path, "hold", base.hold, DURATION_GE0)
+    longest = ck.get(m, path, "max", base.max, DURATION_GT0)
+    readable = not ck.has_problem(f"{path}.hold") and not ck.has_problem(f"{path}.max")
+    if readable and longest < hold:
+        if in_route and m.get("max") is None:
+            ck.add(f"{path}.hold", f"must be at most max ({longest:g}s, from the top-level "
+                   "rollouts; set max here too)")  # fmt: skip
+        else:
+            ck.add(f"{path}.max", "must be at least hold")
+    analysis = m.get("analysis")
+    if in_route and isinstance(analysis, dict):
+        for key in _CONFIG_ONLY:
+            if key in analysis:
+                ck.add(join_path(f"{path}.analysis", key), "applies to the whole config: set it in "
+                       "the top-level rollouts.analysis only")  # fmt: skip
+        analysis = {k: v for k, v in analysis.items() if k not in _CONFIG_ONLY}
+    webhooks = base.webhooks
+    if m.get("webhooks") is not None:
+        webhooks = webhooks_section(ck, m.get("webhooks"), f"{path}.webhooks")
     return Rollouts(
         hold=hold,
         max=longest,
-        on_inconclusive=ck.get(m, path, "on_inconclusive", d.on_inconclusive, to_inconclusive),
-        analysis=analysis_section(ck, m.get("analysis"), f"{path}.analysis", d.analysis),
-        webhooks=webhooks_section(ck, m.get("webhooks"), f"{path}.webhooks"),
+        on_inconclusive=ck.get(m, path, "on_inconclusive", base.on_inconclusive, to_inconclusive),
+        analysis=analysis_section(ck, analysis, f"{path}.analysis", base.analysis),
+        webhooks=webhooks,
     )

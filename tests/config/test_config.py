@@ -365,7 +365,8 @@ def test_unknown_key_in_a_backend_mapping() -> None:
 def test_missing_required_keys(tmp_path: Path) -> None:
     assert problems_of(tmp_path, "admin: {token: x-sixteen-characters}\n") == [
         "listen: is required (host:port of the proxy, e.g. 0.0.0.0:8080)",
-        "pools: is required: at least one pool with its backends",
+        "pools: is required: at least one pool with its backends (or routes: a list of routes,"
+        " each with its own pools)",
     ]
 
 
