@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from splitter import __version__
-from splitter.config import load
+from splitter.config import DEFAULT_ROUTE, Route, load
 from splitter.errors import ConfigError, StartupError
 
 DEFAULT_CONFIG = "config/splitter.yaml"
@@ -104,6 +104,15 @@ def _check(path: str) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    pools = ", ".join(f"{p.name}={p.weight:g}" for p in config.pools)
-    print(f"{path}: ok (listen {config.listen}, pools {pools})")
+    def pools(route: Route) -> str:
+        return ", ".join(f"{p.name}={p.weight:g}" for p in route.pools)
+
+    [first, *more] = config.routes
+    if not more and first.name == DEFAULT_ROUTE and not first.hosts:
+        print(f"{path}: ok (listen {config.listen}, pools {pools(first)})")
+        return 0
+    print(f"{path}: ok (listen {config.listen}, {len(config.routes)} routes)")
+    for route in config.routes:
+        hosts = ",".join(route.hosts) if route.hosts else "*"
+        print(f"  {route.name}: {hosts}{route.path_prefix}  pools {pools(route)}")
     return 0

@@ -604,7 +604,7 @@ def test_pools_and_backends_added_removed_and_changed(
     added["pools"]["canary"] = {"weight": 100, "backends": [canary.url]}
     write_config(proc.config_path, added, atomic=True)
     wait_weights(proc, {"blue": 100, "canary": 100}, RELOAD_WITHIN)
-    assert metric(proc, "splitter_pool_weight", 'pool="canary"') == 100
+    assert metric(proc, "splitter_pool_weight", 'pool="canary",route="default"') == 100
     wait_until(
         lambda: pools_served(proc, 40) == {"blue", "canary"},
         timeout=5,
@@ -618,7 +618,7 @@ def test_pools_and_backends_added_removed_and_changed(
     status, pools = api(proc, "GET", "/api/v1/pools")
     assert status == 200 and list(pools) == ["blue"], pools
     with pytest.raises(AssertionError, match="no sample"):
-        metric(proc, "splitter_pool_weight", 'pool="canary"')
+        metric(proc, "splitter_pool_weight", 'pool="canary",route="default"')
 
     # Blue's backend is now the green server: traffic moves there.
     moved = copy.deepcopy(cfg)

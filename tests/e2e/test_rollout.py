@@ -487,12 +487,16 @@ def test_rollout_metrics_and_history(
     assert b"splitter_rollout_" not in text  # no series before the first rollout
     assert _api(sp, "POST", "/api/v1/rollout", {"pool": "canary"})[0] == 201
     _, _, text = http_request(f"{sp.admin_url}/metrics")
-    assert b'splitter_rollout_step{pool="canary"} 0.0' in text
-    assert b'splitter_rollout_status{pool="canary",status="progressing"} 1.0' in text
+    assert b'splitter_rollout_step{pool="canary",route="default"} 0.0' in text
+    assert (
+        b'splitter_rollout_status{pool="canary",route="default",status="progressing"} 1.0' in text
+    )
     assert _api(sp, "POST", "/api/v1/rollout/abort")[0] == 200
     _, _, text = http_request(f"{sp.admin_url}/metrics")
-    assert b'splitter_rollout_step{pool="canary"} -1.0' in text
-    assert b'splitter_rollout_status{pool="canary",status="rolled_back"} 1.0' in text
+    assert b'splitter_rollout_step{pool="canary",route="default"} -1.0' in text
+    assert (
+        b'splitter_rollout_status{pool="canary",route="default",status="rolled_back"} 1.0' in text
+    )
     assert _api(sp, "POST", "/api/v1/rollout", {"pool": "green"})[0] == 201
     _, listing = _api(sp, "GET", "/api/v1/rollouts")
     assert [(r["pool"], r["status"]) for r in listing["rollouts"]] == [
