@@ -12,8 +12,9 @@ Rules (docs/configuration.md#choosing-a-pool):
   (``None``), never as an error. Signatures are compared in constant time.
 - **Cookie header.** `cookie_from_header` splits ``a=1; name=v; b=2`` by hand (http.cookies
   is slow and rejects what browsers send); the first cookie of that name wins.
-- **Pool choice.** `choose_pool(client_id, weights)` is a pure function of the id and the
-  weights, identical in every worker, replica and after a restart:
+- **Pool choice.** `choose_pool(client_id, weights, salt=route_salt(route))` is a pure
+  function of the route, the id and the weights, identical in every worker, replica and
+  after a restart; within one route:
 
   * each pool's share of clients equals its share of the total weight;
   * raising one pool's weight only moves clients *into* it; lowering it only moves clients
@@ -23,11 +24,17 @@ Rules (docs/configuration.md#choosing-a-pool):
     pools in proportion to weight, everyone else stays put, and when the pool comes back
     exactly its own clients return.
 
+  Across routes the choices are independent: the route's name salts the hash, so a client
+  placed in a route's canary is no likelier to be in another route's canary. The route
+  `default` (the one route of a config with the top-level pools) has no salt: its clients
+  keep the pools they had before there were routes.
+
 - **Backend choice.** `BackendBalancer` is nginx's smooth weighted round-robin over the
   backend indices of one pool, restricted to the ones marked up; weight 0 is never picked.
 
 Theory of operation (pool choice): weighted rendezvous hashing. For each candidate pool,
-hash ``"<client id>\\0<pool name>"`` with BLAKE2b (8-byte digest, read big-endian) into
+hash ``"<salt><client id>\\0<pool name>"`` (the salt: ``"<route name>\\0"``, empty for the
+route `default`) with BLAKE2b (8-byte digest, read big-endian) into
 ``h``, map it to ``u = (h + 0.5) / 2**64`` in (0, 1), and score it ``-w / ln(u)``; the pool
 with the highest score wins (ties: the alphabetically first name). Because ``u`` is uniform,
 ``-ln(u) / w`` is exponential with rate ``w``, and the smallest of independent exponentials
@@ -59,6 +66,7 @@ __all__ = [
     "PoolChooser",
     "choose_pool",
     "cookie_from_header",
+    "route_salt",
 ]
 
 # A valid cookie is 22 (id) + 1 + 43 (sig) chars; anything longer than this is junk that is
@@ -162,17 +170,26 @@ def cookie_from_header(cookie_header: str, name: str) -> str | None:
     return None
 
 
+def route_salt(route: str) -> bytes:
+    """What the pool choice of route `route` hashes in front of the client id: its name
+    and a NUL (client ids are base64url, so no two routes' inputs can meet), nothing for
+    the route `default`, whose choice is the one from before routes."""
+    return b"" if route == "default" else route.encode() + b"\0"
+
+
 def choose_pool(
     client_id: str,
     weights: Sequence[tuple[str, float]],
     live: Container[str] | None = None,
+    salt: bytes = b"",
 ) -> str | None:
     """The pool that serves `client_id`, by weighted rendezvous hashing.
 
     `weights` lists ``(pool name, weight)``; pools with weight <= 0, and pools not in
-    `live` when it is given, are never chosen. None when no pool qualifies.
+    `live` when it is given, are never chosen. None when no pool qualifies. `salt` is the
+    route's (`route_salt`): each route chooses independently of the others.
     """
-    prefix = client_id.encode() + b"\0"
+    prefix = salt + client_id.encode() + b"\0"
     best_name: str | None = None
     best_score = 0.0
     for name, weight in weights:
@@ -197,16 +214,21 @@ class PoolChooser:
     - One candidate pool: it is the answer for everyone, no hashing.
     - `for_client` caches each client's pool (bounded); a new chooser is built whenever
       the weights or the live pools change, so the cache never outlives its inputs.
+    - `salt` (`route_salt`) is computed once per route, not per request.
     - `at_random(u)` serves requests without a client id (stickiness off): a fresh random
       id hashed by rendezvous lands in pool i with probability w_i / sum(w), which is
       exactly what a draw on the cumulative weights gives, for less work.
     """
 
-    __slots__ = ("_cache", "_cumulative", "_names", "candidates", "only")
+    __slots__ = ("_cache", "_cumulative", "_names", "_salt", "candidates", "only")
 
     def __init__(
-        self, weights: Sequence[tuple[str, float]], live: Container[str] | None = None
+        self,
+        weights: Sequence[tuple[str, float]],
+        live: Container[str] | None = None,
+        salt: bytes = b"",
     ) -> None:
+        self._salt = salt
         self.candidates = tuple(
             (name, w) for name, w in weights if w > 0.0 and (live is None or name in live)
         )
@@ -225,7 +247,7 @@ class PoolChooser:
             return self.only
         pool = self._cache.get(client_id, _MISSING)
         if pool is _MISSING:
-            pool = choose_pool(client_id, self.candidates)
+            pool = choose_pool(client_id, self.candidates, None, self._salt)
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
             self._cache[client_id] = pool

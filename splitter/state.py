@@ -29,7 +29,7 @@ import orjson
 
 from splitter.config import Backend, Config, Pool, Route
 from splitter.routetable import RouteTable, SegmentMatcher
-from splitter.routing import BackendBalancer, ClientIds, PoolChooser
+from splitter.routing import BackendBalancer, ClientIds, PoolChooser, route_salt
 
 log = logging.getLogger("splitter.state")
 
@@ -146,7 +146,8 @@ class RouteState:
     choice over them and its segments (docs/configuration.md#routes-and-segments)."""
 
     __slots__ = (
-        "chooser", "live_pools", "name", "no_pool_key", "pools", "route", "segments", "weights"
+        "chooser", "live_pools", "name", "no_pool_key", "pools", "route", "salt", "segments",
+        "weights",
     )  # fmt: skip
 
     def __init__(self, route: Route, weights: Mapping[str, float], health: HealthTable) -> None:
@@ -161,8 +162,10 @@ class RouteState:
         self.segments = SegmentMatcher(route.segments) if route.segments else None
         # Pools with a live backend; None when all are (routing then skips the filter).
         self.live_pools: set[str] | None = None
-        # Pool choice over the weights and live pools of this moment (rebuilt on change).
-        self.chooser = PoolChooser(self.weights)
+        # Pool choice over the weights and live pools of this moment (rebuilt on change),
+        # salted by the route's name: independent of the other routes' choices.
+        self.salt = route_salt(route.name)
+        self.chooser = PoolChooser(self.weights, None, self.salt)
 
     def weight_map(self) -> dict[str, float]:
         return dict(self.weights)
@@ -172,7 +175,7 @@ class RouteState:
             pool.refresh_health()
         names = {name for name, p in self.pools.items() if p.live}
         self.live_pools = None if len(names) == len(self.pools) else names
-        self.chooser = PoolChooser(self.weights, self.live_pools)
+        self.chooser = PoolChooser(self.weights, self.live_pools, self.salt)
 
     def has_other_live(self, health: BackendHealth) -> bool:
         """Whether a backend other than this one is live in a pool with weight > 0."""
