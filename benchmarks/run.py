@@ -5,12 +5,15 @@
                              [--backend tiny|flask|both] [--targets direct,splitter,...]
                              [--rounds 1] [--no-stream] [--stream-size 1G]
                              [--burst 10000] [--json benchmarks/results.json]
+                             [--python VENV_PYTHON] [--baseline CHECKOUT|VENV]
 
 Three parts, each bounded in time:
   1. req/s and latency (wrk -t1) per backend kind ("tiny": nginx `return 200`, or
      benchmarks/backend.py without nginx; "flask": benchmarks/flask_backend.py under gunicorn,
      2 sync workers, which close every connection) and per connection count, for the targets
-     direct, splitter, splitter-log, splitter-w2 (workers: 2), nginx, haproxy and minimal (a bare
+     direct, splitter, splitter-log, splitter-w2 (workers: 2), splitter-routes50 (a table of 50
+     routes, hosts and prefixes mixed, the benchmarked route in its middle with 5 segments
+     that every request is checked against), nginx, haproxy and minimal (a bare
      httptools proxy, minimal_proxy.py, as the floor for Python). The RSS of each
      target (its whole process tree) is sampled every 100 ms: idle, peak per load, after.
   2. streaming: a 1 GiB download (nginx serving a sparse file, or benchmarks/stream_backend.py)
@@ -46,16 +49,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ALL_TARGETS = [
-    "direct", "splitter", "splitter-log", "splitter-w2", "nginx", "haproxy", "minimal"
-]
+    "direct", "splitter", "splitter-routes50", "splitter-log", "splitter-w2", "nginx", "haproxy",
+    "minimal",
+]  # fmt: skip
 STREAM_TARGETS = ["direct", "splitter", "nginx", "haproxy"]
 SPLITTERS = {
     "splitter": (False, 1),
     "splitter-log": (True, 1),
     "splitter-w2": (False, 2),
-    "splitter-base": (False, 1),  # the same, from the checkout given by --baseline
+    "splitter-base": (False, 1),  # the same, from the checkout or venv given by --baseline
 }
-BASELINE: Path | None = None
+# splitter-routes<N>: splitter with a table of N routes (see routes_config), access log off.
+ROUTES_TARGET = re.compile(r"splitter-routes([1-9][0-9]*)")
+ROUTE_SEGMENTS = 5  # --segments: on the benchmarked route, none matching its requests
+BASELINE: Path | None = None  # --baseline as a checkout: its source, on PYTHONPATH
+BASELINE_PYTHON: str | None = None  # --baseline as a venv: the splitter installed there
+SPLITTER_PYTHON: str | None = None  # --python: the splitter installed there (e.g. compiled)
 START_TIMEOUT = 15.0
 MAXCONN = 4096  # nginx worker_connections and haproxy maxconn
 MB = 1e6
@@ -296,24 +305,26 @@ http {{
         return self.spawn("backend-stream(python)", port, argv)
 
     def start_splitter(self, name: str, backend: int) -> Service | None:
-        access_log, workers = SPLITTERS[name]
+        routes = ROUTES_TARGET.fullmatch(name)
+        access_log, workers = SPLITTERS.get(name, (False, 1))
         port, admin = free_port(), free_port()
         d = self.fresh_dir(name)
         cfg = d / "splitter.yaml"
-        cfg.write_text(f"""listen: 127.0.0.1:{port}
+        common = f"""listen: 127.0.0.1:{port}
 admin: {{listen: 127.0.0.1:{admin}}}
-pools:
-  blue: {{weight: 100, backends: ["http://127.0.0.1:{backend}"]}}
 sticky: {{cookie: splitter, secret: benchmark-secret}}
 access_log: {"true" if access_log else "false"}
 workers: {workers}
 state_file: {d / "state.json"}
-""")
-        repo = BASELINE if name == "splitter-base" and BASELINE is not None else REPO
-        env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        return self.spawn(
-            name, port, [sys.executable, "-m", "splitter", "run", "-c", str(cfg)], cwd=repo, env=env
-        )
+"""
+        if routes:
+            table = routes_config(int(routes.group(1)), ROUTE_SEGMENTS, backend)
+            cfg.write_text(common + "routes: " + json.dumps(table) + "\n")  # JSON is YAML
+        else:
+            url = f"http://127.0.0.1:{backend}"
+            cfg.write_text(common + f'pools:\n  blue: {{weight: 100, backends: ["{url}"]}}\n')
+        argv, cwd, env = splitter_command(name == "splitter-base", d)
+        return self.spawn(name, port, [*argv, "run", "-c", str(cfg)], cwd=cwd, env=env)
 
     def start_nginx_proxy(self, backend: int) -> Service | None:
         if not shutil.which("nginx"):
@@ -383,7 +394,7 @@ backend be
     def start_target(self, target: str, backend: Service) -> Service | None:
         if target == "direct":
             return backend
-        if target in SPLITTERS:
+        if target in SPLITTERS or ROUTES_TARGET.fullmatch(target):
             return self.start_splitter(target, backend.port)
         if target == "nginx":
             return self.start_nginx_proxy(backend.port)
@@ -395,6 +406,84 @@ backend be
         port = free_port()
         argv = [sys.executable, str(HERE / "minimal_proxy.py"), str(port), str(backend)]
         return self.spawn("minimal", port, argv)
+
+
+def splitter_command(baseline: bool, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+    """How to run splitter (argv up to its subcommand, cwd, env): this checkout's source on
+    PYTHONPATH; with --python (or a venv as --baseline for splitter-base) the splitter
+    installed in that venv, from a directory outside any checkout and without PYTHONPATH,
+    so that no source tree shadows the installed (compiled) modules."""
+    python = BASELINE_PYTHON if baseline else SPLITTER_PYTHON
+    if python is not None:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        return [python, "-m", "splitter"], workdir, env
+    repo = BASELINE if baseline and BASELINE is not None else REPO
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return [sys.executable, "-m", "splitter"], repo, env
+
+
+def splitter_build(baseline: bool, workdir: Path) -> str:
+    """What `splitter --version` says of the splitter a target runs (version and build)."""
+    argv, cwd, env = splitter_command(baseline, workdir)
+    try:
+        out = subprocess.run(
+            [*argv, "--version"], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    return out.stdout.strip() or f"unknown ({out.stderr.strip()[-200:]})"
+
+
+def routes_config(n: int, segments: int, backend: int) -> list[dict]:
+    """A table of `n` routes, hosts and prefixes mixed, for a target `splitter-routes<n>`.
+
+    The benchmark's requests (`GET /`, Host 127.0.0.1:PORT) are taken by the route `bench`
+    (hosts [127.0.0.1], path_prefix /) in the middle of the table, not first. Around it, in
+    turn: an exact host, a wildcard host, a path prefix without hosts, and the benchmark's own
+    host with a longer prefix (so the table has to look past a route of the same host).
+    `bench` has `segments` segments (header, cookie, query, source in turn) that never match
+    the benchmark's requests, so every request is checked against all of them before the
+    weights choose; they send to `canary`, at weight 0."""
+    url = f"http://127.0.0.1:{backend}"
+    table: list[dict] = []
+    middle = n // 2
+    for i in range(n):
+        if i == middle:
+            continue
+        route: dict = {"name": f"r{i}", "pools": {"blue": {"weight": 100, "backends": [url]}}}
+        kind = i % 4
+        if kind == 0:
+            route["hosts"] = [f"svc{i}.example.com", f"www.svc{i}.example.com"]
+        elif kind == 1:
+            route["hosts"] = [f"*.svc{i}.example.net"]
+            route["path_prefix"] = f"/app{i}"
+        elif kind == 2:
+            route["path_prefix"] = f"/svc{i}"
+        else:
+            route["hosts"] = ["127.0.0.1"]
+            route["path_prefix"] = f"/api{i}/v1"
+        table.append(route)
+    kinds = [
+        lambda j: {"header": {"name": f"X-Beta-{j}", "value": "1"}},
+        lambda j: {"cookie": {"name": f"beta{j}", "value": "yes"}},
+        lambda j: {"query": {"name": f"preview{j}"}},
+        lambda j: {"source": [f"10.{j}.0.0/16", f"2001:db8:{j}::/48"]},
+    ]
+    bench = {
+        "name": "bench",
+        "hosts": ["127.0.0.1"],
+        "path_prefix": "/",
+        "pools": {
+            "blue": {"weight": 100, "backends": [url]},
+            "canary": {"weight": 0, "backends": [url]},
+        },
+    }
+    if segments:
+        bench["segments"] = [
+            {"pool": "canary", **kinds[j % len(kinds)](j)} for j in range(segments)
+        ]
+    table.insert(min(middle, len(table)), bench)
+    return table
 
 
 def wait_ready(svc: Service) -> str | None:
@@ -557,10 +646,13 @@ def fmt_err(r: dict) -> str:
 
 
 def _order(target: str) -> float:
-    """Table order: as in ALL_TARGETS, splitter-base right after splitter."""
+    """Table order: as in ALL_TARGETS, splitter-base right after splitter, then any other
+    splitter-routes<N> after splitter-routes50."""
     if target == "splitter-base":
         return ALL_TARGETS.index("splitter") + 0.5
-    return ALL_TARGETS.index(target)
+    if target in ALL_TARGETS:
+        return ALL_TARGETS.index(target)
+    return ALL_TARGETS.index("splitter-routes50") + 0.5
 
 
 def load_table(results: list[dict]) -> str:
@@ -622,6 +714,14 @@ def memory_table(memory: list[dict], conns: list[int]) -> str:
             f"| {m['after_mb']:.1f} |"
         )
     return "\n".join(rows)
+
+
+def venv_python(path: Path) -> str | None:
+    """The interpreter at `path`, or of the venv at `path` (its bin/python); None if neither.
+    Not resolved: a venv's python is a link, and the link is what makes it that venv's."""
+    if path.is_dir():
+        path = path / "bin" / "python"
+    return str(path) if path.is_file() and os.access(path, os.X_OK) else None
 
 
 def _sigterm(*_: object) -> None:
@@ -784,6 +884,7 @@ def stream_part(bench: Bench, args, wanted: list[str], out: dict) -> None:
 
 
 def main() -> int:
+    global BASELINE, BASELINE_PYTHON, SPLITTER_PYTHON, ROUTE_SEGMENTS
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -815,15 +916,38 @@ def main() -> int:
     ap.add_argument(
         "--baseline",
         metavar="PATH",
-        help="another checkout of splitter (e.g. a git worktree of an older commit): adds the "
-        "target splitter-base, run from there, for a before/after in the same run",
+        help="another splitter: a checkout (e.g. a git worktree of an older commit, run from "
+        "its source) or a venv, or its python, where it is installed (run as installed, e.g. "
+        "compiled): adds the target splitter-base, for a before/after in the same run",
+    )
+    ap.add_argument(
+        "--python",
+        metavar="PYTHON",
+        help="run the splitter targets with this interpreter (or venv) and the splitter "
+        "installed there (e.g. `pip install .`, compiled) instead of this checkout's source",
+    )
+    ap.add_argument(
+        "--segments",
+        type=int,
+        default=ROUTE_SEGMENTS,
+        help=f"segments on the benchmarked route of splitter-routes<N> (default {ROUTE_SEGMENTS})",
     )
     args = ap.parse_args()
-    global BASELINE
     if args.baseline:
-        BASELINE = Path(args.baseline).resolve()
-        if not (BASELINE / "splitter" / "__init__.py").exists():
-            ap.error(f"--baseline {args.baseline}: no splitter package there")
+        path = Path(args.baseline).absolute()
+        if (path / "splitter" / "__init__.py").exists():
+            BASELINE = path.resolve()
+        else:
+            BASELINE_PYTHON = venv_python(path)
+            if BASELINE_PYTHON is None:
+                ap.error(f"--baseline {args.baseline}: neither a checkout nor a venv or python")
+    if args.python:
+        SPLITTER_PYTHON = venv_python(Path(args.python).absolute())
+        if SPLITTER_PYTHON is None:
+            ap.error(f"--python {args.python}: not a python interpreter or a venv")
+    if args.segments < 0:
+        ap.error("--segments must be >= 0")
+    ROUTE_SEGMENTS = args.segments
     if args.quick:
         args.duration, args.warmup = 2, 1
     conns = [
@@ -837,9 +961,14 @@ def main() -> int:
         args.burst = 0 if args.quick else 10000
     kinds = ["tiny", "flask"] if args.backend == "both" else [args.backend]
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if BASELINE is not None and "splitter-base" not in wanted:
+    has_baseline = BASELINE is not None or BASELINE_PYTHON is not None
+    if has_baseline and "splitter-base" not in wanted:
         wanted.insert(wanted.index("splitter") + 1 if "splitter" in wanted else 0, "splitter-base")
-    bad = [t for t in wanted if t not in ALL_TARGETS and t != "splitter-base"]
+    bad = [
+        t
+        for t in wanted
+        if t not in ALL_TARGETS and t != "splitter-base" and not ROUTES_TARGET.fullmatch(t)
+    ]
     if bad or not wanted or not conns or min(conns) < 1:
         ap.error(f"bad --targets {bad} (choose from {ALL_TARGETS}) or --connections")
     if not shutil.which("wrk"):
@@ -862,6 +991,11 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="splitter-bench-"))
     bench = Bench(tmp)
+    builds = {"splitter": splitter_build(False, tmp)}
+    if "splitter-base" in wanted:
+        builds["splitter-base"] = splitter_build(True, tmp)
+    for name, build in builds.items():
+        print(f"{name}: {build}")
     out: dict = {"runs": [], "memory": [], "streams": [], "burst": None, "skipped": []}
     t_start = time.monotonic()
     try:
@@ -941,6 +1075,8 @@ def main() -> int:
         "rounds": args.rounds,
         "stream_size": None if args.no_stream else args.stream_size,
         "skipped": out["skipped"],
+        "builds": builds,
+        "route_segments": ROUTE_SEGMENTS,
         "results": results,
         "streams": out["streams"],
         "memory": out["memory"],
