@@ -126,6 +126,23 @@ def tree_rss_mb(pid: int) -> float:
     return sum(rss_kb(p) for p in tree_pids(pid)) * 1024 / MB
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of pid plus all its descendants (from /proc/PID/stat)."""
+    user = system = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / TICK, system / TICK
+
+
 class Sampler:
     """Samples tree_rss_mb(pid) every 100 ms in a thread; .peak is the maximum seen."""
 
@@ -659,8 +676,8 @@ def load_table(results: list[dict]) -> str:
     by = {(r["target"], r["connections"]): r for r in results}
     rows = [
         "| target | conns | req/s | p50 ms | p99 ms | errors | req/s vs nginx "
-        "| added p50 ms | added p50 vs nginx | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| added p50 ms | added p50 vs nginx | peak RSS MB | CPU us/req user+sys |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(results, key=lambda r: (r["connections"], _order(r["target"]))):
         n, d = by.get(("nginx", r["connections"])), by.get(("direct", r["connections"]))
@@ -675,7 +692,7 @@ def load_table(results: list[dict]) -> str:
         rows.append(
             f"| {r['target']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} "
             f"| {r['p99_ms']:.3f} | {fmt_err(r)} | {ratio} | {added} | {added_ratio} "
-            f"| {r['rss_peak_mb']:.1f} |"
+            f"| {r['rss_peak_mb']:.1f} | {r['user_us_median']:.1f}+{r['sys_us_median']:.1f} |"
         )
     return "\n".join(rows)
 
@@ -770,15 +787,20 @@ def load_part(
                     with Sampler(pid) as s:
                         if args.warmup:
                             run_wrk(svcs[t].port, c, args.warmup)
+                        cpu0 = tree_cpu_s(pid)
                         r = run_wrk(svcs[t].port, c, args.duration)
+                        cpu1 = tree_cpu_s(pid)
                 except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
                     print(f"  {kind} {t} c={c}: FAILED: {e}")
                     continue
+                n = max(r["requests"], 1)
                 r.update(
                     backend=kind,
                     target=t,
                     connections=c,
                     round=rnd,
+                    user_us=round((cpu1[0] - cpu0[0]) / n * 1e6, 2),
+                    sys_us=round((cpu1[1] - cpu0[1]) / n * 1e6, 2),
                     rss_before_mb=round(before, 1),
                     rss_peak_mb=round(s.peak, 1),
                     rss_after_mb=round(tree_rss_mb(pid), 1),
@@ -786,9 +808,10 @@ def load_part(
                 peaks[t][str(c)] = max(peaks[t].get(str(c), 0.0), s.peak)
                 runs.append(r)
                 print(
-                    f"  {kind} r{rnd + 1} c={c:<4} {t:<13} {r['rps']:>9,.0f} req/s  "
+                    f"  {kind} r{rnd + 1} c={c:<4} {t:<17} {r['rps']:>9,.0f} req/s  "
                     f"p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:8.3f} ms  "
-                    f"err {r['non2xx'] + r['socket_errors']:<5} RSS peak {s.peak:6.1f} MB"
+                    f"err {r['non2xx'] + r['socket_errors']:<5} RSS peak {s.peak:6.1f} MB  "
+                    f"CPU {r['user_us']:.1f}+{r['sys_us']:.1f} us/req"
                 )
     time.sleep(1.0)
     for t in targets:
@@ -1026,7 +1049,14 @@ def main() -> int:
                     key=lambda r: r["rps"],
                 )
                 if rs:
-                    results.append(rs[(len(rs) - 1) // 2])
+                    # CPU per request: the median over the rounds (it moves less than req/s)
+                    results.append(
+                        dict(
+                            rs[(len(rs) - 1) // 2],
+                            user_us_median=statistics.median(r["user_us"] for r in rs),
+                            sys_us_median=statistics.median(r["sys_us"] for r in rs),
+                        )
+                    )
 
     print(f"\n# splitter benchmark, {started}, nproc={nproc}, took {elapsed:.0f} s\n")
     print(
