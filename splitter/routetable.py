@@ -30,7 +30,8 @@ Rules (docs/configuration.md#routes-and-segments):
   config parser; were one to get here, the one first in the config wins.
 - *Raw bytes.* The path is compared byte for byte, case-sensitively, without decoding
   percent-escapes or removing dot segments: ``/api`` does not match ``/%61pi``, and
-  ``/api/../admin`` matches ``/api``. The path and Host reach the backend unchanged. (nginx
+  ``/api/../admin`` matches ``/api``; a prefix is its UTF-8 bytes, so one beyond ASCII is
+  written as clients send it, percent-encoded. The path and Host reach the backend unchanged. (nginx
   decodes and normalises before matching a `location`; splitter does not, so what it
   matches is exactly what the backend receives.) **Routes are not access control**: a
   prefix chooses which service answers, it does not keep anyone from another service's
