@@ -35,11 +35,12 @@ COOKIE = "splitter"
 START = {"blue": 90, "green": 0, "canary": 10}
 MAX_BODY = 64 * 1024
 
-# Every endpoint of section 5, from the admin listener's route table: path -> its methods.
+# Every endpoint of section 5, from the admin listener's route table: path -> its methods
+# (the calls of one route for the route `default`, which every config here has).
 ENDPOINTS: dict[str, set[str]] = {}
 for _route in ROUTES:
     if _route.tag == ADMIN:
-        ENDPOINTS.setdefault(_route.path, set()).add(_route.method)
+        ENDPOINTS.setdefault(_route.path.replace("{route}", "default"), set()).add(_route.method)
 API_GETS = [p for p, methods in ENDPOINTS.items() if p.startswith("/api/") and "GET" in methods]
 
 
