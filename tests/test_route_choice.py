@@ -7,6 +7,8 @@ cookies for clients of known ids. Within each route every property of the contra
 section 3 holds: shares follow weights, minimal disruption, weight 0 gets nobody, pools
 without a live backend are skipped. Across routes the choices are independent (the route's
 name salts the hash), except that the route `default` keeps the hash from before routes.
+Returning clients keep the canary's share at its weight over weight changes, with segment
+and override requests (which set no cookie) mixed in: no creep (Flagger #1532).
 
 Statistics: client ids are seeded; each share is checked against its binomial standard
 deviation with a z that keeps the chance of a false alarm, over every check a test makes,
@@ -26,11 +28,13 @@ from collections.abc import Container, Mapping, Sequence
 from statistics import NormalDist
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splitter.config import Config, parse
-from splitter.http1.request import RequestHead
+from splitter.errors import RequestRefused
+from splitter.http1.request import ReadSettings, RequestHead, RequestReader
 from splitter.observe.observation import Observation
 from splitter.proxy import policy
 from splitter.routing import ClientIds, PoolChooser, choose_pool, route_salt
@@ -116,6 +120,41 @@ def _request(
         req.cookie = f"theme=dark; {COOKIE}={cookie}; lang=en".encode()
     req.override = override
     return req
+
+
+class _Heads:
+    """A request sink that keeps the heads the parser completes."""
+
+    def __init__(self) -> None:
+        self.heads: list[RequestHead] = []
+
+    def on_head_start(self) -> None:
+        pass
+
+    def on_request(self, head: RequestHead) -> None:
+        self.heads.append(head)
+
+    def on_request_body(self, data: bytes) -> None:
+        pass
+
+    def on_request_end(self) -> None:
+        pass
+
+    def on_refused(self, error: RequestRefused) -> None:
+        raise AssertionError(error)
+
+
+def _parsed(
+    settings: ReadSettings, host: bytes, target: bytes, cookie: str | None, *headers: bytes
+) -> RequestHead:
+    """The head the proxy's own parser makes of a GET with these fields."""
+    lines = [b"GET " + target + b" HTTP/1.1", b"Host: " + host, *headers]
+    if cookie is not None:
+        lines.append(f"Cookie: theme=dark; {COOKIE}={cookie}; lang=en".encode())
+    sink = _Heads()
+    RequestReader(settings, sink).feed(b"\r\n".join(lines) + b"\r\n\r\n")
+    (head,) = sink.heads
+    return head
 
 
 class Answer:
@@ -461,3 +500,96 @@ def test_a_config_with_top_level_pools_keeps_every_clients_pool() -> None:
             answer = Answer(live, _request(b"any.host", b"/x", COOKIES[client_id]))
             assert answer.obs.route_name == "default"
             assert answer.pool == _old_choose_pool(client_id, items, live_pools)
+
+
+# --- returning clients: no creep (Flagger #1532) ------------------------------------------------
+
+
+def test_returning_clients_keep_the_canary_at_its_weight_over_weight_changes() -> None:
+    """Clients come back with the cookie they were given, over several canary weights, with
+    segment (`?preview`, `X-Beta: 1`) and override requests mixed in: those go to the
+    canary and set no cookie. At every stage the canary's share of returning clients is its
+    weight (a cookie given only to the canary's clients, or by a segment, would make it
+    creep up), and clients move only as minimal disruption allows. Requests are parsed by
+    the proxy's parser, which keeps the segments' headers."""
+    rng = random.Random(1532)
+    segments = {
+        "shop": [
+            {"pool": "canary", "query": {"name": "preview"}},
+            {"pool": "canary", "header": {"name": "X-Beta", "value": "1"}},
+        ]
+    }
+    config = _config({"shop": (100.0, 0.0, 0.0), "api": (100.0, 0.0, 0.0)}, segments)
+    host, target = ROUTES["shop"][2]
+    override = b"X-Splitter-Pool: canary"
+    stages = [10.0, 30.0, 60.0, 30.0, 0.0, 20.0, 5.0]
+    checks = 2 * len(stages)
+    jars: list[str | None] = []  # each client's sticky cookie, None until it has one
+    last: list[str | None] = []  # each client's pool at its last page request
+    for stage, canary in enumerate(stages):
+        live = _live(config, {"shop": {"blue": 100.0 - canary, "canary": canary}})
+        settings = ReadSettings(config.limits, live.override_header, live.segment_headers)
+        returning = len(jars)  # clients 0..returning-1 were seen before this stage
+        jars.extend([None] * 1000)
+        last.extend([None] * 1000)
+        page_pools: list[str | None] = []
+        for visit in range(3):
+            for client in range(len(jars)):
+                jar = jars[client]
+                if rng.random() < 0.25:  # a preview link, a beta tester, a tester's header
+                    kind = rng.randrange(3)
+                    if kind == 0:
+                        req = _parsed(settings, host, target + b"?x=1&preview", jar)
+                    elif kind == 1:
+                        req = _parsed(settings, host, target, jar, b"X-Beta: 1")
+                    else:
+                        req = _parsed(settings, host, target, jar, override)
+                    answer = Answer(live, req)
+                    assert answer.pool == "canary"
+                    assert answer.set_cookie is None  # neither sets nor renews a cookie
+                    assert answer.obs.by_override
+                    assert answer.obs.by_segment == (kind != 2)
+                # A page request (now and then with the beta header at another value).
+                beta = (b"X-Beta: 0",) if rng.random() < 0.1 else ()
+                answer = Answer(live, _parsed(settings, host, target, jar, *beta))
+                assert answer.obs.route_name == "shop"
+                assert not answer.obs.by_override
+                if jars[client] is None:
+                    assert answer.set_cookie is not None
+                    jars[client] = answer.set_cookie
+                else:
+                    assert answer.set_cookie is None  # the cookie given is kept
+                previous = last[client]
+                if previous is not None and client < returning and visit == 0:
+                    if canary > stages[stage - 1]:
+                        assert previous == answer.pool or answer.pool == "canary"
+                    else:
+                        assert previous == answer.pool or previous == "canary"
+                elif previous is not None:
+                    assert answer.pool == previous  # sticky within a stage
+                last[client] = answer.pool
+                if visit == 2:
+                    page_pools.append(answer.pool)
+        p = canary / 100.0
+        if returning:
+            share = page_pools[:returning].count("canary") / returning
+            assert abs(share - p) <= tolerance(p, returning, checks), (stage, canary, share)
+        share = page_pools.count("canary") / len(page_pools)
+        assert abs(share - p) <= tolerance(p, len(page_pools), checks), (stage, canary, share)
+        if canary == 0.0:
+            assert "canary" not in page_pools
+
+
+@pytest.mark.parametrize("canary", [1.0, 50.0])
+def test_a_client_without_a_cookie_gets_one_whichever_pool_it_lands_in(canary: float) -> None:
+    """Both pools' new clients get a cookie (Flagger #1532: only the canary's did)."""
+    live = _live(_config({"shop": (100.0 - canary, 0.0, canary)}))
+    host, target = ROUTES["shop"][2]
+    given_by_pool: Counter[str | None] = Counter()
+    for _ in range(3000):
+        answer = Answer(live, _request(host, target))
+        assert answer.set_cookie is not None
+        given_by_pool[answer.pool] += 1
+        again = Answer(live, _request(host, target, answer.set_cookie))
+        assert again.pool == answer.pool and again.set_cookie is None
+    assert given_by_pool["blue"] > 0 and given_by_pool["canary"] > 0
