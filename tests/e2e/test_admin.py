@@ -247,6 +247,7 @@ def test_openapi_describes_every_endpoint(shared: SplitterProc) -> None:
     assert str(doc["openapi"]).startswith("3.")
     assert doc["info"]["title"] and doc["info"]["version"]
     for path, methods in ENDPOINTS.items():
+        path = path.replace("/routes/default/", "/routes/{route}/")
         assert path in doc["paths"], path
         described = {m.upper() for m in doc["paths"][path]}
         assert methods <= described, (path, described)
@@ -660,14 +661,15 @@ BAD_AUTH = [
 def test_token_required_on_api(guarded: SplitterProc, auth: str | None) -> None:
     before = snapshot(guarded, TOKEN)
     headers = {"Authorization": auth} if auth is not None else {}
-    client = another_client()  # 8 wrong tokens: below the lockout of its address
     calls = [("GET", p, None) for p in API_GETS] + [
         ("PUT", "/api/v1/weights", {"canary": 50}),
         ("POST", "/api/v1/switch", {"pool": "green"}),
         ("POST", "/api/v1/reload", None),
         ("GET", "/api/v1/nothing-here", None),
     ]
-    for method, path, body in calls:
+    for i, (method, path, body) in enumerate(calls):
+        if i % 8 == 0:
+            client = another_client()  # 8 wrong tokens each: below the lockout of an address
         status, resp_headers, reply = call(
             guarded, method, path, body=body, headers=headers, source=client
         )
