@@ -104,6 +104,7 @@ def _check(path: str) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return EXIT_USAGE
+
     def pools(route: Route) -> str:
         return ", ".join(f"{p.name}={p.weight:g}" for p in route.pools)
 
