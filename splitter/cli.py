@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config file")
     check.add_argument("-c", "--config", default=default, help=f"config file (default: {default})")
     commands.add_parser("ctl", help="talk to a running splitter's admin API (splitter ctl --help)")
-    demo = commands.add_parser("demo", help="run the proxy in front of three demo backends")
+    demo = commands.add_parser(
+        "demo", help="run the proxy in front of demo backends, in two routes"
+    )
     demo.add_argument("--config", default=None, help="demo config (default: the bundled one)")
     demo.add_argument("--load", type=_rate, default=0.0, metavar="RPS",
                       help="RPS requests a second to the proxy from simulated clients")  # fmt: skip
@@ -104,6 +106,7 @@ def _check(path: str) -> int:
         for line in exc.lines():
             print(line, file=sys.stderr)
         return EXIT_USAGE
+
     def pools(route: Route) -> str:
         return ", ".join(f"{p.name}={p.weight:g}" for p in route.pools)
 

@@ -1,7 +1,9 @@
-"""`splitter demo`: three small backends and the proxy in front of them, in one process.
+"""`splitter demo`: small backends and the proxy in front of them, in one process.
 
-The backends are aiohttp apps on loopback (blue, green, canary on the ports the bundled
-`demo.yaml` names); each answers `GET /` with its pool name and `GET /healthz` with ok.
+The bundled `demo.yaml` has two routes: `default` (blue, green, canary; a segment sends
+requests with `X-Beta: 1` to the canary) and `api` (/api: api-blue, api-canary). The
+backends are aiohttp apps on loopback, one for each backend the config names; each
+answers a GET of any path with its pool name, and `GET /healthz` with ok.
 Everything else is the real proxy, started exactly as `splitter run` would start it,
 but for its state: a demo starts afresh, with its state file in a temporary directory
 that is removed when it stops (a rollout left by an earlier run would block the
@@ -32,7 +34,7 @@ import aiohttp
 from aiohttp import web
 
 from splitter import app
-from splitter.config import Address, Config, load
+from splitter.config import Address, Config, Route, Segment, load
 from splitter.errors import StartupError
 from splitter.runtime import bind
 
@@ -69,9 +71,9 @@ def demo_backend(pool: str, fail_rate: float = 0.0, delay: float = 0.0) -> web.A
         return web.json_response(faults)
 
     backend = web.Application()
-    backend.router.add_get("/", index)
     backend.router.add_get("/healthz", healthz)
     backend.router.add_post("/fault", fault)
+    backend.router.add_get("/{path:.*}", index)  # "/", and "/api/..." for the route api
     return backend
 
 
@@ -108,7 +110,8 @@ def run(
 ) -> None:
     path = config_path or bundled_config_path()
     config = load(path)
-    names = {p.name for p in config.pools}
+    pools = [pool for route in config.routes for pool in route.pools]
+    names = {p.name for p in pools}
     for name in [*faulty, *slow]:
         if name not in names:
             known = ", ".join(sorted(names))
@@ -117,7 +120,7 @@ def run(
         config = dataclasses.replace(config, access_log=False)
     sockets = []
     try:
-        for pool in config.pools:
+        for pool in pools:
             for backend in pool.backends:
                 sockets.append((pool.name, bind(Address(backend.host, backend.port), "demo")))
     except StartupError:
@@ -161,7 +164,23 @@ def _print_welcome(
     command that makes the traffic."""
     proxy, admin = splitter.proxy_url, splitter.admin_url
     ctl = f"splitter ctl --admin {admin}"
-    weights = ", ".join(f"{p.name} {p.weight:g}" for p in config.pools)
+    routes = "\n           ".join(_route_text(route) for route in config.routes)
+    tries = []
+    main = config.main_route
+    segment = next((s for s in main.segments if s.kind == "header"), None) if main else None
+    if segment is not None:
+        value = segment.value if segment.value is not None else "1"
+        tries.append(
+            f"curl -s -H '{segment.name}: {value}' {proxy}/    # a segment: {segment.pool}"
+        )
+    other = next((r for r in config.routes if r is not main and not r.hosts), None)
+    if other is not None and other.path_prefix != "/":
+        tries.append(f"for i in $(seq 20); do curl -s {proxy}{other.path_prefix}/; done "
+                     f"| sort | uniq -c    # the route {other.name}")  # fmt: skip
+        tries.append(f"{ctl} --route {other.name} weights")
+    if len(config.routes) > 1:
+        tries.append(f"{ctl} routes")
+    more = "".join(f"           {line}\n" for line in tries)
     notes = []
     if load_rate:
         notes.append(f"  load:    {load_rate:g} requests/s from 200 simulated clients")
@@ -191,13 +210,35 @@ def _print_welcome(
         f"""
 splitter demo: proxy {proxy}  admin {admin}
   dashboard: {admin}/
-  pools:   {weights} (demo backends on loopback)
+  routes:  {routes}
 {extra}  try:     for i in $(seq 20); do curl -s {proxy}/; done | sort | uniq -c
            curl -s -H 'X-Splitter-Pool: green' {proxy}/
-           {ctl} set canary=50 blue=50
+{more}           {ctl} set canary=50 blue=50
            {ctl} events
 {rollout}  stop:    Ctrl-C
 """,
         file=sys.stderr,
         flush=True,
     )
+
+
+def _route_text(route: Route) -> str:
+    """A route as the welcome lists it: "api /api: api-blue 90, api-canary 10"."""
+    where = ",".join(route.hosts) + route.path_prefix if route.hosts else route.path_prefix
+    weights = ", ".join(f"{p.name} {p.weight:g}" for p in route.pools)
+    return f"{route.name} {where}: {weights}" + "".join(
+        f"; {_segment_text(s)}" for s in route.segments
+    )
+
+
+def _segment_text(segment: Segment) -> str:
+    """A segment as the welcome lists it: "X-Beta: 1 -> canary"."""
+    if segment.kind == "source":
+        what = "from " + ", ".join(segment.source)
+    elif segment.kind == "header":
+        what = segment.name + (f": {segment.value}" if segment.value is not None else "")
+    elif segment.kind == "cookie":
+        what = "cookie " + segment.name + (f"={segment.value}" if segment.value is not None else "")
+    else:
+        what = "?" + segment.name + (f"={segment.value}" if segment.value is not None else "")
+    return f"{what} -> {segment.pool}"

@@ -44,6 +44,7 @@ class FakeAdmin:
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)  # GET /rollout: each in turn
+    routes: dict[str, Any] | None = None  # GET /routes; None: 404, as a server without routes
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record_and_auth])
@@ -54,6 +55,8 @@ class FakeAdmin:
         app.router.add_get("/api/v1/events", self.get_events)
         app.router.add_get("/api/v1/pools", self.get_pools)
         app.router.add_get("/api/v1/rollout", self.get_rollout)
+        app.router.add_get("/api/v1/routes", self.get_routes)
+        app.router.add_get("/api/v1/routes/{route}/weights", self.get_route_weights)
         app.router.add_get("/text/{tail:.*}", self.text)
         app.router.add_get("/boom/{tail:.*}", self.boom)
         self.events.append(self._event("startup", "started", None, self.weights))
@@ -153,6 +156,17 @@ class FakeAdmin:
             return self._error(404, "no rollout yet")
         rollout = self.rollouts.pop(0) if len(self.rollouts) > 1 else self.rollouts[0]
         return web.json_response(rollout)
+
+    async def get_routes(self, request: web.Request) -> web.Response:
+        if self.routes is None:
+            raise web.HTTPNotFound()
+        return web.json_response(self.routes)
+
+    async def get_route_weights(self, request: web.Request) -> web.Response:
+        route = (self.routes or {}).get(request.match_info["route"])
+        if route is None:
+            return self._error(404, f"unknown route: {request.match_info['route']}")
+        return web.json_response(route["weights"])
 
     async def text(self, request: web.Request) -> web.Response:
         return web.Response(text="<html>this is the proxy listener</html>")
@@ -368,6 +382,22 @@ def test_events(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
         offset = lines[0].index(column)
         assert all(line[offset - 2 : offset] == "  " for line in lines)
         assert all(line[offset] != " " for line in lines)
+
+
+def test_events_name_their_route_when_there_are_several(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.routes = TWO_ROUTES
+    admin.events[0]["route"] = "api"
+    status, out, err = run(capsys, "--admin", admin.url, "events")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["TIME", "SOURCE", "ROUTE", "WHAT", "CHANGE"]
+    assert lines[1].split()[:4] == ["2026-11-28T04:00:00.000Z", "startup", "api", "started"]
+    # one route: no column
+    admin.routes = {"api": TWO_ROUTES["api"]}
+    status, out, err = run(capsys, "--admin", admin.url, "events")
+    assert out.splitlines()[0].split() == ["TIME", "SOURCE", "WHAT", "CHANGE"]
 
 
 def test_no_events(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
@@ -629,6 +659,61 @@ def test_unknown_path_without_json(admin: FakeAdmin, capsys: pytest.CaptureFixtu
     assert (status, one_line(err)) == (1, "splitter ctl: 404: not found")
 
 
+# --------------------------------------------------------------------------- routes
+
+TWO_ROUTES: dict[str, Any] = {
+    "shop": {
+        "hosts": ["shop.test", "*.shop.test"],
+        "path_prefix": "/",
+        "weights": {"blue": 90, "canary": 10},
+        "segments": [{"pool": "canary", "header": {"name": "X-Beta", "value": "1"}}],
+        "rollout": {"pool": "canary", "status": "progressing", "route": "shop"},
+    },
+    "api": {
+        "hosts": [],
+        "path_prefix": "/api",
+        "weights": {"blue": 100.0, "canary": 0},
+        "segments": [],
+        "rollout": None,
+    },
+}
+
+
+def test_routes_table(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
+    admin.routes = TWO_ROUTES
+    status, out, err = run(capsys, "--admin", admin.url, "routes")
+    assert (status, err) == (0, "")
+    assert out == (
+        "ROUTE  HOSTS                  PATH  WEIGHTS            SEGMENTS  ROLLOUT\n"
+        "shop   shop.test,*.shop.test  /     blue=90 canary=10         1  canary progressing\n"
+        "api    *                      /api  blue=100 canary=0         0  -\n"
+    )  # fmt: skip
+    assert admin.requests[-1]["path"] == "/api/v1/routes"
+
+
+def test_route_option_names_the_route_in_the_path(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.routes = TWO_ROUTES
+    for args in (["--route", "api", "weights"], ["weights", "--route", "api"]):
+        status, out, err = run(capsys, "--admin", admin.url, *args)
+        assert (status, err) == (0, "")
+        assert out.splitlines()[1].split() == ["blue", "100", "100%"]
+        assert admin.requests[-1]["path"] == "/api/v1/routes/api/weights"
+
+
+def test_unknown_route_is_a_usage_error_with_the_api_s_line(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.routes = TWO_ROUTES
+    status, out, err = run(capsys, "--admin", admin.url, "--route", "nope", "weights")
+    assert (status, out) == (2, "")
+    assert one_line(err) == "splitter ctl: 404: unknown route: nope"
+    # a 404 that is not about the route keeps exit status 1
+    status, _, err = run(capsys, "--admin", admin.url, "--route", "api", "pools")
+    assert (status, one_line(err)) == (1, "splitter ctl: 404: not found")
+
+
 # --------------------------------------------------------------------------- usage
 
 
@@ -643,6 +728,10 @@ def test_unknown_path_without_json(admin: FakeAdmin, capsys: pytest.CaptureFixtu
         ["--admin", "ftp://127.0.0.1:9901", "weights"],
         ["--admin", "http://127.0.0.1:port", "weights"],
         ["weights", "--bogus"],
+        ["weights", "--route", " "],
+        ["reload", "--route", "api"],
+        ["--route", "api", "events"],
+        ["routes", "--route", "api"],
     ],
 )
 def test_usage_errors(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:

@@ -41,7 +41,8 @@ from splitter.admin.sessions import Guesses
 from splitter.config import Config, Segment
 from splitter.control.controller import EventLog, plain, weight_value
 from splitter.control.route import RouteControl
-from splitter.errors import AdminError, ApiError, ConfigError, StoreError
+from splitter.errors import AdminError, ApiError, ConfigError, RolloutError, StoreError
+from splitter.rollout.machine import ABORT_WAY
 from splitter.rollout.plan import parse_rollout
 from splitter.state import Live
 
@@ -401,7 +402,15 @@ async def post_rollout(request: web.Request) -> web.Response:
     except ConfigError as exc:
         raise ApiError(400, str(exc.problems[0]) if exc.problems else "invalid rollout") from None
     splitter.catch_up_with_file()
-    rollout = await route.rollouts.start(plan)
+    try:
+        rollout = await route.rollouts.start(plan)
+    except RolloutError as exc:
+        named = request.match_info.get("route")
+        if named is None or ABORT_WAY not in str(exc):
+            raise
+        way = (f"splitter ctl --route {route.name} rollout abort, "
+               f"or POST /api/v1/routes/{route.name}/rollout/abort")  # fmt: skip
+        raise RolloutError(exc.status, str(exc).replace(ABORT_WAY, way), **exc.extra) from None
     return json_response(route.rollout_json(rollout.to_json()), status=201)
 
 

@@ -14,9 +14,13 @@ Usage:
     splitter ctl rollout start canary [--steps 5,25,pause,50,100] [--hold 1m] [--max 10m]
     splitter ctl rollout start green --bluegreen [--auto-promote] [--keep 10m]
     splitter ctl rollout status [--watch] | pause | resume | promote [--full] | abort | history
+    splitter ctl routes                    routes: hosts, path prefix, weights, segments, rollout
 
 Options (before or after the command):
 
+    --route NAME       the route a command that concerns pools acts on (weights, set,
+                       switch, pools, rollout): it calls /api/v1/routes/NAME/...; without
+                       it, the route `default` or the only route
     --admin URL        admin API (default: $SPLITTER_ADMIN_URL, else http://127.0.0.1:9901)
     --token TOKEN      sent as `Authorization: Bearer TOKEN` (default: $SPLITTER_ADMIN_TOKEN)
     --json             print the server's JSON response as is (also for error responses)
@@ -24,7 +28,8 @@ Options (before or after the command):
 
 Exit status: 0 done; 1 the server answered with an error (one line on stderr:
 `splitter ctl: STATUS: MESSAGE`; a rejected reload also lists the config errors) or could
-not be reached; 2 a usage error (one line on stderr).
+not be reached; 2 a usage error (one line on stderr), an unknown route included, and a
+command without --route when there are several routes and none named `default`.
 
 Standard library only (no aiohttp), so that it starts fast. Proxy settings in the
 environment (http_proxy, ...) are ignored: the admin API is reached directly.
@@ -56,6 +61,7 @@ from splitter.ctl.show import (
     show_pools,
     show_reload,
     show_rollout,
+    show_routes,
     show_switch,
     show_weights,
 )
@@ -67,6 +73,10 @@ ENV_TOKEN = "SPLITTER_ADMIN_TOKEN"
 API = "/api/v1"
 
 MAX_WEIGHT = 1_000_000  # as splitter.config.MAX_WEIGHT (not imported: it needs yaml)
+DEFAULT_ROUTE = "default"  # as splitter.config.DEFAULT_ROUTE
+
+# The commands that concern pools, and so take --route (CONTRACT.md section 12).
+PER_ROUTE = frozenset({"weights", "set", "switch", "pools", "rollout"})
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -83,6 +93,10 @@ class _Exit(Exception):
 
 class _UsageError(Exception):
     """Bad arguments: one line on stderr, exit status 2."""
+
+
+class _WrongRoute(Failure):
+    """--route names no route, or is missing where it is needed: exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,6 +121,13 @@ def _add_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         return value if top else argparse.SUPPRESS
 
     group = parser.add_argument_group("admin API options")
+    group.add_argument(
+        "--route",
+        metavar="NAME",
+        default=default(None),
+        help="the route a command that concerns pools acts on (default: the route "
+        f"{DEFAULT_ROUTE!r}, or the only one)",
+    )
     group.add_argument(
         "--admin",
         metavar="URL",
@@ -216,6 +237,11 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("--full", action="store_true", help="straight to promoted")
     action("abort", "roll back now")
     action("history", "the last rollouts")
+    command(
+        "routes",
+        "show the routes",
+        "Show the routes: hosts (* for any), path prefix, weights, segments and rollout.",
+    )
     return parser
 
 
@@ -327,6 +353,16 @@ def _decode(content: bytes) -> Any:
     return json.loads(content.decode("utf-8"))
 
 
+def _error_message(content: bytes) -> str:
+    """The `error` of an error answer ("" when there is none)."""
+    try:
+        payload = _decode(content)
+    except ValueError:
+        return ""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error if isinstance(error, str) else ""
+
+
 def _error_lines(status: int, content: bytes, had_token: bool) -> list[str]:
     """`splitter ctl: STATUS: MESSAGE`, then (422) one indented line per config error."""
     message = ""
@@ -362,7 +398,8 @@ Show = Callable[[Any], str]
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
-    """(method, path, body, formatter) for the command."""
+    """(method, path, body, formatter) for the command; the path of a command that
+    concerns pools is that of the main route (see `_route_prefix`)."""
     command: str = args.command
     if command == "weights":
         return "GET", "/weights", None, show_weights
@@ -381,7 +418,51 @@ def _request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
         return "GET", "/pools", None, show_pools
     if command == "rollout":
         return _rollout_request(args)
+    if command == "routes":
+        return "GET", "/routes", None, show_routes
     raise _UsageError(f"unknown command {command!r}")  # pragma: no cover - argparse checks
+
+
+def _route_prefix(args: argparse.Namespace) -> str:
+    """`/routes/NAME` for --route NAME ("" without it); a usage error on a command that
+    does not concern pools."""
+    route: str | None = args.route
+    if route is None:
+        return ""
+    if args.command not in PER_ROUTE:
+        raise _UsageError(f"--route does not apply to {args.command}, which concerns every route")
+    route = route.strip()
+    if not route:
+        raise _UsageError("--route: NAME must not be empty")
+    return "/routes/" + urllib.parse.quote(route, safe="")
+
+
+def _route_names(client: _Client) -> list[str] | None:
+    """The routes' names in config order (GET /routes), None if that cannot be had."""
+    try:
+        status, content = client.call("GET", "/routes")
+        payload = _decode(content) if status == 200 else None
+    except (Failure, ValueError):
+        return None
+    return list(payload) if isinstance(payload, dict) else None
+
+
+def _fail(client: _Client, args: argparse.Namespace, status: int, content: bytes) -> NoReturn:
+    """Raises the failure for an error answer: _WrongRoute (exit 2) when --route names no
+    route, or is needed (several routes and none named `default`); else Failure."""
+    lines = _error_lines(status, content, client.token is not None)
+    if args.command in PER_ROUTE:
+        if args.route is not None:
+            if status == 404 and _error_message(content).startswith("unknown route"):
+                raise _WrongRoute(*lines)
+        elif status == 400:
+            names = _route_names(client)
+            if names is not None and len(names) > 1 and DEFAULT_ROUTE not in names:
+                raise _WrongRoute(
+                    f"{PROG}: 400: several routes and none named {DEFAULT_ROUTE}: "
+                    f"pass --route NAME (one of: {', '.join(names)})"
+                )
+    raise Failure(*lines)
 
 
 def _run(argv: Sequence[str]) -> int:
@@ -391,9 +472,10 @@ def _run(argv: Sequence[str]) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     method, path, body, show = _request(args)
+    path = _route_prefix(args) + path
     client = _Client(_admin_url(args.admin), _token(args.token), args.timeout)
     if getattr(args, "watch", False) and not args.json:
-        return _watch(client)
+        return _watch(client, args, path)
     status, content = client.call(method, path, body)
 
     if args.json:
@@ -407,7 +489,7 @@ def _run(argv: Sequence[str]) -> int:
             if 200 <= status < 300:
                 return EXIT_OK
     if not 200 <= status < 300:
-        raise Failure(*_error_lines(status, content, client.token is not None))
+        _fail(client, args, status, content)
     try:
         payload = _decode(content)
     except ValueError:
@@ -415,6 +497,11 @@ def _run(argv: Sequence[str]) -> int:
             f"{PROG}: unexpected answer from {client.base_url} ({status}): not JSON; "
             "is this the admin listener?"
         ) from None
+    if args.command == "events":
+        # the route of each event, when there is more than one route
+        names = _route_names(client)
+        print(show_events(payload, routes=names is not None and len(names) > 1))
+        return EXIT_OK
     print(show(payload))
     return EXIT_OK
 
@@ -469,14 +556,15 @@ def _parse_steps(text: str) -> list[Any]:
     return steps
 
 
-def _watch(client: _Client) -> int:
-    """Draw the rollout every second until it ends; 0 when promoted, 1 otherwise."""
+def _watch(client: _Client, args: argparse.Namespace, path: str) -> int:
+    """Draw the rollout (GET `path`) every second until it ends; 0 when promoted, 1
+    otherwise."""
     tty = sys.stdout.isatty()
     last = ""
     while True:
-        status, content = client.call("GET", "/rollout")
+        status, content = client.call("GET", path)
         if status != 200:
-            raise Failure(*_error_lines(status, content, client.token is not None))
+            _fail(client, args, status, content)
         payload = _decode(content)
         text = show_rollout(payload)
         if text != last:
@@ -497,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except _UsageError as exc:
         print(f"{PROG}: {one_line(str(exc))} (see '{PROG} --help')", file=sys.stderr)
+        return EXIT_USAGE
+    except _WrongRoute as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
         return EXIT_USAGE
     except Failure as exc:
         for line in exc.lines:

@@ -1,5 +1,5 @@
 """How `splitter ctl` shows the admin API's answers at a terminal: tables of weights,
-pools and events, the rollout with its progress bar and warmup, the history."""
+pools, events and routes, the rollout with its progress bar and warmup, the history."""
 
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def show_reload(payload: Any) -> str:
     return "config reloaded\n" + weights_table(weights_map(weights))
 
 
-def show_events(payload: Any) -> str:
+def show_events(payload: Any, routes: bool = False) -> str:
+    """The events as a table; with `routes` (the config has several), each one's route."""
     events = payload.get("events") if isinstance(payload, dict) else None
     if not isinstance(events, list):
         raise Failure(f"{PROG}: unexpected answer from the admin API: no list of events")
@@ -141,15 +142,46 @@ def show_events(payload: Any) -> str:
         change = ""
         if "old" in event or "new" in event:
             change = f"{compact(event.get('old'))} {arrow} {compact(event.get('new'))}"
+        row = [
+            one_line(str(event.get("time", ""))),
+            one_line(str(event.get("source", ""))),
+            one_line(str(event.get("what", ""))),
+            change,
+        ]
+        if routes:
+            row.insert(2, one_line(str(event.get("route") or "-")))
+        rows.append(row)
+    headers = ["TIME", "SOURCE", "ROUTE", "WHAT", "CHANGE"] if routes else [
+        "TIME", "SOURCE", "WHAT", "CHANGE"]  # fmt: skip
+    return table(headers, rows, right=set())
+
+
+def show_routes(payload: Any) -> str:
+    """GET /routes: one line per route, in config order."""
+    if not isinstance(payload, dict):
+        raise Failure(f"{PROG}: unexpected answer from the admin API: not a JSON object")
+    if not payload:
+        return "no routes"
+    rows = []
+    for name, info in payload.items():
+        if not isinstance(info, dict):
+            info = {}
+        hosts = info.get("hosts")
+        segments = info.get("segments")
+        rollout = info.get("rollout")
         rows.append(
             [
-                one_line(str(event.get("time", ""))),
-                one_line(str(event.get("source", ""))),
-                one_line(str(event.get("what", ""))),
-                change,
+                name,
+                ",".join(str(h) for h in hosts) if isinstance(hosts, list) and hosts else "*",
+                one_line(str(info.get("path_prefix", "/"))),
+                compact(info.get("weights")),
+                str(len(segments)) if isinstance(segments, list) else "0",
+                f"{rollout.get('pool')} {rollout.get('status')}"
+                if isinstance(rollout, dict)
+                else "-",
             ]
         )
-    return table(["TIME", "SOURCE", "WHAT", "CHANGE"], rows, right=set())
+    return table(["ROUTE", "HOSTS", "PATH", "WEIGHTS", "SEGMENTS", "ROLLOUT"], rows, right={4})
 
 
 def show_pools(payload: Any) -> str:

@@ -110,6 +110,9 @@ __all__ = [
 ]
 
 MIN_DOWN: Final = 5.0  # a candidate with no live backend this long (at least) fails
+# The way out a start refused for an active rollout names; the admin API names the route's
+# own ways when the call named one.
+ABORT_WAY: Final = "splitter ctl rollout abort, or POST /api/v1/rollout/abort"
 
 # --- the machine -------------------------------------------------------------------------------
 
@@ -171,8 +174,7 @@ def step(r: Rollout | None, ctx: Context, command: Command) -> Outcome | None:
     if isinstance(command, Start):
         if r is not None and r.active:
             raise RolloutError(409, f"a rollout of {r.plan.pool} is already {r.status} "
-                                    f"(id {r.id}); abort it first: splitter ctl rollout abort, "
-                                    "or POST /api/v1/rollout/abort")  # fmt: skip
+                                    f"(id {r.id}); abort it first: {ABORT_WAY}")  # fmt: skip
         return _start(ctx, command)
     name = _NAMES[type(command)]
     if r is None or not r.active:

@@ -1131,3 +1131,142 @@ def test_ctl_unreachable() -> None:
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith("splitter ctl: cannot reach the admin API")
+
+
+def two_routes(three_pools: Mapping[str, Backend]) -> dict[str, Any]:
+    """Routes `shop` (a host of its own, a segment) and `api` (/api), none named default."""
+    blue, green, canary = (three_pools[p].url for p in ("blue", "green", "canary"))
+    config = pools_config({}, {})
+    del config["pools"]
+    config["routes"] = [
+        {
+            "name": "shop",
+            "hosts": ["shop.example.com"],
+            "pools": {
+                "blue": {"weight": 90, "backends": [blue]},
+                "canary": {"weight": 10, "backends": [canary]},
+            },
+            "segments": [{"pool": "canary", "header": {"name": "X-Beta", "value": "1"}}],
+        },
+        {
+            "name": "api",
+            "path_prefix": "/api",
+            "pools": {
+                "blue": {"weight": 100, "backends": [green]},
+                "canary": {"weight": 0, "backends": [canary]},
+            },
+        },
+    ]
+    return config
+
+
+def route_weights(sp: SplitterProc, route: str) -> dict[str, Any]:
+    status, _, body = call(sp, "GET", f"/api/v1/routes/{route}/weights")
+    assert status == 200, body
+    assert isinstance(body, dict)
+    return body
+
+
+def test_ctl_with_two_routes(splitter_factory: Any, three_pools: dict[str, Backend]) -> None:
+    """--route NAME for the commands that concern pools; `ctl routes`; an unknown route, or
+    no --route where one is needed, is a usage error (exit 2, one line)."""
+    sp = splitter_factory(two_routes(three_pools))
+    shop = {"blue": 90, "canary": 10}
+
+    r = ctl(sp, "routes")
+    assert r.returncode == 0, r.stderr
+    assert [ln.split() for ln in r.stdout.splitlines()] == [
+        ["ROUTE", "HOSTS", "PATH", "WEIGHTS", "SEGMENTS", "ROLLOUT"],
+        ["shop", "shop.example.com", "/", "blue=90", "canary=10", "1", "-"],
+        ["api", "*", "/api", "blue=100", "canary=0", "0", "-"],
+    ]
+
+    r = ctl(sp, "--route", "api", "set", "canary=30", "blue=70")
+    assert r.returncode == 0, r.stderr
+    assert ["canary", "30", "30%"] in [ln.split() for ln in r.stdout.splitlines()]
+    assert route_weights(sp, "api") == {"blue": 70, "canary": 30}
+    assert route_weights(sp, "shop") == shop  # untouched
+    r = ctl(sp, "weights", "--route", "shop")  # the option after the command
+    assert r.returncode == 0, r.stderr
+    assert [ln.split() for ln in r.stdout.splitlines()[1:]] == [
+        ["blue", "90", "90%"],
+        ["canary", "10", "10%"],
+    ]
+    r = ctl(sp, "--route", "api", "pools")
+    assert r.returncode == 0, r.stderr
+    assert three_pools["green"].url in r.stdout and three_pools["blue"].url not in r.stdout
+
+    # the events name their route
+    r = ctl(sp, "events")
+    assert r.returncode == 0, r.stderr
+    lines = [ln.split() for ln in r.stdout.splitlines()]
+    assert lines[0] == ["TIME", "SOURCE", "ROUTE", "WHAT", "CHANGE"]
+    assert [ln[2] for ln in lines[1:] if ln[1] == "api"] == ["api"], r.stdout
+
+    # an unknown route: exit 2, the API's line; nothing changed
+    for route in ("nope", "API", "a/b"):
+        r = ctl(sp, "--route", route, "set", "canary=50")
+        assert (r.returncode, r.stdout) == (2, ""), (route, r)
+        assert r.stderr.splitlines() == [f"splitter ctl: 404: unknown route: {route}"]
+    # an unknown pool of a known route is the server refusing: exit 1
+    r = ctl(sp, "--route", "shop", "switch", "green")
+    assert r.returncode == 1, r
+    assert r.stderr.startswith("splitter ctl: 404: ") and "route" not in r.stderr
+
+    # several routes and none named default: every command that concerns pools needs --route
+    hint = (
+        "splitter ctl: 400: several routes and none named default: "
+        "pass --route NAME (one of: shop, api)"
+    )
+    for args in [("weights",), ("set", "canary=50"), ("switch", "canary"), ("pools",),
+                 ("rollout", "status"), ("rollout", "status", "--watch"),
+                 ("rollout", "start", "canary")]:  # fmt: skip
+        r = ctl(sp, *args)
+        assert (r.returncode, r.stdout, r.stderr.splitlines()) == (2, "", [hint]), (args, r)
+        assert "Traceback" not in r.stderr
+    assert route_weights(sp, "shop") == shop
+    assert route_weights(sp, "api") == {"blue": 70, "canary": 30}
+
+    # a rollout on one route: its calls, and the way out the 409 names, are that route's
+    r = ctl(sp, "--route", "api", "--json", "rollout", "start", "canary", "--steps", "50,100")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["route"] == "api"
+    r = ctl(sp, "--route", "api", "rollout", "start", "canary")
+    assert r.returncode == 1, r
+    assert r.stderr.strip().endswith(
+        "abort it first: splitter ctl --route api rollout abort, "
+        "or POST /api/v1/routes/api/rollout/abort"
+    ), r.stderr
+    r = ctl(sp, "routes")
+    assert [ln.split()[-2:] for ln in r.stdout.splitlines()[1:]] == [
+        ["1", "-"],
+        ["canary", "progressing"],
+    ]
+    r = ctl(sp, "--route", "shop", "rollout", "status")
+    assert (r.returncode, r.stderr.strip()) == (1, "splitter ctl: 404: no rollout has run"), r
+    r = ctl(sp, "--route", "api", "rollout", "abort")
+    assert r.returncode == 0, r.stderr
+    r = ctl(sp, "--route", "api", "rollout", "status", "--watch")
+    assert r.returncode == 1 and "rolled_back" in r.stdout, r  # ended, and not promoted
+    r = ctl(sp, "--route", "api", "rollout", "history")
+    assert r.returncode == 0 and "canary" in r.stdout, r
+    assert route_weights(sp, "api") == {"blue": 70, "canary": 0}  # rolled back
+    assert route_weights(sp, "shop") == shop
+
+
+def test_ctl_route_default(splitter_factory: Any, three_pools: dict[str, Backend]) -> None:
+    """A config of top-level pools is the one route `default`: --route default reaches it,
+    as the calls without --route do; another name is unknown."""
+    sp = splitter_factory(config_for(three_pools))
+    r = ctl(sp, "--route", "default", "set", "canary=20", "blue=80")
+    assert r.returncode == 0, r.stderr
+    assert get_weights(sp) == {"blue": 80, "green": 0, "canary": 20}
+    r = ctl(sp, "routes")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].split() == [
+        "default", "*", "/", "blue=80", "green=0", "canary=20", "0", "-"
+    ]  # fmt: skip
+    r = ctl(sp, "events")  # one route: no route column
+    assert r.stdout.splitlines()[0].split() == ["TIME", "SOURCE", "WHAT", "CHANGE"], r.stdout
+    r = ctl(sp, "--route", "shop", "weights")
+    assert (r.returncode, r.stderr.splitlines()) == (2, ["splitter ctl: 404: unknown route: shop"])

@@ -486,7 +486,7 @@ def test_run_uses_splitter_config_env(tmp_path: Path, procs: list[Proc]) -> None
 
 # --------------------------------------------------------------------------- demo
 
-DEMO_PORTS = (8080, 9901, 5001, 5002, 5003)
+DEMO_PORTS = (8080, 9901, 5001, 5002, 5003, 5004, 5005)
 
 
 def _assert_port_free(port: int) -> None:
@@ -527,6 +527,26 @@ def test_demo(tmp_path: Path, procs: list[Proc]) -> None:
             )
             assert status == 200 and body.decode().strip() == "green"
             assert "set-cookie" not in headers
+
+        # the second route, api: /api and below, from its own backends, at 90/10
+        api: Counter[str] = Counter()
+        for i in range(100):
+            path = ("/api", "/api/", f"/api/items/{i}?q=1")[i % 3]
+            status, _, body = http_request(f"http://127.0.0.1:8080{path}", timeout=5)
+            assert status == 200, (path, status, body)
+            api[body.decode().strip()] += 1
+        assert set(api) == {"api-blue", "api-canary"}, dict(api)
+        assert api["api-blue"] > api["api-canary"], dict(api)
+        # a path that only starts with the same letters is the route default's
+        status, _, body = http_request("http://127.0.0.1:8080/apix", timeout=5)
+        assert status == 200 and body.decode().strip() in {"blue", "canary"}, body
+        status, _, body = http_request("http://127.0.0.1:9901/api/v1/routes")
+        routes = json.loads(body)
+        assert list(routes) == ["default", "api"], routes
+        assert routes["api"]["weights"] == {"api-blue": 90, "api-canary": 10}
+        assert routes["default"]["segments"] == [
+            {"pool": "canary", "header": {"name": "X-Beta", "value": "1"}}
+        ]
 
         status, _, _ = http_request("http://127.0.0.1:9901/healthz")
         assert status == 200
@@ -575,6 +595,70 @@ def test_demo_shows_a_faulty_canary_rolled_back(tmp_path: Path, procs: list[Proc
         assert "promoted" in watched.stdout
     finally:
         proc.kill()
+
+
+def test_config_demo_yaml_is_the_packaged_demo_config() -> None:
+    """config/demo.yaml (next to config/splitter.yaml, where people look) is the file
+    `splitter demo` uses, not a copy that could drift from it."""
+    assert (REPO_ROOT / "config" / "demo.yaml").read_bytes() == (
+        REPO_ROOT / "splitter" / "demo.yaml"
+    ).read_bytes()
+
+
+def printed_shell_lines(text: str, contains: str) -> list[str]:
+    """The curl lines the demo printed (after a label or without) that contain `contains`,
+    without their trailing comment."""
+    lines = (re.sub(r"^\s*[a-z]+:\s+", "", line).strip() for line in text.splitlines())
+    return [
+        line.split("  #")[0].strip()
+        for line in lines
+        if line.startswith(("curl ", "for ")) and contains in line
+    ]
+
+
+def run_shell(line: str) -> str:
+    result = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60,
+                            check=True)  # fmt: skip
+    return result.stdout
+
+
+def test_the_demo_s_printed_line_for_the_second_route(tmp_path: Path, procs: list[Proc]) -> None:
+    """The welcome lists both routes; its line for the route api, run as printed, reaches
+    only that route's backends; its `splitter ctl --route api` line shows that route."""
+    config, _ = demo_on_free_ports(tmp_path)
+    proc = start(procs, ["demo", "--config", str(config)], tmp_path)
+    proc.wait_stderr("stop:")
+    text = proc.stderr()
+    assert "default /: blue 80, green 0, canary 20; X-Beta: 1 -> canary" in text, text
+    assert "api /api: api-blue 90, api-canary 10" in text, text
+    [loop] = printed_shell_lines(text, "/api/")
+    counts = Counter(run_shell(loop).split()[1::2])
+    assert set(counts) <= {"api-blue", "api-canary"} and "api-blue" in counts, counts
+    [weights] = [c for c in printed_commands(text, "splitter ctl") if "--route" in c]
+    shown = run_cli(*weights)
+    assert shown.returncode == 0, shown.stderr
+    assert [ln.split()[0] for ln in shown.stdout.splitlines()] == ["POOL", "api-blue", "api-canary"]
+    [routes] = [c for c in printed_commands(text, "splitter ctl") if c[-1] == "routes"]
+    shown = run_cli(*routes)
+    assert [ln.split()[0] for ln in shown.stdout.splitlines()] == ["ROUTE", "default", "api"]
+    stop_demo(proc)
+
+
+def test_the_demo_s_printed_line_for_the_segment(tmp_path: Path, procs: list[Proc]) -> None:
+    """The demo's segment: its printed curl line (X-Beta: 1), run as printed, reaches the
+    canary every time, though the canary has 20% of the weight; without it, blue too."""
+    config, _ = demo_on_free_ports(tmp_path)
+    proc = start(procs, ["demo", "--config", str(config)], tmp_path)
+    proc.wait_stderr("stop:")
+    [line] = printed_shell_lines(proc.stderr(), "X-Beta")
+    try:
+        assert [run_shell(line).strip() for _ in range(20)] == ["canary"] * 20
+        proxy = "http://" + yaml.safe_load(config.read_text())["listen"]
+        status, headers, body = http_request(f"{proxy}/", headers={"X-Beta": "1"})
+        assert (status, body.decode().strip()) == (200, "canary")
+        assert "set-cookie" not in headers  # a segment needs no cookie, and sets none
+    finally:
+        stop_demo(proc)
 
 
 def demo_on_free_ports(tmp_path: Path) -> tuple[Path, str]:
