@@ -200,13 +200,22 @@ class PoolChooser:
     - `at_random(u)` serves requests without a client id (stickiness off): a fresh random
       id hashed by rendezvous lands in pool i with probability w_i / sum(w), which is
       exactly what a draw on the cumulative weights gives, for less work.
+    - `route`: the route whose pools these are. One cookie serves every route, and each
+      route's choice is its own (docs/configuration.md#segments): a route other than
+      `default` hashes the client id with its name, so that a client's pools on two routes
+      are independent; the route `default` hashes the id alone (the choice of a config
+      without routes is unchanged).
     """
 
-    __slots__ = ("_cache", "_cumulative", "_names", "candidates", "only")
+    __slots__ = ("_cache", "_cumulative", "_names", "_salt", "candidates", "only")
 
     def __init__(
-        self, weights: Sequence[tuple[str, float]], live: Container[str] | None = None
+        self,
+        weights: Sequence[tuple[str, float]],
+        live: Container[str] | None = None,
+        route: str = "default",
     ) -> None:
+        self._salt = "" if route == "default" else "\0" + route
         self.candidates = tuple(
             (name, w) for name, w in weights if w > 0.0 and (live is None or name in live)
         )
@@ -225,7 +234,7 @@ class PoolChooser:
             return self.only
         pool = self._cache.get(client_id, _MISSING)
         if pool is _MISSING:
-            pool = choose_pool(client_id, self.candidates)
+            pool = choose_pool(client_id + self._salt, self.candidates)
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.clear()
             self._cache[client_id] = pool

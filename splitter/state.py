@@ -162,7 +162,7 @@ class RouteState:
         # Pools with a live backend; None when all are (routing then skips the filter).
         self.live_pools: set[str] | None = None
         # Pool choice over the weights and live pools of this moment (rebuilt on change).
-        self.chooser = PoolChooser(self.weights)
+        self.chooser = PoolChooser(self.weights, route=route.name)
 
     def weight_map(self) -> dict[str, float]:
         return dict(self.weights)
@@ -172,7 +172,7 @@ class RouteState:
             pool.refresh_health()
         names = {name for name, p in self.pools.items() if p.live}
         self.live_pools = None if len(names) == len(self.pools) else names
-        self.chooser = PoolChooser(self.weights, self.live_pools)
+        self.chooser = PoolChooser(self.weights, self.live_pools, self.name)
 
     def has_other_live(self, health: BackendHealth) -> bool:
         """Whether a backend other than this one is live in a pool with weight > 0."""

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from splitter.routing import BackendBalancer, ClientIds, choose_pool, cookie_from_header
+from splitter.routing import (
+    BackendBalancer,
+    ClientIds,
+    PoolChooser,
+    choose_pool,
+    cookie_from_header,
+)
 
 SECRET = b"test-secret-0123456789"
 
@@ -182,6 +188,21 @@ def test_choose_pool_returns_none_without_a_candidate() -> None:
     assert choose_pool("x", [("blue", 0.0), ("green", 0.0)]) is None
     assert choose_pool("x", [("blue", 1.0)], live=set()) is None
     assert choose_pool("x", [("blue", float("nan"))]) is None
+
+
+def test_each_route_chooses_on_its_own_and_default_as_without_routes() -> None:
+    """One cookie serves every route; a client's pool on one route says nothing of its pool
+    on another with the same pools and weights (docs/configuration.md#segments)."""
+    weights = [("blue", 50.0), ("green", 50.0)]
+    shop, api = PoolChooser(weights, route="shop"), PoolChooser(weights, route="api")
+    pairs = Counter((shop.for_client(i), api.for_client(i)) for i in IDS_2K)
+    assert len(pairs) == 4 and all(abs(n / len(IDS_2K) - 0.25) < 0.04 for n in pairs.values())
+    shares = Counter(shop.for_client(i) for i in IDS_20K)
+    assert abs(shares["blue"] / len(IDS_20K) - 0.5) < 0.02  # the weights hold within a route
+    default = PoolChooser(weights, route="default")
+    assert [default.for_client(i) for i in IDS_2K] == _assignments(IDS_2K, weights)
+    again = PoolChooser(list(reversed(weights)), live={"blue", "green"}, route="shop")
+    assert [again.for_client(i) for i in IDS_2K] == [shop.for_client(i) for i in IDS_2K]
 
 
 @settings(max_examples=20, deadline=None)
