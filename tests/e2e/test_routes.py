@@ -522,6 +522,14 @@ def test_segment_and_override_requests_are_not_judged_in_a_canary_step_but_are_i
     assert held["analysis"]["candidate"] == {"requests": 0, "bad": 0, "slow": 0}, held
     assert flooded > 200 and testers.count(pool="canary") == testers.count(), testers.statuses()
     assert requests_metric(sp)[("shop", "canary", "500")] >= flooded  # counted, not judged
+
+    def canary_stats() -> dict[str, Any]:
+        status, stats = api(sp, "GET", "/api/v1/routes/shop/stats?window=60")
+        assert status == 200 and stats["route"] == "shop", stats
+        return dict(stats["pools"]["canary"])
+
+    wait_until(lambda: canary_stats()["requests"] >= flooded, 5, message="in the statistics")
+    assert canary_stats()["error_rate"] == 1.0
     # The same canary on weighted traffic is rolled back: the judge was watching.
     with Traffic(sp.proxy_port, clients=200, rate=80, seconds=20) as users:
         assert api(sp, "POST", "/api/v1/routes/shop/rollout/resume")[0] == 200
