@@ -251,7 +251,7 @@ def test_a_request_no_route_takes_is_a_404_counted_as_none(
 
 # --------------------------------------------------------------------------- segments
 
-SHOP_SEGMENTS = [
+SHOP_SEGMENTS: list[dict[str, Any]] = [
     {"pool": "canary", "header": {"name": "X-Beta", "value": "1"}},
     {"pool": "green", "header": {"name": "X-Beta"}},  # present, any value
     {"pool": "canary", "cookie": {"name": "beta", "value": "yes"}},
@@ -505,7 +505,9 @@ def test_segment_and_override_requests_are_not_judged_in_a_canary_step_but_are_i
 
     # A canary step: a flood of segment and override requests to a canary that fails every
     # one of them decides nothing. With no weighted traffic the step is inconclusive.
-    body = {"pool": "canary", "steps": [{"weight": 20, "hold": "2s", "max": "5s"}, 100]}
+    body: dict[str, Any] = {
+        "pool": "canary", "steps": [{"weight": 20, "hold": "2s", "max": "5s"}, 100]
+    }  # fmt: skip
     with (
         Traffic(sp.proxy_port, clients=50, rate=60, seconds=12,
                 headers={"X-Beta": "1"}) as testers,

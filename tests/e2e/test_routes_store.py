@@ -99,6 +99,7 @@ def test_three_replicas_share_two_routes_weights_and_a_rollout_on_one_of_them(
 ) -> None:
     fleet = fleet_of(splitter_factory, three_pools, redis_server.url, tmp_path)
     leader = wait_until(lambda: leader_of(redis_server, fleet), 5, message="a leader")
+    assert leader is not None
     first, others = fleet[0], fleet[1:]
 
     # Weights set on shop through one replica: in force on the others, api untouched.
