@@ -22,6 +22,7 @@ COMPILED = [
     "splitter/http1/response.py",
     "splitter/observe/observation.py",
     "splitter/routing.py",
+    "splitter/routetable.py",
     "splitter/state.py",
     "splitter/observe/stats.py",
     "splitter/observe/counters.py",

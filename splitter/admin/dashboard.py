@@ -103,6 +103,7 @@ FILES: Final = {
     "stream.js": "text/javascript; charset=utf-8",
     "chart.js": "text/javascript; charset=utf-8",
     "rollout.js": "text/javascript; charset=utf-8",
+    "routes.js": "text/javascript; charset=utf-8",
     "format.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -107,7 +107,7 @@ class RouteControl:
         detail = history[-1]["detail"] if history else rollout["reason"]
         what = f"rollout of {rollout['pool']} {event}: {detail}"
         self.controller.event("rollout", what, old_weights, new_weights)
-        self.host.feed.publish("rollout", self.rollout_json(rollout))
+        self.host.feed.publish("rollout", rollout)
 
     def rollout_json(self, rollout: dict[str, Any]) -> dict[str, Any]:
         """A rollout object as the API and the stream show it: with its route."""

@@ -29,6 +29,12 @@ Rules (docs/configuration.md#proxying and docs/configuration.md#limits-and-timeo
   400; CONNECT is a 501.
 - Hop-by-hop headers, and the headers named by `Connection`, are not sent on; the
   X-Forwarded-* headers and X-Request-Id are taken out here and written by the policy.
+- The override header's value, and the first value of each header a route's segments read
+  (`ReadSettings.segment_headers`, splitter.routetable), are kept on the head, stripped;
+  the headers themselves are sent on unchanged. Only headers splitter does not handle
+  itself can be read this way: never Host, Cookie, the framing and hop-by-hop headers,
+  X-Forwarded-* or X-Request-Id: a segment on one of those would never match, so the
+  config must not have one.
 - The dashboard's session cookie (`splitter_admin`) is taken out of every Cookie header
   sent on (docs/admin-api.md: browsers scope cookies by host, not port, so a backend on the
   admin listener's host would get it); the other cookies pass byte for byte, and a Cookie
@@ -101,6 +107,8 @@ class RequestHead:
         self.request_id: bytes | None = None
         self.cookie: bytes | None = None
         self.override: bytes | None = None  # the override header's value, stripped
+        # The first value of each header in ReadSettings.segment_headers, stripped, by its
+        # lower-case name; None when the request has none of them.
         self.segment_values: dict[bytes, bytes] | None = None
         self.https = False  # the client said X-Forwarded-Proto: https
         self.upgrade = False
@@ -120,10 +128,17 @@ class RequestHead:
 class ReadSettings:
     """What the readers of every connection consult; the listener updates it in place."""
 
-    def __init__(self, limits: Limits, override: bytes | None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        override: bytes | None,
+        segment_headers: frozenset[bytes] = frozenset(),
+    ) -> None:
         self.limits = limits
         self.override = override  # lower-case name of the override header, or None
-        self.segment_headers: frozenset[bytes] = frozenset()  # lower-case, the segments' names
+        # Lower-case names of the headers the routes' segments read (RouteTable.
+        # segment_headers): their first values are kept in RequestHead.segment_values.
+        self.segment_headers = segment_headers
 
 
 class RequestSink(Protocol):
@@ -227,6 +242,8 @@ class RequestReader:
         if kind is None:
             if lname == self.settings.override:
                 head.override = value.strip()
+            if lname in self.settings.segment_headers:
+                _keep_segment_value(head, lname, value)
             head.lines.append(name + b": " + value + CRLF)
         elif kind != _DROP:
             _special(head, kind, name, value)
@@ -270,6 +287,15 @@ class RequestReader:
         if head is not None and head.upgrade:
             return  # llhttp stops with HttpParserUpgrade right after this
         self.sink.on_request_end()
+
+
+def _keep_segment_value(head: RequestHead, lname: bytes, value: bytes) -> None:
+    """The first value of a header a segment reads; a later one is ignored."""
+    values = head.segment_values
+    if values is None:
+        head.segment_values = {lname: value.strip()}
+    elif lname not in values:
+        values[lname] = value.strip()
 
 
 def _special(head: RequestHead, kind: int, name: bytes, value: bytes) -> None:

@@ -123,6 +123,11 @@ class RolloutHost(Protocol):
         new_weights: dict[str, float],
     ) -> None: ...
 
+    def rollout_json(self, rollout: dict[str, Any]) -> dict[str, Any]:
+        """A rollout object as the API, the stream, webhooks and gates show it (with its
+        route)."""
+        ...
+
 
 # POST a JSON body; the answer's status, or an exception (a timeout, a refused connection).
 Poster = Callable[[str, dict[str, Any], float], Awaitable[int]]
@@ -320,7 +325,7 @@ class RolloutEngine:
         self._sync_gate()
 
     def _emit(self, effect: Emit) -> None:
-        body = effect.rollout.to_json()
+        body = self.host.rollout_json(effect.rollout.to_json())
         self.host.rollout_event(effect.event, body, dict(effect.old), dict(effect.new))
         for hook in effect.rollout.plan.webhooks:
             if effect.event in hook.events:
@@ -525,7 +530,7 @@ class RolloutEngine:
             if r is None or r.id != rollout_id or r.phase != "gate":
                 return
             refused = None
-            body = r.to_json()
+            body = self.host.rollout_json(r.to_json())
             for url in r.plan.gates:
                 try:
                     status = await asyncio.wait_for(self.post(url, body, HOOK_TIMEOUT),

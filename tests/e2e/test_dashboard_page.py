@@ -150,6 +150,7 @@ def test_the_page_works_at_localhost_too(
     origin = f"http://localhost:{sp.admin_port}"
     tab = browser.open(origin + "/")
     assert shown_weight(tab.page, "blue") == "1"
+    assert tab.page.is_hidden("#routes")  # the one route `default`: nothing to choose
     tab.assert_clean(sp, origin=origin)
 
 

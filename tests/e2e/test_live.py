@@ -260,7 +260,7 @@ def test_the_stream_sends_stats_every_second(
         assert stream.headers["content-type"].startswith("text/event-stream")
         assert stream.headers["cache-control"] == "no-cache"
         _, weights, _ = stream.next("weights", timeout=2)  # the weights in force, at once
-        assert weights == {"blue": 80, "green": 0, "canary": 20}
+        assert weights == {"route": "default", "weights": {"blue": 80, "green": 0, "canary": 20}}
         times = []
         for _ in range(5):
             _, body, at = stream.next("stats", timeout=3)
@@ -284,18 +284,21 @@ def test_the_stream_sends_weights_and_the_event_within_a_second_of_a_change(
         sent = time.monotonic()
         status, _, _body = call(sp, "PUT", "/api/v1/weights", {"canary": 50, "blue": 50})
         assert status == 200
-        _, weights, at = stream.next("weights", timeout=2, after=mark)
-        assert weights == {"blue": 50, "green": 0, "canary": 50} and at - sent < 1.0
+        _, message, at = stream.next("weights", timeout=2, after=mark)
+        weights = message["weights"]
+        assert message["route"] == "default" and at - sent < 1.0
+        assert weights == {"blue": 50, "green": 0, "canary": 50}
         _, event, at = stream.next("event", timeout=2, after=mark)
         assert at - sent < 1.0
         assert event == call(sp, "GET", "/api/v1/events")[2]["events"][-1]
         assert event["what"] == "weights set" and event["source"] == "api"
+        assert event["route"] == "default"
         assert event["new"] == weights
 
         mark = stream.mark()
         assert call(sp, "POST", "/api/v1/switch", {"pool": "green"})[0] == 200
-        _, weights, _ = stream.next("weights", timeout=2, after=mark)
-        assert weights == {"blue": 0, "green": 100, "canary": 0}
+        _, message, _ = stream.next("weights", timeout=2, after=mark)
+        assert message["weights"] == {"blue": 0, "green": 100, "canary": 0}
         assert stream.next("event", timeout=2, after=mark)[1]["what"] == "switch to green"
 
         mark = stream.mark()
@@ -361,7 +364,7 @@ def test_a_slow_stream_reader_is_dropped_and_memory_stays_flat(
         assert after - before < 8 * 1024, (before, after)  # KiB
         # the healthy client kept up and got every change
         assert call(sp, "PUT", "/api/v1/weights", {"canary": 77})[0] == 200
-        healthy.find("weights", lambda w: w["canary"] == 77, timeout=10)
+        healthy.find("weights", lambda w: w["weights"]["canary"] == 77, timeout=10)
         assert len([e for e in healthy.events if e[0] == "event"]) >= sent
         assert not healthy.ended.is_set()
     assert sp.running

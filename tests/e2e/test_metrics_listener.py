@@ -125,8 +125,10 @@ def test_metrics_are_served_as_on_the_admin_listener(shared: SplitterProc) -> No
     status, headers, body = http_request(metrics_url(shared) + "/metrics")
     assert status == 200
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert b'splitter_pool_weight{pool="blue"} 90.0' in body
-    assert re.search(rb'splitter_requests_total\{code="200",pool="(blue|canary)"\} [1-9]', body)
+    assert b'splitter_pool_weight{pool="blue",route="default"} 90.0' in body
+    assert re.search(
+        rb'splitter_requests_total\{code="200",pool="(blue|canary)",route="default"\} [1-9]', body
+    )
     _, _, admin_body = http_request(shared.admin_url + "/metrics")
     assert metric_names(body) == metric_names(admin_body)
     assert "splitter_requests_total" in metric_names(body)

@@ -13,6 +13,12 @@ export class ApiFailure extends Error {
 
 const listeners = new Set();
 
+/** The path of a call about one route's pools: routeUrl("shop", "weights") is
+ * /api/v1/routes/shop/weights (docs/admin-api.md). */
+export function routeUrl(route, path) {
+  return `/api/v1/routes/${encodeURIComponent(route)}/${path}`;
+}
+
 /** Called with no argument whenever a call answers 401 (the session ended). */
 export function onAuthRequired(callback) {
   listeners.add(callback);

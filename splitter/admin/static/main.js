@@ -3,11 +3,17 @@
 //   boot -> GET /api/v1/session (401: the sign-in form) -> load everything -> stream
 //   stream messages: stats (every second), series (chart seconds), weights, event, rollout
 //   a dropped stream: banner + "Reconnecting", then everything is loaded again
+//
+// It shows one route at a time: the one named in the address (#route=NAME), else the
+// first. Every figure, form and button is about that route (its calls go to
+// /api/v1/routes/NAME/...); the stream's messages name their route and only the shown
+// route's change the page, besides the route list and the events (every route's).
 
-import { api, ApiFailure, AuthRequired, onAuthRequired, signIn, signOut } from "./api.js";
+import { api, ApiFailure, AuthRequired, onAuthRequired, routeUrl, signIn, signOut } from "./api.js";
 import { LineChart } from "./chart.js";
 import { clock, el, message, ms, percent, poolColor, rate, shares, weight } from "./format.js";
 import { isActive, RolloutPanel, statusText, statusTone } from "./rollout.js";
+import { addressOf, RouteList, routeInAddress } from "./routes.js";
 import { Stream } from "./stream.js";
 
 const $ = (id) => document.getElementById(id);
@@ -16,6 +22,10 @@ const MAX_EVENTS = 60;
 const MAX_WEIGHT = 1000000;
 
 const state = {
+  routes: {}, // GET /api/v1/routes: name -> {hosts, path_prefix, weights, segments, rollout}
+  route: null, // the route shown; everything below is about it
+  routeRps: {}, // name -> requests/s of its last `stats` message
+  generation: 0, // one more at each change of the route shown: late answers are dropped
   pools: [], // configured pool names, in config order
   poolInfo: {}, // GET /api/v1/pools
   weights: {},
@@ -30,6 +40,9 @@ const state = {
 };
 
 const color = (name) => poolColor(name, Math.max(state.pools.indexOf(name), 0));
+const severalRoutes = () => Object.keys(state.routes).length > 1;
+/** A stream message or answer about the route shown (one without a route is). */
+const shown = (data) => !data || data.route === undefined || data.route === state.route;
 
 // -- announcements and messages ---------------------------------------------------------
 
@@ -172,34 +185,147 @@ async function boot() {
 
 async function loadAll() {
   try {
-    const [pools, weights, stats, series, events] = await Promise.all([
-      api("GET", "/api/v1/pools"),
-      api("GET", "/api/v1/weights"),
-      api("GET", "/api/v1/stats?window=10"),
-      api("GET", `/api/v1/stats/series?seconds=${SECONDS}`),
-      api("GET", "/api/v1/events"),
+    const [routes, events] = await Promise.all([api("GET", "/api/v1/routes"), api("GET", "/api/v1/events")]);
+    setRoutes(routes);
+    state.events = [...events.events].reverse().slice(0, MAX_EVENTS);
+  } catch (error) {
+    if (!(error instanceof AuthRequired)) showBanner(`Could not load the state: ${describeError(error)}`);
+    return;
+  }
+  await loadRoute();
+}
+
+/** Everything about the route shown. */
+async function loadRoute() {
+  const { route, generation } = state;
+  if (route === null) return;
+  try {
+    const [pools, weights, stats, series] = await Promise.all([
+      api("GET", routeUrl(route, "pools")),
+      api("GET", routeUrl(route, "weights")),
+      api("GET", routeUrl(route, "stats?window=10")),
+      api("GET", routeUrl(route, `stats/series?seconds=${SECONDS}`)),
     ]);
+    if (generation !== state.generation) return; // another route is shown now
     setPools(pools);
     state.weights = weights;
     state.seconds.clear();
     mergeSeries(series);
-    state.events = [...events.events].reverse().slice(0, MAX_EVENTS);
     state.stats = stats;
     renderAll();
   } catch (error) {
+    if (generation !== state.generation) return;
     if (!(error instanceof AuthRequired)) showBanner(`Could not load the state: ${describeError(error)}`);
   }
   rollouts.load();
 }
 
 async function reloadPools() {
+  const { route, generation } = state;
+  if (route === null) return;
   try {
-    setPools(await api("GET", "/api/v1/pools"));
+    const pools = await api("GET", routeUrl(route, "pools"));
+    if (generation !== state.generation) return;
+    setPools(pools);
     renderTraffic();
   } catch {
     // the next stats message tries again
   }
 }
+
+// -- routes -----------------------------------------------------------------------------
+
+/** Take a new list of routes; the route shown is the address's when it names one of
+ * them, else the one shown so far, else the first (an unknown name in the address is
+ * replaced by the first's). True when the route shown changed. */
+function setRoutes(routes) {
+  state.routes = routes;
+  const names = Object.keys(routes);
+  const wanted = routeInAddress();
+  let name;
+  if (wanted !== null && routes[wanted]) name = wanted;
+  else if (wanted === null && state.route !== null && routes[state.route]) name = state.route;
+  else name = names.length ? names[0] : null;
+  if (wanted !== null && name !== wanted && name !== null) history.replaceState(null, "", addressOf(name));
+  const changed = name !== state.route;
+  if (changed) showRoute(name);
+  renderRoutes();
+  return changed;
+}
+
+/** Show another route: forget what the page showed of the last one. */
+function showRoute(name) {
+  state.route = name;
+  state.generation += 1;
+  state.weights = (state.routes[name] && state.routes[name].weights) || {};
+  state.stats = null;
+  state.seconds.clear();
+  state.lastSecond = 0;
+  state.rollout = null;
+  for (const id of ["weights-msg", "switch-msg"]) message($(id), "");
+  $("switch-confirm").hidden = true;
+  rollouts.setRoute(name);
+  // Its pools as the route list has them (in config order) until its own are read; the
+  // forms are built anew, so nothing typed for the last route stays.
+  state.pools = [];
+  setPools(Object.fromEntries(Object.keys(state.weights).map((pool) => [pool, {}])));
+}
+
+function renderRoutes() {
+  routeList.render(state.routes, state.route, state.routeRps);
+  document.title = severalRoutes() ? `${state.route} · splitter` : "splitter";
+}
+
+let routesTimer;
+let routesThenPools = false;
+
+/** Read the routes again (soon: several messages at once make one call), then, with
+ * `pools`, the pools of the route shown (once it is known to be still there). */
+function refreshRoutes(pools = false) {
+  routesThenPools = routesThenPools || pools;
+  clearTimeout(routesTimer);
+  routesTimer = setTimeout(async () => {
+    const alsoPools = routesThenPools;
+    routesThenPools = false;
+    try {
+      const before = Object.keys(state.routes).length;
+      if (setRoutes(await api("GET", "/api/v1/routes"))) {
+        renderAll();
+        loadRoute();
+        return;
+      }
+      if (before !== Object.keys(state.routes).length) renderEvents(0);
+      if (alsoPools) reloadPools();
+    } catch {
+      // the next message tries again
+    }
+  }, 200);
+}
+
+window.addEventListener("hashchange", () => {
+  // No route in the address (Back to where the page was opened without one): the first.
+  const wanted = routeInAddress() ?? Object.keys(state.routes)[0];
+  if (wanted === undefined || wanted === state.route || !state.booted) return;
+  if (!state.routes[wanted]) {
+    // unknown: the first route, and the address says so
+    if (setRoutes(state.routes)) {
+      renderAll();
+      loadRoute();
+    }
+    return;
+  }
+  showRoute(wanted);
+  renderRoutes();
+  renderAll();
+  announce(`Showing the route ${wanted}.`);
+  loadRoute();
+});
+
+// The skip link moves the focus without taking the route out of the address.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  $("main").focus();
+});
 
 function setPools(pools) {
   const names = Object.keys(pools);
@@ -217,6 +343,11 @@ function setPools(pools) {
 
 const handlers = {
   stats(data) {
+    if (data.route !== undefined && state.routes[data.route]) {
+      state.routeRps[data.route] = Object.values(data.pools).reduce((sum, p) => sum + (p.rps || 0), 0);
+      renderRoutes();
+    }
+    if (!shown(data)) return;
     const before = state.stats;
     state.stats = data;
     const names = Object.keys(data.pools).filter((n) => n !== "none" || state.pools.includes("none"));
@@ -229,11 +360,21 @@ const handlers = {
     renderSummary();
   },
   series(data) {
+    if (!shown(data)) return;
     mergeSeries(data);
     renderCharts();
   },
   weights(data) {
-    state.weights = data;
+    // {"route": NAME, "weights": {...}}, one per route
+    const { route, weights } = data;
+    if (!state.routes[route]) {
+      refreshRoutes(); // a route this page does not know yet (a reload added it)
+      return;
+    }
+    state.routes[route] = { ...state.routes[route], weights };
+    renderRoutes();
+    if (route !== state.route) return;
+    state.weights = weights;
     renderTraffic();
     renderSummary();
     updateWeightInputs();
@@ -242,11 +383,20 @@ const handlers = {
     state.events.unshift(entry);
     state.events.length = Math.min(state.events.length, MAX_EVENTS);
     renderEvents(1);
-    announce(`${entry.what} (${entry.source}). ${changeText(entry) || ""}`);
-    if (/config|reload|file/i.test(entry.what) || entry.source === "file") reloadPools();
+    const where = severalRoutes() && entry.route ? `${entry.route}: ` : "";
+    announce(`${where}${entry.what} (${entry.source}). ${changeText(entry) || ""}`);
+    if (/config|reload|file/i.test(entry.what) || entry.source === "file") refreshRoutes(shown(entry));
   },
   rollout(data) {
-    rollouts.render(data);
+    if (data.route !== undefined) {
+      if (!state.routes[data.route]) {
+        refreshRoutes();
+        return;
+      }
+      state.routes[data.route] = { ...state.routes[data.route], rollout: data };
+      renderRoutes();
+    }
+    if (shown(data)) rollouts.render(data);
   },
 };
 
@@ -498,13 +648,19 @@ function changeText(entry) {
 }
 
 function renderEvents(fresh) {
+  const several = severalRoutes();
   const items = state.events.map((entry, i) =>
     el(
       "li",
       { className: i < fresh ? "fresh" : "" },
       el("time", { datetime: entry.time }, clock(entry.time)),
       el("span", { className: "source" }, entry.source),
-      el("span", { className: "what" }, entry.what),
+      el(
+        "span",
+        { className: "what" },
+        several && entry.route ? el("span", { className: "route-tag" }, entry.route) : null,
+        entry.what,
+      ),
       changeText(entry) ? el("span", { className: "change" }, changeText(entry)) : null,
     ),
   );
@@ -629,16 +785,20 @@ $("weights-form").addEventListener("submit", async (event) => {
   }
   const button = $("weights-apply");
   button.setAttribute("aria-busy", "true");
+  const { route, generation } = state;
   try {
-    const result = await api("PUT", "/api/v1/weights", changes);
+    const result = await api("PUT", routeUrl(route, "weights"), changes);
+    if (generation !== state.generation) return; // another route is shown now
     state.weights = result;
+    state.routes[route] = { ...state.routes[route], weights: result };
+    renderRoutes();
     for (const input of $("weight-inputs").querySelectorAll("input")) delete input.dataset.dirty;
     updateWeightInputs();
     renderTraffic();
     const text = Object.entries(changes).map(([n, w]) => `${n} ${weight(w)}`).join(", ");
     message(out, `Applied at ${clock(new Date())}: ${text}.`, "ok");
   } catch (error) {
-    if (!(error instanceof AuthRequired)) message(out, `Not applied: ${describeError(error)}`, "error");
+    if (generation === state.generation && !(error instanceof AuthRequired)) message(out, `Not applied: ${describeError(error)}`, "error");
   } finally {
     button.removeAttribute("aria-busy");
   }
@@ -681,15 +841,17 @@ $("switch-yes").addEventListener("click", async () => {
   const pool = $("switch-pool").value;
   $("switch-confirm").hidden = true;
   const out = $("switch-msg");
+  const { route, generation } = state;
   try {
-    const result = await api("POST", "/api/v1/switch", { pool });
+    const result = await api("POST", routeUrl(route, "switch"), { pool });
+    if (generation !== state.generation) return;
     state.weights = result.weights;
     updateWeightInputs();
     renderTraffic();
     const before = Object.entries(result.previous).map(([n, w]) => `${n} ${weight(w)}`).join(", ");
     message(out, `All traffic to ${pool} at ${clock(new Date())} (before: ${before}).`, "ok");
   } catch (error) {
-    if (!(error instanceof AuthRequired)) message(out, `Not switched: ${describeError(error)}`, "error");
+    if (generation === state.generation && !(error instanceof AuthRequired)) message(out, `Not switched: ${describeError(error)}`, "error");
   }
   $("switch-go").focus();
 });
@@ -701,7 +863,7 @@ $("reload").addEventListener("click", async () => {
   try {
     await api("POST", "/api/v1/reload");
     message(out, `Config reloaded at ${clock(new Date())}.`, "ok");
-    reloadPools();
+    refreshRoutes(true);
   } catch (error) {
     if (error instanceof AuthRequired) return;
     const lines = error.body && Array.isArray(error.body.errors) ? error.body.errors : [];
@@ -725,6 +887,8 @@ const charts = {
     floor: 1,
   }),
 };
+
+const routeList = new RouteList();
 
 const rollouts = new RolloutPanel({
   announce: (text) => announce(text),

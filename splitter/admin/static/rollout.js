@@ -1,7 +1,7 @@
-// The rollout panel (docs/rollouts.md): the active or last rollout, its controls, and
-// the form that starts one.
+// The rollout panel (docs/rollouts.md): the active or last rollout of the route shown, its
+// controls, and the form that starts one.
 
-import { api, ApiFailure, AuthRequired } from "./api.js";
+import { api, ApiFailure, AuthRequired, routeUrl } from "./api.js";
 import { clock, count, dateTime, el, message, percent } from "./format.js";
 
 const $ = (id) => document.getElementById(id);
@@ -52,6 +52,7 @@ export class RolloutPanel {
   constructor(hooks) {
     this.hooks = hooks;
     this.rollout = null;
+    this.route = null; // the route shown: every call is about its rollout
     this.pools = [];
     this.warmupTimer = undefined; // the warmup countdown, while one runs
     $("ro-promote").addEventListener("click", () => this.control("promote", $("ro-full").checked ? { full: true } : undefined));
@@ -76,6 +77,14 @@ export class RolloutPanel {
       event.preventDefault();
       this.start();
     });
+  }
+
+  /** Show another route's rollout: forget this one's until `load` reads the other's. */
+  setRoute(name) {
+    this.route = name;
+    for (const id of ["ro-msg", "ro-form-msg"]) message($(id), "");
+    $("ro-abort-confirm").hidden = true;
+    this.render(null);
   }
 
   setPools(names) {
@@ -194,14 +203,17 @@ export class RolloutPanel {
     this.hooks.onChange(rollout);
   }
 
-  /** The active or last rollout: the newest of GET /api/v1/rollouts (which, unlike
-   * GET /api/v1/rollout, is not a 404 before the first rollout). */
+  /** The route's active or last rollout: the newest of GET .../rollouts (which, unlike
+   * GET .../rollout, is not a 404 before the first rollout). */
   async load() {
+    const route = this.route;
     try {
-      const answer = await api("GET", "/api/v1/rollouts");
+      const answer = await api("GET", routeUrl(route, "rollouts"));
+      if (route !== this.route) return; // another route is shown now
       const list = Array.isArray(answer) ? answer : (answer && answer.rollouts) || [];
       this.render(list.length ? list[0] : null);
     } catch (error) {
+      if (route !== this.route) return;
       if (error instanceof ApiFailure && error.status === 404) this.render(null);
       else if (!(error instanceof AuthRequired)) message($("ro-msg"), `Could not read the rollout: ${error.message}`, "error");
     }
@@ -211,18 +223,20 @@ export class RolloutPanel {
     const out = $("ro-msg");
     const button = $(`ro-${action}`);
     if (button) button.setAttribute("aria-busy", "true");
+    const route = this.route;
     try {
-      const rollout = await api("POST", `/api/v1/rollout/${action}`, body);
+      const rollout = await api("POST", routeUrl(route, `rollout/${action}`), body);
+      if (route !== this.route) return;
       this.render(rollout);
       message(out, `${action[0].toUpperCase()}${action.slice(1)}: done at ${clock(new Date())}. Status ${statusText(rollout.status)}.`, "ok");
     } catch (error) {
-      if (!(error instanceof AuthRequired)) message(out, `${action} failed: ${error.message}`, "error");
+      if (route === this.route && !(error instanceof AuthRequired)) message(out, `${action} failed: ${error.message}`, "error");
     } finally {
       if (button) button.removeAttribute("aria-busy");
     }
   }
 
-  /** The body of POST /api/v1/rollout from the form, or an error message. */
+  /** The body of POST .../rollout from the form, or an error message. */
   body() {
     const pool = $("ro-form-pool").value;
     if (!pool) return { error: "Choose a pool." };
@@ -275,14 +289,16 @@ export class RolloutPanel {
     }
     const button = $("ro-start-go");
     button.disabled = true;
+    const route = this.route;
     try {
-      const rollout = await api("POST", "/api/v1/rollout", body);
+      const rollout = await api("POST", routeUrl(route, "rollout"), body);
+      if (route !== this.route) return;
       message(out, `Started at ${clock(new Date())}.`, "ok");
       this.render(rollout);
       message($("ro-msg"), `Rollout of ${rollout.pool} started.`, "ok");
       $("rollout-title").focus();
     } catch (failure) {
-      if (!(failure instanceof AuthRequired)) message(out, `Not started: ${failure.message}`, "error");
+      if (route === this.route && !(failure instanceof AuthRequired)) message(out, `Not started: ${failure.message}`, "error");
     } finally {
       button.disabled = false;
     }
