@@ -531,7 +531,7 @@ def test_segment_and_override_requests_are_not_judged_in_a_canary_step_but_are_i
         return dict(stats["pools"]["canary"])
 
     wait_until(lambda: canary_stats()["requests"] >= flooded, 5, message="in the statistics")
-    assert canary_stats()["error_rate"] == 1.0
+    assert canary_stats()["error_rate"] > 0.95
     # The same canary on weighted traffic is rolled back: the judge was watching.
     with Traffic(sp.proxy_port, clients=200, rate=80, seconds=20) as users:
         assert api(sp, "POST", "/api/v1/routes/shop/rollout/resume")[0] == 200
