@@ -371,6 +371,31 @@ def pools_config(
     return out
 
 
+def route_entry(
+    name: str,
+    pools: Mapping[str, Any],
+    weights: Mapping[str, float],
+    **keys: Any,
+) -> dict[str, Any]:
+    """One entry of `routes:` (docs/configuration.md#routes-and-segments): `pools` maps a
+    pool name to a backend (anything with `.url`, or a URL) or a list of them; pools missing
+    from `weights` get weight 0; `keys` (hosts, path_prefix, segments, rollouts) as given."""
+    out: dict[str, Any] = {"name": name, **keys, "pools": {}}
+    for pool, backends in pools.items():
+        items = [backends] if isinstance(backends, str) or hasattr(backends, "url") else backends
+        urls = [getattr(b, "url", b) for b in items]
+        out["pools"][pool] = {"weight": weights.get(pool, 0), "backends": urls}
+    return out
+
+
+def routes_config(*routes: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """A config dict with `routes` (see `route_entry`), the quick health check of
+    `pools_config` unless `health_check=` is given, plus `extra` keys."""
+    out = pools_config({}, {}, **extra)
+    del out["pools"]
+    return {"routes": [dict(r) for r in routes], **out}
+
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

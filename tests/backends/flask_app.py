@@ -79,7 +79,6 @@ class _Faults:
             except OSError:
                 mtime = 0.0
             if mtime != self.seen:
-                self.seen = mtime
                 try:
                     with open(self.path) as f:
                         data = json.load(f)
@@ -87,6 +86,9 @@ class _Faults:
                     self.delay = float(data.get("delay", 0))
                 except (OSError, ValueError):
                     self.fail_rate = self.delay = 0.0
+                # Only now: a thread that sees this mtime meanwhile reads the file too,
+                # instead of answering with the faults of before.
+                self.seen = mtime
         return self.fail_rate, self.delay
 
 
