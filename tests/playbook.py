@@ -244,7 +244,7 @@ class Playbook:
         data.update(overrides)
         self.config = config_mod.parse(data, env={})
         self.health = HealthTable()
-        live = build_live(self.config, self.config.weights(), b"k" * 32, self.health)
+        live = build_live(self.config, {}, b"k" * 32, self.health)
         self.loop = FakeLoop()
         self.counters = Counters()
         self.recorder = Recorder()
