@@ -54,6 +54,23 @@ LEASE_RENEW = 3.0  # seconds between two extensions by the leader
 LEASE_MARGIN = 1.0  # seconds before its lease ends that a leader stops counting on it
 REGISTRATION_TTL = 5.0  # seconds a replica stays counted without renewing
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 1.0  # seconds between two tries to reconnect
+STOP_TIMEOUT = 5.0  # seconds the loop is given to end at shutdown
+
+
+async def _end_task(task: asyncio.Task[None], timeout: float) -> None:
+    """Cancel `task` and wait until it ends, at most `timeout` seconds. A cancellation can
+    be lost: on Python 3.11, asyncio.wait_for (redis-py sends each command through it)
+    returns the result of an operation that completed as it was cancelled, and the task
+    goes on. So it is cancelled again until it ends (`Fleet._run` also ends at its next
+    turn once stopping)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not task.done():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            log.warning("the store's loop did not end within %.0f s: left behind", timeout)
+            return
+        task.cancel()
+        await asyncio.wait((task,), timeout=min(0.1, left))
 
 
 class FleetHost(Protocol):
@@ -100,6 +117,7 @@ class Fleet:
         self._task: asyncio.Task[None] | None = None
         self._next_sync = self._next_share = 0.0
         self._epoch: str | None = None  # the events stream this replica merged into
+        self._stopping = False
 
     @property
     def leader(self) -> bool:
@@ -132,12 +150,9 @@ class Fleet:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fleet")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await _end_task(self._task, STOP_TIMEOUT)
         if self._leading and self.store.up:
             try:
                 await self.store.release_lease()
@@ -149,7 +164,7 @@ class Fleet:
 
     async def _run(self) -> None:
         delay = BACKOFF_FIRST
-        while True:
+        while not self._stopping:
             try:
                 if not self.store.up:
                     await self._connect()
