@@ -252,7 +252,7 @@ def test_metrics_are_served_on_the_metrics_port(running: Container) -> None:
     assert status == 200
     assert headers["content-type"].startswith("text/plain")
     assert b"splitter_requests_total{" in body
-    assert b'splitter_pool_weight{pool="blue"} 90.0' in body
+    assert b'splitter_pool_weight{pool="blue",route="default"} 90.0' in body
     assert http_request(running.metrics_url + "/api/v1/weights")[0] == 404
 
 

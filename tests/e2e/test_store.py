@@ -587,6 +587,12 @@ def test_a_rollout_holds_while_redis_is_down_and_goes_on_when_it_is_back(
         body = {"pool": "canary", "analysis": analysis, "steps": steps}
         status, started = api(fleet[0], "POST", "/api/v1/rollout", body)
         assert status == 201, started
+
+        def known(sp: SplitterProc) -> bool:
+            status, body = api(sp, "GET", "/api/v1/rollout")
+            return status == 200 and body["id"] == started["id"]
+
+        until(lambda: all(known(sp) for sp in fleet), 5)  # every replica has it, then
         redis_server.kill()
         until(lambda: all(metric(sp, "splitter_store_up") == 0 for sp in fleet), 5)
         held = []
