@@ -320,7 +320,11 @@ def test_rolled_back_canary_clients_return_to_the_baseline_and_no_one_else_moves
 def test_a_whole_rollout_under_64_connections_fails_no_request(
     pools: dict[str, Backend], splitter_factory: Callable[..., SplitterProc]
 ) -> None:
-    sp = splitter_factory(_config(pools))
+    # What is tested is that no request fails across the weight changes. Both pools are the
+    # same backend, but 64 connections on a loaded 2-core machine can starve one of them
+    # for a while: slowness is left out of this verdict (a floor of 2 s), errors are not.
+    slow_ok = {**FAST, "analysis": {**FAST["analysis"], "latency_floor": "2s"}}
+    sp = splitter_factory(_config(pools, rollouts=slow_ok))
     result: list[Any] = []
 
     def load() -> None:
