@@ -307,7 +307,8 @@ _KINDS: Final = {"header": _HEADER, "cookie": _COOKIE, "query": _QUERY, "source"
 
 def parse_address(text: str) -> tuple[int, int]:
     """(4 or 6, the address as an integer) for an IP address's text; (0, 0) for anything
-    else. An IPv4-mapped IPv6 address is its IPv4 address. (`splitter.proxy.clientaddr`'s.)"""
+    else. An IPv4-mapped IPv6 address is its IPv4 address. (`splitter.proxy.clientaddr` uses
+    it too.)"""
     if not text or len(text) > 45 or not text.isascii():
         return 0, 0
     try:

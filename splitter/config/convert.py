@@ -354,3 +354,18 @@ def to_hook_url(value: Any) -> str:
 
 DURATION_GT0 = functools.partial(to_duration, allow_zero=False)
 DURATION_GE0 = functools.partial(to_duration, allow_zero=True)
+
+
+def cidr_items(ck: Checker, items: list[Any], path: str) -> tuple[str, ...]:
+    """The CIDRs of a list, each normalised (`to_cidr`), duplicates dropped; each one that
+    is not a CIDR is a problem at its index."""
+    out: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            network = to_cidr(item)
+        except Invalid as e:
+            ck.add(f"{path}[{i}]", str(e))
+            continue
+        if network not in out:
+            out.append(network)
+    return tuple(out)

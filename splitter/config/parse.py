@@ -20,11 +20,11 @@ from splitter.config.convert import (
     Invalid,
     T,
     _split_host_port,
+    cidr_items,
     join_path,
     to_address,
     to_backend_url,
     to_bool,
-    to_cidr,
     to_confidence,
     to_fraction,
     to_hook_url,
@@ -189,16 +189,7 @@ def _trusted_proxies(ck: Checker, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         ck.add("trusted_proxies", f"must be a list of CIDRs ({CIDR_HINT})")
         return ()
-    out: list[str] = []
-    for i, item in enumerate(value):
-        try:
-            network = to_cidr(item)
-        except Invalid as e:
-            ck.add(f"trusted_proxies[{i}]", str(e))
-            continue
-        if network not in out:
-            out.append(network)
-    return tuple(out)
+    return cidr_items(ck, value, "trusted_proxies")
 
 
 _STORE_HINT = "must be redis://[[user]:password@]host[:port][/db], or rediss:// for TLS"

@@ -33,8 +33,8 @@ from splitter.config.convert import (
     Checker,
     Convert,
     Invalid,
+    cidr_items,
     join_path,
-    to_cidr,
 )
 from splitter.config.model import Segment
 
@@ -277,16 +277,7 @@ def _source(ck: Checker, value: Any, path: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         ck.add(path, f"must be a non-empty list of CIDRs ({CIDR_HINT})")
         return ()
-    out: list[str] = []
-    for i, item in enumerate(value):
-        try:
-            network = to_cidr(item)
-        except Invalid as e:
-            ck.add(f"{path}[{i}]", str(e))
-            continue
-        if network not in out:
-            out.append(network)
-    return tuple(out)
+    return cidr_items(ck, value, path)
 
 
 def segments_section(

@@ -36,28 +36,12 @@ import socket
 from collections.abc import Iterable
 from typing import Final
 
+from splitter.routetable import parse_address  # the one parser of addresses, below us
+
 __all__ = ["TrustedProxies", "canonical", "parse_address"]
 
-_V4_MAPPED: Final = 0xFFFF << 32  # ::ffff:0:0/96
-_V4_MAPPED_MASK: Final = ((1 << 96) - 1) << 32
 _CACHE_MAX: Final = 4096  # peers remembered; the cache is emptied when it is full
 _OWS: Final = b" \t"
-
-
-def parse_address(text: str) -> tuple[int, int]:
-    """(4 or 6, the address as an integer) for an IP address's text; (0, 0) for anything
-    else. An IPv4-mapped IPv6 address is returned as the IPv4 address."""
-    if not text or len(text) > 45 or not text.isascii():
-        return 0, 0
-    try:
-        if ":" in text:
-            value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
-            if value & _V4_MAPPED_MASK == _V4_MAPPED:
-                return 4, value & 0xFFFFFFFF
-            return 6, value
-        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
-    except (OSError, ValueError):
-        return 0, 0
 
 
 def format_address(family: int, value: int) -> str:
