@@ -189,6 +189,18 @@ class RateTest:
         self.n = 0.0
         self.x = 0.0
 
+    def copy(self) -> RateTest:
+        """An independent copy (the grid is shared: it never changes)."""
+        other = RateTest.__new__(RateTest)
+        other.limit = self.limit
+        other._points = self._points
+        other._hit = self._hit
+        other._miss = self._miss
+        other._log_w = self._log_w
+        other.n = self.n
+        other.x = self.x
+        return other
+
     def add(self, n: float, x: float) -> None:
         """`n` requests, `x` of them hits; fractions are requests counted at a weight
         below 1 (their likelihood ratio raised to it: still an e-value, by Jensen)."""
@@ -230,6 +242,19 @@ class RatioTest:
         self._acc = [0.0] * len(GRID)
         self.events = 0  # the candidate's events so far: the b_c (delta - delta0) part
         self._log_e: float | None = 0.0
+
+    def copy(self) -> RatioTest:
+        """An independent copy: `add` replaces `_acc`, never changes it in place."""
+        other = RatioTest.__new__(RatioTest)
+        other._d0 = self._d0
+        other._offsets = self._offsets
+        other._em1 = self._em1
+        other._em1_0 = self._em1_0
+        other._log_w = self._log_w
+        other._acc = self._acc
+        other.events = self.events
+        other._log_e = self._log_e
+        return other
 
     def add(self, n_c: int, x_c: int, n_b: int, x_b: int) -> None:
         total = x_c + x_b

@@ -191,6 +191,7 @@ SECONDS = 150  # judged every second for 2.5 minutes, may pass after a one-minut
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a bounded simulation of 1000 rollouts: slow on a busy machine
 def test_no_difference_rarely_fails() -> None:
     """Candidate as bad and as slow as the baseline: a fail is a false fail."""
     outcomes = many(mixes(lambda base: base, 0.05), RUNS, SECONDS, to_the_end=True, seed0=0)
@@ -205,6 +206,7 @@ def test_no_difference_rarely_fails() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a bounded simulation of 1000 rollouts: slow on a busy machine
 def test_at_the_margin_rarely_fails_or_passes() -> None:
     """Candidate exactly at its limits (bad rate max(1.5x, 0.5%), slow share 1.25 x 5%):
     a fail is a false fail, and a pass a false pass (the null of the pass is "at or over")."""
@@ -221,6 +223,7 @@ def test_at_the_margin_rarely_fails_or_passes() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a bounded simulation of 1000 rollouts: slow on a busy machine
 def test_twice_the_allowed_rate_rarely_passes() -> None:
     """Candidate at 2x its allowed bad rate, judged until the first verdict (5 minutes)."""
     outcomes = many(
@@ -462,6 +465,7 @@ def test_preview_fails_a_slow_candidate() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a bounded simulation of 1000 rollouts: slow on a busy machine
 def test_preview_at_its_limits_rarely_fails_or_passes() -> None:
     runs = 1000
     outcomes = [
@@ -495,6 +499,7 @@ def test_keep_with_a_clean_reference_uses_the_floor() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a bounded simulation of 1000 rollouts: slow on a busy machine
 def test_keep_at_its_limits_rarely_fails() -> None:
     runs = 1000
     reference = Counts(100_000, 1_000, 5_000)

@@ -240,6 +240,7 @@ def _honest(cand_bad: float | None, cand_slow: float, base: float, share: float)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # a bounded simulation of 1000 rollouts: slow on a busy machine
 def test_no_difference_over_several_classes_rarely_fails() -> None:
     traffics = [_honest(None, 0.05, b, s) for s in SHARES for b in BASES]
     outcomes = [roll(traffics[i % 4], 50_000 + i, 150, to_the_end=True) for i in range(RUNS)]
@@ -287,3 +288,13 @@ def test_a_failing_class_alone_is_found() -> None:
         assert outcome.failed_at is not None
         needed.append(outcome.failed_at)
     assert statistics.median(needed) <= 60, statistics.median(needed)
+
+
+def test_peek_of_a_judge_alone_adds_nothing() -> None:
+    judge = PreviewJudge(LIMITS)
+    judge.observe(Counts(200, 0, 0))
+    before = (judge.candidate, judge.evidence())
+    early = judge.peek({"": Counts(40, 40, 0)})
+    assert early is not None and early.verdict == "fail"
+    assert (judge.candidate, judge.evidence()) == before
+    assert judge.verdict(may_pass=False).verdict == "pending"
