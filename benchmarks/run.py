@@ -6,8 +6,10 @@
                              [--rounds 1] [--no-stream] [--stream-size 1G]
                              [--burst 10000] [--json benchmarks/results.json]
                              [--python VENV_PYTHON] [--baseline CHECKOUT|VENV]
+                             [--tls] [--tls-connections 64] [--tls-clients 8]
+                             [--tls-burst 10000]
 
-Three parts, each bounded in time:
+Three parts, and a fourth with --tls, each bounded in time:
   1. req/s and latency (wrk -t1) per backend kind ("tiny": nginx `return 200`, or
      benchmarks/backend.py without nginx; "flask": benchmarks/flask_backend.py under gunicorn,
      2 sync workers, which close every connection) and per connection count, for the targets
@@ -20,8 +22,16 @@ Three parts, each bounded in time:
      and a 1 GiB upload (to benchmarks/stream_backend.py, which discards it) through each proxy,
      measured with curl; MB/s and the proxy's peak RSS.
   3. a burst of 10,000 short connections against splitter; its RSS before, peak, 5 s after.
+  4. TLS (--tls, or the targets splitter-tls and nginx-tls named in --targets, which then
+     run alone): splitter and nginx with the same certificate (ECDSA P-256, self-signed,
+     made with openssl in the temp dir) and the same TLS settings, in front of the tiny
+     backend: keep-alive HTTPS req/s and latency (wrk -t1 -c64); new TLS 1.3 connections
+     per second, a full handshake and one request each (benchmarks/tls_client.py: wrk with
+     `Connection: close` resumes sessions), and resumed ones (that wrk run); the CPU per
+     request or connection; RSS before, at peak and 5 s after a burst of 10,000 TLS
+     connections.
 Every started process is stopped at the end, also on Ctrl-C/SIGTERM. Stdlib only; needs `wrk`
-(and `curl` for part 2) on PATH.
+(and `curl` for part 2, `openssl` and nginx for part 4) on PATH.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -53,11 +64,15 @@ ALL_TARGETS = [
     "minimal",
 ]  # fmt: skip
 STREAM_TARGETS = ["direct", "splitter", "nginx", "haproxy"]
+# The TLS part (--tls, or these named in --targets): splitter and nginx with the same
+# certificate and TLS settings, in front of the tiny backend; see tls_part.
+TLS_TARGETS = ["splitter-tls", "nginx-tls"]
 SPLITTERS = {
     "splitter": (False, 1),
     "splitter-log": (True, 1),
     "splitter-w2": (False, 2),
     "splitter-base": (False, 1),  # the same, from the checkout or venv given by --baseline
+    "splitter-tls": (False, 1),  # the same, with `tls:` (the TLS part)
 }
 # splitter-routes<N>: splitter with a table of N routes (see routes_config), access log off.
 ROUTES_TARGET = re.compile(r"splitter-routes([1-9][0-9]*)")
@@ -66,6 +81,27 @@ BASELINE: Path | None = None  # --baseline as a checkout: its source, on PYTHONP
 BASELINE_PYTHON: str | None = None  # --baseline as a venv: the splitter installed there
 SPLITTER_PYTHON: str | None = None  # --python: the splitter installed there (e.g. compiled)
 START_TIMEOUT = 15.0
+# The certificate both TLS targets serve: ECDSA P-256, self-signed, as in the TLS docs.
+OPENSSL_CERT = [
+    "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+    "-nodes", "-days", "30", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+]  # fmt: skip
+# nginx-tls: what splitter's `tls:` sets (TLS 1.2 and 1.3; for 1.2 only ECDHE with AEAD
+# ciphers, the client's order; the groups X25519, P-256, P-384; session tickets on).
+TLS_CIPHERS = ":".join(
+    f"ECDHE-{auth}-{cipher}"
+    for cipher in ("AES128-GCM-SHA256", "AES256-GCM-SHA384", "CHACHA20-POLY1305")
+    for auth in ("ECDSA", "RSA")
+)
+TLS_NGINX = f"""
+        ssl_certificate {{cert}};
+        ssl_certificate_key {{key}};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers {TLS_CIPHERS};
+        ssl_prefer_server_ciphers off;
+        ssl_ecdh_curve X25519:prime256v1:secp384r1;
+        ssl_session_tickets on;"""
 MAXCONN = 4096  # nginx worker_connections and haproxy maxconn
 MB = 1e6
 
@@ -174,6 +210,7 @@ class Service:
     port: int
     proc: subprocess.Popen
     stderr_path: Path
+    tls: bool = False  # the listener speaks HTTPS
 
     def stderr_tail(self, n: int = 15) -> str:
         try:
@@ -203,8 +240,10 @@ class Bench:
         argv: list[str],
         cwd: Path | None = None,
         env: dict | None = None,
+        tls: bool = False,
     ) -> Service | None:
-        """Start argv, wait until it accepts on port and answers GET / with 200."""
+        """Start argv, wait until it accepts on port and answers GET / with 200 (over TLS,
+        unverified, when tls)."""
         self.seq += 1
         err = self.tmp / f"{self.seq:02d}-{name}.stderr"
         try:
@@ -220,7 +259,7 @@ class Bench:
         except OSError as e:
             print(f"  SKIP {name}: cannot start: {e}")
             return None
-        svc = Service(name, port, proc, err)
+        svc = Service(name, port, proc, err, tls)
         self.services.append(svc)
         problem = wait_ready(svc)
         if problem:
@@ -256,7 +295,7 @@ class Bench:
                 print(f"  warning: stopping {svc.name}: {e}", file=sys.stderr)
 
     # -- the servers ---------------------------------------------------------------
-    def nginx(self, name: str, port: int, body: str) -> Service | None:
+    def nginx(self, name: str, port: int, body: str, tls: bool = False) -> Service | None:
         d = self.fresh_dir(name)
         user = "user root;\n" if os.geteuid() == 0 else ""
         conf = d / "nginx.conf"
@@ -276,7 +315,7 @@ http {{
 }}
 """)
         argv = ["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf)]
-        return self.spawn(name, port, argv)
+        return self.spawn(name, port, argv, tls=tls)
 
     def start_tiny(self, big_file: Path | None) -> Service | None:
         """nginx `return 200 "blue"` (GET /big serves big_file), else benchmarks/backend.py."""
@@ -321,7 +360,11 @@ http {{
         argv = [sys.executable, str(HERE / "stream_backend.py"), str(port), str(size)]
         return self.spawn("backend-stream(python)", port, argv)
 
-    def start_splitter(self, name: str, backend: int) -> Service | None:
+    def start_splitter(
+        self, name: str, backend: int, cert: tuple[Path, Path] | None = None
+    ) -> Service | None:
+        """splitter `name` in front of backend; with cert (certificate, key) its listener
+        speaks only TLS (`tls:` with that pair, min_version 1.2)."""
         routes = ROUTES_TARGET.fullmatch(name)
         access_log, workers = SPLITTERS.get(name, (False, 1))
         port, admin = free_port(), free_port()
@@ -334,6 +377,10 @@ access_log: {"true" if access_log else "false"}
 workers: {workers}
 state_file: {d / "state.json"}
 """
+        if cert:
+            pair = {"cert": str(cert[0]), "key": str(cert[1])}
+            tls = {"certificates": [pair], "min_version": "1.2"}
+            common += "tls: " + json.dumps(tls) + "\n"
         if routes:
             table = routes_config(int(routes.group(1)), ROUTE_SEGMENTS, backend)
             cfg.write_text(common + "routes: " + json.dumps(table) + "\n")  # JSON is YAML
@@ -341,17 +388,27 @@ state_file: {d / "state.json"}
             url = f"http://127.0.0.1:{backend}"
             cfg.write_text(common + f'pools:\n  blue: {{weight: 100, backends: ["{url}"]}}\n')
         argv, cwd, env = splitter_command(name == "splitter-base", d)
-        return self.spawn(name, port, [*argv, "run", "-c", str(cfg)], cwd=cwd, env=env)
+        return self.spawn(
+            name, port, [*argv, "run", "-c", str(cfg)], cwd=cwd, env=env, tls=cert is not None
+        )
 
-    def start_nginx_proxy(self, backend: int) -> Service | None:
+    def start_nginx_proxy(
+        self, backend: int, cert: tuple[Path, Path] | None = None
+    ) -> Service | None:
+        """nginx as the proxy (target `nginx`); with cert, the target `nginx-tls`: the same
+        with TLS on its listener, set as splitter sets it (see TLS_NGINX)."""
+        name = "nginx-tls" if cert else "nginx"
         if not shutil.which("nginx"):
-            print("  SKIP nginx: not installed")
+            print(f"  SKIP {name}: not installed")
             return None
         port = free_port()
+        ssl = ""
+        if cert:
+            ssl = TLS_NGINX.format(cert=cert[0], key=cert[1])
         # Streaming settings an operator would use for large bodies: no request buffering
         # to disk, no response spooling to temp files (nginx then streams synchronously).
         return self.nginx(
-            "nginx",
+            name,
             port,
             f"""    upstream be {{
         server 127.0.0.1:{backend};
@@ -359,7 +416,7 @@ state_file: {d / "state.json"}
         keepalive_requests 1000000;
     }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port}{" ssl" if cert else ""} backlog=4096;{ssl}
         client_max_body_size 0;
         location / {{
             proxy_pass http://be;
@@ -374,6 +431,7 @@ state_file: {d / "state.json"}
             proxy_max_temp_file_size 0;
         }}
     }}""",
+            tls=cert is not None,
         )
 
     def start_haproxy(self, backend: int) -> Service | None:
@@ -503,6 +561,14 @@ def routes_config(n: int, segments: int, backend: int) -> list[dict]:
     return table
 
 
+def unverified_tls() -> ssl.SSLContext:
+    """A client context that does not verify the certificate (the self-signed one)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def wait_ready(svc: Service) -> str | None:
     """None when svc answers GET / with 200 within START_TIMEOUT, else the problem."""
     deadline = time.monotonic() + START_TIMEOUT
@@ -512,7 +578,12 @@ def wait_ready(svc: Service) -> str | None:
         if rc is not None:
             return f"exited with code {rc}"
         try:
-            c = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=2)
+            if svc.tls:
+                c: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    "127.0.0.1", svc.port, timeout=2, context=unverified_tls()
+                )
+            else:
+                c = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=2)
             c.request("GET", "/")
             r = c.getresponse()
             r.read()
@@ -537,8 +608,12 @@ def to_ms(text: str) -> float:
     return float(m.group(1)) * UNITS_MS[m.group(2)]
 
 
-def run_wrk(port: int, conns: int, seconds: int) -> dict:
-    argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/"]
+def run_wrk(
+    port: int, conns: int, seconds: int, scheme: str = "http", headers: tuple[str, ...] = ()
+) -> dict:
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    argv += [a for h in headers for a in ("-H", h)]
+    argv.append(f"{scheme}://127.0.0.1:{port}/")
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     if out.returncode != 0:
         raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()[-300:]}")
@@ -606,15 +681,34 @@ def run_curl(direction: str, port: int, big_file: Path, size: int, timeout: floa
 
 
 # -- burst of short connections -------------------------------------------------------
-async def _burst(port: int, total: int, batch: int, per_conn_timeout: float) -> dict:
+async def _burst(
+    port: int,
+    total: int,
+    batch: int,
+    per_conn_timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> dict:
     req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
     async def one() -> bool:
         writer = None
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            if tls is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(req)
+                data = await reader.read()  # until the server closes
+                return data.startswith(b"HTTP/1.1 200")
+            # a full handshake each (asyncio never resumes a session by itself)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=tls, server_hostname="localhost"
+            )
             writer.write(req)
-            data = await reader.read()  # until the server closes
+            data = b""
+            try:
+                while chunk := await reader.read(65536):
+                    data += chunk
+            except OSError:  # a close without close_notify: judge what arrived
+                pass
             return data.startswith(b"HTTP/1.1 200")
         except (OSError, asyncio.IncompleteReadError):
             return False
@@ -637,11 +731,13 @@ async def _burst(port: int, total: int, batch: int, per_conn_timeout: float) -> 
     return {"connections": done, "ok": ok, "failed": done - ok}
 
 
-def burst_test(svc: Service, total: int, batch: int, settle: float = 5.0) -> dict:
+def burst_test(
+    svc: Service, total: int, batch: int, settle: float = 5.0, tls: ssl.SSLContext | None = None
+) -> dict:
     before = tree_rss_mb(svc.proc.pid)
     t0 = time.monotonic()
     with Sampler(svc.proc.pid) as s:
-        r = asyncio.run(_burst(svc.port, total, batch, per_conn_timeout=15.0))
+        r = asyncio.run(_burst(svc.port, total, batch, per_conn_timeout=15.0, tls=tls))
         secs = time.monotonic() - t0
         time.sleep(settle)
     r.update(
@@ -906,6 +1002,369 @@ def stream_part(bench: Bench, args, wanted: list[str], out: dict) -> None:
     big.unlink(missing_ok=True)
 
 
+# -- TLS: splitter and nginx with the same certificate and settings -------------------
+def make_certificate(d: Path) -> tuple[Path, Path] | str:
+    """A self-signed ECDSA P-256 pair in d (the openssl command of the TLS docs), or why not."""
+    crt, key = d / "tls.crt", d / "tls.key"
+    if not shutil.which("openssl"):
+        return "openssl is not installed"
+    try:
+        out = subprocess.run(
+            [*OPENSSL_CERT, "-keyout", str(key), "-out", str(crt)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"openssl: {e}"
+    if out.returncode != 0:
+        return f"openssl failed: {out.stderr.strip()[-300:]}"
+    return crt, key
+
+
+def _https_get(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None = None) -> dict:
+    """One `GET /` (Connection: close) over a fresh TLS connection, offering session (one
+    that ctx made)."""
+    req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            s.sendall(req)
+            data = b""
+            try:
+                while chunk := s.recv(65536):
+                    data += chunk
+            except (ssl.SSLEOFError, ConnectionResetError):
+                pass
+            cipher = s.cipher()
+            return {
+                "ok": data.startswith(b"HTTP/1.1 200"),
+                "version": s.version(),
+                "cipher": cipher[0] if cipher else None,
+                "alpn": s.selected_alpn_protocol(),
+                "resumed": s.session_reused,
+                "session": s.session,  # after the answer: with TLS 1.3's ticket in it
+            }
+
+
+def tls_probe(port: int) -> dict:
+    """What a default client gets: protocol, cipher, key-exchange group (from `openssl
+    s_client -brief`), and whether a second connection offering the first one's session
+    is resumed (session tickets)."""
+    ctx = unverified_tls()
+    ctx.set_alpn_protocols(["http/1.1"])
+    try:
+        first = _https_get(ctx, port)
+        second = _https_get(ctx, port, first.pop("session"))
+    except (OSError, ssl.SSLError) as e:
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    second.pop("session")
+    probe = dict(first, ok=first["ok"] and second["ok"], resumption=second["resumed"])
+    del probe["resumed"]
+    try:
+        out = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        m = re.search(r"^(?:Peer|Server) Temp Key: (.+)$", out.stdout + out.stderr, re.M)
+        probe["group"] = m.group(1).strip() if m else None
+    except (OSError, subprocess.TimeoutExpired):
+        probe["group"] = None
+    return probe
+
+
+def run_handshakes(svc: Service, seconds: float, clients: int) -> dict:
+    """New TLS 1.3 connections per second, a full handshake and one request each, from
+    `clients` threads of benchmarks/tls_client.py split over up to nproc processes, all
+    beginning at the same moment; plus the target's CPU per connection."""
+    procs = max(1, min(clients, os.cpu_count() or 1))
+    threads = [clients // procs + (i < clients % procs) for i in range(procs)]
+    start = time.time() + 1.0  # the clients' start-up (an interpreter each) happens before
+    argv = [sys.executable, str(HERE / "tls_client.py"), str(svc.port), "--seconds", str(seconds)]
+    argv += ["--start", f"{start:.3f}", "--max", str(max(1000, int(seconds * 20000)))]
+    cpu0 = tree_cpu_s(svc.proc.pid)
+    running: list[subprocess.Popen] = []
+    try:
+        for n in threads:
+            running.append(
+                subprocess.Popen(
+                    [*argv, "--threads", str(n)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        outs = [p.communicate(timeout=seconds + 60) for p in running]
+    finally:
+        for p in running:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    cpu1 = tree_cpu_s(svc.proc.pid)
+    parts = []
+    for p, (stdout, stderr) in zip(running, outs, strict=True):
+        if p.returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"tls_client.py failed ({p.returncode}): {stderr.strip()[-300:]}")
+        parts.append(json.loads(stdout.strip().splitlines()[-1]))
+    total = {k: sum(x[k] for x in parts) for k in ("ok", "failed", "reused")}
+    n = max(total["ok"] + total["failed"], 1)
+    versions: dict[str, int] = {}
+    for x in parts:
+        for v, k in x["versions"].items():
+            versions[v] = versions.get(v, 0) + k
+    return dict(
+        total,
+        conn_s=round(sum(x["ok"] / x["seconds"] for x in parts if x["seconds"] > 0), 1),
+        seconds=max(x["seconds"] for x in parts),
+        clients=clients,
+        processes=procs,
+        versions=versions,
+        errors=[e for x in parts for e in x["errors"]][:5],
+        user_us=round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
+        sys_us=round((cpu1[1] - cpu0[1]) / n * 1e6, 1),
+    )
+
+
+def _median_by(rows: list[dict], key: str) -> dict:
+    rows = sorted(rows, key=lambda r: r[key])
+    return rows[(len(rows) - 1) // 2]
+
+
+def tls_part(bench: Bench, args, wanted: list[str], out: dict) -> None:
+    """splitter-tls and nginx-tls in front of one tiny backend, the same certificate (ECDSA
+    P-256, self-signed) and TLS settings: 1. keep-alive HTTPS (wrk -t1, --tls-connections);
+    2. new TLS 1.3 connections per second, a full handshake and one request each
+    (tls_client.py, --tls-clients), and resumed ones (wrk with Connection: close, which
+    resumes); 3. RSS before, at peak and 5 s after a burst of --tls-burst TLS connections."""
+    targets = [t for t in TLS_TARGETS if t in wanted]
+    res: dict = {
+        "targets": targets,
+        "certificate": "ECDSA P-256, self-signed (openssl req -x509 -newkey ec)",
+        "settings": {
+            "protocols": "TLSv1.2 TLSv1.3",
+            "tls12_ciphers": TLS_CIPHERS,
+            "groups": "X25519:prime256v1:secp384r1",
+            "session_tickets": True,
+        },
+        "keepalive_connections": args.tls_connections,
+        "handshake_clients": args.tls_clients,
+        "probe": {},
+        "keepalive": {},
+        "handshake": {},
+        "resumed": {},
+        "keepalive_runs": [],
+        "handshake_runs": [],
+        "resumed_runs": [],
+        "burst": [],
+    }
+    out["tls"] = res
+    print("\n[tls] starting:")
+    cert = make_certificate(bench.fresh_dir("tls-cert"))
+    if isinstance(cert, str):
+        print(f"  SKIP tls: {cert}")
+        out["skipped"].append(f"tls ({cert})")
+        return
+    backend = bench.start_tiny(None)
+    if backend is None:
+        out["skipped"].append("tls/backend tiny")
+        return
+    svcs: dict[str, Service] = {}
+    for t in targets:
+        if t == "splitter-tls":
+            svc = bench.start_splitter(t, backend.port, cert)
+        else:
+            svc = bench.start_nginx_proxy(backend.port, cert)
+        if svc:
+            svcs[t] = svc
+        else:
+            out["skipped"].append(f"tls/{t}")
+    live = [t for t in targets if t in svcs]
+    time.sleep(1.0)
+    for t in live:
+        p = tls_probe(svcs[t].port)
+        res["probe"][t] = p
+        print(
+            f"  {t}: {p.get('version')} {p.get('cipher')} group {p.get('group')} "
+            f"ALPN {p.get('alpn')} resumption {'yes' if p.get('resumption') else 'NO'}"
+            + ("" if p.get("ok") else f"  PROBE FAILED {p.get('error', '')}")
+        )
+    res["idle_mb"] = {t: round(tree_rss_mb(svcs[t].proc.pid), 1) for t in live}
+    c = args.tls_connections
+    for rnd in range(args.rounds):
+        order = live if rnd % 2 == 0 else live[::-1]
+        for t in order:  # 1. keep-alive HTTPS
+            pid = svcs[t].proc.pid
+            try:
+                with Sampler(pid) as s:
+                    if args.warmup:
+                        run_wrk(svcs[t].port, c, args.warmup, "https")
+                    cpu0 = tree_cpu_s(pid)
+                    r = run_wrk(svcs[t].port, c, args.duration, "https")
+                    cpu1 = tree_cpu_s(pid)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                print(f"  tls keep-alive {t} c={c}: FAILED: {e}")
+                continue
+            n = max(r["requests"], 1)
+            r.update(
+                target=t,
+                connections=c,
+                round=rnd,
+                user_us=round((cpu1[0] - cpu0[0]) / n * 1e6, 2),
+                sys_us=round((cpu1[1] - cpu0[1]) / n * 1e6, 2),
+                rss_peak_mb=round(s.peak, 1),
+            )
+            res["keepalive_runs"].append(r)
+            print(
+                f"  tls r{rnd + 1} keep-alive c={c:<3} {t:<12} {r['rps']:>9,.0f} req/s  "
+                f"p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:8.3f} ms  "
+                f"err {r['non2xx'] + r['socket_errors']:<5} "
+                f"CPU {r['user_us']:.1f}+{r['sys_us']:.1f} us/req"
+            )
+        for t in order[::-1]:  # 2. new TLS 1.3 connections, full handshakes
+            pid = svcs[t].proc.pid
+            try:
+                if args.warmup:
+                    run_handshakes(svcs[t], args.warmup, 2)
+                with Sampler(pid) as s:
+                    h = run_handshakes(svcs[t], args.duration, args.tls_clients)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                print(f"  tls new connections {t}: FAILED: {e}")
+                continue
+            h.update(target=t, round=rnd, rss_peak_mb=round(s.peak, 1))
+            res["handshake_runs"].append(h)
+            print(
+                f"  tls r{rnd + 1} new conns     {t:<12} {h['conn_s']:>9,.0f} conn/s "
+                f"failed {h['failed']} resumed {h['reused']} {h['versions']}  "
+                f"CPU {h['user_us']:.1f}+{h['sys_us']:.1f} us/conn"
+                + (f"  errors: {h['errors']}" if h["errors"] else "")
+            )
+        for t in order:  # 2b. what wrk measures with Connection: close: resumptions
+            pid = svcs[t].proc.pid
+            try:
+                cpu0 = tree_cpu_s(pid)
+                r = run_wrk(
+                    svcs[t].port, args.tls_clients, args.duration, "https", ("Connection: close",)
+                )
+                cpu1 = tree_cpu_s(pid)
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                print(f"  tls resumed {t}: FAILED: {e}")
+                continue
+            n = max(r["requests"], 1)
+            r.update(
+                target=t,
+                connections=args.tls_clients,
+                round=rnd,
+                user_us=round((cpu1[0] - cpu0[0]) / n * 1e6, 1),
+                sys_us=round((cpu1[1] - cpu0[1]) / n * 1e6, 1),
+            )
+            res["resumed_runs"].append(r)
+            print(
+                f"  tls r{rnd + 1} resumed conns {t:<12} {r['rps']:>9,.0f} conn/s "
+                f"err {r['non2xx'] + r['socket_errors']}  "
+                f"CPU {r['user_us']:.1f}+{r['sys_us']:.1f} us/conn"
+            )
+    if args.tls_burst:
+        for t in live:  # 3. a burst of TLS connections
+            time.sleep(1.0)
+            print(f"  tls burst: {args.tls_burst} TLS connections against {t}")
+            b = burst_test(svcs[t], args.tls_burst, args.burst_batch, tls=unverified_tls())
+            b["returned"] = b["rss_after_mb"] <= b["rss_before_mb"] * 1.10
+            res["burst"].append(b)
+            print(
+                f"  tls burst {t}: {b['ok']}/{b['connections']} ok in {b['seconds']} s; RSS "
+                f"{b['rss_before_mb']} -> peak {b['rss_peak_mb']} -> {b['rss_after_mb']} MB "
+                f"({'within' if b['returned'] else 'NOT within'} 10% of before)"
+            )
+    # one result per target: the median over the rounds
+    for key, rank in (("keepalive", "rps"), ("handshake", "conn_s"), ("resumed", "rps")):
+        res[key] = {
+            t: _median_by(rows, rank)
+            for t in live
+            if (rows := [r for r in res[f"{key}_runs"] if r["target"] == t])
+        }
+    for svc in svcs.values():
+        bench.stop(svc)
+    bench.stop(backend)
+
+
+def _vs(res: dict, part: str, target: str, key: str) -> str:
+    n = res[part].get("nginx-tls")
+    if not n or not n[key] or target not in res[part]:
+        return "-"
+    return f"{res[part][target][key] / n[key]:.2f}"
+
+
+def tls_tables(res: dict) -> str:
+    lines = []
+    for t, p in res["probe"].items():
+        lines.append(
+            f"- {t}: {p.get('version')}, {p.get('cipher')}, group {p.get('group')}, "
+            f"ALPN {p.get('alpn')}, session resumption {'yes' if p.get('resumption') else 'no'}"
+        )
+    lines += [
+        "",
+        f"Keep-alive HTTPS (wrk -t1 -c{res['keepalive_connections']}):",
+        "",
+        "| target | req/s | vs nginx | p50 ms | p99 ms | errors | CPU us/req user+sys "
+        "| peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t, r in res["keepalive"].items():
+        lines.append(
+            f"| {t} | {r['rps']:,.0f} | {_vs(res, 'keepalive', t, 'rps')} | {r['p50_ms']:.3f} "
+            f"| {r['p99_ms']:.3f} | {fmt_err(r)} | {r['user_us']:.1f}+{r['sys_us']:.1f} "
+            f"| {r['rss_peak_mb']:.1f} |"
+        )
+    lines += [
+        "",
+        f"New TLS 1.3 connections, a full handshake and one request each "
+        f"({res['handshake_clients']} clients, tls_client.py); resumed: wrk "
+        f"-c{res['handshake_clients']} with Connection: close (it resumes each session):",
+        "",
+        "| target | new conn/s | vs nginx | failed | resumed | CPU us/conn user+sys "
+        "| peak RSS MB | resumed conn/s | vs nginx | CPU us/conn user+sys |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in res["targets"]:
+        h, w = res["handshake"].get(t), res["resumed"].get(t)
+        if not h and not w:
+            continue
+        new = (
+            f"{h['conn_s']:,.0f} | {_vs(res, 'handshake', t, 'conn_s')} | {h['failed']} "
+            f"| {h['reused']} | {h['user_us']:.1f}+{h['sys_us']:.1f} | {h['rss_peak_mb']:.1f}"
+            if h
+            else "- | - | - | - | - | -"
+        )
+        old = (
+            f"{w['rps']:,.0f} | {_vs(res, 'resumed', t, 'rps')} "
+            f"| {w['user_us']:.1f}+{w['sys_us']:.1f}"
+            if w
+            else "- | - | -"
+        )
+        lines.append(f"| {t} | {new} | {old} |")
+    if res["burst"]:
+        b0 = res["burst"][0]
+        lines += [
+            "",
+            f"A burst of {b0['connections']:,} TLS connections (batches of {b0['batch']}, "
+            "a full handshake and one request each):",
+            "",
+            "| target | ok | failed | seconds | RSS before MB | RSS peak MB | RSS 5 s after MB "
+            "| within 10% of before |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for b in res["burst"]:
+            lines.append(
+                f"| {b['target']} | {b['ok']:,} | {b['failed']:,} | {b['seconds']} "
+                f"| {b['rss_before_mb']} | {b['rss_peak_mb']} | {b['rss_after_mb']} "
+                f"| {'yes' if b['returned'] else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> int:
     global BASELINE, BASELINE_PYTHON, SPLITTER_PYTHON, ROUTE_SEGMENTS
     ap = argparse.ArgumentParser(
@@ -930,6 +1389,27 @@ def main() -> int:
         help="connections in the burst test (default 10000, --quick: 0); 0 skips it",
     )
     ap.add_argument("--burst-batch", type=int, default=1000, help="concurrent connections")
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="add the TLS part: splitter-tls beside nginx-tls (the same certificate and "
+        "settings); `--targets splitter-tls,nginx-tls` runs only that part",
+    )
+    ap.add_argument(
+        "--tls-connections", type=int, default=64, help="keep-alive HTTPS connections (64)"
+    )
+    ap.add_argument(
+        "--tls-clients",
+        type=int,
+        default=8,
+        help="concurrent clients making new TLS connections (default 8, in nproc processes)",
+    )
+    ap.add_argument(
+        "--tls-burst",
+        type=int,
+        default=10000,
+        help="TLS connections in the TLS burst (default 10000, also with --quick); 0 skips it",
+    )
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -984,16 +1464,25 @@ def main() -> int:
         args.burst = 0 if args.quick else 10000
     kinds = ["tiny", "flask"] if args.backend == "both" else [args.backend]
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.tls:
+        wanted += [t for t in TLS_TARGETS if t not in wanted]
     has_baseline = BASELINE is not None or BASELINE_PYTHON is not None
     if has_baseline and "splitter-base" not in wanted:
         wanted.insert(wanted.index("splitter") + 1 if "splitter" in wanted else 0, "splitter-base")
     bad = [
         t
         for t in wanted
-        if t not in ALL_TARGETS and t != "splitter-base" and not ROUTES_TARGET.fullmatch(t)
+        if t not in ALL_TARGETS + TLS_TARGETS
+        and t != "splitter-base"
+        and not ROUTES_TARGET.fullmatch(t)
     ]
     if bad or not wanted or not conns or min(conns) < 1:
-        ap.error(f"bad --targets {bad} (choose from {ALL_TARGETS}) or --connections")
+        choices = ALL_TARGETS + TLS_TARGETS
+        ap.error(f"bad --targets {bad} (choose from {choices}) or --connections")
+    if min(args.tls_connections, args.tls_clients) < 1 or args.tls_burst < 0:
+        ap.error("--tls-connections and --tls-clients must be >= 1, --tls-burst >= 0")
+    tls_wanted = [t for t in wanted if t in TLS_TARGETS]
+    wanted = [t for t in wanted if t not in TLS_TARGETS]  # the other parts' targets
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install -y wrk)")
 
@@ -1005,11 +1494,19 @@ def main() -> int:
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"date: {started}   nproc: {nproc}   python: {sys.version.split()[0]}   {nofile}")
     est = args.rounds * len(kinds) * len(conns) * len(wanted) * (args.duration + args.warmup)
+    est += args.rounds * len(tls_wanted) * (3 * args.duration + 2 * args.warmup + 2)
+    streams = "off" if args.no_stream or not wanted else f"{args.stream_size / 2**20:.0f} MiB"
     print(
         f"plan: backends={kinds} targets={wanted} connections={conns} duration={args.duration}s "
         f"warmup={args.warmup}s rounds={args.rounds} (~{est}s of load)"
-        f"; streams={'off' if args.no_stream else f'{args.stream_size / 2**20:.0f} MiB'}"
+        f"; streams={streams}"
         f"; burst={args.burst or 'off'}"
+        + (
+            f"; tls={tls_wanted} keep-alive c={args.tls_connections}, "
+            f"{args.tls_clients} handshake clients, burst={args.tls_burst or 'off'}"
+            if tls_wanted
+            else ""
+        )
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="splitter-bench-"))
@@ -1019,13 +1516,18 @@ def main() -> int:
         builds["splitter-base"] = splitter_build(True, tmp)
     for name, build in builds.items():
         print(f"{name}: {build}")
-    out: dict = {"runs": [], "memory": [], "streams": [], "burst": None, "skipped": []}
+    out: dict = {
+        "runs": [], "memory": [], "streams": [], "burst": None, "tls": None, "skipped": [],
+    }  # fmt: skip
     t_start = time.monotonic()
     try:
-        for kind in kinds:
-            load_part(bench, kind, args, conns, wanted, out)
-        if not args.no_stream:
-            stream_part(bench, args, wanted, out)
+        if wanted:
+            for kind in kinds:
+                load_part(bench, kind, args, conns, wanted, out)
+            if not args.no_stream:
+                stream_part(bench, args, wanted, out)
+        if tls_wanted:
+            tls_part(bench, args, tls_wanted, out)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=sys.stderr)
         return 130
@@ -1092,6 +1594,12 @@ def main() -> int:
             f"| {b['ok']:,} | {b['failed']:,} | {b['seconds']} | {b['rss_before_mb']} "
             f"| {b['rss_peak_mb']} | {b['rss_after_mb']} |"
         )
+    if out["tls"]:
+        print(
+            "\n## TLS: splitter and nginx, the same certificate (ECDSA P-256) and settings, "
+            "tiny backend\n"
+        )
+        print(tls_tables(out["tls"]))
     if out["skipped"]:
         print(f"\nskipped (did not start): {', '.join(out['skipped'])}")
     doc = {
@@ -1111,6 +1619,7 @@ def main() -> int:
         "streams": out["streams"],
         "memory": out["memory"],
         "burst": out["burst"],
+        "tls": out["tls"],
         "runs": runs,
         "rps_median_all_rounds": {
             f"{kind}/{t}@{c}": statistics.median(rps)
