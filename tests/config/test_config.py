@@ -324,7 +324,8 @@ def test_every_problem_is_reported_in_file_order(tmp_path: Path) -> None:
         "listen (line 1): must be host:port, e.g. 0.0.0.0:8080 or [::1]:8080 (port 0..65535)",
         "pools.blue.weight (line 6): must be a number >= 0",
         "pools.blue.backends[1].weight (line 9): must be >= 0",
-        "pools.blue.backends[1].url (line 9): must be https://host[:port] only: no path, query or user info",
+        "pools.blue.backends[1].url (line 9): must be https://host[:port] only: no path, query "
+        "or user info",
         "pools.green.backends (line 11): must list at least one backend",
         "timeouts.connect (line 13): must be a duration such as 250ms, 2s or 1m",
         "access_log (line 14): must be true or false",
