@@ -43,7 +43,7 @@ from splitter.control.fleet import Fleet
 from splitter.control.health import HealthChecker
 from splitter.control.reload import ConfigWatcher
 from splitter.control.route import RouteControl
-from splitter.errors import ConfigError, StartupError, StoreError
+from splitter.errors import ConfigError, ConfigProblem, StartupError, StoreError
 from splitter.observe.counters import Counters
 from splitter.observe.metrics import Metrics
 from splitter.observe.stats import Drained, Recorder, Window, by_route, per_process
@@ -51,6 +51,9 @@ from splitter.proxy.listener import ProxyListener
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
+from splitter.tls import check_config_files
+from splitter.tls.certs import CertificateError, CertStore, watch_certificates
+from splitter.tls.settings import groups_offered
 
 if TYPE_CHECKING:  # multiprocessing is imported only when `workers` > 1
     from splitter.workers import WorkerPool
@@ -100,6 +103,7 @@ class Splitter:
             self._counters_view,
             self._rollout_view,
             self._store_view if store is not None else None,
+            self._tls_view if config.tls is not None else None,
         )
         self.ready = False
         self.stopping = False
@@ -113,6 +117,17 @@ class Splitter:
         self._listeners: list[AdminListener] = []  # the admin and metrics listeners
         self._stats_task: asyncio.Task[None] | None = None
         self.server: ProxyListener | None = None  # the request path, when in this process
+        # The proxy listener's certificates (startup fails here when one does not load); with
+        # workers, each worker loads and watches its own, and these give the metrics.
+        try:
+            self.certs = CertStore(config.tls) if config.tls is not None else None
+        except CertificateError as exc:
+            self.proxy_sock.close()
+            self.admin_sock.close()
+            if self.metrics_sock is not None:
+                self.metrics_sock.close()
+            raise StartupError(f"tls: {exc}") from None
+        self._certs_task: asyncio.Task[None] | None = None
         self.live: Live | None = None
         self.health = HealthChecker(self._health_changed)
         self.watcher: ConfigWatcher | None = None
@@ -179,7 +194,7 @@ class Splitter:
 
     @property
     def proxy_url(self) -> str:
-        return url_of(self.proxy_sock)
+        return url_of(self.proxy_sock, "https" if self._config.tls is not None else "http")
 
     @property
     def admin_url(self) -> str:
@@ -217,7 +232,9 @@ class Splitter:
             self._check_health_of(self._config)
             await self.workers.start(self._config, self._route_weights())
         else:
-            self.server = ProxyListener(self.live, loop, self.metrics.counters, self.recorder)
+            self.server = ProxyListener(
+                self.live, loop, self.metrics.counters, self.recorder, certs=self.certs
+            )
             self._check_health_of(self._config)
             await self.server.listen(self.proxy_sock)
             self._stats_task = loop.create_task(self._collect_stats(), name="stats")
@@ -232,6 +249,9 @@ class Splitter:
         else:
             self.fleet.start()
         self._rollout_task = loop.create_task(self._run_rollouts(), name="rollouts")
+        if self.certs is not None:
+            log.info("TLS: %s; groups %s", "; ".join(self.certs.describe()), groups_offered())
+            self._certs_task = loop.create_task(watch_certificates(self.certs), name="tls")
         admin_app = make_admin_app(self)  # the API, the statistics, the stream, the page
         self._runner = await self._serve_app(admin_app, self.admin_sock, "admin")
         if self.metrics_sock is not None:
@@ -354,6 +374,10 @@ class Splitter:
         async with self._http.post(url, json=body, allow_redirects=False) as response:
             return response.status
 
+    def _tls_view(self) -> tuple[dict[str, int], list[tuple[str, float]]]:
+        certs = self.certs
+        return ({}, []) if certs is None else (certs.reloads, certs.expiry())
+
     def _store_view(self) -> tuple[bool, int]:
         store = self.store
         assert store is not None
@@ -385,9 +409,7 @@ class Splitter:
         self._check_health_of(config)
 
     def _check_health_of(self, config: Config) -> None:
-        backends = {
-            b.url: (b.host, b.port) for r in config.routes for p in r.pools for b in p.backends
-        }
+        backends = {b.url: b for r in config.routes for p in r.pools for b in p.backends}
         self.health.update(backends, config.health_check)
         if self.live is not None:
             now = asyncio.get_running_loop().time()
@@ -456,7 +478,14 @@ class Splitter:
         if self.watcher is not None:
             self.watcher.mark_current()
         try:
-            new = config_mod.load(self.config_path)
+            new = config_mod.load(self.config_path, files=check_config_files)
+            if new.tls is not None and self.certs is not None:
+                self.certs.configure(new.tls)
+        except CertificateError as exc:  # the files changed since they were checked
+            new_error = ConfigError([ConfigProblem("tls.certificates", str(exc))])
+            self.metrics.count_reload(False)
+            log.error("reload (%s) failed, the old config stays: %s", source, exc)
+            return new_error
         except ConfigError as exc:
             self.metrics.count_reload(False)
             for line in exc.lines():
@@ -541,6 +570,8 @@ class Splitter:
             self._stats_task.cancel()
         if self._rollout_task is not None:
             self._rollout_task.cancel()
+        if self._certs_task is not None:
+            self._certs_task.cancel()
         for route in self.route_controls():
             route.rollouts.shutdown()
         if self.fleet is not None:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from splitter import __version__
 from splitter.config import DEFAULT_ROUTE, Route, load
 from splitter.errors import ConfigError, StartupError
+from splitter.tls import check_config_files, check_files_expired_too
+from splitter.tls.certs import date_of, load_pair
 
 DEFAULT_CONFIG = "config/splitter.yaml"
 EXIT_USAGE = 2
@@ -83,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "run":
             from splitter import app
 
-            app.run(load(args.config), args.config)
+            app.run(load(args.config, files=check_config_files), args.config)
         elif args.command == "demo":
             from splitter import demo
 
@@ -101,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _check(path: str) -> int:
     try:
-        config = load(path)
+        config = load(path, files=check_files_expired_too)
     except ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
@@ -111,11 +113,17 @@ def _check(path: str) -> int:
         return ", ".join(f"{p.name}={p.weight:g}" for p in route.pools)
 
     [first, *more] = config.routes
+    listen = f"listen {config.listen}" + (" (TLS)" if config.tls is not None else "")
     if not more and first.name == DEFAULT_ROUTE and not first.hosts:
-        print(f"{path}: ok (listen {config.listen}, pools {pools(first)})")
-        return 0
-    print(f"{path}: ok (listen {config.listen}, {len(config.routes)} routes)")
-    for route in config.routes:
-        hosts = ",".join(route.hosts) if route.hosts else "*"
-        print(f"  {route.name}: {hosts}{route.path_prefix}  pools {pools(route)}")
+        print(f"{path}: ok ({listen}, pools {pools(first)})")
+    else:
+        print(f"{path}: ok ({listen}, {len(config.routes)} routes)")
+        for route in config.routes:
+            hosts = ",".join(route.hosts) if route.hosts else "*"
+            print(f"  {route.name}: {hosts}{route.path_prefix}  pools {pools(route)}")
+    if config.tls is not None:
+        for pair in config.tls.certificates:
+            loaded = load_pair(pair, config.tls.min_version)
+            names = ", ".join(loaded.names) or "no DNS names"
+            print(f"  certificate {pair.cert}: {names}; valid until {date_of(loaded.not_after)}")
     return 0

@@ -45,6 +45,7 @@ from splitter.observe.stats import Drained, Recorder, per_process
 from splitter.proxy.listener import ProxyListener
 from splitter.runtime import bind, configure_logging, new_event_loop
 from splitter.state import HealthTable, Live, build_live
+from splitter.tls.certs import CertificateError, CertStore, watch_certificates
 
 log = logging.getLogger("splitter.workers")
 
@@ -103,9 +104,15 @@ async def _serve(
         live.refresh_health()
         return live
 
+    try:  # each worker loads and watches the certificates itself
+        certs = CertStore(config.tls) if config.tls is not None else None
+    except CertificateError as exc:
+        conn.send(("error", f"tls: {exc}"))
+        return 2
     counters = Counters()
-    server = ProxyListener(build(), loop, counters, recorder)
+    server = ProxyListener(build(), loop, counters, recorder, certs=certs)
     await server.listen(sock)
+    watcher = loop.create_task(watch_certificates(certs)) if certs is not None else None
     stop = asyncio.Event()
 
     def on_message() -> None:
@@ -115,6 +122,12 @@ async def _serve(
                 kind = message[0]
                 if kind == "live":
                     current[:] = message[1:3]
+                    tls = current[0].tls
+                    if certs is not None and tls is not None:
+                        try:
+                            certs.configure(tls)
+                        except CertificateError as exc:  # the primary loaded them a moment ago
+                            log.error("TLS: the certificates in force stay: %s", exc)
                     server.swap(build())
                 elif kind == "secret":
                     secret_box[0] = message[1]
@@ -147,6 +160,8 @@ async def _serve(
     await stop.wait()
     await server.graceful_stop(current[0].shutdown)
     reporter.cancel()
+    if watcher is not None:
+        watcher.cancel()
     _send(conn, ("counters", counters.snapshot(), recorder.drain()))
     return 0
 

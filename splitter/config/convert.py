@@ -37,7 +37,7 @@ _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?", re.ASCII)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ADDRESS_HINT = "must be host:port, e.g. 0.0.0.0:8080 or [::1]:8080"
-_URL_HINT = "must be a URL such as http://127.0.0.1:5001"
+_URL_HINT = "must be a URL such as http://127.0.0.1:5001 or https://api.internal"
 
 
 T = TypeVar("T")
@@ -256,20 +256,21 @@ def to_address(value: Any) -> Address:
     return Address(host, to_port(port, 0, _ADDRESS_HINT))  # port 0: the OS picks one
 
 
-def to_backend_url(value: Any) -> tuple[str, int]:
-    """http://host[:port][/] -> (host, port); the proxy sends the request's own path."""
+def to_backend_url(value: Any) -> tuple[str, int, bool]:
+    """http(s)://host[:port][/] -> (host, port, https); the proxy sends the request's own
+    path."""
     if not isinstance(value, str):
         raise Invalid(f"{_URL_HINT}, or a mapping {{url: ..., weight: N}}")
     scheme, sep, rest = value.partition("://")
-    if scheme.lower() == "https" and sep:
-        raise Invalid("https backends are not supported")
-    if scheme.lower() != "http" or not sep:
+    https = scheme.lower() == "https"
+    if not (https or scheme.lower() == "http") or not sep:
         raise Invalid(_URL_HINT)
     rest = rest.removesuffix("/")
     if any(c in rest for c in "/?#@"):
-        raise Invalid("must be http://host[:port] only: no path, query or user info")
+        raise Invalid(f"must be {scheme.lower()}://host[:port] only: no path, query or user info")
     host, port = _split_host_port(rest, _URL_HINT)
-    return host, 80 if port is None else to_port(port, 1, _URL_HINT)
+    default = 443 if https else 80
+    return host, default if port is None else to_port(port, 1, _URL_HINT), https
 
 
 CIDR_HINT = "a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -125,8 +125,15 @@ def _index_lines(
             _index_lines(item, child, lines, problems, long_ints)
 
 
-def load(path: str, env: Mapping[str, str] | None = None) -> Config:
-    """Read and parse a config file. OSError and YAML syntax errors become ConfigError."""
+def load(
+    path: str,
+    env: Mapping[str, str] | None = None,
+    files: Callable[[Config], list[ConfigProblem]] | None = None,
+) -> Config:
+    """Read and parse a config file. OSError and YAML syntax errors become ConfigError.
+
+    `files` checks the files the config names (certificates: splitter.tls.check_files),
+    once the config is valid; its problems get their lines here."""
 
     def fail(message: str, line: int | None = None) -> ConfigError:
         return ConfigError([ConfigProblem("", message, line)], source=path)
@@ -173,4 +180,8 @@ def load(path: str, env: Mapping[str, str] | None = None) -> Config:
         problems += [p for p in e.problems if p.path not in reported]
     if problems:
         raise ConfigError(in_file_order(problems), source=path)
+    if files is not None:
+        found = [ConfigProblem(p.path, p.message, lines.get(p.path)) for p in files(config)]
+        if found:
+            raise ConfigError(in_file_order(found), source=path)
     return config

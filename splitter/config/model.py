@@ -14,10 +14,13 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "ROLLOUT_EVENTS",
     "ROUTE_NAME",
+    "TLS",
     "Address",
     "Admin",
     "Analysis",
     "Backend",
+    "BackendTLS",
+    "CertificatePair",
     "Config",
     "HealthCheck",
     "Limits",
@@ -63,11 +66,36 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTLS:
+    """How splitter checks an https:// backend (a pool's `tls`): against the system's CAs
+    or the PEM file `ca`; `verify: false` only when written
+    (docs/configuration.md#https-backends)."""
+
+    ca: str | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     url: str  # exactly as written in the config (the metrics label)
     host: str  # from the URL, no brackets
-    port: int  # from the URL; 80 when absent
+    port: int  # from the URL; 80 (http) or 443 (https) when absent
     weight: float = 1.0
+    tls: BackendTLS | None = None  # an https:// backend; None: plain http
+
+
+@dataclass(frozen=True, slots=True)
+class CertificatePair:
+    cert: str  # PEM: the certificate, then its chain
+    key: str  # PEM, unencrypted
+
+
+@dataclass(frozen=True, slots=True)
+class TLS:
+    """The proxy listener's TLS (docs/configuration.md#tls): the first pair is the default."""
+
+    certificates: tuple[CertificatePair, ...]
+    min_version: str = "1.2"  # "1.2" | "1.3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +326,7 @@ class Config:
     # listener starts with a PROXY protocol header (v1 or v2) naming the client.
     trusted_proxies: tuple[str, ...] = ()
     proxy_protocol: bool = False
+    tls: TLS | None = None  # None: the proxy listener speaks plain HTTP
 
     def route(self, name: str) -> Route | None:
         for r in self.routes:

@@ -46,10 +46,13 @@ from splitter.config.model import (
     MIN_TOKEN_LENGTH,
     ROLLOUT_EVENTS,
     ROUTE_NAME,
+    TLS,
     Address,
     Admin,
     Analysis,
     Backend,
+    BackendTLS,
+    CertificatePair,
     Config,
     HealthCheck,
     Limits,
@@ -102,7 +105,9 @@ def substitute(ck: Checker, value: Any, path: str, env: Mapping[str, str]) -> An
     return _ENV_REF.sub(replace, value)
 
 
-def _backends(ck: Checker, value: Any, path: str) -> tuple[Backend, ...]:
+def _backends(
+    ck: Checker, value: Any, path: str, tls: BackendTLS | None = None
+) -> tuple[Backend, ...]:
     if value is None:
         ck.add(path, "is required: a list of backend URLs")
         return ()
@@ -124,7 +129,7 @@ def _backends(ck: Checker, value: Any, path: str) -> tuple[Backend, ...]:
                 ck.add(url_path, "is required")
                 continue
         try:
-            host, port = to_backend_url(url)
+            host, port, https = to_backend_url(url)
         except Invalid as e:
             ck.add(url_path, str(e))
             continue
@@ -133,8 +138,60 @@ def _backends(ck: Checker, value: Any, path: str) -> tuple[Backend, ...]:
             ck.add(url_path, f"duplicate backend (same as {path}[{seen[key]}])")
             continue
         seen[key] = i
-        backends.append(Backend(url=url, host=host, port=port, weight=weight))
+        backend_tls = (tls or BackendTLS()) if https else None
+        backends.append(Backend(url=url, host=host, port=port, weight=weight, tls=backend_tls))
     return tuple(backends)
+
+
+def _backend_tls(ck: Checker, value: Any, path: str) -> BackendTLS | None:
+    """A pool's `tls`: how its https:// backends are verified."""
+    if value is None:
+        return None
+    m = ck.mapping(value, path, ("ca", "verify"))
+    if m is None:
+        return None
+    ca = ck.get(m, path, "ca", None, to_str)
+    verify = ck.get(m, path, "verify", True, to_bool)
+    if ca is not None and not verify:
+        ck.add(f"{path}.verify", "verify: false with a ca: the ca would not be used")
+    return BackendTLS(ca=ca, verify=verify)
+
+
+_TLS_VERSIONS = ("1.2", "1.3")
+
+
+def _tls(ck: Checker, value: Any) -> TLS | None:
+    """The proxy listener's `tls` (docs/configuration.md#tls). Whether the files load is
+    checked where files are read (splitter.tls.certs.check_files)."""
+    if value is None:
+        return None
+    m = ck.mapping(value, "tls", ("certificates", "min_version"))
+    if m is None:
+        return None
+    version = m.get("min_version", "1.2")
+    if isinstance(version, float):  # `min_version: 1.2` unquoted
+        version = f"{version:g}"
+    if version not in _TLS_VERSIONS:
+        ck.add("tls.min_version", 'must be "1.2" or "1.3"')
+        version = "1.2"
+    items = m.get("certificates")
+    pairs: list[CertificatePair] = []
+    if not isinstance(items, list) or not items:
+        ck.add("tls.certificates", "must list at least one {cert: FILE, key: FILE}")
+        return None
+    for i, item in enumerate(items):
+        path = f"tls.certificates[{i}]"
+        pair = ck.mapping(item, path, ("cert", "key"))
+        if pair is None:
+            continue
+        files = []
+        for key in ("cert", "key"):
+            if pair.get(key) is None:
+                ck.add(f"{path}.{key}", "is required: the path of a PEM file")
+            files.append(ck.get(pair, path, key, "", to_str))
+        if all(files):
+            pairs.append(CertificatePair(cert=files[0], key=files[1]))
+    return TLS(certificates=tuple(pairs), min_version=str(version)) if pairs else None
 
 
 def _pools(ck: Checker, value: Any, where: str = "pools") -> tuple[Pool, ...]:
@@ -156,13 +213,16 @@ def _pools(ck: Checker, value: Any, where: str = "pools") -> tuple[Pool, ...]:
             ck.add(path, "pool name must be letters, digits, '_', '.' or '-'")
         elif name == "none":  # the metrics' label for requests refused before a pool
             ck.add(path, "'none' is reserved; name the pool otherwise")
-        m = ck.mapping(spec, path, ("weight", "backends"))
+        m = ck.mapping(spec, path, ("weight", "backends", "tls"))
         if m is None:
             all_weights_known = False
             continue
         weight = ck.get(m, path, "weight", 0.0, to_weight)
         all_weights_known = all_weights_known and not ck.has_problem(f"{path}.weight")
-        backends = _backends(ck, m.get("backends"), f"{path}.backends")
+        tls = _backend_tls(ck, m.get("tls"), f"{path}.tls")
+        backends = _backends(ck, m.get("backends"), f"{path}.backends", tls)
+        if tls is not None and backends and not any(b.tls for b in backends):
+            ck.add(f"{path}.tls", "applies to https:// backends, and this pool has none")
         pools.append(Pool(name=str(name), weight=weight, backends=backends))
     # Only judged when every weight was readable, to avoid a second error for the same typo.
     if all_weights_known and not any(p.weight > 0 for p in pools):
@@ -316,7 +376,7 @@ def parse(
     data = substitute(ck, data, "", os.environ if env is None else env)
     top = (
         "listen", "admin", "pools", "segments", "routes", "state_file", "access_log", "workers",
-        "rollouts", "store", "trusted_proxies", "proxy_protocol", *_SECTIONS,
+        "rollouts", "store", "trusted_proxies", "proxy_protocol", "tls", *_SECTIONS,
     )  # fmt: skip
     ck.mapping(data, "", top)
     if data.get("listen") is None:
@@ -344,6 +404,7 @@ def parse(
         store=_store(ck, data.get("store")),
         trusted_proxies=_trusted_proxies(ck, data.get("trusted_proxies")),
         proxy_protocol=ck.get(data, "", "proxy_protocol", d.proxy_protocol, to_bool),
+        tls=_tls(ck, data.get("tls")),
         **sections,
     )
     if ck.problems:

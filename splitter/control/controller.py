@@ -552,7 +552,8 @@ def bound_once(old_config: Config, config: Config) -> Config:
     """`config` with what a reload cannot change taken from `old_config` (with a log line
     each): `listen`, `admin` and `metrics.listen` (the listeners are bound once, and the
     admin API keeps the token it was started with: a reload must not open it, nor lock out
-    its operator) and `store`."""
+    its operator), `store`, and whether the proxy listener speaks TLS (its certificates
+    and `min_version` do change)."""
     if config.listen != old_config.listen:
         log.warning("listen changed to %s: it takes effect at the next restart", config.listen)
     if config.store != old_config.store:  # never the URL: it may hold a password
@@ -570,6 +571,12 @@ def bound_once(old_config: Config, config: Config) -> Config:
     config = dataclasses.replace(
         config, listen=old_config.listen, admin=old_config.admin, store=old_config.store
     )
+    if (config.tls is None) != (old_config.tls is None):  # the listener's kind
+        log.warning(
+            "tls %s: it takes effect at the next restart",
+            "added" if config.tls is not None else "removed",
+        )
+        config = dataclasses.replace(config, tls=old_config.tls)
     if config.metrics != old_config.metrics:  # bound once, like the other two listeners
         log.warning(
             "metrics.listen changed to %s: it takes effect at the next restart",

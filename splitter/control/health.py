@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from splitter.config import HealthCheck
+from splitter.config import Backend, BackendTLS, HealthCheck
+from splitter.tls.backends import client_context
 
 log = logging.getLogger("splitter.health")
 
@@ -50,13 +52,22 @@ class RiseFall:
         return False
 
 
-async def probe(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
+async def probe(
+    host: str, port: int, path: str, timeout: float, tls: BackendTLS | None = None
+) -> tuple[bool, str]:
     """One health probe: (ok, what happened), e.g. "GET /healthz answered 404; set
-    health_check.path to a path your backend answers with 200"."""
+    health_check.path to a path your backend answers with 200". An https:// backend is
+    probed over TLS, verified as its requests are."""
     writer = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            if tls is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            else:
+                context = client_context(tls)
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=context, server_hostname=host
+                )
             hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: splitter-health\r\n"
@@ -65,6 +76,12 @@ async def probe(host: str, port: int, path: str, timeout: float) -> tuple[bool, 
             line = await reader.readline()
     except TimeoutError:
         return False, f"GET {path}: no answer within {timeout:g}s (health_check.timeout)"
+    except ssl.SSLCertVerificationError as exc:
+        return False, f"GET {path}: TLS: {exc.verify_message}; set the pool's tls.ca"
+    except ssl.SSLError as exc:
+        return False, f"GET {path}: TLS: {exc.reason or exc}"
+    except ssl.CertificateError as exc:
+        return False, f"GET {path}: TLS: {exc}"
     except OSError as exc:
         return False, f"GET {path}: {exc.strerror or type(exc).__name__}"
     finally:
@@ -88,13 +105,14 @@ class HealthChecker:
         self.states: dict[str, RiseFall] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.rule = HealthCheck()
+        self.probed: dict[str, BackendTLS | None] = {}  # the TLS settings of each probe loop
 
     def is_up(self, url: str) -> bool:
         state = self.states.get(url)
         return True if state is None else state.up
 
-    def update(self, backends: dict[str, tuple[str, int]], rule: HealthCheck) -> None:
-        """Probe exactly these backends (url -> host, port) from now on."""
+    def update(self, backends: dict[str, Backend], rule: HealthCheck) -> None:
+        """Probe exactly these backends (by URL) from now on."""
         restart = rule != self.rule
         self.rule = rule
         for url in list(self.tasks):
@@ -102,18 +120,21 @@ class HealthChecker:
                 self.tasks.pop(url).cancel()
                 if url not in backends:
                     self.states.pop(url, None)
-        for url, (host, port) in backends.items():
+        for url, backend in backends.items():
+            if url in self.tasks and self.probed.get(url) != backend.tls:
+                self.tasks.pop(url).cancel()  # its TLS settings changed
             if url not in self.tasks:
                 self.states.setdefault(url, RiseFall())
+                self.probed[url] = backend.tls
                 self.tasks[url] = asyncio.get_running_loop().create_task(
-                    self._loop(url, host, port), name=f"health {url}"
+                    self._loop(url, backend.host, backend.port, backend.tls), name=f"health {url}"
                 )
 
-    async def _loop(self, url: str, host: str, port: int) -> None:
+    async def _loop(self, url: str, host: str, port: int, tls: BackendTLS | None) -> None:
         rule = self.rule
         state = self.states[url]
         while True:
-            ok, what = await probe(host, port, rule.path, rule.timeout)
+            ok, what = await probe(host, port, rule.path, rule.timeout, tls)
             if state.record(ok, rule):
                 self.on_change(url, state.up, what)
             await asyncio.sleep(rule.interval)

@@ -110,7 +110,8 @@ class RequestHead:
         # The first value of each header in ReadSettings.segment_headers, stripped, by its
         # lower-case name; None when the request has none of them.
         self.segment_values: dict[bytes, bytes] | None = None
-        self.https = False  # the client said X-Forwarded-Proto: https
+        self.https = False  # over TLS, or the client said X-Forwarded-Proto: https
+        self.tls = False  # it came over TLS
         self.upgrade = False
         self.upgrade_value = b""
         self.expect_continue = False

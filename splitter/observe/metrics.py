@@ -36,6 +36,9 @@ StateView = Callable[[], tuple[list[tuple[str, str, float]], list[tuple[str, str
 RolloutView = Callable[[], list[tuple[str, str, int, str, dict[tuple[str, str], int]]]]
 # The shared store: reachable, and its failed operations so far (None: no store).
 StoreView = Callable[[], tuple[bool, int]]
+# The proxy listener's TLS: certificate reloads by result, and each certificate's (name,
+# notAfter) (None: no TLS).
+TLSView = Callable[[], tuple[dict[str, int], list[tuple[str, float]]]]
 ROLLOUT_STATUSES = ("progressing", "paused", "promoted", "rolled_back", "cancelled")
 VERDICTS = ("pass", "fail", "inconclusive")
 
@@ -50,8 +53,10 @@ class Metrics(Collector):
         counters_view: Callable[[], Counters] | None = None,
         rollout_view: RolloutView | None = None,
         store_view: StoreView | None = None,
+        tls_view: TLSView | None = None,
     ) -> None:
         self.state_view = state_view
+        self.tls_view = tls_view
         self.rollout_view = rollout_view
         self.store_view = store_view
         self.counters = Counters()
@@ -140,6 +145,28 @@ class Metrics(Collector):
         yield last
         yield from self._rollout_metrics()
         yield from self._store_metrics()
+        yield from self._tls_metrics()
+
+    def _tls_metrics(self) -> Iterator[Metric]:
+        if self.tls_view is None:
+            return  # only with a `tls:` section
+        reloads, expiry = self.tls_view()
+        counter = CounterMetricFamily(
+            "splitter_tls_reloads",
+            "Certificate reloads after their files changed, by result (error: the old stays).",
+            labels=["result"],
+        )
+        for result in ("success", "error"):
+            counter.add_metric([result], reloads.get(result, 0))
+        yield counter
+        gauge = GaugeMetricFamily(
+            "splitter_tls_certificate_expiry_timestamp_seconds",
+            "When each certificate in force ends (its notAfter), by its first DNS name.",
+            labels=["name"],
+        )
+        for name, not_after in expiry:
+            gauge.add_metric([name], not_after)
+        yield gauge
 
     def _store_metrics(self) -> Iterator[Metric]:
         if self.store_view is None:

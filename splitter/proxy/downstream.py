@@ -125,6 +125,7 @@ class ClientConn(Downstream):
         # the trusted proxies when the connection comes from one (None: it does not).
         self.preface: bytes | None = None
         self.trusted: TrustedProxies | None = None
+        self.tls = False  # set by the TLS shell (splitter.tls.transport) that carries it
 
     # -- asyncio protocol ---------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class ClientConn(Downstream):
         self.client_addr, is_trusted = trusted.lookup(address)
         self.trusted = trusted if is_trusted else None
 
-    def _read_preface(self, data: bytes) -> bytes:
+    def read_preface(self, data: bytes) -> bytes:
         """Read the PROXY header; what follows it (the client's HTTP), or b"" when it is
         not complete yet or the connection was refused."""
         held = self.preface
@@ -172,9 +173,13 @@ class ClientConn(Downstream):
             self._resolve(self.peer.decode("latin-1"))
         return data[consumed:]
 
+    def refused_connection(self, reason: str) -> None:
+        """The TLS shell closed the connection before any request (noted, rate-limited)."""
+        self.server.note_refused_connection(reason, self.peer)
+
     def data_received(self, data: bytes) -> None:
         if self.preface is not None:
-            data = self._read_preface(data)
+            data = self.read_preface(data)
             if not data:
                 return
         tunnel = self.tunnel
@@ -247,6 +252,8 @@ class ClientConn(Downstream):
 
     def on_request(self, head: RequestHead) -> None:
         self.head_deadline = INF
+        if self.tls:
+            head.tls = head.https = True
         ex = Exchange(self, self.server, head, self.head_started)
         trusted = self.trusted
         if trusted is not None and head.xff is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Final, cast
@@ -35,6 +36,9 @@ from splitter.proxy.exchange import Exchange
 from splitter.proxy.policy import Policy
 from splitter.proxy.upstream import BackendConnections, open_connection
 from splitter.state import Live
+from splitter.tls.backends import client_context
+from splitter.tls.certs import CertStore
+from splitter.tls.transport import TLSTransport
 
 __all__ = ["ProxyListener"]
 
@@ -52,6 +56,7 @@ class ProxyListener(Listener):
         recorder: Recorder | None = None,
         connector: Callable[[Exchange, BackendConnections], None] | None = None,
         watch: Callable[[Exchange], None] | None = None,
+        certs: CertStore | None = None,
     ) -> None:
         self.ejector = Ejector(loop.time, self._health_changed)
         super().__init__(live, Policy(self.ejector, counters))
@@ -59,6 +64,7 @@ class ProxyListener(Listener):
         # How backend connections are opened: the event loop's, or a test's.
         self.connector = connector
         self.watch = watch  # one more observer of every finished exchange (tests)
+        self.certs = certs  # the listener speaks TLS with these certificates
         self.conns: set[ClientConn] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.counters = counters
@@ -96,14 +102,20 @@ class ProxyListener(Listener):
             urls.add(backend.url)
             pool = pools.get(backend.url)
             if pool is None or (
-                pool.max_field_bytes, pool.max_fields, pool.max_line, pool.max_idle
+                pool.max_field_bytes, pool.max_fields, pool.max_line, pool.max_idle, pool.tls
             ) != (
                 limits.max_header_bytes, limits.max_header_count, limits.max_request_line,
-                limits.upstream_max_idle,
+                limits.upstream_max_idle, backend.backend.tls,
             ):  # fmt: skip
                 if pool is not None:
                     pool.close_all()
-                pools[backend.url] = BackendConnections(backend.backend, limits)
+                pool = pools[backend.url] = BackendConnections(backend.backend, limits)
+                if pool.tls is not None:
+                    try:
+                        pool.ssl = client_context(pool.tls)
+                    except (OSError, ssl.SSLError) as exc:  # its CA file went away
+                        pool.tls_error = f"cannot load {pool.tls.ca}: {exc}"
+                        log.error("backend %s: %s", backend.url, pool.tls_error)
         for url in [u for u in pools if u not in urls]:
             pools.pop(url).close_all()  # in-flight exchanges keep their own connection
         shortest = min(
@@ -184,7 +196,14 @@ class ProxyListener(Listener):
 
     async def listen(self, sock: Any) -> None:
         # The protocols are plain classes (asyncio calls them by their method names).
-        factory = cast("Callable[[], asyncio.Protocol]", lambda: ClientConn(self))
+        certs = self.certs
+        if certs is None:
+            factory = cast("Callable[[], asyncio.Protocol]", lambda: ClientConn(self))
+        else:  # the front context of the moment: a reload may change the TLS settings
+            factory = cast(
+                "Callable[[], asyncio.Protocol]",
+                lambda: TLSTransport(ClientConn(self), certs.front),
+            )
         server = await self.loop.create_server(factory, sock=sock, backlog=1024)
         self.servers.append(server)
         self._schedule_sweep()

@@ -104,6 +104,10 @@ def route(live: Live, req: RequestHead, obs: Observation) -> tuple[PoolState | N
     return (rs.pools[name] if name is not None else None), set_cookie
 
 
+_XFP_HTTP: Final = b"\r\nX-Forwarded-Proto: http\r\nX-Request-Id: "
+_XFP_HTTPS: Final = b"\r\nX-Forwarded-Proto: https\r\nX-Request-Id: "
+
+
 def upstream_head(req: RequestHead, peer: bytes, backend: BackendState) -> bytes:
     """The request head for the backend."""
     parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n", *req.lines]
@@ -115,7 +119,7 @@ def upstream_head(req: RequestHead, peer: bytes, backend: BackendState) -> bytes
     parts += (b"X-Forwarded-For: ", peer if req.xff is None else req.xff + b", " + peer)
     request_id = req.request_id
     assert request_id is not None
-    parts += (b"\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ", request_id, CRLF)
+    parts += (_XFP_HTTPS if req.tls else _XFP_HTTP, request_id, CRLF)
     if req.upgrade:
         parts += (b"Connection: upgrade\r\nUpgrade: ", req.upgrade_value, CRLF)
     elif req.chunked:

@@ -28,11 +28,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from splitter.config import Backend, Limits
+from splitter.config import Backend, BackendTLS, Limits
 from splitter.errors import ProxyError, UpstreamConnectError, UpstreamLost
 from splitter.http1.response import ResponseReader
 
@@ -177,6 +178,10 @@ class BackendConnections:
         self.max_fields = limits.max_header_count
         self.max_idle = limits.upstream_max_idle
         self.idle: deque[UpstreamConn] = deque()  # oldest first
+        # An https:// backend: its context (splitter.tls.backends) and settings.
+        self.tls: BackendTLS | None = backend.tls
+        self.ssl: ssl.SSLContext | None = None
+        self.tls_error = ""  # the context could not be made: every connection fails
 
     def take_idle(self) -> UpstreamConn | None:
         idle = self.idle
@@ -230,7 +235,18 @@ async def open_connection(
     connection cannot be made."""
     # The protocols are plain classes (asyncio calls them by their method names).
     factory = cast("Callable[[], asyncio.Protocol]", lambda: UpstreamConn(pool, waiting))
+    if pool.tls_error:
+        raise UpstreamConnectError(f"TLS: {pool.tls_error}")
     try:
-        await loop.create_connection(factory, pool.host, pool.port)
+        if pool.ssl is None:
+            await loop.create_connection(factory, pool.host, pool.port)
+        else:
+            await loop.create_connection(
+                factory, pool.host, pool.port, ssl=pool.ssl, server_hostname=pool.host
+            )
+    except ssl.SSLError as exc:  # before OSError: it is one
+        raise UpstreamConnectError(f"TLS: {exc.reason or exc}") from None
+    except ssl.CertificateError as exc:
+        raise UpstreamConnectError(f"TLS: {exc}") from None
     except OSError as exc:
         raise UpstreamConnectError(exc.strerror or str(exc)) from None

@@ -249,7 +249,7 @@ def test_backend_url_forms(url: str, host: str, port: int) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://127.0.0.1:5001", "https backends are not supported"),
+        ("https://127.0.0.1:5001/app", "https://host[:port] only"),
         ("http://127.0.0.1:5001/app", "no path, query or user info"),
         ("http://127.0.0.1:5001/?q=1", "no path, query or user info"),
         ("http://user:pw@127.0.0.1:5001", "no path, query or user info"),
@@ -312,7 +312,7 @@ def test_every_problem_is_reported_in_file_order(tmp_path: Path) -> None:
             weight: lots
             backends:
               - http://127.0.0.1:5001
-              - {url: https://127.0.0.1:5002, weight: -2}
+              - {url: https://127.0.0.1:5002/x, weight: -2}
           green:
             backends: []
         timeouts:
@@ -324,7 +324,8 @@ def test_every_problem_is_reported_in_file_order(tmp_path: Path) -> None:
         "listen (line 1): must be host:port, e.g. 0.0.0.0:8080 or [::1]:8080 (port 0..65535)",
         "pools.blue.weight (line 6): must be a number >= 0",
         "pools.blue.backends[1].weight (line 9): must be >= 0",
-        "pools.blue.backends[1].url (line 9): https backends are not supported",
+        "pools.blue.backends[1].url (line 9): must be https://host[:port] only: no path, query "
+        "or user info",
         "pools.green.backends (line 11): must list at least one backend",
         "timeouts.connect (line 13): must be a duration such as 250ms, 2s or 1m",
         "access_log (line 14): must be true or false",

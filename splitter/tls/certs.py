@@ -1,0 +1,311 @@
+"""The proxy listener's certificates: loaded, chosen by SNI, reloaded when their files change.
+
+Theory of operation
+-------------------
+Each `tls.certificates` entry is loaded into a server context of its own (`settings`). The
+listener starts every handshake on one *front* context, which lives as long as the listener
+(and its TLS settings): its SNI callback picks the entry for the client's server name and
+moves the handshake onto that entry's current context. OpenSSL calls it for every
+ClientHello, with or without SNI, so the callback is also how a reloaded certificate reaches
+new handshakes; a connection keeps the context it was handed, so open connections go on.
+Session tickets are sealed with the front context's keys, so a reload does not end them.
+
+The choice (docs/configuration.md#tls): a DNS name of the certificate's subjectAltName
+equal to the server name (case-insensitive, a trailing dot ignored), else a `*.` name
+covering exactly its first label; the first entry with such a name wins; no SNI or no
+match: the first entry.
+
+Reload: `poll` (every 0.5 s) stats each entry's two files, following symbolic links, so
+an in-place write, a rename over the file and a Kubernetes Secret's `..data` link swap all
+change what it sees. An entry is loaded again once its files are unchanged over one poll
+(a file half written is not read), so within about 1 s of the last write. A pair that
+does not load keeps the entry's old context: one warning naming the file and the reason,
+one `error` reload counted; the same files are not tried again until they change.
+
+Validation is the same at startup, on a config reload and in `splitter check`:
+`load_pair` reads the files (a missing, unreadable or non-PEM file, an encrypted key, a key
+that is not the certificate's) and raises `CertificateError` with the path and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from splitter.config import TLS, CertificatePair, ConfigProblem
+from splitter.tls.settings import server_context
+
+__all__ = [
+    "CertStore", "CertificateError", "Loaded", "check_files", "date_of", "load_pair",
+    "watch_certificates",
+]  # fmt: skip
+
+log = logging.getLogger("splitter.tls")
+
+POLL_EVERY: Final = 0.5  # seconds between two looks at the files
+MAX_PEM: Final = 1 << 20  # bytes: a certificate chain or key file larger than this is refused
+
+Signature = tuple[tuple[int, int, int, int, int] | str, tuple[int, int, int, int, int] | str]
+
+
+class CertificateError(Exception):
+    """A certificate pair that cannot be used; the message names the file and the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """One certificate pair, loaded."""
+
+    pair: CertificatePair
+    context: ssl.SSLContext
+    names: tuple[str, ...]  # the DNS names of its subjectAltName, lower case
+    not_after: float  # unix seconds
+    signature: Signature
+
+    @property
+    def name(self) -> str:
+        """Its first DNS name (the metrics label), or the certificate's file name."""
+        return self.names[0] if self.names else os.path.basename(self.pair.cert)
+
+
+def _stat(path: str) -> tuple[int, int, int, int, int] | str:
+    try:
+        st = os.stat(path)  # follows links: a swapped `..data` changes the inode
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def signature(pair: CertificatePair) -> Signature:
+    return (_stat(pair.cert), _stat(pair.key))
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_PEM + 1)
+    except OSError as exc:
+        raise CertificateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PEM:
+        raise CertificateError(f"{what} {path} is larger than 1 MiB")
+    return data
+
+
+def _decode(path: str) -> dict[str, Any]:
+    # The one reader of a certificate file's fields in the standard library.
+    decode: Callable[[str], dict[str, Any]] = ssl._ssl._test_decode_cert  # type: ignore[attr-defined]
+    return decode(path)
+
+
+def load_pair(pair: CertificatePair, min_version: str = "1.2") -> Loaded:
+    """Load one pair into a context of its own; CertificateError says what is wrong."""
+    before = signature(pair)
+    cert = _read(pair.cert, "certificate")
+    key = _read(pair.key, "key")
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise CertificateError(f"certificate {pair.cert} is not a PEM certificate")
+    if b"PRIVATE KEY-----" not in key:
+        raise CertificateError(f"key {pair.key} is not a PEM private key")
+    if b"ENCRYPTED" in key:
+        raise CertificateError(
+            f"key {pair.key} is encrypted: splitter needs it unencrypted (protect the file "
+            "with its permissions)"
+        )
+    context = server_context(min_version)
+    try:
+        context.load_cert_chain(pair.cert, pair.key, password=_no_password)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise CertificateError(
+                f"key {pair.key} does not match certificate {pair.cert}"
+            ) from None
+        raise CertificateError(
+            f"cannot load {pair.cert} with {pair.key}: {exc.reason or exc}"
+        ) from None
+    except OSError as exc:  # the files went away between the reads and the load
+        raise CertificateError(f"cannot read {pair.cert}: {exc.strerror or exc}") from None
+    try:
+        fields = _decode(pair.cert)
+        not_after = ssl.cert_time_to_seconds(fields["notAfter"])
+    except (ssl.SSLError, OSError, KeyError, ValueError) as exc:
+        raise CertificateError(f"cannot read certificate {pair.cert}: {exc}") from None
+    names = tuple(
+        str(value).lower().rstrip(".")
+        for kind, value in fields.get("subjectAltName", ())
+        if kind == "DNS"
+    )
+    return Loaded(pair, context, names, float(not_after), before)
+
+
+def _no_password() -> bytes:
+    raise CertificateError("encrypted key")
+
+
+def check_files(
+    tls: TLS | None, expired: bool = False, now: float | None = None
+) -> list[ConfigProblem]:
+    """The problems of the config's certificate files, each at its YAML path: those that
+    refuse a start or a reload, and with `expired` an expired certificate too (`splitter
+    check`; a running splitter warns of it)."""
+    if tls is None:
+        return []
+    now = time.time() if now is None else now
+    problems = []
+    for i, pair in enumerate(tls.certificates):
+        path = f"tls.certificates[{i}]"
+        try:
+            loaded = load_pair(pair, tls.min_version)
+        except CertificateError as exc:
+            problems.append(ConfigProblem(path, str(exc)))
+            continue
+        if expired and loaded.not_after <= now:
+            problems.append(
+                ConfigProblem(
+                    path, f"certificate {pair.cert} expired on {date_of(loaded.not_after)}"
+                )
+            )
+    return problems
+
+
+def date_of(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+class CertStore:
+    """The certificates in force, the front context, and the reload counts."""
+
+    def __init__(self, tls: TLS) -> None:
+        """Load every pair; CertificateError (naming the first bad file) when one fails."""
+        self.reloads = {"success": 0, "error": 0}
+        self.min_version = tls.min_version
+        self.front = self._front(tls.min_version)
+        self.entries: list[Loaded] = []
+        self._pending: list[Signature | None] = []
+        self._failed: list[Signature | None] = []
+        self.configure(tls)
+
+    def _front(self, min_version: str) -> ssl.SSLContext:
+        front = server_context(min_version)
+        front.sni_callback = self._choose
+        return front
+
+    def configure(self, tls: TLS) -> None:
+        """Put the config's certificates in force (startup, a config reload): all of them
+        or, when one does not load, none (CertificateError)."""
+        by_pair = {entry.pair: entry for entry in self.entries}
+        entries = []
+        for pair in tls.certificates:
+            old = by_pair.get(pair)
+            if old is not None and tls.min_version == self.min_version:
+                if old.signature == signature(pair):
+                    entries.append(old)
+                    continue
+            entries.append(load_pair(pair, tls.min_version))
+        if tls.min_version != self.min_version:
+            self.front = self._front(tls.min_version)
+            self.min_version = tls.min_version
+        self._install(entries)
+        self._pending = [None] * len(entries)
+        self._failed = [None] * len(entries)
+        for entry in entries:
+            if entry.not_after <= time.time():
+                log.warning(
+                    "TLS: certificate %s (%s) expired on %s",
+                    entry.pair.cert, entry.name, date_of(entry.not_after),
+                )  # fmt: skip
+
+    def _install(self, entries: list[Loaded]) -> None:
+        exact: dict[str, ssl.SSLContext] = {}
+        wildcard: dict[str, ssl.SSLContext] = {}
+        for entry in entries:
+            for name in entry.names:
+                if name.startswith("*."):
+                    wildcard.setdefault(name[2:], entry.context)
+                else:
+                    exact.setdefault(name, entry.context)
+        # One assignment each: a handshake in between sees the old table or the new one.
+        self.entries = entries
+        self._exact = exact
+        self._wildcard = wildcard
+        self._default = entries[0].context
+
+    def context_for(self, server_name: str | None) -> ssl.SSLContext:
+        """The context for a ClientHello's server name (the module docstring)."""
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            context = self._exact.get(name)
+            if context is not None:
+                return context
+            _, dot, parent = name.partition(".")
+            if dot:
+                context = self._wildcard.get(parent)
+                if context is not None:
+                    return context
+        return self._default
+
+    def _choose(
+        self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        context = self.context_for(server_name)
+        if conn.context is not context:
+            conn.context = context
+
+    # -- reloading ----------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Load again each pair whose files changed and have stayed so over one poll."""
+        entries = list(self.entries)
+        changed = False
+        for i, entry in enumerate(entries):
+            now = signature(entry.pair)
+            if now == entry.signature or now == self._failed[i]:
+                self._pending[i] = None
+                continue
+            if now != self._pending[i]:
+                self._pending[i] = now  # changed: load it once it holds still
+                continue
+            self._pending[i] = None
+            try:
+                loaded = load_pair(entry.pair, self.min_version)
+            except CertificateError as exc:
+                self._failed[i] = now
+                self.reloads["error"] += 1
+                log.warning("TLS: keeping the certificate in force: %s", exc)
+                continue
+            self._failed[i] = None
+            self.reloads["success"] += 1
+            entries[i] = loaded
+            changed = True
+            log.info(
+                "TLS: reloaded %s (%s), valid until %s",
+                entry.pair.cert, ", ".join(loaded.names) or "no DNS names",
+                date_of(loaded.not_after),
+            )  # fmt: skip
+        if changed:
+            self._install(entries)
+
+    def expiry(self) -> list[tuple[str, float]]:
+        """(name, notAfter) of each certificate in force."""
+        seen: dict[str, float] = {}
+        for entry in self.entries:
+            seen.setdefault(entry.name, entry.not_after)
+        return list(seen.items())
+
+    def describe(self) -> Sequence[str]:
+        return [f"{e.name} ({e.pair.cert}, until {date_of(e.not_after)})" for e in self.entries]
+
+
+async def watch_certificates(store: CertStore) -> None:
+    """Look at the files every POLL_EVERY seconds, for as long as the listener runs."""
+    while True:
+        await asyncio.sleep(POLL_EVERY)
+        try:
+            store.poll()
+        except Exception:  # a bug here must not end the reloads
+            log.exception("TLS: error while looking at the certificate files")
