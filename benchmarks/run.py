@@ -1278,23 +1278,48 @@ def tls_part(bench: Bench, args, wanted: list[str], out: dict) -> None:
                 f"{b['rss_before_mb']} -> peak {b['rss_peak_mb']} -> {b['rss_after_mb']} MB "
                 f"({'within' if b['returned'] else 'NOT within'} 10% of before)"
             )
-    # one result per target: the median over the rounds
-    for key, rank in (("keepalive", "rps"), ("handshake", "conn_s"), ("resumed", "rps")):
-        res[key] = {
-            t: _median_by(rows, rank)
-            for t in live
-            if (rows := [r for r in res[f"{key}_runs"] if r["target"] == t])
-        }
+    tls_summarize(res, live)
     for svc in svcs.values():
         bench.stop(svc)
     bench.stop(backend)
 
 
-def _vs(res: dict, part: str, target: str, key: str) -> str:
-    n = res[part].get("nginx-tls")
-    if not n or not n[key] or target not in res[part]:
-        return "-"
-    return f"{res[part][target][key] / n[key]:.2f}"
+def tls_summarize(res: dict, live: list[str]) -> None:
+    """res["keepalive"], ["handshake"], ["resumed"]: one result per target out of the
+    rounds' runs (see the comments)."""
+    # One result per target: the median run; the CPU per request or connection, the median
+    # over the rounds; "vs nginx", the median over the rounds of the ratio to nginx's run
+    # of the same round (the two ran one after the other, so a busy moment hits both).
+    for key, rank in (("keepalive", "rps"), ("handshake", "conn_s"), ("resumed", "rps")):
+        runs = res[f"{key}_runs"]
+        nginx = {r["round"]: r[rank] for r in runs if r["target"] == "nginx-tls"}
+        for t in live:
+            rows = [r for r in runs if r["target"] == t]
+            if not rows:
+                continue
+            ratios = [r[rank] / nginx[r["round"]] for r in rows if nginx.get(r["round"])]
+            res[key][t] = dict(
+                _median_by(rows, rank),
+                user_us_median=statistics.median(r["user_us"] for r in rows),
+                sys_us_median=statistics.median(r["sys_us"] for r in rows),
+                vs_nginx=round(statistics.median(ratios), 3) if ratios else None,
+                cpu_us_median=statistics.median(r["user_us"] + r["sys_us"] for r in rows),
+                rounds=len(rows),
+            )
+        # what the ratio would be with a core each: nginx's CPU per request (or connection)
+        # over the target's, less moved by what else runs than req/s is
+        n = res[key].get("nginx-tls")
+        for r in res[key].values():
+            ok = n and r["cpu_us_median"] > 0
+            r["vs_nginx_by_cpu"] = round(n["cpu_us_median"] / r["cpu_us_median"], 3) if ok else None
+
+
+def _vs(r: dict, key: str = "vs_nginx") -> str:
+    return "-" if r.get(key) is None else f"{r[key]:.2f}"
+
+
+def _cpu(r: dict) -> str:
+    return f"{r['user_us_median']:.1f}+{r['sys_us_median']:.1f}"
 
 
 def tls_tables(res: dict) -> str:
@@ -1304,18 +1329,24 @@ def tls_tables(res: dict) -> str:
             f"- {t}: {p.get('version')}, {p.get('cipher')}, group {p.get('group')}, "
             f"ALPN {p.get('alpn')}, session resumption {'yes' if p.get('resumption') else 'no'}"
         )
+    rounds = max((r["rounds"] for r in res["keepalive"].values()), default=0)
     lines += [
+        "",
+        f"Figures: the median run of {rounds} round(s); vs nginx: the median of the rounds' "
+        "ratios to nginx (run right before or after); CPU: the target's process tree, the "
+        "median of the rounds; by CPU: nginx's CPU per request (or connection) divided by "
+        "the target's, the ratio with a core for each.",
         "",
         f"Keep-alive HTTPS (wrk -t1 -c{res['keepalive_connections']}):",
         "",
         "| target | req/s | vs nginx | p50 ms | p99 ms | errors | CPU us/req user+sys "
-        "| peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| by CPU vs nginx | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t, r in res["keepalive"].items():
         lines.append(
-            f"| {t} | {r['rps']:,.0f} | {_vs(res, 'keepalive', t, 'rps')} | {r['p50_ms']:.3f} "
-            f"| {r['p99_ms']:.3f} | {fmt_err(r)} | {r['user_us']:.1f}+{r['sys_us']:.1f} "
+            f"| {t} | {r['rps']:,.0f} | {_vs(r)} | {r['p50_ms']:.3f} "
+            f"| {r['p99_ms']:.3f} | {fmt_err(r)} | {_cpu(r)} | {_vs(r, 'vs_nginx_by_cpu')} "
             f"| {r['rss_peak_mb']:.1f} |"
         )
     lines += [
@@ -1325,24 +1356,24 @@ def tls_tables(res: dict) -> str:
         f"-c{res['handshake_clients']} with Connection: close (it resumes each session):",
         "",
         "| target | new conn/s | vs nginx | failed | resumed | CPU us/conn user+sys "
-        "| peak RSS MB | resumed conn/s | vs nginx | CPU us/conn user+sys |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| by CPU vs nginx | peak RSS MB | resumed conn/s | vs nginx | CPU us/conn user+sys "
+        "| by CPU vs nginx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in res["targets"]:
         h, w = res["handshake"].get(t), res["resumed"].get(t)
         if not h and not w:
             continue
         new = (
-            f"{h['conn_s']:,.0f} | {_vs(res, 'handshake', t, 'conn_s')} | {h['failed']} "
-            f"| {h['reused']} | {h['user_us']:.1f}+{h['sys_us']:.1f} | {h['rss_peak_mb']:.1f}"
+            f"{h['conn_s']:,.0f} | {_vs(h)} | {h['failed']} | {h['reused']} | {_cpu(h)} "
+            f"| {_vs(h, 'vs_nginx_by_cpu')} | {h['rss_peak_mb']:.1f}"
             if h
-            else "- | - | - | - | - | -"
+            else "- | - | - | - | - | - | -"
         )
         old = (
-            f"{w['rps']:,.0f} | {_vs(res, 'resumed', t, 'rps')} "
-            f"| {w['user_us']:.1f}+{w['sys_us']:.1f}"
+            f"{w['rps']:,.0f} | {_vs(w)} | {_cpu(w)} | {_vs(w, 'vs_nginx_by_cpu')}"
             if w
-            else "- | - | -"
+            else "- | - | - | -"
         )
         lines.append(f"| {t} | {new} | {old} |")
     if res["burst"]:
@@ -1495,18 +1526,21 @@ def main() -> int:
     print(f"date: {started}   nproc: {nproc}   python: {sys.version.split()[0]}   {nofile}")
     est = args.rounds * len(kinds) * len(conns) * len(wanted) * (args.duration + args.warmup)
     est += args.rounds * len(tls_wanted) * (3 * args.duration + 2 * args.warmup + 2)
-    streams = "off" if args.no_stream or not wanted else f"{args.stream_size / 2**20:.0f} MiB"
-    print(
-        f"plan: backends={kinds} targets={wanted} connections={conns} duration={args.duration}s "
-        f"warmup={args.warmup}s rounds={args.rounds} (~{est}s of load)"
-        f"; streams={streams}"
-        f"; burst={args.burst or 'off'}"
-        + (
-            f"; tls={tls_wanted} keep-alive c={args.tls_connections}, "
-            f"{args.tls_clients} handshake clients, burst={args.tls_burst or 'off'}"
-            if tls_wanted
-            else ""
+    parts = []
+    if wanted:
+        streams = "off" if args.no_stream else f"{args.stream_size / 2**20:.0f} MiB"
+        parts.append(
+            f"backends={kinds} targets={wanted} connections={conns}; streams={streams}; "
+            f"burst={args.burst or 'off'}"
         )
+    if tls_wanted:
+        parts.append(
+            f"tls={tls_wanted} keep-alive c={args.tls_connections}, {args.tls_clients} "
+            f"handshake clients, burst={args.tls_burst or 'off'}"
+        )
+    print(
+        f"plan: {'; '.join(parts)}; duration={args.duration}s warmup={args.warmup}s "
+        f"rounds={args.rounds} (~{est}s of load)"
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="splitter-bench-"))
