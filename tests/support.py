@@ -16,8 +16,8 @@ import json
 import os
 import re
 import signal
-import ssl
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile

@@ -31,7 +31,7 @@ from tests.support import (
 )
 
 CA = trustme.CA()
-SINCE = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+SINCE = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
 SOON = SINCE + datetime.timedelta(days=90)  # Mozilla's profile: at most 366 days
 
 
@@ -319,7 +319,7 @@ def test_workers_each_serve_tls_and_reload(
     time.sleep(1.5)  # every worker has polled twice by now
     seen = {tuple(served_names(proc, None)) for _ in range(20)}  # spread over both workers
     assert seen == {("v2.example.com",)}
-    status, headers, _ = http_request(https_url(proc), context=client_context_for("v2.example.com"))
+    status, _, _ = http_request(https_url(proc), context=client_context_for("v2.example.com"))
     assert status == 200
 
 
@@ -503,8 +503,8 @@ def test_check_and_run_name_bad_certificate_files(tmp_path: Path) -> None:
     other = issue(tmp_path / "other", "localhost")
     old = CA.issue_cert(
         "old.example.com",
-        not_before=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc),
-        not_after=datetime.datetime(2020, 2, 1, tzinfo=datetime.timezone.utc),
+        not_before=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+        not_after=datetime.datetime(2020, 2, 1, tzinfo=datetime.UTC),
     )
     (tmp_path / "old.crt").write_bytes(old.cert_chain_pems[0].bytes())
     (tmp_path / "old.key").write_bytes(old.private_key_pem.bytes())

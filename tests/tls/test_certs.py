@@ -166,7 +166,7 @@ def test_an_encrypted_key_is_refused_without_a_prompt(tmp_path: Path) -> None:
 
 
 def test_an_expired_certificate_is_reported_by_check_only(tmp_path: Path) -> None:
-    old = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    old = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
     pair = write_pair(
         tmp_path, "old.example.com", not_before=old, not_after=old + datetime.timedelta(days=1)
     )
