@@ -30,6 +30,9 @@ RUN python3 -m venv /opt/splitter \
     && /opt/splitter/bin/splitter --version | tee /dev/stderr | grep -q '(compiled)'
 
 FROM ${BASE}
+# The system's CA certificates, against which https:// backends and rediss:// are verified,
+# come with the base: python:*-slim installs Debian's ca-certificates (another BASE needs
+# it too; scripts/container-base includes it).
 # A numeric USER, so that Kubernetes' runAsNonRoot can check it without a runAsUser.
 RUN groupadd --gid 10001 splitter \
     && useradd --uid 10001 --gid 10001 --no-create-home \

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -98,19 +99,28 @@ def http_request(
     headers: Mapping[str, str] | None = None,
     timeout: float = 5,
     source: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request on a fresh connection (no pooling, nothing left open), from the local
     address `source` when given (127.0.0.2: another client address on loopback):
-    returns (status, headers with lower-case names, body)."""
-    m = re.match(r"^http://([^/]+)(.*)$", url)
+    returns (status, headers with lower-case names, body). An https:// URL is checked
+    with `context` (by default: not verified, for the test's own certificates)."""
+    m = re.match(r"^(https?)://([^/]+)(.*)$", url)
     if not m:
         raise ValueError(f"not an http:// URL: {url}")
-    hostport, path = m.group(1), m.group(2) or "/"
+    scheme, hostport, path = m.group(1), m.group(2), m.group(3) or "/"
     host, _, port = hostport.rpartition(":")
-    conn = http.client.HTTPConnection(
-        host.strip("[]"), int(port), timeout=timeout,
-        source_address=(source, 0) if source is not None else None,
-    )  # fmt: skip
+    source_address = (source, 0) if source is not None else None
+    conn: http.client.HTTPConnection
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(
+            host.strip("[]"), int(port), timeout=timeout, source_address=source_address,
+            context=context or ssl._create_unverified_context(),
+        )  # fmt: skip
+    else:
+        conn = http.client.HTTPConnection(
+            host.strip("[]"), int(port), timeout=timeout, source_address=source_address
+        )
     try:
         conn.request(method, path, body=body, headers=dict(headers or {}))
         resp = conn.getresponse()
@@ -259,6 +269,7 @@ def _start_backend(
     argv_for_port: Callable[[int], list[str]],
     env: Mapping[str, str],
     port: int | None = None,
+    scheme: str = "http",
 ) -> Backend:
     """`port`: a fixed port (to bring a stopped backend back where it was)."""
     last_log = ""
@@ -276,6 +287,7 @@ def _start_backend(
             start_new_session=True,
         )
         backend = Backend(pool, backend_id, port, proc, log)
+        backend.url = f"{scheme}://{LOCALHOST}:{port}"
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
             with contextlib.suppress(OSError):
@@ -294,10 +306,13 @@ def start_flask_backend(
     threads: int = 8,
     port: int | None = None,
     env: Mapping[str, str] | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> Backend:
     """gunicorn (gthread) serving tests.backends.flask_app:app; returns once /healthz is 200.
-    `env` adds to its environment (FAIL_RATE, DELAY, FAULT_FILE, FAIL_EVERY: see the app)."""
+    `env` adds to its environment (FAIL_RATE, DELAY, FAULT_FILE, FAIL_EVERY: see the app);
+    `tls` (certificate file, key file) makes it an https:// backend."""
     backend_id = backend_id or pool
+    tls_args = ["--certfile", tls[0], "--keyfile", tls[1]] if tls is not None else []
 
     def argv(port: int) -> list[str]:
         return [
@@ -308,11 +323,13 @@ def start_flask_backend(
             "--log-level", "warning",
             "--timeout", "120",
             "--graceful-timeout", "5",
+            *tls_args,
             "tests.backends.flask_app:app",
         ]  # fmt: skip
 
     full_env = {"POOL": pool, "BACKEND_ID": backend_id, **(env or {})}
-    return _start_backend(pool, backend_id, argv, full_env, port)
+    scheme = "https" if tls is not None else "http"
+    return _start_backend(pool, backend_id, argv, full_env, port, scheme)
 
 
 def start_aio_backend(pool: str, backend_id: str | None = None) -> Backend:

@@ -6,7 +6,9 @@ object is validated against the Kubernetes API schemas (kubernetes-validate, str
 unknown fields are errors) for the oldest and the newest version we claim, the splitter
 config in each ConfigMap passes `splitter check`, and the choices the manifests make are
 checked as properties: probes on the metrics listener, the admin API on loopback,
-restricted security contexts, resources, a PodDisruptionBudget, consistent grace periods.
+restricted security contexts, resources, a PodDisruptionBudget, consistent grace periods,
+and for `edge-tls` (docs/configuration.md#tls) the certificate's Secret mounted where the
+config looks for it, as a directory that the kubelet can update.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from splitter.config import Config, is_loopback_host, parse
 from tests.support import REPO_ROOT, run_cli
 
 KUSTOMIZE_ROOT = REPO_ROOT / "deploy" / "kubernetes"
-KUSTOMIZATIONS = ["base", "edge", "sidecar"]
+KUSTOMIZATIONS = ["base", "edge", "edge-tls", "sidecar"]
 # The oldest Kubernetes the manifests are for (the sidecar's preStop `sleep` is beta,
 # on by default, from 1.30) and the newest whose schemas kubernetes-validate carries.
 VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -42,26 +44,32 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
+REPLACE = {"$patch": "replace"}
+
+
 def _merge(base: Any, patch: Any) -> Any:
-    """Strategic merge, the part our patches use: mappings merge key by key, lists of
-    mappings that all have a `name` merge item by name (new names are appended), and
+    """Strategic merge, the part our patches use: mappings merge key by key; a list whose
+    patch holds the item `{$patch: replace}` becomes the patch's other items; lists of
+    mappings that all have a `name` merge item by name, in kustomize's order (the patch's
+    items first, merged with the base's of the same name, then the base's others); and
     anything else is replaced by the patch."""
     if isinstance(base, dict) and isinstance(patch, dict):
         out = dict(base)
         for key, value in patch.items():
             out[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
         return out
+    if isinstance(patch, list) and REPLACE in patch:
+        return [copy.deepcopy(item) for item in patch if item != REPLACE]
     named = all(isinstance(item, dict) and "name" in item for item in [*base, *patch]) \
         if isinstance(base, list) and isinstance(patch, list) else False  # fmt: skip
     if named:
-        merged = [copy.deepcopy(item) for item in base]
-        for item in patch:
-            at = next((i for i, old in enumerate(merged) if old["name"] == item["name"]), None)
-            if at is None:
-                merged.append(copy.deepcopy(item))
-            else:
-                merged[at] = _merge(merged[at], item)
-        return merged
+        olds = {item["name"]: item for item in base}
+        merged = [
+            _merge(olds[item["name"]], item) if item["name"] in olds else copy.deepcopy(item)
+            for item in patch
+        ]
+        patched = {item["name"] for item in patch}
+        return merged + [copy.deepcopy(item) for item in base if item["name"] not in patched]
     return copy.deepcopy(patch)
 
 
@@ -135,16 +143,27 @@ def config_text(configmap: dict[str, Any]) -> str:
     return text
 
 
-def checkable(text: str) -> tuple[str, dict[str, Any]]:
+def checkable(text: str, tls_pair: tuple[Path, Path] | None = None) -> tuple[str, dict[str, Any]]:
     """The config as this checkout of splitter can check it, and the sections it cannot
-    yet (the shared store of docs/operations.md#several-replicas is built apart: until it lands
-    here, its
-    section is taken out and checked on its own by the tests that use it)."""
+    yet (a section built apart, until it lands here, is taken out and checked on its own
+    by the tests that use it).
+
+    `tls` names files of a Secret that exists only in the pod: with `tls_pair` (a
+    certificate and key made here) every pair is pointed at those files, so that `splitter
+    check` reads real ones; without it, the section is set aside like an unknown one."""
     data = yaml.safe_load(text)
     set_aside = {
-        key: data.pop(key) for key in ("store",) if key in data and not splitter_knows(key)
+        key: data.pop(key) for key in ("store", "tls") if key in data and not splitter_knows(key)
     }
-    return (yaml.safe_dump(data, sort_keys=False) if set_aside else text), set_aside
+    if "tls" in data and tls_pair is None:
+        set_aside["tls"] = data.pop("tls")
+    elif "tls" in data and tls_pair is not None:
+        cert, key = tls_pair
+        data["tls"]["certificates"] = [
+            {"cert": str(cert), "key": str(key)} for _ in data["tls"]["certificates"]
+        ]
+    changed = bool(set_aside) or "tls" in data
+    return (yaml.safe_dump(data, sort_keys=False) if changed else text), set_aside
 
 
 class SplitterPod:
@@ -162,6 +181,7 @@ class SplitterPod:
         volume = volume_named(self.spec, self.config_mount["name"])
         self.configmap = the(objects, "ConfigMap", volume["configMap"]["name"])
         assert Path(self.config_path).name == CONFIG_KEY
+        self.raw_config: dict[str, Any] = yaml.safe_load(config_text(self.configmap))
         text, self.set_aside = checkable(config_text(self.configmap))
         self.config = parse(yaml.safe_load(text), env={})
 
@@ -195,6 +215,24 @@ def splitter_pods(objects: list[dict[str, Any]]) -> list[SplitterPod]:
     ]
     assert pods, "no Deployment runs splitter"
     return pods
+
+
+def self_signed_pair(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for localhost, made by the one command of
+    docs/deployment.md#https-quick-start."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    if not cert.exists():
+        made = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(cert)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    return cert, key
 
 
 # --------------------------------------------------------------------------- rendering and schemas
@@ -232,7 +270,8 @@ def test_every_splitter_config_passes_splitter_check(
 ) -> None:
     name, objects = rendered
     for pod in splitter_pods(objects):
-        text, _ = checkable(config_text(pod.configmap))
+        pair = self_signed_pair(tmp_path) if "tls" in pod.raw_config else None
+        text, _ = checkable(config_text(pod.configmap), pair)
         path = tmp_path / f"{pod.configmap['metadata']['name']}.yaml"
         path.write_text(text)
         result = run_cli("check", "-c", str(path), env={"SPLITTER_ADMIN_TOKEN": ""})
@@ -451,3 +490,72 @@ def test_sidecar_sends_the_stable_pool_to_the_app_on_localhost() -> None:
     for service in by_kind(objects, "Service"):
         for port in service["spec"]["ports"]:
             assert pod.port_number(port["targetPort"]) == pod.config.listen.port
+
+
+def test_edge_tls_mounts_the_certificate_secret_where_the_config_reads_it() -> None:
+    """A kubernetes.io/tls Secret (keys tls.crt and tls.key), as a directory: the kubelet
+    swaps its `..data` link when cert-manager renews it, and splitter re-reads the files."""
+    objects = render("edge-tls")
+    (pod,) = splitter_pods(objects)
+    tls = pod.raw_config["tls"]
+    assert tls["min_version"] == "1.2"
+    ((pair,),) = [tls["certificates"]]
+    cert, key = Path(pair["cert"]), Path(pair["key"])
+    assert (cert.name, key.name) == ("tls.crt", "tls.key")
+    mount = mount_holding(pod.container, str(cert))
+    assert mount is mount_holding(pod.container, str(key))
+    assert cert.parent == key.parent == Path(mount["mountPath"])
+    assert mount.get("readOnly") is True
+    assert "subPath" not in mount and "subPathExpr" not in mount
+    secret = volume_named(pod.spec, mount["name"])["secret"]
+    assert "items" not in secret
+    assert secret.get("optional", False) is False, "no pod without its certificate"
+    # the key is readable by splitter's group (the pod's fsGroup) and by no other user
+    mode = secret["defaultMode"]
+    assert mode & 0o040 and not mode & 0o007, oct(mode)
+    assert pod.spec["securityContext"]["fsGroup"] == IMAGE_USER
+    # the Secret cert-manager makes, when certificate.yaml is applied
+    (certificate,) = load_documents(KUSTOMIZE_ROOT / "edge-tls" / "certificate.yaml")
+    assert secret["secretName"] == certificate["spec"]["secretName"]
+
+
+def test_edge_tls_serves_https_on_443_only() -> None:
+    objects = render("edge-tls")
+    (pod,) = splitter_pods(objects)
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == "splitter"]
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"]) == ("https", 443)
+    assert pod.port_number(port["targetPort"]) == pod.config.listen.port
+    # no port of the pod is left named http, or at the base's plain 8080
+    names = {p["name"]: p["containerPort"] for p in pod.container["ports"]}
+    assert names == {"https": pod.config.listen.port, "metrics": pod.config.metrics.listen.port}
+
+
+def test_edge_tls_is_the_edge_with_tls() -> None:
+    (pod,) = splitter_pods(render("edge-tls"))
+    (edge_pod,) = splitter_pods(render("edge"))
+    assert pod.deployment["spec"]["replicas"] == edge_pod.deployment["spec"]["replicas"] == 3
+    config, edge_config = dict(pod.raw_config), dict(edge_pod.raw_config)
+    del config["tls"], config["listen"], edge_config["listen"]
+    assert config == edge_config
+    container = {k: v for k, v in pod.container.items() if k not in ("ports", "volumeMounts")}
+    edge_container = {
+        k: v for k, v in edge_pod.container.items() if k not in ("ports", "volumeMounts")
+    }
+    assert container == edge_container
+    tls_mounts = [m for m in pod.container["volumeMounts"] if m["name"] == "tls"]
+    others = [m for m in pod.container["volumeMounts"] if m["name"] != "tls"]
+    assert len(tls_mounts) == 1 and others == edge_pod.container["volumeMounts"]
+
+
+def test_the_cert_manager_certificate_stays_out_of_the_kustomization() -> None:
+    """A cert-manager Certificate is a custom resource: the Kubernetes schemas do not
+    know it, and a cluster without cert-manager would refuse the whole kustomization. It
+    is applied on its own; here it is read for what splitter depends on."""
+    (certificate,) = load_documents(KUSTOMIZE_ROOT / "edge-tls" / "certificate.yaml")
+    assert (certificate["apiVersion"], certificate["kind"]) == ("cert-manager.io/v1", "Certificate")
+    spec = certificate["spec"]
+    assert spec["dnsNames"] and spec["issuerRef"]["name"] and spec["issuerRef"]["kind"]
+    assert spec["privateKey"]["rotationPolicy"] == "Always"
+    for name in KUSTOMIZATIONS:
+        assert all(obj["kind"] != "Certificate" for obj in render(name)), name

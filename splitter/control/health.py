@@ -120,6 +120,7 @@ class HealthChecker:
                 self.tasks.pop(url).cancel()
                 if url not in backends:
                     self.states.pop(url, None)
+                    self.probed.pop(url, None)
         for url, backend in backends.items():
             if url in self.tasks and self.probed.get(url) != backend.tls:
                 self.tasks.pop(url).cancel()  # its TLS settings changed

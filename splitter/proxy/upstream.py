@@ -244,7 +244,9 @@ async def open_connection(
             await loop.create_connection(
                 factory, pool.host, pool.port, ssl=pool.ssl, server_hostname=pool.host
             )
-    except ssl.SSLError as exc:  # before OSError: it is one
+    except ssl.SSLCertVerificationError as exc:  # before OSError: it is one
+        raise UpstreamConnectError(f"TLS: certificate not trusted: {exc.verify_message}") from None
+    except ssl.SSLError as exc:
         raise UpstreamConnectError(f"TLS: {exc.reason or exc}") from None
     except ssl.CertificateError as exc:
         raise UpstreamConnectError(f"TLS: {exc}") from None

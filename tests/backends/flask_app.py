@@ -11,7 +11,7 @@ Routes:
     GET  /                     -> the pool name as text
     GET  /healthz              -> "ok"
     ANY  /echo, /echo/<path>   -> JSON {method, raw_uri, headers, body_len, body_sha256,
-                                        pool, backend}
+                                        pool, backend, remote_port}
                                   headers: [[name, value], ...] in received order; names are
                                   title-cased and repeated fields joined by "," (what WSGI keeps)
     POST /upload               -> streams the body in 64 KiB chunks -> JSON {bytes, sha256}
@@ -147,6 +147,7 @@ def create_app(pool: str | None = None, backend_id: str | None = None) -> Flask:
             body_sha256=digest.hexdigest(),
             pool=pool,
             backend=backend_id,
+            remote_port=request.environ.get("REMOTE_PORT"),
         )
 
     @app.post("/upload")

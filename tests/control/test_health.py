@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -12,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import trustme
 from aiohttp import web
 
-from splitter.config import HealthCheck
+from splitter.config import BackendTLS, HealthCheck
 from splitter.control.health import RiseFall, probe
 from tests.conftest import SplitterFactory
 from tests.support import http_get, wait_until
@@ -55,12 +57,15 @@ def test_a_failure_between_successes_keeps_it_down() -> None:
     assert not state.up
 
 
-async def _serve(handler: web.RequestHandler) -> tuple[web.AppRunner, int]:  # type: ignore[type-arg]
+async def _serve(
+    handler: web.RequestHandler,  # type: ignore[type-arg]
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[web.AppRunner, int]:
     app = web.Application()
     app.router.add_get("/healthz", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, port
@@ -85,6 +90,29 @@ def test_probe_judges_by_status(status: int, ok: bool) -> None:
     assert what.startswith(f"GET /healthz answered {status}"), what
     # a 4xx is most often a path the backend does not serve: the line says what to change
     assert ("health_check.path" in what) is (400 <= status < 500), what
+
+
+def test_an_https_backend_is_probed_over_tls_verified(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+
+    async def main(tls: BackendTLS) -> tuple[bool, str]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(status=200)
+
+        runner, port = await _serve(handler, server)
+        try:
+            return await probe("127.0.0.1", port, "/healthz", 2.0, tls)
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(main(BackendTLS(ca=str(tmp_path / "ca.pem"))))[0]
+    ok, what = asyncio.run(main(BackendTLS()))  # the system's CAs do not know this one
+    assert not ok
+    assert "unable to get local issuer certificate" in what and "tls.ca" in what, what
+    assert asyncio.run(main(BackendTLS(verify=False)))[0]
 
 
 def test_probe_fails_on_refused_connection() -> None:

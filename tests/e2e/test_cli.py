@@ -665,8 +665,10 @@ def demo_on_free_ports(tmp_path: Path) -> tuple[Path, str]:
     """The bundled demo config with free ports (the demo's own are fixed, and other test
     runs on the machine may hold them): (its path, the admin URL)."""
     text = (REPO_ROOT / "splitter" / "demo.yaml").read_text()
-    for port in DEMO_PORTS:
-        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    # in one pass, whole port numbers only: one at a time, a free port put in for 8080
+    # (say 50021) would later be taken for 5002 followed by a 1
+    free = {str(port): str(free_port()) for port in DEMO_PORTS}
+    text = re.sub(r"127\.0\.0\.1:(\d+)\b", lambda m: f"127.0.0.1:{free.get(m[1], m[1])}", text)
     path = write(tmp_path, "demo.yaml", text)
     admin = yaml.safe_load(text)["admin"]["listen"]
     return path, f"http://{admin}"
