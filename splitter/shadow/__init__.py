@@ -5,7 +5,9 @@ This package holds the pure parts, data in and data out, without I/O:
 
 - `compare`: one request's answers (the primary's, the shadow's, and optionally the
   reference's: a second copy of the primary's version) -> a `Comparison` (same, differ,
-  noise or skipped, and the fields that differ).
+  noise or skipped, and the fields that differ);
+- `tally`: the running counts of one route's shadow, the fields that differ most and the
+  last differences, as the admin API shows them.
 
 It imports the config (the `shadow` section, `config.shadow`) and nothing of the data
 path: the data path will call it.
@@ -24,6 +26,7 @@ from splitter.shadow.compare import (
     Rules,
     compare,
 )
+from splitter.shadow.tally import Tally, shown_path
 
 __all__ = [
     "DIFFER",
@@ -34,5 +37,7 @@ __all__ = [
     "Difference",
     "Response",
     "Rules",
+    "Tally",
     "compare",
+    "shown_path",
 ]
