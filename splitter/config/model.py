@@ -14,6 +14,8 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "ROLLOUT_EVENTS",
     "ROUTE_NAME",
+    "SHADOW_IGNORE_HEADERS",
+    "SHADOW_METHODS",
     "TLS",
     "Address",
     "Admin",
@@ -31,6 +33,7 @@ __all__ = [
     "Rollouts",
     "Route",
     "Segment",
+    "Shadow",
     "Shutdown",
     "Step",
     "Sticky",
@@ -124,6 +127,34 @@ class Segment:
     name: str = ""  # header (as written), cookie or query parameter name
     value: str | None = None
     source: tuple[str, ...] = ()
+
+
+# A shadow's defaults: the methods copied (safe ones only, unless the config lists more),
+# and the response headers left out of the comparison, which differ between any two
+# answers of one version (times, request ids, cookies, validators).
+SHADOW_METHODS = ("GET", "HEAD")
+SHADOW_IGNORE_HEADERS = ("date", "x-request-id", "set-cookie", "server", "etag", "last-modified")
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """Shadow traffic (a `shadow` section, top-level or in a route; parsed by
+    config.shadow): a share of the requests that the route's weighted choice sends to
+    another pool is copied to `pool`, and its answers compared with the primary's.
+
+    `reference`, when set, gets a second copy and is a second copy of the primary's
+    version: where the primary and the reference differ, it is noise. `methods` are upper
+    case; `ignore_headers` lower case; `ignore_json` are JSON pointers (RFC 6901) as
+    written, where a `*` token matches any key or index."""
+
+    pool: str
+    share: float  # 0..1
+    reference: str | None = None
+    methods: tuple[str, ...] = SHADOW_METHODS
+    max_body: int = 65536  # bytes; a body above it is counted, not compared
+    max_in_flight: int = 64  # copies at once; beyond, a copy is skipped and counted
+    ignore_headers: tuple[str, ...] = SHADOW_IGNORE_HEADERS
+    ignore_json: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
