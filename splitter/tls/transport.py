@@ -23,7 +23,8 @@ Rules:
 
 - One raw read gives one `data_received` of all the plaintext it completes, as a plain
   socket would; for a buffered protocol (the upgrade's `_Holder`), what does not fit its
-  buffer waits here until it reads again.
+  buffer waits here until it reads again, or goes first to the protocol that replaces it
+  (the connection itself, once the 101 opens the tunnel).
 - Backpressure both ways is the raw transport's: `pause_reading` pauses the socket; the
   socket's `pause_writing` reaches the protocol.
 - `close` sends close_notify after what is queued; `abort` cuts. A peer's close_notify is
@@ -179,6 +180,9 @@ class TLSTransport(asyncio.Transport):
         protocol = self.protocol
         get_buffer = getattr(protocol, "get_buffer", None)
         if get_buffer is None:
+            if self.pending:  # held for the buffered protocol this one replaced (the 101)
+                data = self.pending + data
+                self.pending = b""
             protocol.data_received(data)
             return
         data = self.pending + data

@@ -1,0 +1,156 @@
+"""The TLS shell of a client connection in-process: a real `TLSTransport` and `ClientConn`
+(tests/playbook.py's listener, fake backends, a clock the test moves) under a fake raw
+socket, against a real TLS client (OpenSSL through two memory BIOs). The wire between them
+is modelled: what the client sends waits on it while splitter has paused its socket, and
+reaches splitter in reads of at most `READ` bytes, as the event loop's would.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trustme
+
+from splitter.config import TLS, CertificatePair
+from splitter.proxy.downstream import HOLD_LIMIT, ClientConn
+from splitter.tls.certs import CertStore
+from splitter.tls.transport import TLSTransport
+from tests.playbook import FakeTransport, Playbook
+from tests.rawhttp import Response, parse_responses
+
+CA = trustme.CA()
+READ = 256 * 1024  # the event loop's largest read from a socket
+
+UPGRADE = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> CertStore:
+    directory = tmp_path_factory.mktemp("tls")
+    leaf = CA.issue_cert("shop.example.com")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    return CertStore(TLS((CertificatePair(str(cert), str(key)),)))
+
+
+class TLSClient:
+    """A TLS client on one connection to splitter's TLS shell (see the module docstring)."""
+
+    def __init__(
+        self,
+        pb: Playbook,
+        store: CertStore,
+        context: ssl.SSLContext | None = None,
+        handshake: bool = True,
+    ) -> None:
+        self.pb = pb
+        self.raw = FakeTransport()
+        self.conn = ClientConn(pb.listener)
+        self.shell = TLSTransport(self.conn, store.front)
+        self.raw.protocol = self.shell
+        self.shell.connection_made(self.raw)  # type: ignore[arg-type]
+        if context is None:
+            context = ssl.create_default_context()
+            CA.configure_trust(context)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(
+            self.incoming, self.outgoing, server_hostname="shop.example.com"
+        )
+        self.wire = bytearray()  # sent by the client, not read by splitter yet
+        self.plain = bytearray()  # plaintext received
+        self.reads = 0
+        if handshake:
+            self.handshake()
+
+    def handshake(self) -> None:
+        for _ in range(10):
+            try:
+                self.tls.do_handshake()
+                self.pump()
+                return
+            except ssl.SSLWantReadError:
+                self.pump()
+        raise AssertionError("no handshake")
+
+    def pump(self) -> None:
+        """Move bytes both ways until nothing moves (splitter's reads wait while it pauses)."""
+        while True:
+            self.wire += self.outgoing.read()
+            moved = False
+            if self.wire and self.raw.reading and not self.raw.ended:
+                chunk = bytes(self.wire[:READ])
+                del self.wire[:READ]
+                self.reads += 1
+                self.shell.data_received(chunk)
+                moved = True
+            out = self.raw.take()
+            if out:
+                self.incoming.write(out)
+                moved = True
+            if not moved:
+                break
+        try:
+            while True:
+                data = self.tls.read(65536)
+                if not data:
+                    break
+                self.plain += data
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self.pump()
+
+    def responses(self) -> list[Response]:
+        self.pump()
+        return parse_responses(bytes(self.plain))
+
+
+# -- an upgrade over TLS: the buffered _Holder -------------------------------------------
+
+
+def test_an_upgrade_holds_at_most_the_hold_limit_and_loses_nothing_at_the_101(
+    store: CertStore,
+) -> None:
+    """More than HOLD_LIMIT sent before the 101, in one read: the _Holder takes what fits,
+    reading pauses, and everything reaches the backend once the tunnel opens, in order."""
+    pb = Playbook()
+    client = TLSClient(pb, store)
+    client.send(UPGRADE)
+    backend = pb.accept()
+    early = bytes(range(256)) * (HOLD_LIMIT * 2 // 256)  # 128 KiB: twice what may be held
+    client.tls.write(early)
+    client.pump()
+    assert client.conn.held_bytes <= HOLD_LIMIT
+    assert not client.raw.reading  # splitter stopped reading the socket
+    assert b"\x00\x01\x02" not in backend.take()  # nothing before the 101
+    backend.reply(SWITCH)
+    client.pump()
+    body = backend.body()
+    assert len(body) == len(early)
+    assert body == early  # neither lost nor duplicated, in order
+    client.send(b"after")
+    assert backend.body() == early + b"after"
+    assert bytes(client.plain).startswith(b"HTTP/1.1 101 ")
+
+
+def test_an_upgrade_over_tls_that_fits_the_hold_limit_is_passed_on_after_the_101(
+    store: CertStore,
+) -> None:
+    pb = Playbook()
+    client = TLSClient(pb, store)
+    client.send(UPGRADE + b"early")
+    backend = pb.accept()
+    client.send(b"-more")
+    assert client.raw.reading
+    backend.reply(SWITCH + b"hello")
+    client.pump()
+    assert backend.body() == b"early-more"
+    assert bytes(client.plain).endswith(b"hello")
+    client.send(b"ping")
+    assert backend.take() == b"ping"
