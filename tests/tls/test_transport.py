@@ -154,3 +154,35 @@ def test_an_upgrade_over_tls_that_fits_the_hold_limit_is_passed_on_after_the_101
     assert bytes(client.plain).endswith(b"hello")
     client.send(b"ping")
     assert backend.take() == b"ping"
+
+
+# -- the handshake under the header deadline -----------------------------------------------
+
+
+def test_a_stalled_handshake_is_cut_at_the_header_deadline_without_a_request(
+    store: CertStore,
+) -> None:
+    """Half a ClientHello, then silence: cut at header_timeout from the accept, noted as a
+    refused connection; no HTTP was spoken, so no 408 is counted or logged (as a PROXY
+    header that never completes)."""
+    pb = Playbook(limits={"header_timeout": "2s"})
+    client = TLSClient(pb, store, handshake=False)
+    with pytest.raises(ssl.SSLWantReadError):
+        client.tls.do_handshake()
+    hello = client.outgoing.read()
+    client.shell.data_received(hello[: len(hello) // 2])
+    pb.advance(1.5)
+    assert not client.raw.ended
+    pb.advance(1.0)
+    assert client.raw.ended and client.raw.take() == b""
+    assert pb.observed == []
+    assert client.conn not in pb.listener.conns or client.conn.closed
+
+
+def test_a_finished_handshake_without_a_request_gets_its_408_over_tls(store: CertStore) -> None:
+    pb = Playbook(limits={"header_timeout": "2s"})
+    client = TLSClient(pb, store)
+    pb.advance(2.5)
+    [response] = client.responses()
+    assert response.status == 408 and client.raw.ended
+    assert [ex.status for ex in pb.observed] == [408]
