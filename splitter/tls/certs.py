@@ -33,6 +33,7 @@ import asyncio
 import logging
 import os
 import ssl
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ class CertStore:
     def _front(self, min_version: str) -> ssl.SSLContext:
         front = server_context(min_version)
         front.sni_callback = self._choose
+        quiet_server_names()
         return front
 
     def configure(self, tls: TLS) -> None:
@@ -299,6 +301,33 @@ class CertStore:
 
     def describe(self) -> Sequence[str]:
         return [f"{e.name} ({e.pair.cert}, until {date_of(e.not_after)})" for e in self.entries]
+
+
+_previous_hook: Callable[[Any], object] | None = None
+
+
+def _drop_server_name_errors(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    if (
+        isinstance(exc, UnicodeDecodeError)
+        and exc.encoding == "ascii"
+        and isinstance(unraisable.object, bytes)
+    ):
+        return  # a server name that is not ASCII (quiet_server_names)
+    (_previous_hook or sys.__unraisablehook__)(unraisable)
+
+
+def quiet_server_names() -> None:
+    """Python's SNI callback cannot decode a server name that is not ASCII (RFC 6066 names
+    are; OpenSSL passes any byte but NUL on): the handshake fails, which the TLS shell notes
+    as a refused connection (rate-limited), and CPython reports the UnicodeDecodeError, with
+    the name's bytes, to `sys.unraisablehook`: a traceback on stderr for every such
+    ClientHello, which a client could send by the thousand. Those reports are dropped;
+    anything else goes to the hook that was in place."""
+    global _previous_hook
+    if sys.unraisablehook is not _drop_server_name_errors:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _drop_server_name_errors
 
 
 async def watch_certificates(store: CertStore) -> None:

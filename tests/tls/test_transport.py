@@ -8,6 +8,7 @@ reaches splitter in reads of at most `READ` bytes, as the event loop's would.
 from __future__ import annotations
 
 import ssl
+from types import SimpleNamespace
 
 import pytest
 import trustme
@@ -186,3 +187,43 @@ def test_a_finished_handshake_without_a_request_gets_its_408_over_tls(store: Cer
     [response] = client.responses()
     assert response.status == 408 and client.raw.ended
     assert [ex.status for ex in pb.observed] == [408]
+
+
+# -- the ClientHello -----------------------------------------------------------------------
+
+
+def first_flight(server_name: str = "aaaa.example.com") -> bytes:
+    """A default client's ClientHello, as bytes on the wire."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_a_server_name_that_is_not_ascii_fails_the_handshake_and_is_not_reported_raw(
+    store: CertStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from splitter.tls import certs
+
+    pb = Playbook()
+    refused: list[str] = []
+    monkeypatch.setattr(pb.listener, "note_refused_connection", lambda r, p: refused.append(r))
+    client = TLSClient(pb, store, handshake=False)
+    hello = first_flight().replace(b"aaaa.example.com", b"\xff\xfeaa.example.com")
+    client.shell.data_received(hello)
+    assert client.raw.ended
+    assert client.raw.take()[:1] == b"\x15"  # an alert
+    assert refused == ["TLS handshake failed: CALLBACK_FAILED"]
+    # What CPython reports of it is dropped; anything else reaches the hook before.
+    seen: list[object] = []
+    monkeypatch.setattr(certs, "_previous_hook", seen.append)
+    error = UnicodeDecodeError("ascii", b"\xff", 0, 1, "ordinal not in range(128)")
+    certs._drop_server_name_errors(SimpleNamespace(exc_value=error, object=b"\xff"))
+    assert seen == []
+    other = SimpleNamespace(exc_value=ValueError("x"), object=None)
+    certs._drop_server_name_errors(other)
+    assert seen == [other]
