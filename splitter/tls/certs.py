@@ -244,8 +244,8 @@ class CertStore:
             context = self._exact.get(name)
             if context is not None:
                 return context
-            _, dot, parent = name.partition(".")
-            if dot:
+            label, dot, parent = name.partition(".")
+            if dot and label:  # an empty label is no label for `*.` to cover
                 context = self._wildcard.get(parent)
                 if context is not None:
                     return context

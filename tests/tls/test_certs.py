@@ -81,6 +81,16 @@ def test_sni_chooses_exact_then_wildcard_then_the_first(tmp_path: Path) -> None:
     assert names_seen(store, "unknown.test") == ["shop.example.com"]
 
 
+def test_a_wildcard_does_not_cover_an_empty_label(tmp_path: Path) -> None:
+    shop = write_pair(tmp_path / "shop", "shop.example.com")
+    wild = write_pair(tmp_path / "wild", "*.example.com")
+    store = CertStore(TLS((shop, wild)))
+    wildcard = store.context_for("x.example.com")
+    assert wildcard is not store.context_for(None)
+    for name in (".example.com", ".example.com.", "..example.com"):
+        assert store.context_for(name) is store.context_for(None), name
+
+
 def test_an_exact_name_wins_over_an_earlier_wildcard(tmp_path: Path) -> None:
     wild = write_pair(tmp_path / "wild", "*.example.com")
     shop = write_pair(tmp_path / "shop", "shop.example.com")
