@@ -204,6 +204,10 @@ class ClientConn(Downstream):
         self.client_eof = True
         if self.tunnel is not None:
             self.tunnel.write_eof()
+        elif self.parsing is not None and not self.reader.done:
+            # A body that can never end: refused now, not at the body deadline.
+            self.reader.done = True
+            self.on_refused(RequestRefused(400, "client closed before the end of its body"))
         elif self.current is None and not self.queue:
             self.close()
         return True

@@ -607,6 +607,16 @@ def test_silent_connection_gets_408_from_accept() -> None:
     assert client.closed and client.responses()[0].status == 408
 
 
+def test_a_client_half_closed_in_the_middle_of_a_body_gets_400_at_once() -> None:
+    pb = Playbook(limits={"body_idle_timeout": "30s"})
+    client = pb.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    backend = pb.accept()
+    client.eof()  # the rest can never come
+    assert backend.closed
+    assert client.responses()[0].status == 400 and client.closed
+
+
 def test_body_idle_is_408_and_the_upstream_request_aborted() -> None:
     pb = Playbook(limits={"body_idle_timeout": "2s"})
     client = pb.client()

@@ -227,3 +227,63 @@ def test_a_server_name_that_is_not_ascii_fails_the_handshake_and_is_not_reported
     other = SimpleNamespace(exc_value=ValueError("x"), object=None)
     certs._drop_server_name_errors(other)
     assert seen == [other]
+
+
+# -- the client's end: close_notify, or a bare FIN -----------------------------------------
+
+
+POST_HEAD = b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n"
+
+
+def close_notify(client: TLSClient) -> None:
+    with pytest.raises(ssl.SSLWantReadError):
+        client.tls.unwrap()
+    client.pump()
+
+
+def bare_fin(client: TLSClient) -> None:
+    client.pump()
+    client.shell.eof_received()
+
+
+@pytest.mark.parametrize("end", [close_notify, bare_fin], ids=["close_notify", "fin"])
+def test_the_clients_end_after_a_request_still_gets_the_answer(store: CertStore, end) -> None:  # type: ignore[no-untyped-def]
+    pb = Playbook()
+    client = TLSClient(pb, store)
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    end(client)
+    backend = pb.accept()
+    assert not client.raw.ended
+    backend.reply(OK)
+    [response] = client.responses()
+    assert response.body == b"ok" and client.raw.ended
+
+
+@pytest.mark.parametrize("end", [close_notify, bare_fin], ids=["close_notify", "fin"])
+def test_the_clients_end_in_the_middle_of_a_body_ends_the_request_at_once(  # type: ignore[no-untyped-def]
+    store: CertStore, end
+) -> None:
+    """The body can never be complete: the backend's request is aborted and the client
+    (which may still read) gets a 400 now, not a 408 at the body deadline."""
+    pb = Playbook(limits={"body_idle_timeout": "30s"})
+    client = TLSClient(pb, store)
+    client.send(POST_HEAD + b"0123456789")
+    backend = pb.accept()
+    assert backend.body() == b"0123456789"
+    end(client)
+    assert backend.closed
+    [response] = client.responses()
+    assert response.status == 400 and client.raw.ended
+    assert [ex.status for ex in pb.observed] == [400]
+
+
+def test_the_clients_end_in_the_middle_of_a_body_not_yet_connected(store: CertStore) -> None:
+    pb = Playbook()
+    client = TLSClient(pb, store)
+    client.send(POST_HEAD + b"01234")
+    bare_fin(client)
+    [response] = client.responses()
+    assert response.status == 400 and client.raw.ended
+    if pb.waiting:  # the connection asked for comes too late: it is not used
+        backend = pb.accept()
+        assert backend.closed and b"01234" not in backend.received
