@@ -33,6 +33,7 @@ import asyncio
 import logging
 import os
 import ssl
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -89,10 +90,19 @@ def signature(pair: CertificatePair) -> Signature:
 
 def _read(path: str, what: str) -> bytes:
     try:
-        with open(path, "rb") as f:
+        # Not blocking: a FIFO put in a file's place would hold the event loop in open().
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise CertificateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CertificateError(f"{what} {path} is not a regular file")
+        with open(fd, "rb", closefd=False) as f:
             data = f.read(MAX_PEM + 1)
     except OSError as exc:
         raise CertificateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_PEM:
         raise CertificateError(f"{what} {path} is larger than 1 MiB")
     return data
