@@ -379,3 +379,34 @@ def test_a_file_made_unreadable_keeps_the_old_pair(tmp_path: Path) -> None:
     assert store.reloads == {"success": 0, "error": 1}
     with pytest.raises(CertificateError, match="Permission denied"):
         load_pair(pair)
+
+
+def test_a_backend_ca_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    from splitter.config import BackendTLS, parse
+    from splitter.tls.backends import client_context
+
+    path = str(tmp_path / "ca.pem")
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def unblock() -> None:  # if the FIFO was opened to be read, a writer lets it go
+        if not done.wait(3):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(OSError, match="not a regular file"):
+        client_context(BackendTLS(ca=path))
+    config = parse(
+        {
+            "listen": "127.0.0.1:8080",
+            "pools": {
+                "blue": {"weight": 1, "backends": ["https://127.0.0.1:5001"], "tls": {"ca": path}}
+            },
+        },
+        env={},
+    )
+    (problem,) = check_config_files(config)
+    done.set()
+    assert time.monotonic() - started < 1.0
+    assert problem.path == "pools.blue.tls.ca" and "not a regular file" in problem.message
