@@ -362,6 +362,17 @@ def test_stalled_handshakes_are_cut_at_the_header_deadline_and_hold_no_memory(
     assert "408" not in log.split("TLS handshake timeout")[-1]  # no HTTP was spoken
 
 
+def test_a_client_that_offers_only_h2_gets_no_alpn_answer_and_is_served(
+    proxy: SplitterProc,
+) -> None:
+    context = client_context()
+    context.set_alpn_protocols(["h2"])
+    sock = socket.create_connection((LOCALHOST, proxy.proxy_port), timeout=5)
+    with context.wrap_socket(sock, server_hostname="localhost") as tls:
+        assert tls.selected_alpn_protocol() is None
+        assert b"200 OK" in get(tls)
+
+
 def test_a_client_initiated_renegotiation_is_refused(proxy: SplitterProc) -> None:
     from nassl._nassl import OpenSSLError
     from nassl.legacy_ssl_client import LegacySslClient
@@ -669,9 +680,14 @@ def test_websocket_frames_sent_before_the_101_over_tls_arrive_once_and_in_order(
             more, how = pipe.read(until=5, want=1)
             assert more, how
             data += more
+        assert echoed == payloads and rest == b""
+        # The client's close_notify reaches the backend as the end of its side; the
+        # backend's close comes back, and splitter ends the TLS cleanly.
+        pipe.close_notify()
+        _, how = pipe.read(until=5)
+        assert how == "close_notify"
     finally:
         pipe.close()
-    assert echoed == payloads and rest == b""
 
 
 # --------------------------------------------------------------------------- PROXY protocol
