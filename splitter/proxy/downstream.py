@@ -338,6 +338,8 @@ class ClientConn(Downstream):
         held, self.held, self.held_bytes = self.held, [], 0
         if held:
             upstream.write_parts(held)
+        if self.client_eof:  # the client ended its side while the 101 was awaited
+            upstream.write_eof()
         if rest:
             self.send(rest)
         transport = self.transport

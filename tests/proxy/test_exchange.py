@@ -528,6 +528,17 @@ def test_upgrade_becomes_a_tunnel_after_101() -> None:
     assert pb.observed[0].status == 101
 
 
+def test_a_half_close_before_the_101_is_passed_on_after_it() -> None:
+    pb = Playbook()
+    client = pb.client()
+    client.send(UPGRADE + b"early")
+    backend = pb.accept()
+    client.eof()
+    assert not backend.transport.eof_written and not client.closed
+    backend.reply(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    assert backend.take().endswith(b"early") and backend.transport.eof_written
+
+
 def test_upgrade_holds_at_most_the_hold_limit_before_its_101() -> None:
     pb = Playbook()
     client = pb.client()

@@ -287,3 +287,22 @@ def test_the_clients_end_in_the_middle_of_a_body_not_yet_connected(store: CertSt
     if pb.waiting:  # the connection asked for comes too late: it is not used
         backend = pb.accept()
         assert backend.closed and b"01234" not in backend.received
+
+
+@pytest.mark.parametrize("end", [close_notify, bare_fin], ids=["close_notify", "fin"])
+def test_the_clients_end_before_the_101_reaches_the_backend_once_the_tunnel_opens(  # type: ignore[no-untyped-def]
+    store: CertStore, end
+) -> None:
+    pb = Playbook()
+    client = TLSClient(pb, store)
+    client.send(UPGRADE + b"last words")
+    backend = pb.accept()
+    end(client)
+    assert not backend.transport.eof_written  # nothing goes before the 101
+    backend.reply(SWITCH)
+    client.pump()
+    assert backend.body() == b"last words"
+    assert backend.transport.eof_written  # then the end of the client's side
+    backend.reply(b"bye")  # the other way still goes
+    client.pump()
+    assert bytes(client.plain).endswith(b"bye")
