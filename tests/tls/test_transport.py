@@ -306,3 +306,48 @@ def test_the_clients_end_before_the_101_reaches_the_backend_once_the_tunnel_open
     backend.reply(b"bye")  # the other way still goes
     client.pump()
     assert bytes(client.plain).endswith(b"bye")
+
+
+# -- the first request with the handshake's end ---------------------------------------------
+
+
+def test_a_request_in_the_same_read_as_the_clients_finished_is_served(store: CertStore) -> None:
+    """TLS 1.3: the client's Finished and its first request come in one read."""
+    pb = Playbook()
+    client = TLSClient(pb, store, handshake=False)
+    for _ in range(5):  # the handshake, holding back the client's last flight
+        try:
+            client.tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            client.pump()
+    assert client.tls.version() == "TLSv1.3" and client.conn.handshaking
+    client.tls.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    reads = client.reads
+    client.pump()  # its Finished and the request: one read
+    assert client.reads == reads + 1 and not client.conn.handshaking
+    backend = pb.accept()
+    assert backend.request_line() == b"GET / HTTP/1.1"
+    backend.reply(OK)
+    [response] = client.responses()
+    assert response.body == b"ok"
+
+
+def test_pipelined_requests_beyond_the_read_ahead_are_all_answered_in_order(
+    store: CertStore,
+) -> None:
+    """More requests in one read than splitter reads ahead (16): reading pauses while
+    they wait, resumes as they are served; none is lost or answered twice."""
+    pb = Playbook()
+    client = TLSClient(pb, store)
+    client.send(b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(40)))
+    client.tls.write(b"GET /40 HTTP/1.1\r\nHost: a\r\n\r\n")  # waits on the wire meanwhile
+    client.pump()
+    assert not client.raw.reading
+    backend = pb.accept()
+    for i in range(41):
+        assert backend.take().startswith(b"GET /%d HTTP/1.1" % i)
+        backend.reply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(i)), i))
+        client.pump()
+    assert [r.body for r in client.responses()] == [str(i).encode() for i in range(41)]
+    assert client.raw.reading
