@@ -415,8 +415,16 @@ def test_old_versions_and_suites_that_are_not_forward_secret_aead_fail(
     context.maximum_version = version
     context.set_ciphers(ciphers)
     with socket.create_connection((LOCALHOST, proxy.proxy_port), timeout=5) as sock:
-        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        with pytest.raises(ssl.SSLError) as refused:
             context.wrap_socket(sock, server_hostname="localhost")
+    # splitter's alert, not this client's own refusal to try
+    assert refused.value.reason in ("TLSV1_ALERT_PROTOCOL_VERSION", "SSLV3_ALERT_HANDSHAKE_FAILURE")
+    # The same client with a suite of the profile is served.
+    context.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:@SECLEVEL=0")
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    sock = socket.create_connection((LOCALHOST, proxy.proxy_port), timeout=5)
+    with context.wrap_socket(sock, server_hostname="localhost") as tls:
+        assert tls.version() == "TLSv1.2"
 
 
 # --------------------------------------------------------------------------- plain text
