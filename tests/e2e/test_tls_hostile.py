@@ -842,6 +842,8 @@ class TLSScriptBackend:
         self.script = script
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
+        self.server_names: list[str | None] = []  # the SNI of each handshake
+        self.context.sni_callback = lambda _o, name, _c: self.server_names.append(name)
         self.sock = socket.socket()
         self.sock.bind((LOCALHOST, 0))
         self.sock.listen(64)
@@ -983,12 +985,20 @@ def test_a_backend_whose_certificate_names_another_host_is_refused(
     ok = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
     backend = TLSScriptBackend(str(directory / "c.pem"), str(directory / "k.pem"), ok)
     made.append(backend)
-    for host, message in (("localhost", "Hostname mismatch"), (LOCALHOST, "IP address mismatch")):
+    cases = (
+        ("localhost", "Hostname mismatch", "localhost"),
+        (LOCALHOST, "IP address mismatch", None),
+    )
+    for host, message, server_name in cases:
+        backend.server_names.clear()
         proc = splitter_factory(https_config(f"https://{host}:{backend.port}", ca))
         data, _ = plain_get(proc)
         [response] = parse_responses(data)
         assert response.status in (502, 503)
         proc.wait_for_stderr(message)
+        # The URL's host name as SNI; none for an IP address (RFC 6066).
+        assert backend.server_names
+        assert set(backend.server_names) == {server_name}
 
 
 def test_a_backend_that_speaks_plain_http_on_its_https_url_is_a_502_said_why(
