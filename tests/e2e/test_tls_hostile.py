@@ -698,6 +698,69 @@ def test_websocket_frames_sent_before_the_101_over_tls_arrive_once_and_in_order(
         pipe.close()
 
 
+def test_an_upgrade_over_tls_waiting_for_its_101_holds_bounded_memory_and_loses_nothing(
+    tmp_path: Path,
+    raw_backend: object,
+    splitter_factory: SplitterFactory,
+) -> None:
+    """A TLS client pushes as fast as it can while the backend takes 2.5 s to answer its
+    upgrade: splitter stops reading (what it holds: HOLD_LIMIT, and one socket read's
+    worth in the TLS shell), its memory stays flat, the client's sends block; after the
+    101 every byte reaches the backend once, in order."""
+    from tests.e2e.test_holes import PeakRss, _numbered_chunk, _numbered_stream
+    from tests.rawbackend import DRAIN
+
+    hello = b"TUNNEL-HELLO"
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n"
+    backend: RawBackend = raw_backend(  # type: ignore[operator]
+        lambda head: [2.5, switch, hello, DRAIN] if b" /hold " in head else None
+    )
+    config = base(backend.url, [issue(tmp_path, "localhost")])
+    proc = splitter_factory(config)
+    pipe = TLSPipe(proc.proxy_port)
+    try:
+        pipe.send(
+            b"GET /hold HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n"
+        )
+        wait_until(lambda: any(b" /hold " in h for h in backend.heads()), timeout=3)
+        rss = PeakRss(proc.pid)
+        sock = pipe.sock
+        sock.setblocking(False)
+        sent, k, cipher = 0, 0, b""  # plaintext handed to TLS; ciphertext not yet sent
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            if not cipher:
+                pipe.tls.write(_numbered_chunk(k))
+                cipher = pipe.outgoing.read()
+                sent += 65536
+                k += 1
+            try:
+                cipher = cipher[sock.send(cipher) :]
+            except BlockingIOError:
+                time.sleep(0.002)
+        growth = rss.growth()
+        sock.settimeout(10)
+        sock.sendall(cipher)  # the rest of the last chunk, once reading resumes
+        sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        bound = sndbuf + 8 * MIB + HOLD_LIMIT + 2 * 256 * 1024 + 65536
+        assert growth < 16 * MIB, f"splitter's peak RSS grew by {growth / MIB:.1f} MiB"
+        assert sent <= bound, f"the client pushed {sent / MIB:.1f} MiB (bound {bound / MIB:.1f})"
+        data, _ = pipe.read(until=10, want=len(switch) + len(hello) + 200)
+        assert data.startswith(b"HTTP/1.1 101 ") and data.endswith(hello), data[-200:]
+        pipe.send(b"END")
+
+        def tunnelled() -> bytes | None:
+            [raw] = [r for r in backend.proxied() if b" /hold " in r]
+            after = raw.split(b"\r\n\r\n", 1)[1]
+            return after if after.endswith(b"END") else None
+
+        after = wait_until(tunnelled, 15, message="every tunnelled byte at the backend")
+    finally:
+        pipe.close()
+    assert len(after) == sent + 3, (len(after), sent)
+    assert after == _numbered_stream(sent) + b"END", "tunnelled bytes changed or reordered"
+
+
 # --------------------------------------------------------------------------- PROXY protocol
 
 
