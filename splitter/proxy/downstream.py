@@ -33,8 +33,9 @@ of the room that is left (`_Holder`), so no more than HOLD_LIMIT bytes are ever 
 The client's address (`clientaddr`): resolved once per connection, from the peer or, with
 `proxy_protocol`, from the PROXY header that must come first (`proxyproto`; at most
 MAX_HEADER bytes are held for it, and it must be complete before the first request's
-header deadline, or the connection is closed without a word); per request only when the
-connection comes from a trusted proxy, from the request's X-Forwarded-For.
+header deadline, or the connection is closed without a word, as one whose TLS handshake is
+not over by then); per request only when the connection comes from a trusted proxy, from
+the request's X-Forwarded-For.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class ClientConn(Downstream):
         self.preface: bytes | None = None
         self.trusted: TrustedProxies | None = None
         self.tls = False  # set by the TLS shell (splitter.tls.transport) that carries it
+        self.handshaking = False  # ... and this until its handshake is over
 
     # -- asyncio protocol ---------------------------------------------------------------
 
@@ -202,6 +204,10 @@ class ClientConn(Downstream):
         self.client_eof = True
         if self.tunnel is not None:
             self.tunnel.write_eof()
+        elif self.parsing is not None and not self.reader.done:
+            # A body that can never end: refused now, not at the body deadline.
+            self.reader.done = True
+            self.on_refused(RequestRefused(400, "client closed before the end of its body"))
         elif self.current is None and not self.queue:
             self.close()
         return True
@@ -332,6 +338,8 @@ class ClientConn(Downstream):
         held, self.held, self.held_bytes = self.held, [], 0
         if held:
             upstream.write_parts(held)
+        if self.client_eof:  # the client ended its side while the 101 was awaited
+            upstream.write_eof()
         if rest:
             self.send(rest)
         transport = self.transport
@@ -384,10 +392,15 @@ class ClientConn(Downstream):
             return
         if self.head_deadline <= now:
             self.head_deadline = INF
-            if self.preface is not None:  # no PROXY header in time: nothing to answer to
+            if self.preface is not None or self.handshaking:  # nothing to answer to
+                # No PROXY header or no TLS handshake in time: no HTTP was spoken.
+                if self.preface is not None:
+                    reason = "PROXY header timeout"
+                else:
+                    reason = "TLS handshake timeout"
                 self.preface = None
                 self.reader.done = True
-                self.server.note_refused_connection("PROXY header timeout", self.peer)
+                self.server.note_refused_connection(reason, self.peer)
                 self.close()
                 return
             self.reader.done = True

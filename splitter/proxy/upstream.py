@@ -23,6 +23,10 @@ Rules:
 - A connection is opened by `open_connection`, whose failures (OSError) become
   `UpstreamConnectError` here, at the one boundary; a connect timeout is the exchange's
   deadline, enforced by the listener's sweep (no timer per connection).
+- An https:// backend's connection that ends without a TLS close_notify is lost, not
+  ended: that end can be forged by anyone on the path, and would pass a close-delimited
+  body truncated as complete (RFC 2818 2.2.1). uvloop reports it as `connection_lost(None)`
+  with no EOF before; asyncio's loop as an EOF, told apart by reading once more.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from splitter.config import Backend, BackendTLS, Limits
 from splitter.errors import ProxyError, UpstreamConnectError, UpstreamLost
@@ -91,6 +95,13 @@ class UpstreamConn:
         if owner is None:
             self.close()
             return False
+        if self.pool.ssl is not None:
+            if not _close_notified(self.transport):  # asyncio's loop says EOF for both
+                self.owner = None
+                owner.upstream_lost(UpstreamLost(_NO_CLOSE_NOTIFY))
+                return False
+            owner.upstream_eof()
+            return False  # TLS has no half-close (and asyncio warns of True)
         owner.upstream_eof()
         return True  # the owner closes (a tunnel may still send the other way)
 
@@ -100,7 +111,12 @@ class UpstreamConn:
         owner = self.owner
         if owner is not None:
             self.owner = None
-            owner.upstream_lost(None if exc is None else UpstreamLost(f"connection lost: {exc}"))
+            if exc is not None:
+                owner.upstream_lost(UpstreamLost(f"connection lost: {exc}"))
+            elif self.pool.ssl is not None:  # uvloop: no EOF came first, so no close_notify
+                owner.upstream_lost(UpstreamLost(_NO_CLOSE_NOTIFY))
+            else:
+                owner.upstream_lost(None)
 
     def pause_writing(self) -> None:
         if self.owner is not None:
@@ -163,6 +179,28 @@ class UpstreamConn:
             self.pool.forget(self)
             if self.transport is not None:
                 self.transport.abort()
+
+
+# A backend's TLS that ends without close_notify ends no body: anyone on the path can
+# forge that end, and a close-delimited body would pass truncated (RFC 2818 2.2.1).
+_NO_CLOSE_NOTIFY: Final = "TLS ended without close_notify"
+
+
+def _close_notified(transport: asyncio.Transport | None) -> bool:
+    """Whether the backend's TLS ended with a close_notify (asyncio reports a bare end of
+    the socket as an EOF too): once one came, reading says so again; without it, reading
+    waits for more."""
+    sslobj: ssl.SSLObject | None = None
+    if transport is not None:
+        sslobj = transport.get_extra_info("ssl_object")
+    if sslobj is None:
+        return True
+    try:
+        return not sslobj.read(1)
+    except ssl.SSLZeroReturnError:
+        return True
+    except ssl.SSLError:  # SSLWantReadError: the socket ended, the TLS did not
+        return False
 
 
 class BackendConnections:

@@ -12,8 +12,10 @@ milliseconds, far too long for each connection.
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
+import stat
 
 from splitter.config import DEFAULT_ROUTE, BackendTLS, Config, ConfigProblem
 
@@ -39,6 +41,8 @@ def client_context(tls: BackendTLS) -> ssl.SSLContext:
     context = _contexts.get(key)
     if context is None:
         if tls.verify:
+            if tls.ca is not None:
+                _regular_file(tls.ca)
             context = ssl.create_default_context(cafile=tls.ca)
         else:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -50,6 +54,18 @@ def client_context(tls: BackendTLS) -> ssl.SSLContext:
             _contexts.clear()
         _contexts[key] = context
     return context
+
+
+def _regular_file(path: str) -> None:
+    """OSError unless `path` is a regular file, found out without blocking: a FIFO put in
+    the CA file's place would hold the event loop in OpenSSL's open (health probes look at
+    the file every time)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    finally:
+        os.close(fd)
 
 
 def check_backend_files(config: Config) -> list[ConfigProblem]:

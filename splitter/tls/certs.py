@@ -33,6 +33,8 @@ import asyncio
 import logging
 import os
 import ssl
+import stat
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,10 +90,19 @@ def signature(pair: CertificatePair) -> Signature:
 
 def _read(path: str, what: str) -> bytes:
     try:
-        with open(path, "rb") as f:
+        # Not blocking: a FIFO put in a file's place would hold the event loop in open().
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise CertificateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CertificateError(f"{what} {path} is not a regular file")
+        with open(fd, "rb", closefd=False) as f:
             data = f.read(MAX_PEM + 1)
     except OSError as exc:
         raise CertificateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_PEM:
         raise CertificateError(f"{what} {path} is larger than 1 MiB")
     return data
@@ -193,6 +204,7 @@ class CertStore:
     def _front(self, min_version: str) -> ssl.SSLContext:
         front = server_context(min_version)
         front.sni_callback = self._choose
+        quiet_server_names()
         return front
 
     def configure(self, tls: TLS) -> None:
@@ -242,8 +254,8 @@ class CertStore:
             context = self._exact.get(name)
             if context is not None:
                 return context
-            _, dot, parent = name.partition(".")
-            if dot:
+            label, dot, parent = name.partition(".")
+            if dot and label:  # an empty label is no label for `*.` to cover
                 context = self._wildcard.get(parent)
                 if context is not None:
                     return context
@@ -299,6 +311,33 @@ class CertStore:
 
     def describe(self) -> Sequence[str]:
         return [f"{e.name} ({e.pair.cert}, until {date_of(e.not_after)})" for e in self.entries]
+
+
+_previous_hook: Callable[[Any], object] | None = None
+
+
+def _drop_server_name_errors(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    if (
+        isinstance(exc, UnicodeDecodeError)
+        and exc.encoding == "ascii"
+        and isinstance(unraisable.object, bytes)
+    ):
+        return  # a server name that is not ASCII (quiet_server_names)
+    (_previous_hook or sys.__unraisablehook__)(unraisable)
+
+
+def quiet_server_names() -> None:
+    """Python's SNI callback cannot decode a server name that is not ASCII (RFC 6066 names
+    are; OpenSSL passes any byte but NUL on): the handshake fails, which the TLS shell notes
+    as a refused connection (rate-limited), and CPython reports the UnicodeDecodeError, with
+    the name's bytes, to `sys.unraisablehook`: a traceback on stderr for every such
+    ClientHello, which a client could send by the thousand. Those reports are dropped;
+    anything else goes to the hook that was in place."""
+    global _previous_hook
+    if sys.unraisablehook is not _drop_server_name_errors:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _drop_server_name_errors
 
 
 async def watch_certificates(store: CertStore) -> None:

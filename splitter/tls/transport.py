@@ -16,14 +16,16 @@ handshake.
 
 States: `first` (nothing read yet: a PROXY header is read here; a first byte other than a
 TLS handshake record is plain text: answered 400 if it looks like HTTP, else cut), then
-`handshake`, then `open`, then `closed`. Before `open` nothing the protocol writes is sent
-(there is no request to answer: a deadline passed; the connection is cut).
+`handshake`, then `open`, then `closed`. Before `open` nothing the protocol writes is sent;
+the connection is `handshaking`, and its header deadline cuts it without a word, noted as a
+refused connection, not a 408 (no HTTP was spoken, as with a PROXY header that never ends).
 
 Rules:
 
 - One raw read gives one `data_received` of all the plaintext it completes, as a plain
   socket would; for a buffered protocol (the upgrade's `_Holder`), what does not fit its
-  buffer waits here until it reads again.
+  buffer waits here until it reads again, or goes first to the protocol that replaces it
+  (the connection itself, once the 101 opens the tunnel).
 - Backpressure both ways is the raw transport's: `pause_reading` pauses the socket; the
   socket's `pause_writing` reaches the protocol.
 - `close` sends close_notify after what is queued; `abort` cuts. A peer's close_notify is
@@ -59,6 +61,7 @@ class Plain(Protocol):
     """What the shell needs of the connection it carries (a `ClientConn`)."""
 
     tls: bool
+    handshaking: bool  # its header deadline cuts it without a word (no HTTP was spoken)
     preface: bytes | None  # a PROXY header is awaited before anything else
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
@@ -86,7 +89,7 @@ class TLSTransport(asyncio.Transport):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport  # type: ignore[assignment]
-        self.conn.tls = True
+        self.conn.tls = self.conn.handshaking = True
         self.conn.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -140,6 +143,7 @@ class TLSTransport(asyncio.Transport):
             self._close_raw()
             return
         self.state = _OPEN
+        self.conn.handshaking = False
         self._flush()
         if self.incoming.pending:  # the first request came with the handshake's end
             self._read()
@@ -179,6 +183,9 @@ class TLSTransport(asyncio.Transport):
         protocol = self.protocol
         get_buffer = getattr(protocol, "get_buffer", None)
         if get_buffer is None:
+            if self.pending:  # held for the buffered protocol this one replaced (the 101)
+                data = self.pending + data
+                self.pending = b""
             protocol.data_received(data)
             return
         data = self.pending + data

@@ -528,6 +528,17 @@ def test_upgrade_becomes_a_tunnel_after_101() -> None:
     assert pb.observed[0].status == 101
 
 
+def test_a_half_close_before_the_101_is_passed_on_after_it() -> None:
+    pb = Playbook()
+    client = pb.client()
+    client.send(UPGRADE + b"early")
+    backend = pb.accept()
+    client.eof()
+    assert not backend.transport.eof_written and not client.closed
+    backend.reply(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    assert backend.take().endswith(b"early") and backend.transport.eof_written
+
+
 def test_upgrade_holds_at_most_the_hold_limit_before_its_101() -> None:
     pb = Playbook()
     client = pb.client()
@@ -605,6 +616,16 @@ def test_silent_connection_gets_408_from_accept() -> None:
     client = pb.client()
     pb.advance(2.5)
     assert client.closed and client.responses()[0].status == 408
+
+
+def test_a_client_half_closed_in_the_middle_of_a_body_gets_400_at_once() -> None:
+    pb = Playbook(limits={"body_idle_timeout": "30s"})
+    client = pb.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    backend = pb.accept()
+    client.eof()  # the rest can never come
+    assert backend.closed
+    assert client.responses()[0].status == 400 and client.closed
 
 
 def test_body_idle_is_408_and_the_upstream_request_aborted() -> None:

@@ -10,6 +10,9 @@ import datetime
 import os
 import shutil
 import ssl
+import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +82,16 @@ def test_sni_chooses_exact_then_wildcard_then_the_first(tmp_path: Path) -> None:
     assert names_seen(store, "example.com") == ["shop.example.com"]
     assert names_seen(store, None) == ["shop.example.com"]
     assert names_seen(store, "unknown.test") == ["shop.example.com"]
+
+
+def test_a_wildcard_does_not_cover_an_empty_label(tmp_path: Path) -> None:
+    shop = write_pair(tmp_path / "shop", "shop.example.com")
+    wild = write_pair(tmp_path / "wild", "*.example.com")
+    store = CertStore(TLS((shop, wild)))
+    wildcard = store.context_for("x.example.com")
+    assert wildcard is not store.context_for(None)
+    for name in (".example.com", ".example.com.", "..example.com"):
+        assert store.context_for(name) is store.context_for(None), name
 
 
 def test_an_exact_name_wins_over_an_earlier_wildcard(tmp_path: Path) -> None:
@@ -281,3 +294,119 @@ def test_check_config_files_covers_backend_cas(tmp_path: Path) -> None:
     (problem,) = check_config_files(config)
     assert problem.path == "pools.blue.tls.ca"
     assert "cannot read" in problem.message
+
+
+def _fifo(path: str) -> None:
+    os.remove(path)
+    os.mkfifo(path)
+
+
+def _directory(path: str) -> None:
+    os.remove(path)
+    os.mkdir(path)
+
+
+def _loop(path: str) -> None:
+    os.remove(path)
+    os.symlink(path + ".other", path)
+    os.symlink(path, path + ".other")
+
+
+def _huge(path: str) -> None:
+    with open(path, "ab") as f:
+        f.write(b"#" * (2 << 20))
+
+
+def _emptied(path: str) -> None:
+    open(path, "wb").close()
+
+
+@pytest.mark.parametrize("which", ["cert", "key"])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_fifo, "is not a regular file"),
+        (_directory, "is not a regular file"),
+        (_loop, "Too many levels of symbolic links"),
+        (_huge, "is larger than 1 MiB"),
+        (_emptied, "is not a PEM"),
+    ],
+    ids=["fifo", "directory", "symlink-loop", "huge", "emptied"],
+)
+def test_a_file_put_out_of_shape_is_refused_at_once_and_the_old_pair_kept(  # type: ignore[no-untyped-def]
+    tmp_path: Path, which: str, damage, message: str
+) -> None:
+    """Never blocks (a FIFO in the file's place would hold the event loop in open()), never
+    reads more than 1 MiB, keeps the certificate in force, counts one error."""
+    pair = write_pair(tmp_path, "v1.example.com")
+    store = CertStore(TLS((pair,)))
+    path = getattr(pair, which)
+    damage(path)
+    done = threading.Event()
+
+    def unblock() -> None:  # if a FIFO was opened to be read, a writer lets it go
+        if not done.wait(3) and stat_is_fifo(path):
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+
+    watchdog = threading.Thread(target=unblock, daemon=True)
+    watchdog.start()
+    started = time.monotonic()
+    with pytest.raises(CertificateError, match=message):
+        load_pair(pair)
+    poll_until_stable(store)
+    done.set()
+    assert time.monotonic() - started < 1.0
+    assert names_seen(store, None) == ["v1.example.com"]
+    assert store.reloads == {"success": 0, "error": 1}
+    assert path in check_files(TLS((pair,)))[0].message
+
+
+def stat_is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_a_file_made_unreadable_keeps_the_old_pair(tmp_path: Path) -> None:
+    pair = write_pair(tmp_path, "v1.example.com")
+    store = CertStore(TLS((pair,)))
+    os.chmod(pair.key, 0)
+    poll_until_stable(store)
+    assert names_seen(store, None) == ["v1.example.com"]
+    assert store.reloads == {"success": 0, "error": 1}
+    with pytest.raises(CertificateError, match="Permission denied"):
+        load_pair(pair)
+
+
+def test_a_backend_ca_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    from splitter.config import BackendTLS, parse
+    from splitter.tls.backends import client_context
+
+    path = str(tmp_path / "ca.pem")
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def unblock() -> None:  # if the FIFO was opened to be read, a writer lets it go
+        if not done.wait(3):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(OSError, match="not a regular file"):
+        client_context(BackendTLS(ca=path))
+    config = parse(
+        {
+            "listen": "127.0.0.1:8080",
+            "pools": {
+                "blue": {"weight": 1, "backends": ["https://127.0.0.1:5001"], "tls": {"ca": path}}
+            },
+        },
+        env={},
+    )
+    (problem,) = check_config_files(config)
+    done.set()
+    assert time.monotonic() - started < 1.0
+    assert problem.path == "pools.blue.tls.ca" and "not a regular file" in problem.message
