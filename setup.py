@@ -35,6 +35,7 @@ COMPILED = [
     "splitter/proxy/downstream.py",
     "splitter/proxy/accesslog.py",
     "splitter/proxy/listener.py",
+    "splitter/tls/transport.py",
 ]
 
 

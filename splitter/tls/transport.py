@@ -82,6 +82,9 @@ class TLSTransport(asyncio.Transport):
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.sslobj: ssl.SSLObject | None = None
+        # The C object under `sslobj` (same read/write/pending/do_handshake methods, one call
+        # less each: ssl.SSLObject's methods are Python wrappers around it).
+        self.tls: Any = None
         self.reading_paused = False
         self.pending = b""  # plaintext a buffered protocol had no room for
 
@@ -108,7 +111,9 @@ class TLSTransport(asyncio.Transport):
                 self._plain(data)
                 return
             self.state = _HANDSHAKE
-            self.sslobj = self.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+            sslobj = self.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+            self.sslobj = sslobj
+            self.tls = getattr(sslobj, "_sslobj", sslobj)
         elif state != _HANDSHAKE:
             return
         self.incoming.write(data)
@@ -128,10 +133,8 @@ class TLSTransport(asyncio.Transport):
             self._abort_raw()
 
     def _handshake(self) -> None:
-        sslobj = self.sslobj
-        assert sslobj is not None
         try:
-            sslobj.do_handshake()
+            self.tls.do_handshake()
         except ssl.SSLWantReadError:
             self._flush()
             return
@@ -149,8 +152,7 @@ class TLSTransport(asyncio.Transport):
             self._read()
 
     def _read(self) -> None:
-        sslobj = self.sslobj
-        assert sslobj is not None
+        sslobj = self.tls
         chunks = []
         incoming = self.incoming
         eof = False
@@ -207,7 +209,7 @@ class TLSTransport(asyncio.Transport):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
-        self.sslobj = None
+        self.sslobj = self.tls = None
         self.protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -225,15 +227,17 @@ class TLSTransport(asyncio.Transport):
             raw.write(out)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        sslobj = self.sslobj
-        if self.state != _OPEN or sslobj is None or not data:
+        if self.state != _OPEN or not data:
             return
         try:
-            sslobj.write(data)
+            self.tls.write(data)
         except ssl.SSLError:
             self._abort_raw()
             return
-        self._flush()
+        out = self.outgoing.read()
+        raw = self.raw
+        if out and raw is not None and not raw.is_closing():
+            raw.write(out)
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

@@ -267,8 +267,9 @@ def test_an_sni_name_with_odd_bytes_is_refused_without_a_traceback_per_connectio
     proxy: SplitterProc,
 ) -> None:
     """RFC 6066 server names are ASCII; OpenSSL passes any other byte on, and Python's SNI
-    callback cannot decode it: the handshake fails. That must cost one rate-limited log
-    line, not a traceback on stderr for every such ClientHello."""
+    callback (there with several certificates) cannot decode it: the handshake fails. That
+    must cost one rate-limited log line, not a traceback on stderr for every such
+    ClientHello; with one certificate no callback runs and the handshake goes on."""
     for odd in (b"\xff\xfe\xfd\xfc", b"\x80abc", b"a b\x01", b"\x7f.\x7f\x7f"):
         hello = client_hello().replace(SNI_PLACEHOLDER, odd + SNI_PLACEHOLDER[4:])
         for _ in range(10):
@@ -279,7 +280,7 @@ def test_an_sni_name_with_odd_bytes_is_refused_without_a_traceback_per_connectio
     still_serves(proxy)
     assert tracebacks(proxy) == []
     refused = [line for line in proxy.stderr_text().splitlines() if "CALLBACK_FAILED" in line]
-    assert 1 <= len(refused) <= 3  # once per reason per second
+    assert len(refused) <= 3  # once per reason per second
 
 
 def test_a_client_hello_in_one_byte_writes_is_served(proxy: SplitterProc) -> None:
