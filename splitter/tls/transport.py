@@ -87,6 +87,7 @@ class TLSTransport(asyncio.Transport):
         self.tls: Any = None
         self.reading_paused = False
         self.pending = b""  # plaintext a buffered protocol had no room for
+        self.buffered = False  # the protocol reads into buffers of its own (get_buffer)
 
     # -- the raw socket's protocol ------------------------------------------------------
 
@@ -174,7 +175,8 @@ class TLSTransport(asyncio.Transport):
             self.conn.refused_connection(f"TLS error: {exc.reason or type(exc).__name__}")
             self._abort_raw()
             return
-        self._flush()  # a key update or session ticket may have something to send
+        if self.outgoing.pending:  # a key update's answer, an alert
+            self._flush()
         if chunks:
             self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if eof and self.state == _OPEN:
@@ -183,8 +185,7 @@ class TLSTransport(asyncio.Transport):
 
     def _deliver(self, data: bytes) -> None:
         protocol = self.protocol
-        get_buffer = getattr(protocol, "get_buffer", None)
-        if get_buffer is None:
+        if not self.buffered:
             if self.pending:  # held for the buffered protocol this one replaced (the 101)
                 data = self.pending + data
                 self.pending = b""
@@ -192,7 +193,7 @@ class TLSTransport(asyncio.Transport):
             return
         data = self.pending + data
         while data and not self.reading_paused and self.state == _OPEN:
-            buffer = get_buffer(len(data))
+            buffer = protocol.get_buffer(len(data))
             n = min(len(buffer), len(data))
             buffer[:n] = data[:n]
             data = data[n:]
@@ -268,6 +269,7 @@ class TLSTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.protocol = protocol
+        self.buffered = hasattr(protocol, "get_buffer")  # the upgrade's _Holder
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self.protocol  # type: ignore[no-any-return]
