@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 __all__ = ["Plain", "TLSTransport"]
@@ -47,13 +46,13 @@ _HANDSHAKE_RECORD: Final = 0x16
 _READ: Final = 256 * 1024
 _FIRST, _HANDSHAKE, _OPEN, _CLOSED = 0, 1, 2, 3
 
+_PLAIN_HTTP_BODY: Final = b"400 Bad Request: this port speaks HTTPS; use https:// in the address.\n"
 PLAIN_HTTP_ANSWER: Final = (
     b"HTTP/1.1 400 Bad Request\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 71\r\n"
+    b"Content-Length: %d\r\n"
     b"Connection: close\r\n"
-    b"\r\n"
-    b"400 Bad Request: this port speaks HTTPS; use https:// in the address.\n"
+    b"\r\n%s" % (len(_PLAIN_HTTP_BODY), _PLAIN_HTTP_BODY)
 )
 
 
@@ -88,6 +87,8 @@ class TLSTransport(asyncio.Transport):
         self.reading_paused = False
         self.pending = b""  # plaintext a buffered protocol had no room for
         self.buffered = False  # the protocol reads into buffers of its own (get_buffer)
+        self.eof = False  # the client ended its side (close_notify, or a FIN)
+        self.eof_told = False  # ... and the protocol was told, after what came before it
 
     # -- the raw socket's protocol ------------------------------------------------------
 
@@ -139,7 +140,7 @@ class TLSTransport(asyncio.Transport):
         except ssl.SSLWantReadError:
             self._flush()
             return
-        except (ssl.SSLError, ssl.CertificateError) as exc:
+        except ssl.SSLError as exc:  # ssl.CertificateError is one
             self._flush()  # the alert, if any
             self.state = _CLOSED
             reason = getattr(exc, "reason", None) or type(exc).__name__
@@ -177,11 +178,20 @@ class TLSTransport(asyncio.Transport):
             return
         if self.outgoing.pending:  # a key update's answer, an alert
             self._flush()
+        if eof:
+            self.eof = True
         if chunks:
             self._deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        if eof and self.state == _OPEN:
-            if not self.protocol.eof_received():
-                self.close()
+        elif eof:
+            self._end()
+
+    def _end(self) -> None:
+        """The client's end, once: after every byte before it has been delivered."""
+        if self.pending or self.eof_told or self.state != _OPEN:
+            return
+        self.eof_told = True
+        if not self.protocol.eof_received():
+            self.close()
 
     def _deliver(self, data: bytes) -> None:
         protocol = self.protocol
@@ -189,21 +199,26 @@ class TLSTransport(asyncio.Transport):
             if self.pending:  # held for the buffered protocol this one replaced (the 101)
                 data = self.pending + data
                 self.pending = b""
-            protocol.data_received(data)
-            return
-        data = self.pending + data
-        while data and not self.reading_paused and self.state == _OPEN:
-            buffer = protocol.get_buffer(len(data))
-            n = min(len(buffer), len(data))
-            buffer[:n] = data[:n]
-            data = data[n:]
-            protocol.buffer_updated(n)
-        self.pending = data
+            if data:
+                protocol.data_received(data)
+        else:
+            data = self.pending + data
+            while data and not self.reading_paused and self.state == _OPEN:
+                buffer = protocol.get_buffer(len(data))
+                n = min(len(buffer), len(data))
+                buffer[:n] = data[:n]
+                data = data[n:]
+                protocol.buffer_updated(n)
+            self.pending = data
+        if self.eof:
+            self._end()
 
     def eof_received(self) -> bool:
         if self.state == _OPEN:
             # TLS has no half-close: the client's EOF without close_notify ends reading.
-            if self.protocol.eof_received():
+            self.eof = True
+            self._end()
+            if self.state == _OPEN:
                 return True
         self.close()
         return False
@@ -233,6 +248,7 @@ class TLSTransport(asyncio.Transport):
         try:
             self.tls.write(data)
         except ssl.SSLError:
+            self.state = _CLOSED
             self._abort_raw()
             return
         out = self.outgoing.read()
@@ -311,6 +327,3 @@ class TLSTransport(asyncio.Transport):
         if self.raw is None:
             return default
         return self.raw.get_extra_info(name, default)
-
-
-Factory = Callable[[], TLSTransport]

@@ -231,8 +231,11 @@ def test_plain_http_on_the_tls_listener_gets_a_400_that_says_https(
         while chunk := sock.recv(4096):
             data += chunk  # until the close
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert b"Connection: close" in data
-    assert b"https://" in data
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head
+    assert b"https://" in body
+    (length,) = [line for line in head.split(b"\r\n") if line.startswith(b"Content-Length:")]
+    assert int(length.split(b":")[1]) == len(body)  # framed exactly: no client sees it cut
 
 
 def test_the_handshake_counts_against_the_header_timeout(

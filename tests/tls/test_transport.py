@@ -7,6 +7,7 @@ reaches splitter in reads of at most `READ` bytes, as the event loop's would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from types import SimpleNamespace
@@ -310,6 +311,41 @@ def test_the_clients_end_before_the_101_reaches_the_backend_once_the_tunnel_open
     backend.reply(b"bye")  # the other way still goes
     client.pump()
     assert bytes(client.plain).endswith(b"bye")
+
+
+def test_the_clients_end_behind_more_than_the_hold_limit_comes_after_every_byte(
+    store: CertStore,
+) -> None:
+    """Twice the hold limit and the client's close_notify in one read, before the 101: the
+    backend gets all the bytes, then the end (never a write after its write_eof)."""
+    pb = Playbook()
+    client = TLSClient(pb, store)
+    client.send(UPGRADE)
+    backend = pb.accept()
+    transport = backend.transport
+    order: list[str] = []
+    write, write_eof = transport.write, transport.write_eof
+
+    def record_write(data: bytes) -> None:
+        order.append("eof-then-write" if transport.eof_written else "write")
+        write(data)
+
+    def record_eof() -> None:
+        order.append("eof")
+        write_eof()
+
+    transport.write, transport.write_eof = record_write, record_eof  # type: ignore[method-assign]
+    transport.writelines = lambda parts: [record_write(p) for p in parts]  # type: ignore[method-assign]
+    early = bytes(range(256)) * (2 * HOLD_LIMIT // 256)
+    client.tls.write(early)
+    with contextlib.suppress(ssl.SSLError):
+        client.tls.unwrap()
+    client.pump()
+    assert not transport.eof_written
+    backend.reply(SWITCH)
+    client.pump()
+    assert backend.body() == early
+    assert order[-1] == "eof" and "eof-then-write" not in order, order
 
 
 # -- the first request with the handshake's end ---------------------------------------------
