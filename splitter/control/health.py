@@ -22,9 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from splitter.config import Backend, BackendTLS, HealthCheck
-from splitter.tls.backends import client_context
+from splitter.tls.backends import CAFileError, client_context
 
 log = logging.getLogger("splitter.health")
+
+# OpenSSL's verification results that a pool's `tls.ca` answers: no issuer known, or a
+# self-signed certificate (X509_V_ERR_*: 2, 18, 19, 20, 21).
+_UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))
 
 
 @dataclass(slots=True)
@@ -64,7 +68,10 @@ async def probe(
             if tls is None:
                 reader, writer = await asyncio.open_connection(host, port)
             else:
-                context = client_context(tls)
+                try:
+                    context = client_context(tls)
+                except CAFileError as exc:
+                    return False, f"GET {path}: {exc}"
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=context, server_hostname=host
                 )
@@ -77,11 +84,12 @@ async def probe(
     except TimeoutError:
         return False, f"GET {path}: no answer within {timeout:g}s (health_check.timeout)"
     except ssl.SSLCertVerificationError as exc:
-        return False, f"GET {path}: TLS: {exc.verify_message}; set the pool's tls.ca"
+        what = f"GET {path}: TLS: {exc.verify_message}"
+        if exc.verify_code in _UNKNOWN_ISSUER:
+            what += "; set the pool's tls.ca"
+        return False, what
     except ssl.SSLError as exc:
         return False, f"GET {path}: TLS: {exc.reason or exc}"
-    except ssl.CertificateError as exc:
-        return False, f"GET {path}: TLS: {exc}"
     except OSError as exc:
         return False, f"GET {path}: {exc.strerror or type(exc).__name__}"
     finally:

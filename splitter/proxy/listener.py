@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Final, cast
@@ -36,7 +35,6 @@ from splitter.proxy.exchange import Exchange
 from splitter.proxy.policy import Policy
 from splitter.proxy.upstream import BackendConnections, open_connection
 from splitter.state import Live
-from splitter.tls.backends import client_context
 from splitter.tls.certs import CertStore
 from splitter.tls.transport import TLSTransport
 
@@ -109,13 +107,7 @@ class ProxyListener(Listener):
             ):  # fmt: skip
                 if pool is not None:
                     pool.close_all()
-                pool = pools[backend.url] = BackendConnections(backend.backend, limits)
-                if pool.tls is not None:
-                    try:
-                        pool.ssl = client_context(pool.tls)
-                    except (OSError, ssl.SSLError) as exc:  # its CA file went away
-                        pool.tls_error = f"cannot load {pool.tls.ca}: {exc}"
-                        log.error("backend %s: %s", backend.url, pool.tls_error)
+                pools[backend.url] = BackendConnections(backend.backend, limits)
         for url in [u for u in pools if u not in urls]:
             pools.pop(url).close_all()  # in-flight exchanges keep their own connection
         shortest = min(

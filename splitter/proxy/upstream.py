@@ -40,6 +40,7 @@ from typing import Final, Protocol, cast
 from splitter.config import Backend, BackendTLS, Limits
 from splitter.errors import ProxyError, UpstreamConnectError, UpstreamLost
 from splitter.http1.response import ResponseReader
+from splitter.tls.backends import CAFileError, client_context
 
 __all__ = ["BackendConnections", "UpstreamConn", "UpstreamOwner", "open_connection"]
 
@@ -95,7 +96,7 @@ class UpstreamConn:
         if owner is None:
             self.close()
             return False
-        if self.pool.ssl is not None:
+        if self.pool.tls is not None:
             if not _close_notified(self.transport):  # asyncio's loop says EOF for both
                 self.owner = None
                 owner.upstream_lost(UpstreamLost(_NO_CLOSE_NOTIFY))
@@ -113,7 +114,7 @@ class UpstreamConn:
             self.owner = None
             if exc is not None:
                 owner.upstream_lost(UpstreamLost(f"connection lost: {exc}"))
-            elif self.pool.ssl is not None:  # uvloop: no EOF came first, so no close_notify
+            elif self.pool.tls is not None:  # uvloop: no EOF came first, so no close_notify
                 owner.upstream_lost(UpstreamLost(_NO_CLOSE_NOTIFY))
             else:
                 owner.upstream_lost(None)
@@ -218,8 +219,6 @@ class BackendConnections:
         self.idle: deque[UpstreamConn] = deque()  # oldest first
         # An https:// backend: its context (splitter.tls.backends) and settings.
         self.tls: BackendTLS | None = backend.tls
-        self.ssl: ssl.SSLContext | None = None
-        self.tls_error = ""  # the context could not be made: every connection fails
 
     def take_idle(self) -> UpstreamConn | None:
         idle = self.idle
@@ -273,20 +272,22 @@ async def open_connection(
     connection cannot be made."""
     # The protocols are plain classes (asyncio calls them by their method names).
     factory = cast("Callable[[], asyncio.Protocol]", lambda: UpstreamConn(pool, waiting))
-    if pool.tls_error:
-        raise UpstreamConnectError(f"TLS: {pool.tls_error}")
+    tls = pool.tls
     try:
-        if pool.ssl is None:
+        if tls is None:
             await loop.create_connection(factory, pool.host, pool.port)
         else:
+            # The context of the CA file as it is now (a rotated CA reaches new connections
+            # and health probes alike; one that stops loading leaves the last good one).
+            context = client_context(tls)
             await loop.create_connection(
-                factory, pool.host, pool.port, ssl=pool.ssl, server_hostname=pool.host
+                factory, pool.host, pool.port, ssl=context, server_hostname=pool.host
             )
     except ssl.SSLCertVerificationError as exc:  # before OSError: it is one
         raise UpstreamConnectError(f"TLS: certificate not trusted: {exc.verify_message}") from None
     except ssl.SSLError as exc:
         raise UpstreamConnectError(f"TLS: {exc.reason or exc}") from None
-    except ssl.CertificateError as exc:
+    except CAFileError as exc:
         raise UpstreamConnectError(f"TLS: {exc}") from None
     except OSError as exc:
         raise UpstreamConnectError(exc.strerror or str(exc)) from None

@@ -5,23 +5,34 @@ turns verification off only where the config says so. SNI and the name checked a
 backend URL's host (an IP address is checked against the certificate's IP addresses and
 sends no SNI, as RFC 6066 asks). TLS 1.2 or newer; ALPN http/1.1.
 
-A context is built once per (settings, CA file as it is on disk) and shared by every
-connection and health probe of those backends: loading the system's CAs takes tens of
-milliseconds, far too long for each connection.
+A context is built once per (settings, CA file as it is on disk: its inode, size and
+modification time) and shared by every connection and health probe of those backends:
+loading the system's CAs takes tens of milliseconds, far too long for each connection,
+while a stat of the CA file is not. So a rotated CA file reaches the next connection and
+the next probe alike; a CA file that stops loading (gone, half written, not PEM) leaves
+the last context that loaded in use, with one warning, until it loads again.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import ssl
 import stat
 
 from splitter.config import DEFAULT_ROUTE, BackendTLS, Config, ConfigProblem
 
-__all__ = ["check_backend_files", "client_context"]
+__all__ = ["CAFileError", "check_backend_files", "client_context"]
+
+log = logging.getLogger("splitter.tls")
 
 _contexts: dict[tuple[BackendTLS, tuple[int, int, int] | None], ssl.SSLContext] = {}
+_last_good: dict[BackendTLS, ssl.SSLContext] = {}
+
+
+class CAFileError(Exception):
+    """A pool's `tls.ca` that does not load, and none loaded before; the message names it."""
 
 
 def _ca_signature(tls: BackendTLS) -> tuple[int, int, int] | None:
@@ -35,25 +46,48 @@ def _ca_signature(tls: BackendTLS) -> tuple[int, int, int] | None:
 
 
 def client_context(tls: BackendTLS) -> ssl.SSLContext:
-    """The context for backends with these settings; OSError or ssl.SSLError when the CA
-    file does not load (checked with the config: `check_backend_files`)."""
+    """The context for backends with these settings (the module docstring); CAFileError
+    when the CA file does not load and never did (`check_backend_files` checks it with
+    the config)."""
     key = (tls, _ca_signature(tls))
     context = _contexts.get(key)
-    if context is None:
-        if tls.verify:
-            if tls.ca is not None:
-                _regular_file(tls.ca)
-            context = ssl.create_default_context(cafile=tls.ca)
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.set_alpn_protocols(["http/1.1"])
-        if len(_contexts) > 64:  # settings come from the config: a few at most
-            _contexts.clear()
-        _contexts[key] = context
+    if context is not None:
+        return context
+    try:
+        context = _build(tls)
+    except (OSError, ssl.SSLError) as exc:
+        why = _why(tls, exc)
+        last = _last_good.get(tls)
+        if last is None:
+            raise CAFileError(why) from None
+        log.warning("%s: the CA certificates loaded before stay in use", why)
+        context = last  # and not tried again until the file changes
+    else:
+        _last_good[tls] = context
+    if len(_contexts) > 64:  # settings come from the config: a few at most
+        _contexts.clear()
+    _contexts[key] = context
     return context
+
+
+def _build(tls: BackendTLS) -> ssl.SSLContext:
+    if tls.verify:
+        if tls.ca is not None:
+            _regular_file(tls.ca)
+        context = ssl.create_default_context(cafile=tls.ca)
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _why(tls: BackendTLS, exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"tls.ca {tls.ca} holds no CA certificate ({exc.reason or exc})"
+    return f"cannot read tls.ca {tls.ca}: {exc.strerror or exc}"
 
 
 def _regular_file(path: str) -> None:
@@ -82,19 +116,7 @@ def check_backend_files(config: Config) -> list[ConfigProblem]:
                 seen.add(tls.ca)
                 where = "pools" if top_level else f"routes[{i}].pools"
                 try:
-                    client_context(tls)
-                except OSError as exc:
-                    problems.append(
-                        ConfigProblem(
-                            f"{where}.{pool.name}.tls.ca",
-                            f"cannot read {tls.ca}: {exc.strerror or exc}",
-                        )
-                    )
-                except ssl.SSLError as exc:
-                    problems.append(
-                        ConfigProblem(
-                            f"{where}.{pool.name}.tls.ca",
-                            f"{tls.ca} holds no CA certificate ({exc.reason or exc})",
-                        )
-                    )
+                    _build(tls)  # as it is now, not the last one that loaded
+                except (OSError, ssl.SSLError) as exc:
+                    problems.append(ConfigProblem(f"{where}.{pool.name}.tls.ca", _why(tls, exc)))
     return problems

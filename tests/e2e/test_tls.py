@@ -306,6 +306,34 @@ def test_https_backends_are_verified_and_their_connections_reused(
     assert http_request(unverified.proxy_url + "/")[0] == 200
 
 
+def test_a_rotated_backend_ca_reaches_requests_and_a_missing_one_keeps_the_last(
+    tmp_path: Path, backend_factory: BackendFactory, splitter_factory: SplitterFactory
+) -> None:
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    pair = issue(tmp_path / "backend", "localhost", LOCALHOST, ca=new_ca)
+    backend = backend_factory("blue", tls=(pair["cert"], pair["key"]), workers=1)
+    ca_path = tmp_path / "ca.pem"
+    old_ca.cert_pem.write_to_path(str(ca_path))
+    proc = splitter_factory(
+        {
+            "pools": {
+                "blue": {"weight": 100, "backends": [backend.url], "tls": {"ca": str(ca_path)}}
+            },
+            "health_check": NO_HEALTH_DOWN,
+            # each request below on a new backend connection: a context chosen anew
+            "limits": {"upstream_idle_timeout": "100ms"},
+        }
+    )
+    assert http_request(proc.proxy_url + "/")[0] == 502  # the backend's CA is not trusted yet
+    new_ca.cert_pem.write_to_path(str(tmp_path / "ca.tmp"))
+    os.replace(tmp_path / "ca.tmp", ca_path)  # rotated: no reload, no restart
+    assert http_request(proc.proxy_url + "/")[0] == 200
+    os.remove(ca_path)  # gone (a Secret between two versions): the last one that loaded
+    time.sleep(0.6)  # the backend connection of the request above is closed by now
+    assert http_request(proc.proxy_url + "/")[0] == 200
+    wait_until(lambda: "the CA certificates loaded before stay in use" in proc.stderr_text())
+
+
 def test_workers_each_serve_tls_and_reload(
     tmp_path: Path,
     three_pools: dict,

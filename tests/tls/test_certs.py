@@ -374,7 +374,7 @@ def stat_is_fifo(path: str) -> bool:
 
 def test_a_backend_ca_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     from splitter.config import BackendTLS, parse
-    from splitter.tls.backends import client_context
+    from splitter.tls.backends import CAFileError, client_context
 
     path = str(tmp_path / "ca.pem")
     os.mkfifo(path)
@@ -386,7 +386,7 @@ def test_a_backend_ca_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: 
 
     threading.Thread(target=unblock, daemon=True).start()
     started = time.monotonic()
-    with pytest.raises(OSError, match="not a regular file"):
+    with pytest.raises(CAFileError, match="not a regular file"):
         client_context(BackendTLS(ca=path))
     config = parse(
         {
