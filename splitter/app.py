@@ -51,7 +51,7 @@ from splitter.proxy.listener import ProxyListener
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
 from splitter.state import HealthTable, Live, StateFile, build_live
-from splitter.tls import check_config_files
+from splitter.tls import check_changed_files
 from splitter.tls.certs import CertificateError, CertStore, watch_certificates
 from splitter.tls.settings import groups_offered
 
@@ -478,8 +478,8 @@ class Splitter:
         if self.watcher is not None:
             self.watcher.mark_current()
         try:
-            new = config_mod.load(self.config_path, files=check_config_files)
-            if new.tls is not None and self.certs is not None:
+            new = config_mod.load(self.config_path, files=check_changed_files(self._config))
+            if new.tls is not None and self.certs is not None and new.tls != self._config.tls:
                 self.certs.configure(new.tls)
         except CertificateError as exc:  # the files changed since they were checked
             new_error = ConfigError([ConfigProblem("tls.certificates", str(exc))])

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from splitter import memory
-from splitter.config import Config
+from splitter.config import TLS, Config
 from splitter.errors import StartupError
 from splitter.observe.counters import Counters
 from splitter.observe.stats import Drained, Recorder, per_process
@@ -109,6 +109,7 @@ async def _serve(
     except CertificateError as exc:
         conn.send(("error", f"tls: {exc}"))
         return 2
+    applied: list[TLS | None] = [config.tls]  # the tls section the certificates follow
     counters = Counters()
     server = ProxyListener(build(), loop, counters, recorder, certs=certs)
     await server.listen(sock)
@@ -123,9 +124,10 @@ async def _serve(
                 if kind == "live":
                     current[:] = message[1:3]
                     tls = current[0].tls
-                    if certs is not None and tls is not None:
-                        try:
+                    if certs is not None and tls is not None and tls != applied[0]:
+                        try:  # a change of the config's tls (the files are the watcher's)
                             certs.configure(tls)
+                            applied[0] = tls
                         except CertificateError as exc:  # the primary loaded them a moment ago
                             log.error("TLS: the certificates in force stay: %s", exc)
                     server.swap(build())

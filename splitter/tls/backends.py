@@ -20,6 +20,7 @@ import logging
 import os
 import ssl
 import stat
+from collections.abc import Collection
 
 from splitter.config import DEFAULT_ROUTE, BackendTLS, Config, ConfigProblem
 
@@ -102,8 +103,10 @@ def _regular_file(path: str) -> None:
         os.close(fd)
 
 
-def check_backend_files(config: Config) -> list[ConfigProblem]:
-    """A pool's `tls.ca` that does not load, at its YAML path."""
+def check_backend_files(
+    config: Config, skip: Collection[BackendTLS | None] = ()
+) -> list[ConfigProblem]:
+    """A pool's `tls.ca` that does not load, at its YAML path (but for settings in `skip`)."""
     problems = []
     seen: set[str] = set()
     top_level = len(config.routes) == 1 and config.routes[0].name == DEFAULT_ROUTE
@@ -111,7 +114,7 @@ def check_backend_files(config: Config) -> list[ConfigProblem]:
         for pool in route.pools:
             for backend in pool.backends:
                 tls = backend.tls
-                if tls is None or tls.ca is None or tls.ca in seen:
+                if tls is None or tls.ca is None or tls.ca in seen or tls in skip:
                     continue
                 seen.add(tls.ca)
                 where = "pools" if top_level else f"routes[{i}].pools"

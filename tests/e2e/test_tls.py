@@ -219,6 +219,22 @@ def test_a_broken_pair_keeps_the_old_certificate_logged_and_counted(
     assert scrape(proc).value("splitter_tls_reloads_total", result="success") == 1
 
 
+def test_a_reload_of_other_settings_is_not_refused_for_a_pair_being_rotated(
+    tmp_path: Path, three_pools: dict, splitter_factory: SplitterFactory  # type: ignore[type-arg]
+) -> None:
+    pair = issue(tmp_path / "tls", "v1.example.com")
+    config = base(three_pools["blue"].url, [pair])
+    config["pools"]["green"] = {"weight": 0, "backends": [three_pools["green"].url]}
+    proc = splitter_factory(config)
+    shutil.copy(issue(tmp_path / "other", "v2.example.com")["key"], pair["key"])  # half done
+    scrape_when(proc, lambda s: s.value("splitter_tls_reloads_total", result="error") == 1, "")
+    assert proc.config is not None
+    proc.config["pools"]["blue"]["weight"], proc.config["pools"]["green"]["weight"] = 0, 100
+    write_config(proc.config_path, proc.config, atomic=True)
+    wait_until(lambda: http_request(https_url(proc))[2] == b"green", timeout=5)
+    assert served_names(proc, None) == ["v1.example.com"]  # the pair in force stays
+
+
 def test_plain_http_on_the_tls_listener_gets_a_400_that_says_https(
     tmp_path: Path,
     three_pools: dict,
