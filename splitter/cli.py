@@ -15,7 +15,7 @@ from splitter import __version__
 from splitter.config import DEFAULT_ROUTE, Route, load
 from splitter.errors import ConfigError, StartupError
 from splitter.tls import check_config_files, check_files_expired_too
-from splitter.tls.certs import date_of, load_pair
+from splitter.tls.certs import CertificateError, date_of, load_pair
 
 DEFAULT_CONFIG = "config/splitter.yaml"
 EXIT_USAGE = 2
@@ -123,7 +123,11 @@ def _check(path: str) -> int:
             print(f"  {route.name}: {hosts}{route.path_prefix}  pools {pools(route)}")
     if config.tls is not None:
         for pair in config.tls.certificates:
-            loaded = load_pair(pair, config.tls.min_version)
+            try:
+                loaded = load_pair(pair, config.tls.min_version)
+            except CertificateError as exc:  # changed since the check, a moment ago
+                print(f"splitter: {exc}", file=sys.stderr)
+                return EXIT_USAGE
             names = ", ".join(loaded.names) or "no DNS names"
             print(f"  certificate {pair.cert}: {names}; valid until {date_of(loaded.not_after)}")
     return 0

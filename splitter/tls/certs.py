@@ -161,7 +161,7 @@ def load_pair(pair: CertificatePair, min_version: str = "1.2") -> Loaded:
 
 
 def _no_password() -> bytes:
-    raise CertificateError("encrypted key")
+    raise CertificateError("the key is encrypted: splitter needs it unencrypted")
 
 
 def check_files(
@@ -307,14 +307,19 @@ class CertStore:
                 entry.pair.cert, ", ".join(loaded.names) or "no DNS names",
                 date_of(loaded.not_after),
             )  # fmt: skip
+            if loaded.not_after <= time.time():
+                log.warning(
+                    "TLS: certificate %s (%s) expired on %s",
+                    entry.pair.cert, loaded.name, date_of(loaded.not_after),
+                )  # fmt: skip
         if changed:
             self._install(entries)
 
     def expiry(self) -> list[tuple[str, float]]:
         """(name, notAfter) of each certificate in force."""
         seen: dict[str, float] = {}
-        for entry in self.entries:
-            seen.setdefault(entry.name, entry.not_after)
+        for entry in self.entries:  # two with the same name: the one that ends first
+            seen[entry.name] = min(seen.get(entry.name, entry.not_after), entry.not_after)
         return list(seen.items())
 
     def describe(self) -> Sequence[str]:

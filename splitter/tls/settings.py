@@ -4,6 +4,7 @@
   (AES-GCM, ChaCha20-Poly1305) only: forward secret, no CBC, no RSA key exchange, no DHE
   (finite-field groups need parameters of their own and add nothing an ECDHE client lacks).
   TLS 1.3 suites: OpenSSL's three, all AEAD.
+- The client's preference among the suites (Mozilla's "intermediate": all are strong).
 - No compression (CRIME), no renegotiation (a client-driven CPU sink and an old source of
   bugs); session resumption on: TLS 1.3 tickets and TLS 1.2 tickets and session ids.
 - Key-exchange groups: exactly X25519, P-256 and P-384, Mozilla's list. Python's `ssl`
@@ -85,6 +86,15 @@ _openssl: _OpenSSL | None = None
 
 def set_groups(context: ssl.SSLContext, groups: str = GROUPS) -> bool:
     """Offer exactly `groups` for the key exchange; False when it cannot be done here."""
+    native = getattr(context, "set_groups", None)  # Python 3.15
+    if native is not None:
+        try:
+            native(groups)
+        except (ssl.SSLError, ValueError):
+            return False
+        return True
+    if sys.version_info >= (3, 15):  # PySSLContext's layout is only known up to 3.14
+        return False
     global _openssl
     if _openssl is None:
         _openssl = _OpenSSL()
@@ -113,6 +123,9 @@ def server_context(min_version: str = "1.2") -> ssl.SSLContext:
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.options &= ~ssl.OP_NO_TICKET
+    # The client's order of suites (Mozilla's profile; CPython sets the server's): every
+    # suite offered is strong, and a client without AES instructions puts ChaCha20 first.
+    context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.set_alpn_protocols(ALPN)
     ok = set_groups(context)
     if _groups_set is None:

@@ -220,7 +220,9 @@ def test_a_broken_pair_keeps_the_old_certificate_logged_and_counted(
 
 
 def test_a_reload_of_other_settings_is_not_refused_for_a_pair_being_rotated(
-    tmp_path: Path, three_pools: dict, splitter_factory: SplitterFactory  # type: ignore[type-arg]
+    tmp_path: Path,
+    three_pools: dict,
+    splitter_factory: SplitterFactory,  # type: ignore[type-arg]
 ) -> None:
     pair = issue(tmp_path / "tls", "v1.example.com")
     config = base(three_pools["blue"].url, [pair])

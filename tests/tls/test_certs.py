@@ -38,9 +38,15 @@ def write_pair(directory: Path, *names: str, ca: trustme.CA = CA, **kw: object) 
     return CertificatePair(str(cert), str(key))
 
 
-def handshake(store: CertStore, server_name: str | None, ca: trustme.CA = CA) -> ssl.SSLObject:
+def handshake(
+    store: CertStore,
+    server_name: str | None,
+    ca: trustme.CA = CA,
+    client_ctx: ssl.SSLContext | None = None,
+) -> ssl.SSLObject:
     """A TLS handshake against the store's front context; the client's view of it."""
-    client_ctx = ssl.create_default_context()
+    if client_ctx is None:
+        client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     client_ctx.check_hostname = False
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
@@ -102,6 +108,15 @@ def test_an_exact_name_wins_over_an_earlier_wildcard(tmp_path: Path) -> None:
     assert names_seen(store, "www.example.com") == ["*.example.com"]
 
 
+def test_the_expiry_of_two_certificates_with_one_name_is_the_earlier(tmp_path: Path) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    later = write_pair(tmp_path / "a", "shop.example.com", not_after=now + datetime.timedelta(90))
+    sooner = write_pair(tmp_path / "b", "shop.example.com", not_after=now + datetime.timedelta(9))
+    (expiry,) = CertStore(TLS((later, sooner))).expiry()
+    assert expiry[0] == "shop.example.com"
+    assert abs(expiry[1] - (now + datetime.timedelta(9)).timestamp()) < 2
+
+
 def test_the_settings_are_mozilla_intermediate() -> None:
     context = server_context("1.2")
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
@@ -112,6 +127,16 @@ def test_the_settings_are_mozilla_intermediate() -> None:
     assert suites and all("ECDHE" in s and ("GCM" in s or "CHACHA20" in s) for s in suites)
     assert server_context("1.3").minimum_version == ssl.TLSVersion.TLSv1_3
     assert GROUPS == "X25519:P-256:P-384"
+
+
+def test_the_client_chooses_the_suite(tmp_path: Path) -> None:
+    store = CertStore(TLS((write_pair(tmp_path, "shop.example.com"),)))
+    for first in ("ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES256-GCM-SHA384"):
+        client = ssl.create_default_context()
+        client.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.set_ciphers(f"{first}:ECDHE-ECDSA-AES128-GCM-SHA256")
+        cipher = handshake(store, None, client_ctx=client).cipher()
+        assert cipher is not None and cipher[0] == first
 
 
 def test_only_the_three_groups_are_accepted(tmp_path: Path) -> None:
