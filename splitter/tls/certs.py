@@ -21,12 +21,14 @@ equal to the server name (case-insensitive, a trailing dot ignored), else a `*.`
 covering exactly its first label; the first entry with such a name wins; no SNI or no
 match: the first entry.
 
-Reload: `poll` (every 0.5 s) stats each entry's two files, following symbolic links, so
-an in-place write, a rename over the file and a Kubernetes Secret's `..data` link swap all
-change what it sees. An entry is loaded again once its files are unchanged over one poll
-(a file half written is not read), so within about 1 s of the last write. A pair that
-does not load keeps the entry's old context: one warning naming the file and the reason,
-one `error` reload counted; the same files are not tried again until they change.
+Reload: every 0.5 s (`watch_certificates`, the file work in a thread) each entry's two
+files are stat'ed, following symbolic links, so an in-place write, a rename over the file
+and a Kubernetes Secret's `..data` link swap all change what it sees. An entry is loaded
+again once its files are unchanged over one look (a file half written is not read), so
+within about 1 s of the last write. A pair that does not load keeps the entry's old
+context: one warning naming the file and the reason, one `error` reload counted; the same
+files are not tried again until they change. A config reload loads what its `tls` changed
+(all or nothing); the watcher's result for entries a reload replaced meanwhile is dropped.
 
 Validation is the same at startup, on a config reload and in `splitter check`:
 `load_pair` reads the files (a missing, unreadable or non-PEM file, an encrypted key, a key
@@ -279,24 +281,42 @@ class CertStore:
     # -- reloading ----------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Load again each pair whose files changed and have stayed so over one poll."""
-        entries = list(self.entries)
-        changed = False
-        for i, entry in enumerate(entries):
-            now = signature(entry.pair)
+        """Load again each pair whose files changed and have stayed so over one poll
+        (`watch_certificates` does the same with the file work off the event loop)."""
+        entries = self.entries
+        due = self.due([signature(e.pair) for e in entries])
+        self.apply(
+            entries, [(i, sig, try_load(entries[i].pair, self.min_version)) for i, sig in due]
+        )
+
+    def due(self, signatures: list[Signature]) -> list[tuple[int, Signature]]:
+        """Which entries to load again, given their files' signatures now (in the order
+        of `entries`): those changed since the last look and unchanged since."""
+        due = []
+        for i, (entry, now) in enumerate(zip(self.entries, signatures, strict=True)):
             if now == entry.signature or now == self._failed[i]:
                 self._pending[i] = None
-                continue
-            if now != self._pending[i]:
+            elif now != self._pending[i]:
                 self._pending[i] = now  # changed: load it once it holds still
-                continue
-            self._pending[i] = None
-            try:
-                loaded = load_pair(entry.pair, self.min_version)
-            except CertificateError as exc:
-                self._failed[i] = now
+            else:
+                self._pending[i] = None
+                due.append((i, now))
+        return due
+
+    def apply(
+        self, looked_at: list[Loaded], results: list[tuple[int, Signature, Loaded | str]]
+    ) -> None:
+        """Put in force what loaded; count and log each result. Nothing when the entries
+        changed meanwhile (a config reload: it loaded its own)."""
+        if looked_at is not self.entries or not results:
+            return
+        entries = list(looked_at)
+        changed = False
+        for i, sig, loaded in results:
+            if isinstance(loaded, str):
+                self._failed[i] = sig
                 self.reloads["error"] += 1
-                log.warning("TLS: keeping the certificate in force: %s", exc)
+                log.warning("TLS: keeping the certificate in force: %s", loaded)
                 continue
             self._failed[i] = None
             self.reloads["success"] += 1
@@ -304,13 +324,13 @@ class CertStore:
             changed = True
             log.info(
                 "TLS: reloaded %s (%s), valid until %s",
-                entry.pair.cert, ", ".join(loaded.names) or "no DNS names",
+                loaded.pair.cert, ", ".join(loaded.names) or "no DNS names",
                 date_of(loaded.not_after),
             )  # fmt: skip
             if loaded.not_after <= time.time():
                 log.warning(
                     "TLS: certificate %s (%s) expired on %s",
-                    entry.pair.cert, loaded.name, date_of(loaded.not_after),
+                    loaded.pair.cert, loaded.name, date_of(loaded.not_after),
                 )  # fmt: skip
         if changed:
             self._install(entries)
@@ -353,11 +373,39 @@ def quiet_server_names() -> None:
         sys.unraisablehook = _drop_server_name_errors
 
 
+def try_load(pair: CertificatePair, min_version: str) -> Loaded | str:
+    """`load_pair`, its error as text."""
+    try:
+        return load_pair(pair, min_version)
+    except CertificateError as exc:
+        return str(exc)
+
+
+def _signatures(pairs: list[CertificatePair]) -> list[Signature]:
+    return [signature(p) for p in pairs]
+
+
+def _load_due(
+    pairs: list[CertificatePair], due: list[tuple[int, Signature]], min_version: str
+) -> list[tuple[int, Signature, Loaded | str]]:
+    return [(i, sig, try_load(pairs[i], min_version)) for i, sig in due]
+
+
 async def watch_certificates(store: CertStore) -> None:
-    """Look at the files every POLL_EVERY seconds, for as long as the listener runs."""
+    """Look at the files every POLL_EVERY seconds, for as long as the listener runs. The
+    stats and loads run in a thread: a file system that stops answering (a hard NFS
+    mount) holds this loop, never the event loop; the decisions are made on the loop."""
     while True:
         await asyncio.sleep(POLL_EVERY)
         try:
-            store.poll()
+            entries = store.entries
+            pairs = [e.pair for e in entries]
+            signatures = await asyncio.to_thread(_signatures, pairs)
+            if entries is not store.entries:
+                continue  # a config reload came in between
+            due = store.due(signatures)
+            if due:
+                results = await asyncio.to_thread(_load_due, pairs, due, store.min_version)
+                store.apply(entries, results)
         except Exception:  # a bug here must not end the reloads
             log.exception("TLS: error while looking at the certificate files")
