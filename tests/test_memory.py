@@ -66,11 +66,28 @@ def test_burst_watch_releases_once_a_burst_is_over(clock: FakeClock, trims: list
     assert not watch.check(memory.BURST + 100)  # the burst is going on
     assert not watch.check(memory.BURST)
     assert not watch.check((memory.BURST + 100) // 4 + 1)  # still above a quarter
+    assert not watch.check(10)  # below, but still falling
     assert trims == []
     assert watch.check(10)
     assert trims == [0]
     assert watch.peak == 10  # a new peak is measured from here
     assert not watch.check(5)
+
+
+def test_burst_watch_waits_until_the_count_stops_falling(
+    clock: FakeClock, trims: list[int]
+) -> None:
+    """The sweep closes a burst's idle backend connections a few at a time; what they
+    hold is freed after the sweep that closed them, so the release waits for a sweep that
+    closed none."""
+    watch = memory.BurstWatch()
+    assert not watch.check(2000)  # 1,000 clients and 1,000 backend connections
+    for idle in (1000, 400, 120, 30, 0):  # the clients are gone; the idle ones time out
+        assert not watch.check(idle)
+        clock.now += 0.4
+    assert trims == []
+    assert watch.check(1)  # a new client: not falling any more
+    assert trims == [0]
 
 
 def test_burst_watch_ignores_small_peaks(clock: FakeClock, trims: list[int]) -> None:
