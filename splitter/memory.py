@@ -8,9 +8,9 @@ back (`malloc_trim(0)`, which also returns free pages in the middle of the heap)
 
 It is called once when the listeners are up (the YAML parse, the dataclasses and the
 imports leave 1-2 MB of freed heap behind; what is left then is frozen), and by the
-proxy's sweep once the open connections have fallen well below their recent peak (see
-`BurstWatch`). It costs a few milliseconds, so it never runs on the request path, and the
-sweep runs it at most every `MIN_GAP` seconds.
+proxy's sweep once the open connections have fallen well below their recent peak and
+stopped falling (see `BurstWatch`). It costs a few milliseconds, so it never runs on the
+request path, and the sweep runs it at most every `MIN_GAP` seconds.
 On a libc without `malloc_trim` (musl, macOS) only the collection runs.
 """
 
@@ -64,23 +64,38 @@ def release_if_due() -> bool:
 
 
 class BurstWatch:
-    """Notices the end of a burst: open connections at BURST or more, then down to a quarter.
+    """Notices the end of a burst: open connections at BURST or more, then down to a quarter
+    and no longer falling.
 
     `peak` is the highest count seen since the last release; the accept path raises it
-    directly (one comparison), the sweep calls `check` with the current count.
+    directly (one comparison), the sweep calls `check` with the current count (client
+    connections and idle backend ones).
+
+    "No longer falling" waits for the sweep after the last one that saw connections go:
+    the event loop frees a closed connection's transport and buffers only after the
+    sweep that closed it (the idle backend connections of a burst are closed by the
+    sweep, a few at a time, `upstream_idle_timeout` after the burst), and a release
+    before that gives back little of what they held.
     """
 
-    __slots__ = ("peak",)
+    __slots__ = ("last", "peak")
 
     def __init__(self) -> None:
         self.peak = 0
+        self.last = 0  # the count at the previous check
 
     def check(self, open_conns: int) -> bool:
         """Release memory if a burst just ended; True when it did."""
+        last, self.last = self.last, open_conns
         if open_conns > self.peak:
             self.peak = open_conns
             return False
-        if self.peak < BURST or open_conns * 4 > self.peak or not release_if_due():
+        if (
+            self.peak < BURST
+            or open_conns * 4 > self.peak
+            or open_conns < last
+            or not release_if_due()
+        ):
             return False
         self.peak = open_conns
         return True

@@ -150,13 +150,37 @@ class RequestSink(Protocol):
     def on_refused(self, error: RequestRefused) -> None: ...
 
 
+class _Nobody:
+    """The sink of a closed reader: it hears nothing more."""
+
+    def on_head_start(self) -> None:
+        pass
+
+    def on_request(self, head: RequestHead) -> None:
+        pass
+
+    def on_request_body(self, data: bytes) -> None:
+        pass
+
+    def on_request_end(self) -> None:
+        pass
+
+    def on_refused(self, error: RequestRefused) -> None:
+        pass
+
+
+_NOBODY: Final = _Nobody()
+
+
 class RequestReader:
     """The llhttp callbacks of one client connection (see the module docstring)."""
 
     def __init__(self, settings: ReadSettings, sink: RequestSink) -> None:
         self.settings = settings
-        self.sink = sink
-        self.parser = httptools.HttpRequestParser(self)
+        self.sink: RequestSink = sink
+        # The parser holds the reader's callbacks, the reader its sink: `close` breaks
+        # both cycles, so that a closed connection is freed as soon as it is dropped.
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.head: RequestHead | None = None  # the request being read
         self.in_head = False
         self.in_body = False
@@ -169,11 +193,12 @@ class RequestReader:
 
     def feed(self, data: bytes) -> int:
         """Parse `data`; the offset where tunnel bytes start after an upgrade, else -1."""
-        if self.done:
+        parser = self.parser
+        if self.done or parser is None:
             return -1
         self.progress = False
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.done = True
             return int(upgrade.args[0])
@@ -201,6 +226,17 @@ class RequestReader:
                     self._refuse(RequestRefused(414 if in_line else 431, "head too large"))
             self.progress = False
         return -1
+
+    def close(self) -> None:
+        """The connection is gone: read nothing more, and let go of the parser and the sink
+        (the parser holds this reader's methods and the sink holds this reader, cycles
+        that only the garbage collector would otherwise free, long after the burst of
+        connections that made them)."""
+        self.done = True
+        self.in_head = self.in_body = False
+        self.head = None
+        self.parser = None
+        self.sink = _NOBODY
 
     def _refuse(self, error: RequestRefused) -> None:
         self.done = True
@@ -251,8 +287,8 @@ class RequestReader:
 
     def on_headers_complete(self) -> None:
         head = self.head
-        assert head is not None
         parser = self.parser
+        assert head is not None and parser is not None
         self.in_head = False
         self.progress = True
         head.method = parser.get_method()

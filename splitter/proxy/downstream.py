@@ -225,6 +225,12 @@ class ClientConn(Downstream):
             current.client_gone()
         self.queue.clear()
         self.parsing = None
+        # The transport (a TLS shell holds this connection) and the reader (its parser
+        # holds the reader) make cycles with it: broken here, the connection's objects are
+        # freed when the event loop drops it, not at the next full collection (which,
+        # in a burst, comes after thousands of dead connections have piled up).
+        self.reader.close()
+        self.transport = None
 
     def pause_writing(self) -> None:
         self.send_blocked = True
