@@ -74,8 +74,14 @@ class Client(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         method = self.parser.get_method()
         self.send(
-            method + b" " + self.url + b" HTTP/1.1\r\n" + b"".join(self.lines)
-            + b"X-Forwarded-For: " + self.peer + b"\r\n\r\n"
+            method
+            + b" "
+            + self.url
+            + b" HTTP/1.1\r\n"
+            + b"".join(self.lines)
+            + b"X-Forwarded-For: "
+            + self.peer
+            + b"\r\n\r\n"
         )
 
     def on_body(self, body: bytes) -> None:
@@ -88,9 +94,7 @@ class Client(asyncio.Protocol):
 
 async def main(port: int, backend_port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: Client(backend_port), "127.0.0.1", port, backlog=4096
-    )
+    server = await loop.create_server(lambda: Client(backend_port), "127.0.0.1", port, backlog=4096)
     print(f"minimal proxy: listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     await server.serve_forever()
 
