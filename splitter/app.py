@@ -37,7 +37,7 @@ from splitter import memory
 from splitter.admin.listener import KEEPALIVE_TIMEOUT, AdminListener, head_received
 from splitter.admin.routes import make_admin_app, make_metrics_app
 from splitter.admin.stream import Feed
-from splitter.config import Config
+from splitter.config import Config, Shadow
 from splitter.control.controller import Controller, EventLog, bound_once
 from splitter.control.fleet import Fleet
 from splitter.control.health import HealthChecker
@@ -50,6 +50,7 @@ from splitter.observe.stats import Drained, Recorder, Window, by_route, per_proc
 from splitter.proxy.listener import ProxyListener
 from splitter.rollout import RolloutEngine
 from splitter.runtime import bind, configure_logging, new_event_loop, url_of
+from splitter.shadow import Tally
 from splitter.state import HealthTable, Live, StateFile, build_live
 from splitter.tls import check_changed_files
 from splitter.tls.certs import CertificateError, CertStore, watch_certificates
@@ -104,6 +105,7 @@ class Splitter:
             self._rollout_view,
             self._store_view if store is not None else None,
             self._tls_view if config.tls is not None else None,
+            self._shadow_view,
         )
         self.ready = False
         self.stopping = False
@@ -230,7 +232,7 @@ class Splitter:
 
             self.workers = WorkerPool(self._config.workers, self._cookie_secret, self._add_stats)
             self._check_health_of(self._config)
-            await self.workers.start(self._config, self._route_weights())
+            await self.workers.start(self._config, self._route_weights(), self._route_shadows())
         else:
             self.server = ProxyListener(
                 self.live, loop, self.metrics.counters, self.recorder, certs=self.certs
@@ -287,11 +289,46 @@ class Splitter:
         """The weights in force, per route."""
         return {name: dict(route.controller.weights) for name, route in self.routes.items()}
 
+    def _route_shadows(self) -> dict[str, Shadow | None]:
+        """The shadow in force, per route (docs/shadow.md)."""
+        return {name: route.shadow_in_force() for name, route in self.routes.items()}
+
+    def shadow_tally(self, key: str) -> Tally:
+        """The copies' tally of "route/pool": this process's, or its workers' summed."""
+        if self.workers is not None:
+            return self.workers.shadow_tally(key)
+        if self.server is not None:
+            tally = self.server.shadowing.tallies.get(key)
+            if tally is not None:
+                return tally
+        return Tally()
+
+    def _shadow_view(self) -> list[tuple[str, str, dict[str, int]]]:
+        """Every "route/pool" that got copies in this replica, with its counts."""
+        if self.workers is not None:
+            keys = sorted(self.workers.shadow_keys())
+        elif self.server is not None:
+            keys = sorted(self.server.shadowing.tallies)
+        else:
+            keys = []
+        views = []
+        for key in keys:
+            route, _, pool = key.partition("/")
+            counts = self.shadow_tally(key).counts
+            views.append((route, pool, {**counts, "error": counts["errors"]}))
+        return views
+
     def _build_live(self, config: Config) -> Live:
         self.recorder.max_per_address = per_process(
             config.rollouts.analysis.max_per_address, config.workers
         )
-        return build_live(config, self._route_weights(), self._cookie_secret, self.health_table)
+        return build_live(
+            config,
+            self._route_weights(),
+            self._cookie_secret,
+            self.health_table,
+            self._route_shadows(),
+        )
 
     async def _collect_stats(self) -> None:
         while True:
@@ -405,7 +442,7 @@ class Splitter:
         if self.server is not None:
             self.server.swap(self.live)
         if self.workers is not None:
-            self.workers.install(config, self._route_weights())
+            self.workers.install(config, self._route_weights(), self._route_shadows())
         self._check_health_of(config)
 
     def _check_health_of(self, config: Config) -> None:

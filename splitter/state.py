@@ -9,6 +9,10 @@ Rules:
 - Backend health (`BackendHealth`, one per URL in a `HealthTable`) is shared from one
   snapshot to the next and changes under a snapshot, not with it; `Live.refresh_health`
   updates the cached views. (The keep-alive connections, by URL too, belong to the proxy.)
+- Shadow traffic (docs/shadow.md): the route's `shadow` in force (the file's, or what
+  the admin API or a rollout's test step put in force: `build_live(shadows=...)`) becomes
+  a `ShadowPlan` on every pool of the route but the shadow pool itself, so that the
+  request path finds it on the pool the weights chose, with one attribute read.
 - The state file is JSON, written atomically (write, fsync, rename): `{"version": 1,
   "cookie_secret": hex, ...}`. An unreadable file or one of an unknown version is set
   aside (renamed with a `.bad-<time>` suffix) and a fresh one is started.
@@ -27,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from splitter.config import Backend, Config, Pool, Route
+from splitter.config import Backend, Config, Pool, Route, Shadow
 from splitter.routetable import RouteTable, SegmentMatcher
 from splitter.routing import BackendBalancer, ClientIds, PoolChooser, route_salt
 
@@ -102,7 +106,8 @@ class PoolState:
     """One pool as the request path sees it; health flags are cached, not recomputed."""
 
     __slots__ = (
-        "backends", "balancer", "key", "live", "name", "pool", "route", "single", "up_flags"
+        "backends", "balancer", "key", "live", "name", "pool", "route", "shadow", "single",
+        "up_flags",
     )  # fmt: skip
 
     def __init__(self, pool: Pool, backends: list[BackendState], route: str) -> None:
@@ -115,6 +120,9 @@ class PoolState:
         self.up_flags: list[bool] | None = None  # None: every backend is up
         self.single = backends[0] if len(backends) == 1 else None
         self.live = True
+        # The route's shadow for the requests the weights send to this pool (None: none,
+        # or this is the shadow pool).
+        self.shadow: ShadowPlan | None = None
         self.refresh_health()
 
     def refresh_health(self) -> None:
@@ -141,16 +149,38 @@ class PoolState:
         return any(b.health.checked_up for b in self.backends)
 
 
+class ShadowPlan:
+    """A route's shadow traffic in force, as the request path reads it: which pool gets
+    the copies (and the reference), how many, of which methods."""
+
+    __slots__ = ("config", "key", "methods", "pool", "reference", "route", "share")
+
+    def __init__(self, config: Shadow, route: str, pools: Mapping[str, PoolState]) -> None:
+        self.config = config
+        self.route = route
+        self.share = config.share
+        self.methods = frozenset(m.encode() for m in config.methods)
+        self.pool = pools[config.pool]
+        self.reference = pools[config.reference] if config.reference is not None else None
+        self.key = f"{route}/{config.pool}"  # its tally's key
+
+
 class RouteState:
     """One route as the request path sees it: its pools, the weights in force, the pool
     choice over them and its segments (docs/configuration.md#routes-and-segments)."""
 
     __slots__ = (
         "chooser", "live_pools", "name", "no_pool_key", "pools", "route", "salt", "segments",
-        "weights",
+        "shadow", "weights",
     )  # fmt: skip
 
-    def __init__(self, route: Route, weights: Mapping[str, float], health: HealthTable) -> None:
+    def __init__(
+        self,
+        route: Route,
+        weights: Mapping[str, float],
+        health: HealthTable,
+        shadow: Shadow | None = None,
+    ) -> None:
         self.route = route
         self.name = route.name
         self.no_pool_key = f"{route.name}/none"  # its requests no pool could take
@@ -166,6 +196,14 @@ class RouteState:
         # salted by the route's name: independent of the other routes' choices.
         self.salt = route_salt(route.name)
         self.chooser = PoolChooser(self.weights, None, self.salt)
+        # The shadow in force (None: no shadow); copies are made while its share is > 0.
+        self.shadow = shadow
+        if shadow is not None and shadow.share > 0 and shadow.pool in self.pools:
+            if shadow.reference is None or shadow.reference in self.pools:
+                plan = ShadowPlan(shadow, route.name, self.pools)
+                for state in self.pools.values():
+                    if state.name != shadow.pool:
+                        state.shadow = plan
 
     def weight_map(self) -> dict[str, float]:
         return dict(self.weights)
@@ -193,6 +231,9 @@ class RouteState:
 # The weights in force, per route: route name -> pool name -> weight. A route (or pool)
 # missing from it has its config weights.
 RouteWeights = Mapping[str, Mapping[str, float]]
+# The shadow in force per route, where it is not the file's: route name -> the shadow, or
+# None for "stopped" (DELETE /api/v1/shadow).
+RouteShadows = Mapping[str, Shadow | None]
 
 
 @dataclass(slots=True)
@@ -237,10 +278,24 @@ class Live:
 
 
 def build_live(
-    config: Config, weights: RouteWeights, cookie_secret: bytes, health: HealthTable
+    config: Config,
+    weights: RouteWeights,
+    cookie_secret: bytes,
+    health: HealthTable,
+    shadows: RouteShadows | None = None,
 ) -> Live:
-    """A snapshot for `config` with `weights` in force, sharing backend health by URL."""
-    routes = tuple(RouteState(r, weights.get(r.name, {}), health) for r in config.routes)
+    """A snapshot for `config` with `weights` (and `shadows`) in force, sharing backend
+    health by URL."""
+    shadows = shadows or {}
+    routes = tuple(
+        RouteState(
+            r,
+            weights.get(r.name, {}),
+            health,
+            shadows[r.name] if r.name in shadows else r.shadow,
+        )
+        for r in config.routes
+    )
     health.retain({b.url for r in config.routes for p in r.pools for b in p.backends})
     sticky = config.sticky
     client_ids = None

@@ -1,12 +1,13 @@
 """Worker processes: `workers: N` copies of the request path sharing the proxy port.
 
     primary (splitter run)                       worker 1..N (spawned, no aiohttp)
-    config, weights, state file, events,  --->   ("live", config, weights)
+    config, weights, state file, events,  --->   ("live", config, weights, shadows)
     admin API, health checks, the watcher, --->  ("health", url, up)
     the shared store                       --->  ("secret", key): the fleet's cookie key
                                            --->  ("stop",)
-    /metrics sums the workers' counters    <---  ("ready",), ("counters", snapshot, stats)
-    and their per-pool statistics
+    /metrics sums the workers' counters    <---  ("ready",), ("counters", snapshot, stats,
+    and their per-pool statistics,                shadow tallies)
+    and their shadow tallies
 
 Rules:
 
@@ -44,7 +45,8 @@ from splitter.observe.counters import Counters
 from splitter.observe.stats import Drained, Recorder, per_process
 from splitter.proxy.listener import ProxyListener
 from splitter.runtime import bind, configure_logging, new_event_loop
-from splitter.state import HealthTable, Live, build_live
+from splitter.shadow import Tally
+from splitter.state import HealthTable, Live, RouteShadows, build_live
 from splitter.tls.certs import CertificateError, CertStore, watch_certificates
 
 log = logging.getLogger("splitter.workers")
@@ -63,6 +65,7 @@ def worker_main(
     index: int,
     config: Config,
     weights: dict[str, dict[str, float]],
+    shadows: RouteShadows,
     secret: bytes,
     health: dict[str, bool],
     conn: Conn,
@@ -71,13 +74,14 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(f"[worker {index}]")
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        code = runner.run(_serve(config, weights, secret, health, conn))
+        code = runner.run(_serve(config, weights, shadows, secret, health, conn))
     sys.exit(code)
 
 
 async def _serve(
     config: Config,
     weights: dict[str, dict[str, float]],
+    shadows: RouteShadows,
     secret: bytes,
     health: dict[str, bool],
     conn: Conn,
@@ -89,7 +93,7 @@ async def _serve(
         conn.send(("error", str(exc)))
         return 2
     table = HealthTable()
-    current: list[Any] = [config, weights]
+    current: list[Any] = [config, weights, shadows]
     secret_box = [secret]
 
     recorder = Recorder()
@@ -97,7 +101,7 @@ async def _serve(
     def build() -> Live:
         cfg: Config = current[0]
         recorder.max_per_address = per_process(cfg.rollouts.analysis.max_per_address, cfg.workers)
-        live = build_live(cfg, current[1], secret_box[0], table)
+        live = build_live(cfg, current[1], secret_box[0], table, current[2])
         now = loop.time()
         for url in table.by_url:
             table.set_checked(url, health.get(url, True), now)
@@ -122,7 +126,7 @@ async def _serve(
                 message = conn.recv()
                 kind = message[0]
                 if kind == "live":
-                    current[:] = message[1:3]
+                    current[:] = message[1:4]
                     tls = current[0].tls
                     if certs is not None and tls is not None and tls != applied[0]:
                         try:  # a change of the config's tls (the files are the watcher's)
@@ -156,7 +160,10 @@ async def _serve(
     async def report() -> None:
         while True:
             await asyncio.sleep(COUNTERS_EVERY)
-            _send(conn, ("counters", counters.snapshot(), recorder.drain()))
+            _send(conn, ("counters", counters.snapshot(), recorder.drain(), shadows_of()))
+
+    def shadows_of() -> dict[str, Any]:
+        return server.shadowing.snapshot()
 
     reporter = loop.create_task(report())
     await stop.wait()
@@ -164,7 +171,7 @@ async def _serve(
     reporter.cancel()
     if watcher is not None:
         watcher.cancel()
-    _send(conn, ("counters", counters.snapshot(), recorder.drain()))
+    _send(conn, ("counters", counters.snapshot(), recorder.drain(), shadows_of()))
     return 0
 
 
@@ -186,6 +193,7 @@ class _Worker:
         self.started = 0.0
         self.ready: asyncio.Future[None] | None = None
         self.counters: dict[str, Any] | None = None
+        self.shadow: dict[str, dict[str, Any]] | None = None  # its tallies, by "route/pool"
 
 
 class WorkerPool:
@@ -198,14 +206,18 @@ class WorkerPool:
         self.context = multiprocessing.get_context("spawn")
         self.workers = [_Worker(i + 1) for i in range(count)]
         self.retired: list[dict[str, Any]] = []  # last counters of workers that died
+        self.retired_shadow: list[dict[str, dict[str, Any]]] = []  # ... and their tallies
+        self.shadows: RouteShadows = {}
         self.config: Config | None = None
         self.weights: dict[str, dict[str, float]] = {}
         self.health: dict[str, bool] = {}
         self.stopping = False
         self.restarts = 0
 
-    async def start(self, config: Config, weights: dict[str, dict[str, float]]) -> None:
-        self.config, self.weights = config, weights
+    async def start(
+        self, config: Config, weights: dict[str, dict[str, float]], shadows: RouteShadows
+    ) -> None:
+        self.config, self.weights, self.shadows = config, weights, shadows
         for worker in self.workers:
             self._spawn(worker)
         try:
@@ -223,7 +235,15 @@ class WorkerPool:
         parent, child = self.context.Pipe(duplex=True)
         process = self.context.Process(
             target=worker_main,
-            args=(worker.index, self.config, self.weights, self.secret, dict(self.health), child),
+            args=(
+                worker.index,
+                self.config,
+                self.weights,
+                dict(self.shadows),
+                self.secret,
+                dict(self.health),
+                child,
+            ),
             name=f"splitter worker {worker.index}",
             daemon=False,
         )
@@ -241,6 +261,7 @@ class WorkerPool:
                 message = conn.recv()
                 if message[0] == "counters":
                     worker.counters = message[1]
+                    worker.shadow = message[3]
                     self.on_stats(message[2])
                 elif message[0] == "ready" and worker.ready and not worker.ready.done():
                     worker.ready.set_result(None)
@@ -262,6 +283,9 @@ class WorkerPool:
         if worker.counters is not None:
             self.retired.append(worker.counters)
             worker.counters = None
+        if worker.shadow is not None:
+            self.retired_shadow.append(worker.shadow)
+            worker.shadow = None
         process.join(0)
         if self.stopping:
             return
@@ -287,9 +311,11 @@ class WorkerPool:
             if worker.conn is not None:
                 _send(worker.conn, message)
 
-    def install(self, config: Config, weights: dict[str, dict[str, float]]) -> None:
-        self.config, self.weights = config, weights
-        self._broadcast(("live", config, weights))
+    def install(
+        self, config: Config, weights: dict[str, dict[str, float]], shadows: RouteShadows
+    ) -> None:
+        self.config, self.weights, self.shadows = config, weights, shadows
+        self._broadcast(("live", config, weights, dict(shadows)))
 
     def set_secret(self, secret: bytes) -> None:
         self.secret = secret
@@ -302,6 +328,16 @@ class WorkerPool:
     def counters(self) -> Counters:
         current = [w.counters for w in self.workers if w.counters is not None]
         return Counters.merge([*self.retired, *current])
+
+    def shadow_tally(self, key: str) -> Tally:
+        """The tally of "route/pool", every worker's (and the retired ones') summed."""
+        current = [w.shadow for w in self.workers if w.shadow is not None]
+        snapshots = [t[key] for t in [*self.retired_shadow, *current] if key in t]
+        return Tally.merge(snapshots)
+
+    def shadow_keys(self) -> set[str]:
+        current = [w.shadow for w in self.workers if w.shadow is not None]
+        return {key for t in [*self.retired_shadow, *current] for key in t}
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self.workers if w.process is not None]

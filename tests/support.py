@@ -342,6 +342,22 @@ def start_aio_backend(pool: str, backend_id: str | None = None) -> Backend:
     return _start_backend(pool, backend_id, argv, {"POOL": pool, "BACKEND_ID": backend_id})
 
 
+def start_shadow_backend(
+    pool: str, price: int = 10, noise: bool = False, delay: float = 0.0
+) -> Backend:
+    """tests.backends.shadow_app: one version of a small JSON service (shadow traffic's
+    tests); returns once /healthz is 200."""
+
+    def argv(port: int) -> list[str]:
+        extra = ["--noise"] if noise else []
+        return [
+            sys.executable, "-m", "tests.backends.shadow_app", "--port", str(port),
+            "--pool", pool, "--price", str(price), "--delay", str(delay), *extra,
+        ]  # fmt: skip
+
+    return _start_backend(pool, pool, argv, {"POOL": pool})
+
+
 # --------------------------------------------------------------------------- config
 
 

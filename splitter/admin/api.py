@@ -44,6 +44,7 @@ from splitter.control.route import RouteControl
 from splitter.errors import AdminError, ApiError, ConfigError, RolloutError, StoreError
 from splitter.rollout.machine import ABORT_WAY
 from splitter.rollout.plan import parse_rollout
+from splitter.shadow import Tally
 from splitter.state import Live
 
 log = logging.getLogger("splitter.admin")
@@ -289,6 +290,62 @@ def _refuse_during_rollout(route: RouteControl) -> None:
             409,
             f"a rollout of {active.plan.pool} is active: abort it first "
             "(or let it finish); its weights change by themselves",
+        )
+
+
+# -- shadow traffic (docs/shadow.md) ------------------------------------------------------
+
+
+def shadow_json(route: RouteControl) -> dict[str, Any]:
+    """The route's shadow in force and the tally of its pool (of the file's pool when it
+    is stopped, so that what was compared stays in view)."""
+    shadow = route.shadow_in_force()
+    pool = shadow.pool if shadow is not None else None
+    config_route = route.controller.route
+    shown = pool or (
+        config_route.shadow.pool if config_route is not None and config_route.shadow else None
+    )
+    tally = route.shadow_tally(shown).to_json() if shown is not None else Tally().to_json()
+    return {
+        "pool": pool,
+        "share": shadow.share if shadow is not None else 0,
+        "reference": shadow.reference if shadow is not None else None,
+        **tally,
+    }
+
+
+async def get_shadow(request: web.Request) -> web.Response:
+    return json_response(shadow_json(route_of(request)))
+
+
+async def put_shadow(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    route = route_of(request)
+    body = await read_json_object(request)
+    if not body:
+        raise ApiError(400, "name what to change: share, pool or reference")
+    splitter.catch_up_with_file()
+    _refuse_during_shadow_step(route)
+    await route.shadow.set(body, route.shadow_in_force())
+    return json_response(shadow_json(route))
+
+
+async def delete_shadow(request: web.Request) -> web.Response:
+    splitter = request.app[SPLITTER_KEY]
+    route = route_of(request)
+    splitter.catch_up_with_file()
+    _refuse_during_shadow_step(route)
+    await route.shadow.stop(route.shadow_in_force())
+    return json_response(shadow_json(route))
+
+
+def _refuse_during_shadow_step(route: RouteControl) -> None:
+    """A rollout's test step decides the shadow while it is on: 409."""
+    if route.shadow_step() is not None:
+        raise ApiError(
+            409,
+            "a rollout's test step is shadowing this route: abort or promote the rollout "
+            "first (or let the step end)",
         )
 
 

@@ -376,6 +376,58 @@ class Series(TypedDict):
     pools: dict[str, SeriesPool]
 
 
+# -- shadow traffic (docs/shadow.md) -----------------------------------------------------
+
+Share = Annotated[float, Meta(minimum=0, maximum=1)]
+
+
+class ShadowField(TypedDict):
+    field: Annotated[str, Meta(description='"status", "header:NAME", a JSON pointer, "body"')]
+    differ: Count
+
+
+class ShadowDifference(TypedDict):
+    """One differing request: its first field that differs (values cut to 200 characters;
+    Authorization, Cookie and Set-Cookie never shown; the query's values left out)."""
+
+    at: Time
+    method: str
+    path: str
+    primary_status: int
+    shadow_status: int
+    field: str
+    primary: str
+    shadow: str
+
+
+class Shadow(TypedDict):
+    """The route's shadow: the pool that gets copies (null: none) and the share, then what
+    this replica compared since it started (`compared` = same + differ + noise;
+    `diff_rate` = differ / compared)."""
+
+    pool: str | None
+    share: Share
+    reference: str | None
+    compared: Count
+    same: Count
+    differ: Count
+    noise: Count
+    skipped: Count
+    errors: Count
+    diff_rate: Annotated[float, Meta(minimum=0, maximum=1)]
+    fields: list[ShadowField]
+    recent: Annotated[list[ShadowDifference], Meta(description="The last 20, oldest first.")]
+
+
+class ShadowChange(TypedDict):
+    """Change the share (and the pool, or the reference: null for none) of the route's
+    shadow; the pool is needed when the route has none."""
+
+    share: NotRequired[Share]
+    pool: NotRequired[str]
+    reference: NotRequired[str | None]
+
+
 class SessionRequest(TypedDict):
     token: str
 

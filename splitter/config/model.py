@@ -172,6 +172,7 @@ class Route:
     path_prefix: str = "/"
     segments: tuple[Segment, ...] = ()
     rollouts: Rollouts = field(default_factory=lambda: Rollouts())
+    shadow: Shadow | None = None  # the route's shadow traffic as the file says (section 15)
 
     def weights(self) -> dict[str, float]:
         return {p.name: p.weight for p in self.pools}

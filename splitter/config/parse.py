@@ -75,6 +75,7 @@ from splitter.config.routes import (
     segments_section,
     to_path_prefix,
 )
+from splitter.config.shadow import shadow_section
 from splitter.errors import ConfigError, ConfigProblem
 
 # ---------------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def parse(
     data = substitute(ck, data, "", os.environ if env is None else env)
     top = (
         "listen", "admin", "pools", "segments", "routes", "state_file", "access_log", "workers",
-        "rollouts", "store", "trusted_proxies", "proxy_protocol", "tls", *_SECTIONS,
+        "rollouts", "store", "trusted_proxies", "proxy_protocol", "tls", "shadow", *_SECTIONS,
     )  # fmt: skip
     ck.mapping(data, "", top)
     if data.get("listen") is None:
@@ -427,17 +428,23 @@ def _service(
         segments = segments_section(
             ck, data.get("segments"), "segments", _pool_names(pools), "the pools", override
         )
-        return (Route(DEFAULT_ROUTE, route_pools, segments=segments, rollouts=rollouts),)
+        shadow = shadow_section(ck, data.get("shadow"), "shadow", _pool_weights(pools), "the pools")
+        return (
+            Route(DEFAULT_ROUTE, route_pools, segments=segments, rollouts=rollouts, shadow=shadow),
+        )
     if pools is not None:
         ck.add("routes", "cannot be used with the top-level pools: either pools (one "
                "route, default) or routes, each with its own pools")  # fmt: skip
     if data.get("segments") is not None:
         ck.add("segments", "the top-level segments go with the top-level pools: with "
                "routes, each route has its own segments")  # fmt: skip
+    if data.get("shadow") is not None:
+        ck.add("shadow", "the top-level shadow goes with the top-level pools: with "
+               "routes, each route has its own shadow")  # fmt: skip
     return _routes(ck, routes, rollouts, override)
 
 
-_ROUTE_KEYS = ("name", "hosts", "path_prefix", "pools", "segments", "rollouts")
+_ROUTE_KEYS = ("name", "hosts", "path_prefix", "pools", "segments", "rollouts", "shadow")
 _ROUTE_NAME = re.compile(ROUTE_NAME)
 
 
@@ -469,7 +476,12 @@ def _routes(ck: Checker, value: Any, rollouts: Rollouts, override: str | None) -
             ck, m.get("segments"), f"{path}.segments", _pool_names(raw_pools), pools_of, override
         )
         own_rollouts = _rollouts(ck, m.get("rollouts"), f"{path}.rollouts", rollouts, True)
-        routes.append(Route(name, pools, tuple(hosts or ()), prefix, segments, own_rollouts))
+        shadow = shadow_section(
+            ck, m.get("shadow"), f"{path}.shadow", _pool_weights(raw_pools), pools_of
+        )
+        routes.append(
+            Route(name, pools, tuple(hosts or ()), prefix, segments, own_rollouts, shadow)
+        )
         readable = not ck.has_problem(f"{path}.path_prefix") and (
             m.get("hosts") is None or hosts is not None
         )
@@ -493,6 +505,23 @@ def _route_name(ck: Checker, value: Any, path: str, names: Mapping[str, str]) ->
     else:
         return value
     return ""
+
+
+def _pool_weights(value: Any) -> dict[str, float | None] | None:
+    """The pools of a `pools` mapping as written, each with its weight (None when it cannot
+    be read: its own error says so); None when it is not a mapping."""
+    if not isinstance(value, dict):
+        return None
+    weights: dict[str, float | None] = {}
+    for name, spec in value.items():
+        weight: float | None = None
+        if isinstance(spec, dict):
+            try:
+                weight = to_weight(spec.get("weight", 0.0))
+            except Invalid:
+                weight = None
+        weights[str(name)] = weight
+    return weights
 
 
 def _pool_names(value: Any) -> list[str] | None:

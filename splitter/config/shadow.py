@@ -55,6 +55,7 @@ from splitter.config.convert import (
     to_size,
 )
 from splitter.config.model import SHADOW_IGNORE_HEADERS, SHADOW_METHODS, Shadow
+from splitter.errors import ConfigError
 
 __all__ = [
     "FRAMING_HEADERS",
@@ -65,6 +66,9 @@ __all__ = [
     "SHADOW_KEYS",
     "WILDCARD",
     "pointer_tokens",
+    "saved_shadow",
+    "shadow_change",
+    "shadow_data",
     "shadow_section",
     "to_json_pointer",
 ]
@@ -294,3 +298,54 @@ def _known_pool(
         ck.add(path, f"unknown pool {name!r} ({pools_of} are {known})")
         return False
     return True
+
+
+CHANGE_KEYS = ("pool", "share", "reference")
+
+
+def shadow_data(shadow: Shadow) -> dict[str, Any]:
+    """A shadow section as plain data (the keys of the YAML section), for the shared
+    document and for `shadow_change`."""
+    return {
+        "pool": shadow.pool,
+        "share": shadow.share,
+        "reference": shadow.reference,
+        "methods": list(shadow.methods),
+        "max_body": shadow.max_body,
+        "max_in_flight": shadow.max_in_flight,
+        "ignore_headers": list(shadow.ignore_headers),
+        "ignore_json": list(shadow.ignore_json),
+    }
+
+
+def shadow_change(
+    base: Shadow | None, change: Mapping[str, Any], weights: Mapping[str, float | None]
+) -> Shadow:
+    """The shadow a runtime change makes (PUT /api/v1/shadow: `pool`, `share`,
+    `reference`), on top of `base` (the one in force, else the file's; None: the
+    defaults): ConfigError naming each problem as the config's own checks would."""
+    ck = Checker(None)
+    unknown = [str(k) for k in change if k not in CHANGE_KEYS]
+    if unknown:
+        ck.add(unknown[0], f"is not a key of a shadow change ({', '.join(CHANGE_KEYS)})")
+        raise ConfigError(ck.problems)
+    data: dict[str, Any] = shadow_data(base) if base is not None else {}
+    if "pool" in change and base is not None and change["pool"] != base.pool:
+        data.pop("reference", None)  # a reference goes with the pool it was set for
+    data.update(change)
+    if data.get("reference") is None:
+        data.pop("reference", None)
+    shadow = shadow_section(ck, data, "", weights, "the pools")
+    if ck.problems or shadow is None:
+        raise ConfigError(ck.problems)
+    return shadow
+
+
+def saved_shadow(value: Any, weights: Mapping[str, float | None]) -> Shadow | None:
+    """A shadow read back from the shared document or the state file (`shadow_data`),
+    checked like any input: None when it is not a valid section for these pools."""
+    if not isinstance(value, dict):
+        return None
+    ck = Checker(None)
+    shadow = shadow_section(ck, value, "", weights, "the pools")
+    return None if ck.problems else shadow

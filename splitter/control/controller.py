@@ -409,12 +409,13 @@ class Controller:
 
     def _put(self, doc: Document, revision: int) -> None:
         """`doc` at `revision` is the document: cached in the state file, in force."""
+        shadow_changed = doc.shadow != self.doc.shadow
         self.doc, self.revision = doc, revision
         if self.store.shared:
             write_state_document(self.section, doc, routes=False)
             self.state_file.save()
         weights = self.in_force()
-        if weights != self.weights:
+        if weights != self.weights or shadow_changed:
             self.weights = weights
             self.install(self.config, weights)
 

@@ -29,10 +29,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from splitter.config import Shadow
 from splitter.control.controller import Controller
+from splitter.control.shadow import ShadowControl, shadow_in_force
 from splitter.errors import StoreError
 from splitter.observe.stats import Window
 from splitter.rollout import RolloutEngine
+from splitter.shadow import Tally
 from splitter.state import Live, RouteState
 from splitter.store import Compute, Document, Edit
 
@@ -54,6 +57,9 @@ class Host(Protocol):
     def leader(self) -> bool: ...
     @property
     def feed(self) -> Feed: ...
+    def shadow_tally(self, key: str) -> Tally:
+        """The copies' tally of "route/pool", summed over this replica's processes."""
+        ...
 
 
 class RouteControl:
@@ -66,6 +72,23 @@ class RouteControl:
         self.window = Window()
         self.rollouts = RolloutEngine(self, post, settled=settled)
         controller.rollouts = self.rollouts
+        self.shadow = ShadowControl(controller)
+
+    # -- shadow traffic (docs/shadow.md) ------------------------------------------------
+
+    def shadow_in_force(self) -> Shadow | None:
+        """The route's shadow in force: a rollout's test step, the runtime one, the file's."""
+        route = self.controller.route
+        if route is None:
+            return None
+        return shadow_in_force(self.controller.doc, route, self.shadow_step())
+
+    def shadow_step(self) -> tuple[str, float] | None:
+        """(candidate, share) while a rollout's test step shadows the route."""
+        return None
+
+    def shadow_tally(self, pool: str) -> Tally:
+        return self.host.shadow_tally(f"{self.name}/{pool}")
 
     # -- the engine's host --------------------------------------------------------------
 

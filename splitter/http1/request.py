@@ -28,7 +28,8 @@ Rules (docs/configuration.md#proxying and docs/configuration.md#limits-and-timeo
   target's authority as Host (RFC 9112 3.2.2); userinfo or a scheme other than http(s) is a
   400; CONNECT is a 501.
 - Hop-by-hop headers, and the headers named by `Connection`, are not sent on; the
-  X-Forwarded-* headers and X-Request-Id are taken out here and written by the policy.
+  X-Forwarded-* headers and X-Request-Id are taken out here and written by the policy;
+  X-Splitter-Shadow, which marks splitter's shadow copies, is taken out of every request.
 - The override header's value, and the first value of each header a route's segments read
   (`ReadSettings.segment_headers`, splitter.routetable), are kept on the head, stripped;
   the headers themselves are sent on unchanged. Only headers splitter does not handle
@@ -81,6 +82,9 @@ _SPECIAL: Final[dict[bytes, int]] = dict.fromkeys(HOP_BY_HOP, _DROP) | {
     b"x-forwarded-for": _XFF,
     b"x-forwarded-proto": _XFP,
     b"x-forwarded-host": _DROP,  # replaced by splitter's own
+    # Marks splitter's shadow copies (docs/shadow.md); a client's own would tell a backend
+    # that a real request is a copy whose side effects it may skip.
+    b"x-splitter-shadow": _DROP,
     b"x-request-id": _REQUEST_ID,
     b"cookie": _COOKIE,
     b"upgrade": _UPGRADE,

@@ -39,6 +39,10 @@ StoreView = Callable[[], tuple[bool, int]]
 # The proxy listener's TLS: certificate reloads by result, and each certificate's (name,
 # notAfter) (None: no TLS).
 TLSView = Callable[[], tuple[dict[str, int], list[tuple[str, float]]]]
+# Shadow traffic: every (route, pool) that got copies, with its counts by result (same,
+# differ, noise, skipped, error); read at scrape time.
+ShadowView = Callable[[], list[tuple[str, str, dict[str, int]]]]
+SHADOW_RESULTS = ("same", "differ", "noise", "skipped", "error")
 ROLLOUT_STATUSES = ("progressing", "paused", "promoted", "rolled_back", "cancelled")
 VERDICTS = ("pass", "fail", "inconclusive")
 
@@ -54,8 +58,10 @@ class Metrics(Collector):
         rollout_view: RolloutView | None = None,
         store_view: StoreView | None = None,
         tls_view: TLSView | None = None,
+        shadow_view: ShadowView | None = None,
     ) -> None:
         self.state_view = state_view
+        self.shadow_view = shadow_view
         self.tls_view = tls_view
         self.rollout_view = rollout_view
         self.store_view = store_view
@@ -146,6 +152,21 @@ class Metrics(Collector):
         yield from self._rollout_metrics()
         yield from self._store_metrics()
         yield from self._tls_metrics()
+        yield from self._shadow_metrics()
+
+    def _shadow_metrics(self) -> Iterator[Metric]:
+        views = self.shadow_view() if self.shadow_view is not None else []
+        if not views:
+            return  # no route has shadowed yet
+        counter = CounterMetricFamily(
+            "splitter_shadow",
+            "Shadow copies by route, the pool that got them, and result (docs/shadow.md).",
+            labels=["route", "pool", "result"],
+        )
+        for route, pool, counts in views:
+            for result in SHADOW_RESULTS:
+                counter.add_metric([route, pool, result], counts.get(result, 0))
+        yield counter
 
     def _tls_metrics(self) -> Iterator[Metric]:
         if self.tls_view is None:

@@ -44,6 +44,14 @@ Rules that live here, once:
 - Nothing is retried once a response byte has reached the client: a failure then cuts the
   client connection with a reset, so no client takes a cut response for a complete one.
 
+- **Shadow traffic** (docs/shadow.md): when the weights chose a pool that carries its
+  route's shadow (`PoolState.shadow`), the listener may open a tap (`Context.shadow_begin`:
+  the share's draw, the methods, `max_in_flight`); the exchange hands the tap the request
+  body as it forwards it and the backend's answer as it passes it on, and nothing else:
+  the copies go out and are compared beside it (`splitter.proxy.shadowing`), never
+  holding up or changing what the client gets. The tap learns the end from the listener
+  (`finished`), once.
+
 Everything it does to the outside goes through the interfaces it is given: the client
 connection (`Downstream`), the listener (`Context`: routing policy, backends' connection
 pools, the clock) and the backend connection (`upstream.UpstreamConn`).
@@ -77,7 +85,7 @@ from splitter.http1.response import ResponseHead
 from splitter.observe.observation import Observation
 from splitter.proxy.policy import F_CHUNKED, F_NONE, Policy, response_head, route, upstream_head
 from splitter.proxy.upstream import BackendConnections, UpstreamConn
-from splitter.state import BackendState, Live, PoolState
+from splitter.state import BackendState, Live, PoolState, ShadowPlan
 
 __all__ = ["Context", "Downstream", "Exchange"]
 
@@ -156,6 +164,16 @@ class Downstream:
         raise NotImplementedError
 
 
+class ShadowTap(Protocol):
+    """What an exchange gives a shadow copy of itself (`splitter.proxy.shadowing.Copy`)."""
+
+    def request_body(self, framed: list[bytes], size: int) -> None: ...
+    def request_end(self) -> None: ...
+    def primary_head(self, status: int, fields: bytes) -> None: ...
+    def primary_body(self, data: bytes) -> None: ...
+    def primary_finished(self, ok: bool, status: int, failed: bool) -> None: ...
+
+
 class Context:
     """What an exchange needs of the listener it came through (`listener.ProxyListener`
     implements it): the snapshot in force, the policy, the clock and timeouts, the
@@ -175,6 +193,10 @@ class Context:
 
     def finished(self, ex: Exchange) -> None:
         raise NotImplementedError
+
+    def shadow_begin(self, plan: ShadowPlan, ex: Exchange) -> ShadowTap | None:
+        """A tap when this request is to be copied (the share's draw and the limits)."""
+        return None
 
 
 class Exchange(Observation):
@@ -209,6 +231,7 @@ class Exchange(Observation):
         self.framing = F_NONE
         self.close_after = False
         self.response_started = False  # a byte of the answer was sent to the client
+        self.shadow: ShadowTap | None = None  # the copy of this request, when one is made
 
     @property
     def state_name(self) -> str:
@@ -243,6 +266,9 @@ class Exchange(Observation):
         self.pool = pool
         self.pool_name = pool.name
         self.pool_key = pool.key
+        plan = pool.shadow
+        if plan is not None and not self.by_override:  # the weights chose: maybe a copy
+            self.shadow = ctx.shadow_begin(plan, self)
         backend = pool.pick()
         if backend is None:
             self.fail(NoHealthyBackend(f"pool {pool.name} has no live backend"))
@@ -319,11 +345,17 @@ class Exchange(Observation):
         if self.req.chunked and self.state < DONE:
             self._forward([LAST_CHUNK], 0)  # trailers, if any, were dropped by the reader
         self.body_complete = True
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.request_end()
         if self.state == AWAIT_HEAD:
             ctx = self.ctx
             self.conn.upstream_deadline = ctx.clock + ctx.read_timeout
 
     def _forward(self, framed: list[bytes], size: int) -> None:
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.request_body(framed, size)
         upstream = self.upstream
         if upstream is not None and self.pending is None and self.state >= AWAIT_HEAD:
             upstream.write_parts(framed)
@@ -381,6 +413,9 @@ class Exchange(Observation):
         self.status = status
         ctx = self.ctx
         ctx.policy.response_status(self.backend, status, self.live)
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.primary_head(status, head.fields)
         data, self.framing, self.close_after = response_head(
             self.req, head, self.set_cookie, self.body_complete, ctx.draining
         )
@@ -400,6 +435,9 @@ class Exchange(Observation):
 
     def on_response_body(self, data: bytes) -> None:
         self.body_bytes += len(data)
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.primary_body(data)
         framing = self.framing
         conn = self.conn
         if framing == F_CHUNKED:

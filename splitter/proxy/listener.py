@@ -31,10 +31,11 @@ from splitter.proxy.accesslog import AccessLog
 from splitter.proxy.clientaddr import TrustedProxies
 from splitter.proxy.downstream import ClientConn, Listener
 from splitter.proxy.ejection import Ejector
-from splitter.proxy.exchange import Exchange
+from splitter.proxy.exchange import DONE, Exchange, ShadowTap
 from splitter.proxy.policy import Policy
+from splitter.proxy.shadowing import Shadowing
 from splitter.proxy.upstream import BackendConnections, open_connection
-from splitter.state import Live
+from splitter.state import Live, ShadowPlan
 from splitter.tls.certs import CertStore
 from splitter.tls.transport import TLSTransport
 
@@ -73,6 +74,7 @@ class ProxyListener(Listener):
         self._sweeper: asyncio.TimerHandle | None = None
         self.read_settings = ReadSettings(live.config.limits, live.override_header)
         self.trusted = TrustedProxies()
+        self.shadowing = Shadowing(loop, live.config.limits)  # the shadow copies (proxy.shadowing)
         self.swap(live)
         self.clock = loop.time() + self.sweep_interval
 
@@ -110,6 +112,7 @@ class ProxyListener(Listener):
                 pools[backend.url] = BackendConnections(backend.backend, limits)
         for url in [u for u in pools if u not in urls]:
             pools.pop(url).close_all()  # in-flight exchanges keep their own connection
+        self.shadowing.swap(live)
         shortest = min(
             limits.header_timeout,
             limits.body_idle_timeout,
@@ -144,8 +147,20 @@ class ProxyListener(Listener):
             ex.connect_task = None
             ex.connect_failed(error)
 
+    def shadow_begin(self, plan: ShadowPlan, ex: Exchange) -> ShadowTap | None:
+        shadowing = self.shadowing
+        shadowing.clock = self.clock
+        copy = shadowing.begin(plan, ex.req, ex.conn.source)
+        if copy is not None:
+            copy.start(ex.pending, ex.pending_bytes, ex.body_complete)
+        return copy
+
     def finished(self, ex: Exchange) -> None:
         """Every exchange ends here exactly once."""
+        tap = ex.shadow
+        if tap is not None:
+            ex.shadow = None
+            tap.primary_finished(ex.state == DONE, ex.status, ex.error not in ("", "refused"))
         if self.counters is not None:
             self.counters.observe(ex)
         if self.recorder is not None:
@@ -231,6 +246,7 @@ class ProxyListener(Listener):
             conn.abort()
         for pool in self.pools.values():
             pool.close_all()
+        self.shadowing.close()
 
     def close(self) -> None:
         if self._sweeper is not None:
@@ -268,6 +284,13 @@ class ProxyListener(Listener):
             if pool.idle:
                 pool.close_idle_before(cutoff)
                 open_conns += len(pool.idle)
+        shadowing = self.shadowing
+        shadowing.clock = self.clock
+        if shadowing.legs:
+            shadowing.sweep(now)
+        for pool in shadowing.pools.values():
+            if pool.idle:
+                pool.close_idle_before(cutoff)
         self.ejector.sweep(now, self.live.backends())
         self.burst.check(open_conns)  # after a burst, give the memory back
         self.access.flush()

@@ -5,6 +5,8 @@ the tally's).
     tally.add(comparison, at=..., method=..., target=...)   one compared (or skipped) copy
     tally.add_skipped()                                      a copy not made (max_in_flight)
     tally.add_error()                                        a copy that got no answer
+    tally.add_pair(shadow_bad, primary_bad)                  a copy's and its primary's
+                                                             outcome, for the bad-rate test
     tally.to_json()   {"compared", "same", "differ", "noise", "skipped", "errors",
                        "diff_rate", "fields": [{"field", "differ"}, ...],
                        "recent": [{"at", "method", "path", "primary_status",
@@ -17,6 +19,10 @@ Rules:
   max_in_flight); `errors` copies whose shadow gave no usable answer (the data path
   decides). `diff_rate` = differ / compared (noise is not a difference), 0 when nothing
   was compared (`compared` says so).
+- `pairs` (with `shadow_bad` and `primary_bad`): the copies whose shadow and primary
+  outcomes are both known (an answer's status, or no answer), what the rollout's test
+  step weighs the copies' bad rate on against the primary's on the same requests. They
+  are kept in `counts` (and so summed by `merge`) but not shown by `to_json`.
 - `fields` counts, per field, the requests in which it differed and counted (not the
   noise): by the field's `group` (array indices as "*": "/items/*/name"), once per
   request however many indices differ, from the differences a comparison lists (at most
@@ -74,7 +80,10 @@ class Tally:
     __slots__ = ("counts", "fields", "other", "recent")
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {SAME: 0, DIFFER: 0, NOISE: 0, SKIPPED: 0, "errors": 0}
+        self.counts: dict[str, int] = {
+            SAME: 0, DIFFER: 0, NOISE: 0, SKIPPED: 0, "errors": 0,
+            "pairs": 0, "shadow_bad": 0, "primary_bad": 0,
+        }  # fmt: skip
         self.fields: dict[str, int] = {}  # group -> requests in which it differed
         self.other = 0  # the counts of the fields beyond MAX_FIELDS, summed
         # (at, method, path, primary_status, shadow_status, field, primary, shadow)
@@ -120,6 +129,15 @@ class Tally:
     def add_error(self) -> None:
         """A copy whose shadow (or reference) gave no answer to compare."""
         self.counts["errors"] += 1
+
+    def add_pair(self, shadow_bad: bool, primary_bad: bool) -> None:
+        """One request whose copy's outcome and primary's outcome are both known."""
+        c = self.counts
+        c["pairs"] += 1
+        if shadow_bad:
+            c["shadow_bad"] += 1
+        if primary_bad:
+            c["primary_bad"] += 1
 
     @property
     def compared(self) -> int:
@@ -172,7 +190,8 @@ class Tally:
         recent = []
         for snap in snapshots:
             for key, n in snap["counts"].items():
-                total.counts[key] += n
+                if key in total.counts:
+                    total.counts[key] += n
             for group, n in snap["fields"].items():
                 fields[group] = fields.get(group, 0) + n
             total.other += snap["other"]

@@ -9,7 +9,8 @@
 
 The document (`Document`) is what every replica must agree on: the runtime weights and
 the file's weights they were set against, the rollout (its `Rollout.state()`) and the
-rollouts before it. It is written as a whole, with a revision number:
+rollouts before it, and the shadow traffic set at runtime. It is written as a whole,
+with a revision number:
 
 - Compare-and-set: `save(doc, revision)` writes only when the store's revision is still
   `revision`, and answers the new one; otherwise `StoreConflict`. A change is computed on
@@ -37,7 +38,7 @@ In Redis (`redisstore.py`), every key is under `store.prefix`:
     PREFIX:replicas   sorted set: replica id -> the time its registration expires
 
 The state file keeps the same document in its own keys (`runtime`, `file_weights`,
-`rollout`, `rollouts`; see `state_document`), so a replica whose Redis is unreachable
+`rollout`, `rollouts`, `shadow`; see `state_document`), so a replica whose Redis is unreachable
 starts from the last document it knew.
 """
 
@@ -79,6 +80,10 @@ class Document:
     time: str = ""  # when the weights were set
     rollout: Any = None  # Rollout.state() of the active or last rollout
     rollouts: Any = field(default_factory=list)  # the finished ones before it, newest first
+    # The shadow set at runtime (PUT/DELETE /api/v1/shadow): {"file": the file's section it
+    # was set against (config.shadow.shadow_data, or None), "shadow": the section in force
+    # (None: stopped), "time"}; None: the file's section is in force.
+    shadow: Any = None
     # The routes other than `default` (docs/configuration.md#routes-and-segments): route name
     # -> its own document (`to_json`); the route `default` is the fields above, so that a
     # document of a config with the top-level pools is what it always was.
@@ -93,6 +98,7 @@ class Document:
             self.weights is None
             and self.file_weights is None
             and self.rollout is None
+            and self.shadow is None
             and not self.routes
         )
 
@@ -134,6 +140,7 @@ class Document:
             "time": self.time,
             "rollout": self.rollout,
             "rollouts": self.rollouts,
+            "shadow": self.shadow,
             "routes": self.routes,
         }
 
@@ -149,6 +156,7 @@ class Document:
             time=str(data.get("time") or ""),
             rollout=data.get("rollout"),
             rollouts=rollouts if isinstance(rollouts, list) else [],
+            shadow=data.get("shadow") if isinstance(data.get("shadow"), dict) else None,
             routes={str(k): v for k, v in routes.items() if isinstance(v, dict)}
             if isinstance(routes, dict)
             else {},
@@ -216,6 +224,7 @@ def state_document(data: dict[str, Any]) -> Document:
         time=when,
         rollout=data.get("rollout"),
         rollouts=rollouts if isinstance(rollouts, list) else [],
+        shadow=data.get("shadow") if isinstance(data.get("shadow"), dict) else None,
         routes=parts,
     )
 
@@ -237,6 +246,10 @@ def write_state_document(data: dict[str, Any], doc: Document, routes: bool = Tru
     else:
         data["rollout"] = doc.rollout
     data["rollouts"] = doc.rollouts
+    if doc.shadow is None:
+        data.pop("shadow", None)
+    else:
+        data["shadow"] = doc.shadow
     if routes and isinstance(doc.routes, dict) and (doc.routes or "routes" in data):
         sections = data.get("routes")
         if not isinstance(sections, dict):
@@ -244,7 +257,7 @@ def write_state_document(data: dict[str, Any], doc: Document, routes: bool = Tru
         for name in [n for n in sections if n not in doc.routes]:
             section = sections[name]
             if isinstance(section, dict):  # keep what the controller keeps there
-                for key in ("runtime", "file_weights", "rollout", "rollouts"):
+                for key in ("runtime", "file_weights", "rollout", "rollouts", "shadow"):
                     section.pop(key, None)
         for name, part in doc.routes.items():
             section = sections.get(name)

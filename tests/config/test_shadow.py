@@ -1,6 +1,6 @@
 """The `shadow` section (config.shadow): what a valid section becomes, and every problem
-named by its path and line. The section is parsed by `shadow_section` directly: `parse`
-does not take it yet (a config that says `shadow:` is refused, as the last tests check)."""
+named by its path and line; most tests parse the section with `shadow_section` directly,
+the last ones through `parse`, at the top level and in a route."""
 
 from __future__ import annotations
 
@@ -342,7 +342,7 @@ def test_framing_headers_are_the_proxys_hop_by_hop_headers_and_content_length() 
     assert FRAMING_HEADERS == {h.decode() for h in HOP_BY_HOP} | {"content-length"}
 
 
-# --- not wired yet ----------------------------------------------------------------------
+# --- in the whole config -------------------------------------------------------------------
 
 POOLS = {
     "blue": {"weight": 1, "backends": ["http://127.0.0.1:5001"]},
@@ -350,19 +350,49 @@ POOLS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("data", "path"),
-    [
-        ({"listen": "127.0.0.1:8080", "pools": POOLS,
-          "shadow": {"pool": "canary", "share": 0.1}}, "shadow"),
-        ({"listen": "127.0.0.1:8080",
-          "routes": [{"name": "r", "pools": POOLS, "shadow": {"pool": "canary", "share": 0.1}}]},
-         "routes[0].shadow"),
-    ],
-)  # fmt: skip
-def test_a_config_with_shadow_is_refused_until_shadowing_works(data: Any, path: str) -> None:
+def test_the_top_level_shadow_is_the_default_routes() -> None:
+    config = parse(
+        {"listen": "127.0.0.1:8080", "pools": POOLS, "shadow": {"pool": "canary", "share": 0.1}},
+        env={},
+    )
+    assert config.routes[0].shadow == Shadow(pool="canary", share=0.1)
+
+
+def test_each_route_has_its_own_shadow() -> None:
+    config = parse(
+        {
+            "listen": "127.0.0.1:8080",
+            "routes": [
+                {"name": "a", "path_prefix": "/a", "pools": POOLS,
+                 "shadow": {"pool": "canary", "share": 0.5}},
+                {"name": "b", "pools": POOLS},
+            ],
+        },
+        env={},
+    )  # fmt: skip
+    assert config.routes[0].shadow == Shadow(pool="canary", share=0.5)
+    assert config.routes[1].shadow is None
+
+
+def test_a_top_level_shadow_with_routes_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse(data, env={})
+        parse(
+            {"listen": "127.0.0.1:8080", "routes": [{"name": "r", "pools": POOLS}],
+             "shadow": {"pool": "canary", "share": 0.1}},
+            env={},
+        )  # fmt: skip
     (problem,) = caught.value.problems
-    assert problem.path == path
-    assert problem.message.startswith("unknown key")
+    assert problem.path == "shadow"
+    assert "each route has its own shadow" in problem.message
+
+
+def test_a_routes_shadow_problem_is_named_by_its_path() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(
+            {"listen": "127.0.0.1:8080",
+             "routes": [{"name": "r", "pools": POOLS, "shadow": {"pool": "blue", "share": 0.1}}]},
+            env={},
+        )  # fmt: skip
+    (problem,) = caught.value.problems
+    assert problem.path == "routes[0].shadow.pool"
+    assert "only pool with a weight above 0" in problem.message
