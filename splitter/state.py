@@ -153,16 +153,21 @@ class ShadowPlan:
     """A route's shadow traffic in force, as the request path reads it: which pool gets
     the copies (and the reference), how many, of which methods."""
 
-    __slots__ = ("config", "key", "methods", "pool", "reference", "route", "share")
+    __slots__ = (
+        "config", "key", "max_per_address", "methods", "pool", "reference", "route", "share"
+    )  # fmt: skip
 
-    def __init__(self, config: Shadow, route: str, pools: Mapping[str, PoolState]) -> None:
+    def __init__(self, config: Shadow, route: Route, pools: Mapping[str, PoolState]) -> None:
         self.config = config
-        self.route = route
+        self.route = route.name
+        # Copies one client address may cause per second (section 8's bound on a client's
+        # say: docs/rollouts.md#evidence-no-client-can-steer).
+        self.max_per_address = route.rollouts.analysis.max_per_address
         self.share = config.share
         self.methods = frozenset(m.encode() for m in config.methods)
         self.pool = pools[config.pool]
         self.reference = pools[config.reference] if config.reference is not None else None
-        self.key = f"{route}/{config.pool}"  # its tally's key
+        self.key = f"{route.name}/{config.pool}"  # its tally's key
 
 
 class RouteState:
@@ -200,7 +205,7 @@ class RouteState:
         self.shadow = shadow
         if shadow is not None and shadow.share > 0 and shadow.pool in self.pools:
             if shadow.reference is None or shadow.reference in self.pools:
-                plan = ShadowPlan(shadow, route.name, self.pools)
+                plan = ShadowPlan(shadow, route, self.pools)
                 for state in self.pools.values():
                     if state.name != shadow.pool:
                         state.shadow = plan

@@ -150,7 +150,7 @@ class ProxyListener(Listener):
     def shadow_begin(self, plan: ShadowPlan, ex: Exchange) -> ShadowTap | None:
         shadowing = self.shadowing
         shadowing.clock = self.clock
-        copy = shadowing.begin(plan, ex.req, ex.conn.source)
+        copy = shadowing.begin(plan, ex.req, ex.conn.source, ex.client_addr)
         if copy is not None:
             copy.start(ex.pending, ex.pending_bytes, ex.body_complete)
         return copy

@@ -5,7 +5,9 @@ Theory of operation
 -------------------
 The exchange asks its listener for a tap when the weights chose a pool that carries the
 route's shadow (`Shadowing.begin`: the method is one the shadow copies, the share's draw
-says yes, the route has fewer than `max_in_flight` copies out; else nothing, or a
+says yes, the client's address has caused fewer than the route's
+`rollouts.analysis.max_per_address` copies this second (its process's share of it, with
+workers), the route has fewer than `max_in_flight` copies out; else nothing, or a
 `skipped` count). The tap, a `Copy`, is told what the exchange does and does nothing to it:
 
     exchange                         Copy                         legs (one per pool)
@@ -30,6 +32,9 @@ Rules (docs/shadow.md):
 - A copy carries the client's method, target, header lines and body, as the primary's
   request is sent (`policy.upstream_head`: the same X-Forwarded-* and X-Request-Id), with
   `X-Splitter-Shadow: 1` added. Requests that upgrade the connection are never copied.
+- No client steers the comparison: copies are a random share of the requests, and one
+  client address causes at most `max_per_address` of them per second (a client that
+  floods cannot drown the others' differences, nor make its own the only ones).
 - Limits: a request body over `max_body` is not sent (the copy is `skipped`); an answer's
   body over `max_body` is not kept (the comparison is `skipped`, and the leg's connection
   is closed rather than read to its end); at most `max_in_flight` copies of a route are out
@@ -60,6 +65,7 @@ from splitter.config import Limits
 from splitter.errors import ProxyError, UpstreamConnectError, UpstreamLost, UpstreamTimeout
 from splitter.http1.request import RequestHead
 from splitter.http1.response import ResponseHead
+from splitter.observe.stats import per_process
 from splitter.proxy.policy import upstream_head
 from splitter.proxy.upstream import BackendConnections, UpstreamConn, open_connection
 from splitter.shadow import Response, Rules, Tally, compare
@@ -100,6 +106,9 @@ class Shadowing:
         self.legs: set[Leg] = set()  # legs waiting for an answer (the sweep's)
         self.pools: dict[str, BackendConnections] = {}  # backend URL -> the legs' own pool
         self._rules: dict[Any, Rules] = {}  # shadow section -> its compiled rules
+        self.processes = 1  # the workers sharing the per-address bound
+        self.second = -1  # the second `per_address` counts
+        self.per_address: dict[tuple[str, str], int] = {}  # (route, client) -> copies
 
     # -- the listener's side --------------------------------------------------------------
 
@@ -108,6 +117,7 @@ class Shadowing:
         self.limits = config.limits
         self.connect_timeout = config.timeouts.connect
         self.read_timeout = config.timeouts.read
+        self.processes = config.workers
         urls: set[str] = set()
         shadows = set()
         for route in live.routes:
@@ -137,17 +147,27 @@ class Shadowing:
         """Every tally as plain data (a worker ships it with its counters)."""
         return {key: tally.snapshot() for key, tally in self.tallies.items()}
 
-    def begin(self, plan: ShadowPlan, req: RequestHead, source: bytes) -> Copy | None:
+    def begin(self, plan: ShadowPlan, req: RequestHead, source: bytes, client: str) -> Copy | None:
         """A copy of this request, when it is to be made (see the module's docstring)."""
         if req.method not in plan.methods or req.upgrade:
             return None
         if plan.share < 1.0 and _random() >= plan.share:
             return None
         route = plan.route
+        second = int(self.clock)
+        if second != self.second:
+            self.second = second
+            self.per_address.clear()
+        who = (route, client)
+        made = self.per_address.get(who, 0)
+        if made >= per_process(plan.max_per_address, self.processes):
+            self.tally(plan.key).add_skipped()
+            return None
         out = self.in_flight.get(route, 0)
         if out >= plan.config.max_in_flight:
             self.tally(plan.key).add_skipped()
             return None
+        self.per_address[who] = made + 1
         self.in_flight[route] = out + 1
         return Copy(self, plan, req, source)
 

@@ -272,3 +272,26 @@ def test_workers_sum_their_copies(
     state = wait_compared(proc, 12)
     assert state["differ"] == 12
     assert len(seen(canary)) == 12
+
+
+def test_one_client_address_causes_at_most_max_per_address_copies_a_second(
+    versions: Callable[..., Backend], splitter_factory: SplitterFactory
+) -> None:
+    blue, canary = versions("blue"), versions("canary")
+    proc = splitter_factory(
+        {**config(blue, canary), "rollouts": {"analysis": {"max_per_address": 2}}}
+    )
+    started = time.monotonic()
+    for i in range(20):  # one flooding address
+        http_request(f"{proc.proxy_url}/item/{i}")
+    seconds = time.monotonic() - started
+    http_request(f"{proc.proxy_url}/item/other", source="127.0.0.2")  # another client
+    state = wait_compared(proc, 1)
+    copies = seen(canary)
+    flood = [c for c in copies if c[1] != "/item/other"]
+    # 2 per second (the clock's seconds the flood touched: its length, rounded up, + 1)
+    assert len(flood) <= 2 * (int(seconds) + 2)
+    assert any(c[1] == "/item/other" for c in copies)  # the other address is copied
+    wait_until(lambda: shadow_state(proc)["skipped"] + shadow_state(proc)["compared"] >= 21)
+    assert shadow_state(proc)["skipped"] == 20 - len(flood)
+    assert state["pool"] == "canary"
