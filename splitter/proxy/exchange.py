@@ -194,8 +194,11 @@ class Context:
     def finished(self, ex: Exchange) -> None:
         raise NotImplementedError
 
-    def shadow_begin(self, plan: ShadowPlan, ex: Exchange) -> ShadowTap | None:
-        """A tap when this request is to be copied (the share's draw and the limits)."""
+    def shadow_begin(
+        self, plan: ShadowPlan, ex: Exchange, pending: list[bytes] | None, pending_bytes: int
+    ) -> ShadowTap | None:
+        """A tap when this request is to be copied (the share's draw and the limits);
+        `pending` is the framed body read before the exchange's turn came."""
         return None
 
 
@@ -266,14 +269,15 @@ class Exchange(Observation):
         self.pool = pool
         self.pool_name = pool.name
         self.pool_key = pool.key
-        plan = pool.shadow
-        if plan is not None and not self.by_override:  # the weights chose: maybe a copy
-            self.shadow = ctx.shadow_begin(plan, self)
         backend = pool.pick()
         if backend is None:
             self.fail(NoHealthyBackend(f"pool {pool.name} has no live backend"))
             return
+        pending, pending_bytes = self.pending, self.pending_bytes  # a copy sends these too
         self._send_to(backend, fresh=False)
+        plan = pool.shadow
+        if plan is not None and not self.by_override:  # the weights chose: maybe a copy
+            self.shadow = ctx.shadow_begin(plan, self, pending, pending_bytes)
 
     def _send_to(self, backend: BackendState, fresh: bool) -> None:
         self.backend = backend

@@ -74,7 +74,8 @@ class ProxyListener(Listener):
         self._sweeper: asyncio.TimerHandle | None = None
         self.read_settings = ReadSettings(live.config.limits, live.override_header)
         self.trusted = TrustedProxies()
-        self.shadowing = Shadowing(loop, live.config.limits)  # the shadow copies (proxy.shadowing)
+        # The shadow copies (proxy.shadowing), connected like the exchanges' backends.
+        self.shadowing = Shadowing(loop, live.config.limits, connector)
         self.swap(live)
         self.clock = loop.time() + self.sweep_interval
 
@@ -147,12 +148,14 @@ class ProxyListener(Listener):
             ex.connect_task = None
             ex.connect_failed(error)
 
-    def shadow_begin(self, plan: ShadowPlan, ex: Exchange) -> ShadowTap | None:
+    def shadow_begin(
+        self, plan: ShadowPlan, ex: Exchange, pending: list[bytes] | None, pending_bytes: int
+    ) -> ShadowTap | None:
         shadowing = self.shadowing
         shadowing.clock = self.clock
         copy = shadowing.begin(plan, ex.req, ex.conn.source, ex.client_addr)
         if copy is not None:
-            copy.start(ex.pending, ex.pending_bytes, ex.body_complete)
+            copy.start(pending, pending_bytes, ex.body_complete)
         return copy
 
     def finished(self, ex: Exchange) -> None:

@@ -12,7 +12,9 @@ workers), the route has fewer than `max_in_flight` copies out; else nothing, or 
 
     exchange                         Copy                         legs (one per pool)
     -------------------------------  ---------------------------  ----------------------
-    start (body already read: held)  keeps the framed body         -
+    start (after the primary's      keeps the framed body         -
+    connection was asked for; the
+    body read before it: held)
     _forward(framed)                 keeps it, up to max_body      -
     request complete                 sends: one Leg to the shadow  connect or take an idle
                                      pool, one to the reference    connection of the
@@ -59,6 +61,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from splitter.config import Limits
@@ -95,8 +98,14 @@ class Shadowing:
     """The shadow copies of one listener (one process): the tallies, the copies out, the
     legs' deadlines and their keep-alive pools."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limits: Limits) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limits: Limits,
+        connector: Callable[[Any, BackendConnections], None] | None = None,
+    ) -> None:
         self.loop = loop
+        self.connector = connector  # how connections are opened: the loop's, or a test's
         self.limits = limits
         self.connect_timeout = 2.0
         self.read_timeout = 60.0
@@ -395,7 +404,10 @@ class Leg:
             return
         self.reused = False
         self.deadline = owner.clock + owner.connect_timeout
-        self.task = owner.loop.create_task(self._connect(conns))
+        if owner.connector is not None:
+            owner.connector(self, conns)
+        else:
+            self.task = owner.loop.create_task(self._connect(conns))
 
     async def _connect(self, conns: BackendConnections) -> None:
         try:
@@ -403,6 +415,10 @@ class Leg:
         except UpstreamConnectError as error:
             self.task = None
             self.failed(error)
+
+    def connect_failed(self, error: ProxyError) -> None:
+        self.task = None
+        self.failed(error)
 
     def connected(self, upstream: UpstreamConn) -> bool:
         if self.done or self.upstream is not None:
@@ -447,7 +463,7 @@ class Leg:
             upstream.reader.eof(self)
         except ProxyError as error:
             self.failed(error)
-        if not self.done:
+        if self.upstream is upstream and not self.done:  # (a retry has a connection of its own)
             self.failed(UpstreamLost("connection closed before the answer was complete"))
         upstream.close()
 
