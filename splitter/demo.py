@@ -1,9 +1,12 @@
 """`splitter demo`: small backends and the proxy in front of them, in one process.
 
-The bundled `demo.yaml` has two routes: `default` (blue, green, canary; a segment sends
-requests with `X-Beta: 1` to the canary) and `api` (/api: api-blue, api-canary). The
-backends are aiohttp apps on loopback, one for each backend the config names; each
-answers a GET of any path with its pool name, and `GET /healthz` with ok.
+The bundled `demo.yaml` has three routes: `default` (blue, green, canary; a segment sends
+requests with `X-Beta: 1` to the canary), `api` (/api: api-blue, api-canary) and `prices`
+(/prices: prices-blue; prices-canary at weight 0 gets shadow copies of its requests,
+docs/shadow.md). The backends are aiohttp apps on loopback, one for each backend the
+config names; each answers a GET of any path with its pool name, and `GET /healthz` with
+ok; a `prices` pool answers JSON instead ({"item", "price", "currency", "served_at"}),
+and its canary rounds prices up to the next half unit: the one field that differs.
 Everything else is the real proxy, started exactly as `splitter run` would start it,
 but for its state: a demo starts afresh, with its state file in a temporary directory
 that is removed when it stops (a rollout left by an earlier run would block the
@@ -22,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import random
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -43,6 +48,16 @@ SLOW_DELAY = 0.3  # --slow: seconds added to each request
 SUGGESTED_LOAD = 60  # requests/s: a demo rollout of the canary takes about a minute
 
 
+def price_of(path: str, pool: str) -> dict[str, Any]:
+    """A `prices` backend's answer: the same for every version but the canary's rounding."""
+    item = path.rstrip("/").rsplit("/", 1)[-1]
+    cents = sum(item.encode()) % 1000 + 100
+    price = cents / 100
+    if pool.endswith("canary"):
+        price = math.ceil(price * 2) / 2
+    return {"item": item, "price": price, "currency": "EUR", "served_at": time.time()}
+
+
 def demo_backend(pool: str, fail_rate: float = 0.0, delay: float = 0.0) -> web.Application:
     faults = {"fail_rate": fail_rate, "delay": delay}
 
@@ -52,6 +67,8 @@ def demo_backend(pool: str, fail_rate: float = 0.0, delay: float = 0.0) -> web.A
         if faults["fail_rate"] and random.random() < faults["fail_rate"]:
             return web.Response(status=500, text=f"{pool} failed on purpose\n",
                                 headers={"X-Pool": pool})  # fmt: skip
+        if pool.startswith("prices"):
+            return web.json_response(price_of(request.path, pool), headers={"X-Pool": pool})
         return web.Response(text=f"{pool}\n", headers={"X-Pool": pool})
 
     async def healthz(request: web.Request) -> web.Response:
@@ -77,8 +94,11 @@ def demo_backend(pool: str, fail_rate: float = 0.0, delay: float = 0.0) -> web.A
     return backend
 
 
-async def simulated_clients(proxy_url: str, rate: float, clients: int = 200) -> None:
-    """`rate` requests a second from `clients` clients, each keeping its sticky cookie."""
+async def simulated_clients(
+    proxy_url: str, rate: float, clients: int = 200, paths: Sequence[str] = ("/",)
+) -> None:
+    """`rate` requests a second from `clients` clients, each keeping its sticky cookie,
+    in turn to each of `paths` ("/prices/" takes an item after it)."""
     cookies: dict[int, str] = {}
     interval = 1.0 / rate
     timeout = aiohttp.ClientTimeout(total=5)
@@ -90,7 +110,10 @@ async def simulated_clients(proxy_url: str, rate: float, clients: int = 200) -> 
             n += 1
             headers = {"Cookie": cookies[client]} if client in cookies else {}
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(proxy_url + "/", headers=headers) as response:
+                path = paths[n % len(paths)]
+                if path.endswith("/") and path != "/":
+                    path += f"item-{n % 50}"
+                async with session.get(proxy_url + path, headers=headers) as response:
                     await response.read()
                     set_cookie = response.headers.get("Set-Cookie")
                     if set_cookie:
@@ -141,8 +164,9 @@ def run(
             await runner.setup()
             await web.SockSite(runner, sock).start()
         if load_rate > 0:
+            paths = ["/"] * 3 + [f"{r.path_prefix}/" for r in config.routes if r.shadow]
             tasks.append(asyncio.get_running_loop().create_task(
-                simulated_clients(splitter.proxy_url, load_rate)
+                simulated_clients(splitter.proxy_url, load_rate, paths=paths)
             ))  # fmt: skip
         _print_welcome(config, splitter, config_path, load_rate, faulty, slow)
 
@@ -173,13 +197,18 @@ def _print_welcome(
         tries.append(
             f"curl -s -H '{segment.name}: {value}' {proxy}/    # a segment: {segment.pool}"
         )
-    other = next((r for r in config.routes if r is not main and not r.hosts), None)
+    other = next((r for r in config.routes if r is not main and not r.hosts and not r.shadow), None)
     if other is not None and other.path_prefix != "/":
         tries.append(f"for i in $(seq 20); do curl -s {proxy}{other.path_prefix}/; done "
                      f"| sort | uniq -c    # the route {other.name}")  # fmt: skip
         tries.append(f"{ctl} --route {other.name} weights")
     if len(config.routes) > 1:
         tries.append(f"{ctl} routes")
+    shadowed = next((r for r in config.routes if r.shadow is not None and not r.hosts), None)
+    if shadowed is not None and shadowed.shadow is not None:
+        pool = shadowed.shadow.pool
+        tries.append(f"curl -s {proxy}{shadowed.path_prefix}/item-7    # copied to {pool}")
+        tries.append(f"curl -s {admin}/api/v1/routes/{shadowed.name}/shadow")
     more = "".join(f"           {line}\n" for line in tries)
     notes = []
     if load_rate:
@@ -226,7 +255,9 @@ def _route_text(route: Route) -> str:
     """A route as the welcome lists it: "api /api: api-blue 90, api-canary 10"."""
     where = ",".join(route.hosts) + route.path_prefix if route.hosts else route.path_prefix
     weights = ", ".join(f"{p.name} {p.weight:g}" for p in route.pools)
-    return f"{route.name} {where}: {weights}" + "".join(
+    shadow = route.shadow
+    copies = f"; shadow -> {shadow.pool} {shadow.share:.0%}" if shadow is not None else ""
+    return f"{route.name} {where}: {weights}{copies}" + "".join(
         f"; {_segment_text(s)}" for s in route.segments
     )
 

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -486,7 +487,7 @@ def test_run_uses_splitter_config_env(tmp_path: Path, procs: list[Proc]) -> None
 
 # --------------------------------------------------------------------------- demo
 
-DEMO_PORTS = (8080, 9901, 5001, 5002, 5003, 5004, 5005)
+DEMO_PORTS = (8080, 9901, 5001, 5002, 5003, 5004, 5005, 5006, 5007)
 
 
 def _assert_port_free(port: int) -> None:
@@ -542,7 +543,7 @@ def test_demo(tmp_path: Path, procs: list[Proc]) -> None:
         assert status == 200 and body.decode().strip() in {"blue", "canary"}, body
         status, _, body = http_request("http://127.0.0.1:9901/api/v1/routes")
         routes = json.loads(body)
-        assert list(routes) == ["default", "api"], routes
+        assert list(routes) == ["default", "api", "prices"], routes
         assert routes["api"]["weights"] == {"api-blue": 90, "api-canary": 10}
         assert routes["default"]["segments"] == [
             {"pool": "canary", "header": {"name": "X-Beta", "value": "1"}}
@@ -631,7 +632,7 @@ def test_the_demo_s_printed_line_for_the_second_route(tmp_path: Path, procs: lis
     text = proc.stderr()
     assert "default /: blue 80, green 0, canary 20; X-Beta: 1 -> canary" in text, text
     assert "api /api: api-blue 90, api-canary 10" in text, text
-    [loop] = printed_shell_lines(text, "/api/")
+    [loop] = [line for line in printed_shell_lines(text, "/api/") if line.startswith("for ")]
     counts = Counter(run_shell(loop).split()[1::2])
     assert set(counts) <= {"api-blue", "api-canary"} and "api-blue" in counts, counts
     [weights] = [c for c in printed_commands(text, "splitter ctl") if "--route" in c]
@@ -640,7 +641,38 @@ def test_the_demo_s_printed_line_for_the_second_route(tmp_path: Path, procs: lis
     assert [ln.split()[0] for ln in shown.stdout.splitlines()] == ["POOL", "api-blue", "api-canary"]
     [routes] = [c for c in printed_commands(text, "splitter ctl") if c[-1] == "routes"]
     shown = run_cli(*routes)
-    assert [ln.split()[0] for ln in shown.stdout.splitlines()] == ["ROUTE", "default", "api"]
+    assert [ln.split()[0] for ln in shown.stdout.splitlines()] == [
+        "ROUTE",
+        "default",
+        "api",
+        "prices",
+    ]
+    stop_demo(proc)
+
+
+def test_the_demo_s_shadow_traffic(tmp_path: Path, procs: list[Proc]) -> None:
+    """The route prices: its printed curl line reaches prices-blue only; its copy reaches
+    prices-canary, whose answers differ in one field, /price, as the printed admin line
+    shows."""
+    config, _ = demo_on_free_ports(tmp_path)
+    proc = start(procs, ["demo", "--config", str(config)], tmp_path)
+    proc.wait_stderr("stop:")
+    text = proc.stderr()
+    assert "prices /prices: prices-blue 100, prices-canary 0; shadow -> prices-canary 100%" in text
+    [item] = printed_shell_lines(text, "/prices/item-")
+    for _ in range(5):
+        answer = json.loads(run_shell(item))
+        assert set(answer) == {"item", "price", "currency", "served_at"}, answer
+    [shadow_url] = [ln.split()[-1] for ln in printed_shell_lines(text, "/shadow")]
+
+    def compared() -> dict[str, Any]:
+        return dict(json.loads(http_request(shadow_url)[2]))
+
+    wait_until(lambda: compared()["compared"] >= 5, timeout=10)
+    state = compared()
+    assert state["pool"] == "prices-canary"
+    assert state["differ"] == state["compared"]
+    assert state["fields"] == [{"field": "/price", "differ": state["compared"]}]
     stop_demo(proc)
 
 
