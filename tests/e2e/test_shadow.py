@@ -12,11 +12,13 @@ import concurrent.futures
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.redisserver import RedisServer
 from tests.support import (
     Backend,
     SplitterProc,
@@ -25,6 +27,7 @@ from tests.support import (
     pools_config,
     start_shadow_backend,
     wait_until,
+    write_config,
 )
 
 SplitterFactory = Callable[..., SplitterProc]
@@ -295,3 +298,79 @@ def test_one_client_address_causes_at_most_max_per_address_copies_a_second(
     wait_until(lambda: shadow_state(proc)["skipped"] + shadow_state(proc)["compared"] >= 21)
     assert shadow_state(proc)["skipped"] == 20 - len(flood)
     assert state["pool"] == "canary"
+
+
+def test_a_change_reaches_every_replica_through_the_store(
+    versions: Callable[..., Backend], splitter_factory: SplitterFactory, tmp_path: Path
+) -> None:
+    blue, canary = versions("blue"), versions("canary")
+    server = RedisServer(tmp_path / "redis")
+    try:
+        store = {"url": server.url, "prefix": "shadow-test"}
+        a = splitter_factory({**config(blue, canary), "store": store})
+        b = splitter_factory({**config(blue, canary), "store": store})
+        status, body = admin_api(a, "PUT", "/api/v1/shadow", {"share": 0.25})
+        assert status == 200, body
+        wait_until(lambda: shadow_state(b)["share"] == 0.25, timeout=10)
+        assert admin_api(b, "DELETE", "/api/v1/shadow")[0] == 200
+        wait_until(lambda: shadow_state(a)["pool"] is None, timeout=10)
+        # Each replica compares its own copies.
+        http_request(f"{b.proxy_url}/item/1")
+        assert seen(canary) == []
+    finally:
+        server.kill()
+
+
+def test_a_file_whose_shadow_changed_wins_over_the_runtime_share(
+    versions: Callable[..., Backend], splitter_factory: SplitterFactory
+) -> None:
+    blue, canary = versions("blue"), versions("canary")
+    proc = splitter_factory(config(blue, canary))
+    cfg = proc.config
+    assert cfg is not None
+    assert admin_api(proc, "PUT", "/api/v1/shadow", {"share": 0.5})[0] == 200
+    # A reload of the same section keeps the runtime share...
+    assert admin_api(proc, "POST", "/api/v1/reload")[0] == 200
+    assert shadow_state(proc)["share"] == 0.5
+    # ... a changed section is what the operator wants now.
+    cfg["shadow"] = {**cfg["shadow"], "share": 0.1}
+    write_config(proc.config_path, cfg)
+    assert admin_api(proc, "POST", "/api/v1/reload")[0] == 200
+    assert shadow_state(proc)["share"] == 0.1
+    # A section removed from the file: no shadow.
+    del cfg["shadow"]
+    write_config(proc.config_path, cfg)
+    assert admin_api(proc, "POST", "/api/v1/reload")[0] == 200
+    state = shadow_state(proc)
+    assert state["pool"] is None
+    http_request(f"{proc.proxy_url}/item/1")
+    assert seen(canary) == []
+
+
+def test_the_per_route_endpoints_and_a_route_without_shadow(
+    versions: Callable[..., Backend], splitter_factory: SplitterFactory
+) -> None:
+    blue, canary = versions("blue"), versions("canary", price=11)
+    pools = {"blue": {"weight": 100, "backends": [blue.url]},
+             "canary": {"weight": 0, "backends": [canary.url]}}  # fmt: skip
+    proc = splitter_factory({
+        "routes": [
+            {"name": "shop", "path_prefix": "/item", "pools": pools,
+             "shadow": {"pool": "canary", "share": 1.0,
+                        "ignore_headers": [*IGNORED, "x-pool"], "ignore_json": ["/generated_at"]}},
+            {"name": "rest", "pools": pools},
+        ],
+    })  # fmt: skip
+    http_request(f"{proc.proxy_url}/item/1")
+    http_request(f"{proc.proxy_url}/other")  # the route rest: no copy
+    wait_until(lambda: shadow_state(proc, "/api/v1/routes/shop/shadow")["compared"] == 1)
+    assert shadow_state(proc, "/api/v1/routes/shop/shadow")["fields"][0]["field"] == "/price"
+    rest = shadow_state(proc, "/api/v1/routes/rest/shadow")
+    assert rest["pool"] is None and rest["compared"] == 0
+    status, body = admin_api(proc, "PUT", "/api/v1/routes/rest/shadow", {"share": 0.5})
+    assert status == 400 and "name the pool" in body["error"]
+    status, body = admin_api(proc, "GET", "/api/v1/routes/nope/shadow")
+    assert status == 404
+    status, body = admin_api(proc, "GET", "/api/v1/shadow")  # several routes, none default
+    assert status == 400
+    assert [c[1] for c in seen(canary)] == ["/item/1"]
