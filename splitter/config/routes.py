@@ -198,6 +198,8 @@ def _header_name(override: str | None) -> Convert:
             raise Invalid("use a cookie segment: {pool: ..., cookie: {name: ..., value: ...}}")
         if lower in _HOP_BY_HOP:
             raise Invalid("is a hop-by-hop header: it describes a connection, not a client")
+        if lower == "x-splitter-shadow":
+            raise Invalid("marks splitter's shadow copies: it is taken out of every request")
         return value
 
     return convert

@@ -396,3 +396,15 @@ def test_a_routes_shadow_problem_is_named_by_its_path() -> None:
     (problem,) = caught.value.problems
     assert problem.path == "routes[0].shadow.pool"
     assert "only pool with a weight above 0" in problem.message
+
+
+def test_a_segment_cannot_read_the_shadow_mark() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(
+            {"listen": "127.0.0.1:8080", "pools": POOLS,
+             "segments": [{"pool": "canary", "header": {"name": "X-Splitter-Shadow"}}]},
+            env={},
+        )  # fmt: skip
+    (problem,) = caught.value.problems
+    assert problem.path == "segments[0].header.name"
+    assert "shadow copies" in problem.message
