@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from splitter.control.controller import Controller
 from splitter.errors import StoreError
 from splitter.observe.stats import Window
-from splitter.rollout import RolloutEngine
+from splitter.rollout import RolloutEngine, ShadowCounts
 from splitter.state import Live, RouteState
 from splitter.store import Compute, Document, Edit
 
@@ -112,6 +112,15 @@ class RouteControl:
     def rollout_json(self, rollout: dict[str, Any]) -> dict[str, Any]:
         """A rollout object as the API and the stream show it: with its route."""
         return {**rollout, "route": self.name}
+
+    # STUB until shadow traffic is wired into the data path: no copies are counted yet
+    # (a rollout's shadow test step sees none, and ends inconclusive after its max), and
+    # nothing is rebuilt when a shadow test step begins or ends.
+    def shadow_counts(self, pool: str) -> ShadowCounts:
+        return ShadowCounts()  # STUB: zero counts
+
+    def shadow_changed(self) -> None:
+        pass  # STUB: the snapshot has no shadow traffic yet
 
     # -- what the app asks of it --------------------------------------------------------
 
