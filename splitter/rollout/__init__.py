@@ -55,7 +55,8 @@ document:
 """
 
 from splitter.errors import RolloutError
-from splitter.rollout.engine import RolloutEngine, RolloutHost
+from splitter.rollout.engine import RolloutEngine
+from splitter.rollout.host import RolloutHost
 from splitter.rollout.record import Rollout, shadow_in_force
 from splitter.rollout.shadowstep import ShadowCounts
 

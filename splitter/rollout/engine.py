@@ -32,11 +32,11 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from splitter.config import RolloutPlan
 from splitter.errors import NotLeader, StoreUnavailable
-from splitter.observe.stats import ASSIGNED, Window
+from splitter.observe.stats import ASSIGNED
 from splitter.rollout import saved
 from splitter.rollout.evidence import (
     BASELINE_WINDOW,
@@ -45,6 +45,7 @@ from splitter.rollout.evidence import (
     judged,
     needed_without_traffic,
 )
+from splitter.rollout.host import Poster, RolloutHost
 from splitter.rollout.judge import (
     CanaryJudge,
     Counts,
@@ -72,14 +73,19 @@ from splitter.rollout.machine import (
     SetWeights,
     Start,
     TakeOver,
-    is_keep,
-    is_preview,
-    judged_from,
     step,
 )
-from splitter.rollout.record import Rollout, is_shadow_step, limits_of, shadow_in_force
-from splitter.rollout.shadowstep import ShadowCounts, ShadowJudge
-from splitter.store import Compute, Document, Edit
+from splitter.rollout.record import (
+    Rollout,
+    is_keep,
+    is_preview,
+    is_shadow_step,
+    judged_from,
+    limits_of,
+    shadow_in_force,
+)
+from splitter.rollout.shadowstep import ShadowJudge
+from splitter.store import Document, Edit
 
 log = logging.getLogger("splitter.rollout")
 
@@ -88,65 +94,6 @@ GATE_RETRY: Final = 10.0  # seconds between two askings of a gate that said no
 HOOK_TIMEOUT: Final = 5.0
 HOOK_TRIES: Final = 3
 SETTLED: Final = 2  # a second is read this long after it ended (every process reported)
-
-
-class RolloutHost(Protocol):
-    """What the engine needs of the running splitter (`app.Splitter` is one)."""
-
-    @property
-    def window(self) -> Window: ...
-    @property
-    def leader(self) -> bool:
-        """This replica drives the rollout (ticks, gates)."""
-        ...
-
-    def shared_weights(self, doc: Document) -> dict[str, float]:
-        """The weights `doc` puts in force here."""
-        ...
-
-    def weights_doc(self, doc: Document, weights: dict[str, float]) -> Document:
-        """`doc` with `weights` as its runtime weights."""
-        ...
-
-    async def commit(self, compute: Compute, fence: bool) -> Edit | None:
-        """Write `compute`'s change of the latest document (compare-and-set, computed again
-        on a conflict); StoreUnavailable, NotLeader (`fence`: the lease is lost)."""
-        ...
-
-    def pool_checked_up(self, pool: str) -> bool:
-        """A backend of `pool` passes its active health checks (ejection aside)."""
-        ...
-
-    def pool_live(self, pool: str) -> bool:
-        """Routing sends requests to `pool` (a backend is up, not ejected)."""
-        ...
-
-    def rollout_event(
-        self,
-        event: str,
-        rollout: dict[str, Any],
-        old_weights: dict[str, float],
-        new_weights: dict[str, float],
-    ) -> None: ...
-
-    def rollout_json(self, rollout: dict[str, Any]) -> dict[str, Any]:
-        """A rollout object as the API, the stream, webhooks and gates show it (with its
-        route)."""
-        ...
-
-    def shadow_counts(self, pool: str) -> ShadowCounts:
-        """The copies sent to `pool` so far and how their answers went: cumulative (since
-        the counting started; a count that goes down is a restart of the counting)."""
-        ...
-
-    def shadow_changed(self) -> None:
-        """What `record.shadow_in_force` answers for the current rollout changed (a shadow
-        test step began or ended): build the snapshot again."""
-        ...
-
-
-# POST a JSON body; the answer's status, or an exception (a timeout, a refused connection).
-Poster = Callable[[str, dict[str, Any], float], Awaitable[int]]
 
 
 class RolloutEngine:

@@ -60,7 +60,6 @@ before the switch); promotion is the candidate at 100, every other pool at 0.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Final
@@ -89,7 +88,16 @@ from splitter.rollout.commands import (
     TakeOver,
 )
 from splitter.rollout.judge import FAIL, PASS, Counts
-from splitter.rollout.record import Rollout, duration_text, is_shadow_step, iso
+from splitter.rollout.record import (
+    Rollout,
+    duration_text,
+    is_keep,
+    is_preview,
+    is_shadow_step,
+    iso,
+    judged_from,
+    progress_reason,
+)
 from splitter.rollout.shadowstep import ShadowCounts
 
 __all__ = [
@@ -206,22 +214,6 @@ def step(r: Rollout | None, ctx: Context, command: Command) -> Outcome | None:
 
 def state_of(r: Rollout) -> str:
     return f"{r.status}/{r.phase}" if r.phase else r.status
-
-
-def judged_from(r: Rollout) -> float:
-    """Requests count from the step's start plus the warmup (none for a preview or a shadow
-    test step: warmup is for a weight change; their requests reach a pool at weight 0)."""
-    if is_preview(r) or is_shadow_step(r):
-        return r.step_started_at
-    return r.step_started_at + r.plan.analysis.warmup
-
-
-def is_preview(r: Rollout) -> bool:
-    return r.plan.strategy == "bluegreen" and r.step == 0
-
-
-def is_keep(r: Rollout) -> bool:
-    return r.plan.strategy == "bluegreen" and r.step == 1
 
 
 def _only_counts(before: Rollout, after: Rollout) -> bool:
@@ -592,26 +584,6 @@ def _set_paused(run: _Run, phase: str, why: str) -> None:
     run.set(status="paused", phase=phase, reason=why, updated_at=run.now)
     run.record("paused", why)
     run.emit("paused")
-
-
-def progress_reason(r: Rollout) -> str:
-    plan = r.plan
-    if plan.strategy == "bluegreen":
-        head = "preview" if r.step == 0 else "keep"
-    else:
-        head = f"step {r.step + 1} of {len(plan.steps)}"
-    if r.warmup_until:
-        until = time.strftime("%H:%M:%S", time.gmtime(r.warmup_until))
-        return f"{head}: warming up until {until}Z (requests count from then)"
-    if is_shadow_step(r):
-        done = r.shadow.compared if r.shadow is not None else 0
-        if r.needed:
-            return f"{head}: shadow test, {done} of about {done + r.needed} copies compared"
-        return f"{head}: shadow test, {done} copies compared so far"
-    done = r.candidate.requests
-    if r.needed:
-        return f"{head}: judging, {done} of about {done + r.needed} candidate requests"
-    return f"{head}: judging, {done} candidate requests so far"
 
 
 # --- the table ---------------------------------------------------------------------------

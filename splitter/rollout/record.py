@@ -205,6 +205,42 @@ def is_shadow_step(r: Rollout) -> bool:
     return r.plan.strategy == "canary" and 0 <= r.step < len(steps) and bool(steps[r.step].shadow)
 
 
+def judged_from(r: Rollout) -> float:
+    """Requests count from the step's start plus the warmup (none for a preview or a shadow
+    test step: warmup is for a weight change; their requests reach a pool at weight 0)."""
+    if is_preview(r) or is_shadow_step(r):
+        return r.step_started_at
+    return r.step_started_at + r.plan.analysis.warmup
+
+
+def is_preview(r: Rollout) -> bool:
+    return r.plan.strategy == "bluegreen" and r.step == 0
+
+
+def is_keep(r: Rollout) -> bool:
+    return r.plan.strategy == "bluegreen" and r.step == 1
+
+
+def progress_reason(r: Rollout) -> str:
+    plan = r.plan
+    if plan.strategy == "bluegreen":
+        head = "preview" if r.step == 0 else "keep"
+    else:
+        head = f"step {r.step + 1} of {len(plan.steps)}"
+    if r.warmup_until:
+        until = time.strftime("%H:%M:%S", time.gmtime(r.warmup_until))
+        return f"{head}: warming up until {until}Z (requests count from then)"
+    if is_shadow_step(r):
+        done = r.shadow.compared if r.shadow is not None else 0
+        if r.needed:
+            return f"{head}: shadow test, {done} of about {done + r.needed} copies compared"
+        return f"{head}: shadow test, {done} copies compared so far"
+    done = r.candidate.requests
+    if r.needed:
+        return f"{head}: judging, {done} of about {done + r.needed} candidate requests"
+    return f"{head}: judging, {done} candidate requests so far"
+
+
 def shadow_in_force(rollout: Rollout | None) -> tuple[str, float] | None:
     """What a rollout puts in force of shadow traffic: (the candidate pool, the share of
     the requests copied to it) while the rollout is active (progressing or paused, the
