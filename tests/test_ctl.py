@@ -55,6 +55,7 @@ class FakeAdmin:
         app.router.add_get("/api/v1/events", self.get_events)
         app.router.add_get("/api/v1/pools", self.get_pools)
         app.router.add_get("/api/v1/rollout", self.get_rollout)
+        app.router.add_post("/api/v1/rollout", self.post_rollout)
         app.router.add_get("/api/v1/routes", self.get_routes)
         app.router.add_get("/api/v1/routes/{route}/weights", self.get_route_weights)
         app.router.add_get("/text/{tail:.*}", self.text)
@@ -156,6 +157,12 @@ class FakeAdmin:
             return self._error(404, "no rollout yet")
         rollout = self.rollouts.pop(0) if len(self.rollouts) > 1 else self.rollouts[0]
         return web.json_response(rollout)
+
+    async def post_rollout(self, request: web.Request) -> web.Response:
+        """The rollout the test set, as started (the body is in `requests`)."""
+        if not self.rollouts:
+            return self._error(404, "unknown pool")
+        return web.json_response(self.rollouts[0], status=201)
 
     async def get_routes(self, request: web.Request) -> web.Response:
         if self.routes is None:
@@ -614,6 +621,87 @@ def test_rollout_status_watch_counts_the_warmup_down(
     assert shown == [f"  warming up until {local} ({left}s left)" for left in (2, 1, 0)]
     heads = [ln for ln in out.splitlines() if ln.startswith("rollout ")]
     assert heads[-1] == "rollout 4f1c2a9e of canary: canary strategy, promoted (step 2 of 4)"
+
+
+# --------------------------------------------------------------------------- rollout start
+
+
+@pytest.mark.parametrize(
+    ("args", "steps"),
+    [
+        (["--shadow", "10%"], [{"shadow": {"share": 0.1}}, 5, 25, 50, 100]),
+        (["--shadow", "0.1"], [{"shadow": {"share": 0.1}}, 5, 25, 50, 100]),
+        (["--shadow", "12.5%", "--steps", "30,pause,100"],
+         [{"shadow": {"share": 0.125}}, 30, {"pause": True}, 100]),
+        (["--shadow", " 100% ", "--steps", "50", "--hold", "1m", "--max", "5m"],
+         [{"shadow": {"share": 1.0, "hold": "1m", "max": "5m"}},
+          {"weight": 50, "hold": "1m", "max": "5m"}]),
+        (["--steps", "50,100"], [50, 100]),
+    ],
+)  # fmt: skip
+def test_rollout_start_with_a_shadow_test_step_first(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], args: list[str], steps: list[Any]
+) -> None:
+    admin.rollouts = [a_rollout(step=0)]
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "start", "canary", *args)
+    assert (status, err) == (0, "") and out.startswith("rollout 4f1c2a9e of canary")
+    (request,) = [r for r in admin.requests if r["method"] == "POST"]
+    assert request["path"] == "/api/v1/rollout"
+    assert request["body"] == {"pool": "canary", "steps": steps}
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "0%", "-5%", "150%", "2", "10", "ten", "nan", "inf", "%", ""]
+)
+def test_a_bad_shadow_share_is_a_usage_error_and_nothing_is_sent(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    args = ["--admin", admin.url, "rollout", "start", "canary", f"--shadow={value}"]
+    status, out, err = run(capsys, *args)
+    assert (status, out) == (2, "")
+    assert one_line(err) == (
+        f"splitter ctl: --shadow: not a share above 0 and at most 1 (10% or 0.1): {value!r} "
+        "(see 'splitter ctl --help')"
+    )
+    assert admin.requests == []
+
+
+def test_shadow_is_for_a_canary(admin: FakeAdmin, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "start", "green",
+                           "--bluegreen", "--shadow", "10%")  # fmt: skip
+    assert (status, out) == (2, "")
+    assert one_line(err) == (
+        "splitter ctl: --shadow is for a canary; a blue-green rollout has a preview "
+        "(see 'splitter ctl --help')"
+    )
+    assert admin.requests == []
+
+
+def test_rollout_status_at_the_test_step_shows_the_copies(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], clock: list[float]
+) -> None:
+    rollout = a_rollout(
+        step=0, reason="step 1 of 5: shadow test, 300 of about 1200 copies compared"
+    )
+    rollout["steps"].insert(0, {"shadow": {"share": 0.1, "hold": "1m", "max": "10m",
+                                           "max_diff_rate": 0.01}})  # fmt: skip
+    rollout["analysis"].update(
+        kind="shadow", needed_requests=900,
+        candidate={"requests": 310, "bad": 1, "slow": 0},
+        baseline={"requests": 310, "bad": 0, "slow": 0},
+        shadow={"compared": 300, "differ": 2, "diff_rate": 0.006667, "pairs": 310,
+                "shadow_bad": 1, "primary_bad": 0, "needed": 900},
+    )  # fmt: skip
+    admin.rollouts = [rollout]
+    status, out, err = run(capsys, "--admin", admin.url, "rollout", "status")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "rollout 4f1c2a9e of canary: canary strategy, progressing (step 1 of 5)"
+    assert lines[3] == (
+        "  verdict  pending: 300 copies compared, 2 differ (0.7%); 310 pairs, 1 bad on the "
+        "copies, 0 on the primary"
+    )
+    assert lines[4].startswith("  judged   [######") and lines[4].endswith(" 300 of about 1200")
 
 
 # --------------------------------------------------------------------------- failures

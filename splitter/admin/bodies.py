@@ -178,7 +178,29 @@ class PauseStep(TypedDict):
     pause: Literal[True]
 
 
-Step = StepWeight | WeightStep | PauseStep
+Share = Annotated[float, Meta(minimum=0, exclusive_minimum=True, maximum=1)]
+DiffRate = Annotated[float, Meta(minimum=0, maximum=1, exclusive_maximum=True)]
+
+
+class ShadowTestRequest(TypedDict, total=False):
+    """The shadow test step's settings: `share` of the requests copied (default 0.1),
+    `max_diff_rate` of the copies that may differ (default 0.01), hold and max as a
+    weight step's."""
+
+    share: Share | None
+    hold: Hold | None
+    max: Longest | None
+    max_diff_rate: DiffRate | None
+
+
+class ShadowStep(TypedDict):
+    """A test step on shadow traffic (the first step only): the candidate stays at weight
+    0 and gets copies of real requests, judged against the primary's answers."""
+
+    shadow: ShadowTestRequest
+
+
+Step = StepWeight | WeightStep | PauseStep | ShadowStep
 
 
 class WebhookRequest(TypedDict):
@@ -200,7 +222,7 @@ _Pool = Annotated[str, Meta(min_length=1, description="The candidate pool")]
 
 class CanaryStart(TypedDict):
     """A canary: `steps` (default [5, 25, 50, 100]) rising, each a weight, {weight, hold,
-    max} or {pause: true}."""
+    max} or {pause: true}; the first may be a shadow test step, {shadow: {...}}."""
 
     pool: _Pool
     strategy: NotRequired[Literal["canary"]]
@@ -245,12 +267,27 @@ class Counts(TypedDict):
     slow: Count
 
 
+class ShadowEvidence(TypedDict):
+    """A shadow test step's copies: compared (differ of them, beyond noise) and paired
+    (shadow_bad and primary_bad of them); needed: about how many more copies a pass needs."""
+
+    compared: Count
+    differ: Count
+    diff_rate: Annotated[float, Meta(minimum=0, maximum=1)]
+    pairs: Count
+    shadow_bad: Count
+    primary_bad: Count
+    needed: Annotated[int, Meta(minimum=0)] | None
+
+
 class Analysis(TypedDict):
     verdict: Verdict
     candidate: Counts
     baseline: Counts
     needed_requests: Annotated[int, Meta(minimum=0)] | None
     warmup_until: NotRequired[str]
+    kind: NotRequired[Literal["shadow"]]  # a shadow test step (candidate: the copies)
+    shadow: NotRequired[ShadowEvidence]
 
 
 class PlannedStep(TypedDict):
@@ -276,6 +313,17 @@ class PlannedKeep(TypedDict):
     keep: str
 
 
+class PlannedShadowTest(TypedDict):
+    share: Share
+    hold: str
+    max: str
+    max_diff_rate: DiffRate
+
+
+class PlannedShadow(TypedDict):
+    shadow: PlannedShadowTest
+
+
 class HistoryEntry(TypedDict):
     at: str
     what: str
@@ -292,7 +340,7 @@ class Rollout(TypedDict):
     status: Status
     reason: str
     step: Count
-    steps: list[PlannedStep | PlannedPause | PlannedPreview | PlannedKeep]
+    steps: list[PlannedStep | PlannedPause | PlannedPreview | PlannedKeep | PlannedShadow]
     weights: Weights
     start_weights: Weights
     started_at: str
@@ -378,7 +426,7 @@ class Series(TypedDict):
 
 # -- shadow traffic (docs/shadow.md) -----------------------------------------------------
 
-Share = Annotated[float, Meta(minimum=0, maximum=1)]
+ShadowShare = Annotated[float, Meta(minimum=0, maximum=1)]
 
 
 class ShadowField(TypedDict):
@@ -406,7 +454,7 @@ class Shadow(TypedDict):
     `diff_rate` = differ / compared)."""
 
     pool: str | None
-    share: Share
+    share: ShadowShare
     reference: str | None
     compared: Count
     same: Count
@@ -423,7 +471,7 @@ class ShadowChange(TypedDict):
     """Change the share (and the pool, or the reference: null for none) of the route's
     shadow; the pool is needed when the route has none."""
 
-    share: NotRequired[Share]
+    share: NotRequired[ShadowShare]
     pool: NotRequired[str]
     reference: NotRequired[str | None]
 

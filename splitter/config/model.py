@@ -34,6 +34,7 @@ __all__ = [
     "Route",
     "Segment",
     "Shadow",
+    "ShadowTest",
     "Shutdown",
     "Step",
     "Sticky",
@@ -280,12 +281,24 @@ class Rollouts:
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
-    """One step of a rollout: a weight for the candidate (percent), or a manual gate."""
+class ShadowTest:
+    """What makes a step a canary's test step on shadow traffic (docs/rollouts.md): the
+    share of the requests copied to the candidate, and the difference rate (beyond noise)
+    it may have against the primary's answers."""
 
-    weight: float | None  # None: a manual gate ({"pause": true})
+    share: float = 0.1  # (0, 1]
+    max_diff_rate: float = 0.01  # [0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a rollout: a weight for the candidate (percent), a manual gate, or (the
+    first step of a canary only) a test on shadow traffic, at weight 0."""
+
+    weight: float | None  # None: a manual gate ({"pause": true}); 0.0 for a shadow step
     hold: float
     max: float
+    shadow: ShadowTest | None = None  # a test step: the candidate at 0 gets copies
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,8 @@ from splitter.control.controller import Controller
 from splitter.control.shadow import ShadowControl, shadow_in_force
 from splitter.errors import StoreError
 from splitter.observe.stats import Window
-from splitter.rollout import RolloutEngine
+from splitter.rollout import RolloutEngine, ShadowCounts
+from splitter.rollout import shadow_in_force as rollout_shadow
 from splitter.shadow import Tally
 from splitter.state import Live, RouteState
 from splitter.store import Compute, Document, Edit
@@ -85,7 +86,7 @@ class RouteControl:
 
     def shadow_step(self) -> tuple[str, float] | None:
         """(candidate, share) while a rollout's test step shadows the route."""
-        return None
+        return rollout_shadow(self.rollouts.current)
 
     def shadow_tally(self, pool: str) -> Tally:
         return self.host.shadow_tally(f"{self.name}/{pool}")
@@ -135,6 +136,24 @@ class RouteControl:
     def rollout_json(self, rollout: dict[str, Any]) -> dict[str, Any]:
         """A rollout object as the API and the stream show it: with its route."""
         return {**rollout, "route": self.name}
+
+    def shadow_counts(self, pool: str) -> ShadowCounts:
+        """The copies sent to `pool` so far in this replica (its workers' summed, a dead
+        worker's last counts kept: they never go down but at a restart)."""
+        c = self.shadow_tally(pool).counts
+        return ShadowCounts(
+            compared=c["same"] + c["differ"] + c["noise"],
+            differ=c["differ"],
+            pairs=c["pairs"],
+            shadow_bad=c["shadow_bad"],
+            primary_bad=c["primary_bad"],
+        )
+
+    def shadow_changed(self) -> None:
+        """A rollout's test step began or ended: the snapshot is made again with the
+        shadow now in force."""
+        controller = self.controller
+        controller.install(controller.config, controller.weights)
 
     # -- what the app asks of it --------------------------------------------------------
 

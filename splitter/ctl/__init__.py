@@ -12,6 +12,7 @@ Usage:
     splitter ctl events                    the last changes: time, source, what, old -> new
     splitter ctl pools                     pools with their backends, up or down
     splitter ctl rollout start canary [--steps 5,25,pause,50,100] [--hold 1m] [--max 10m]
+                                      [--shadow 10%]   (a test step on copies first)
     splitter ctl rollout start green --bluegreen [--auto-promote] [--keep 10m]
     splitter ctl rollout status [--watch] | pause | resume | promote [--full] | abort | history
     splitter ctl routes                    routes: hosts, path prefix, weights, segments, rollout
@@ -224,6 +225,10 @@ def _parser() -> argparse.ArgumentParser:
                             "gate; default 5,25,50,100)")  # fmt: skip
     start.add_argument("--hold", metavar="DURATION", help="least time at a step, e.g. 1m")
     start.add_argument("--max", metavar="DURATION", help="most time at a step, e.g. 10m")
+    start.add_argument("--shadow", metavar="SHARE",
+                       help="begin with a test step on shadow traffic: the candidate stays at "
+                            "weight 0 and gets copies of SHARE of the requests, e.g. 10%% or "
+                            "0.1")  # fmt: skip
     start.add_argument("--bluegreen", action="store_true", help="a blue-green rollout")
     start.add_argument("--auto-promote", action="store_true",
                        help="blue-green: switch by itself once the preview passes")  # fmt: skip
@@ -517,6 +522,8 @@ def _rollout_request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
             body["strategy"] = "bluegreen"
             if args.steps:
                 raise _UsageError("--steps is for a canary; a blue-green rollout has --keep")
+            if args.shadow is not None:
+                raise _UsageError("--shadow is for a canary; a blue-green rollout has a preview")
             if args.auto_promote:
                 body["auto_promote"] = True
             if args.keep:
@@ -528,9 +535,11 @@ def _rollout_request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
             if args.auto_promote or args.keep:
                 raise _UsageError("--auto-promote and --keep are for --bluegreen")
             steps: list[Any] = _parse_steps(args.steps) if args.steps else [5, 25, 50, 100]
-            if args.hold or args.max:
-                extra = {k: v for k, v in (("hold", args.hold), ("max", args.max)) if v}
+            extra = {k: v for k, v in (("hold", args.hold), ("max", args.max)) if v}
+            if extra:
                 steps = [s if isinstance(s, dict) else {"weight": s, **extra} for s in steps]
+            if args.shadow is not None:
+                steps = [{"shadow": {"share": _parse_share(args.shadow), **extra}}, *steps]
             body["steps"] = steps
         return "POST", "/rollout", body, show_rollout
     if what == "status":
@@ -554,6 +563,20 @@ def _parse_steps(text: str) -> list[Any]:
             raise _UsageError(f"--steps: not a weight or 'pause': {item!r}") from None
         steps.append(int(value) if value.is_integer() else value)
     return steps
+
+
+def _parse_share(text: str) -> float:
+    """--shadow: a share of the requests, as a percent ("10%") or a fraction ("0.1")."""
+    item = text.strip()
+    percent = item.endswith("%")
+    try:
+        value = float(item[:-1] if percent else item)
+    except ValueError:
+        value = math.nan
+    share = value / 100 if percent else value
+    if not 0 < share <= 1:  # NaN too
+        raise _UsageError(f"--shadow: not a share above 0 and at most 1 (10% or 0.1): {text!r}")
+    return share
 
 
 def _watch(client: _Client, args: argparse.Namespace, path: str) -> int:

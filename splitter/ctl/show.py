@@ -243,8 +243,12 @@ def show_rollout(payload: Any) -> str:
         f"{cand.get('bad', 0)} bad, {cand.get('slow', 0)} slow; baseline "
         f"{base.get('requests', 0)}, {base.get('bad', 0)} bad, {base.get('slow', 0)} slow",
     ]
-    needed = analysis.get("needed_requests")
+    shadow = analysis.get("shadow")
     done = cand.get("requests", 0)
+    if isinstance(shadow, dict):  # a shadow test step: its evidence is the copies
+        lines[-1] = shadow_line(analysis.get("verdict"), shadow)
+        done = shadow.get("compared", 0)
+    needed = analysis.get("needed_requests")
     if needed and payload.get("status") in ("progressing", "paused"):
         lines.append(f"  judged   {bar(done, done + needed)} {done} of about {done + needed}")
     history = payload.get("history") or []
@@ -253,6 +257,18 @@ def show_rollout(payload: Any) -> str:
             lines.append(f"  {entry.get('at', '')}  {entry.get('what', '')}: "
                          f"{one_line(str(entry.get('detail', '')))}")  # fmt: skip
     return "\n".join(lines)
+
+
+def shadow_line(verdict: Any, shadow: dict[str, Any]) -> str:
+    """A shadow test step's verdict and evidence: copies compared and paired."""
+    rate = shadow.get("diff_rate", 0)
+    rate = rate if is_number(rate) else 0
+    return (
+        f"  verdict  {verdict}: {shadow.get('compared', 0)} copies compared, "
+        f"{shadow.get('differ', 0)} differ ({rate * 100:.1f}%); {shadow.get('pairs', 0)} "
+        f"pairs, {shadow.get('shadow_bad', 0)} bad on the copies, "
+        f"{shadow.get('primary_bad', 0)} on the primary"
+    )
 
 
 def warmup_lines(until: Any) -> list[str]:

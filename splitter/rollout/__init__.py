@@ -11,6 +11,7 @@ States (`status`, and `phase` within it):
     status       phase               what it waits for
     -----------  ------------------  -------------------------------------------------
     progressing  judging             a step in force; its requests judged every second
+                                     (a canary's shadow test step: the copies' answers)
     progressing  gate                the gates, asked before a weight increase
     paused       manual              a {"pause": true} step: resume or promote
     paused       gate                a gate said no or did not answer: asked every 10 s
@@ -54,7 +55,10 @@ document:
 """
 
 from splitter.errors import RolloutError
-from splitter.rollout.engine import RolloutEngine, RolloutHost
-from splitter.rollout.record import Rollout
+from splitter.rollout.engine import RolloutEngine
+from splitter.rollout.host import RolloutHost
+from splitter.rollout.record import Rollout, shadow_in_force
+from splitter.rollout.shadowstep import ShadowCounts
 
-__all__ = ["Rollout", "RolloutEngine", "RolloutError", "RolloutHost"]
+__all__ = ["Rollout", "RolloutEngine", "RolloutError", "RolloutHost", "ShadowCounts",
+           "shadow_in_force"]  # fmt: skip

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from splitter.config import RolloutPlan
 from splitter.rollout.judge import Counts, Verdict
 from splitter.rollout.record import Rollout
+from splitter.rollout.shadowstep import ShadowCounts
 
 # --- commands ------------------------------------------------------------------------------
 
@@ -61,6 +62,7 @@ class Evidence:
     down_for: float = 0.0  # seconds the candidate's active checks have found no live backend
     ratio_mismatch: str | None = None  # why, when the sample-ratio check alarms
     needed_without_traffic: int | None = None  # what a verdict needs when nothing came yet
+    shadow: ShadowCounts | None = None  # a shadow test step: its copies so far
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,11 @@ Writes: each command is computed on the latest document and written by compare-a
 pure, so computing it again is safe); nothing in memory changes until the write is done.
 A look at the step that only moved the counts is written at most once a second.
 
+A canary's shadow test step is judged on the host's cumulative counts of the copies sent
+to the candidate (`host.shadow_counts`), read at each look (`shadowstep.ShadowJudge`).
+When a written transition or a newer document changes what `record.shadow_in_force`
+answers, the engine calls `host.shadow_changed()`: the host builds its snapshot again.
+
 One replica drives the rollout: the leader (`host.leader`; always, with the state file
 alone). It looks at the step four times a second (`tick`) and asks the gates, and its
 writes are fenced by the lease. Every replica takes calls of the API (start, pause,
@@ -27,11 +32,11 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from splitter.config import RolloutPlan
 from splitter.errors import NotLeader, StoreUnavailable
-from splitter.observe.stats import ASSIGNED, Window
+from splitter.observe.stats import ASSIGNED
 from splitter.rollout import saved
 from splitter.rollout.evidence import (
     BASELINE_WINDOW,
@@ -40,6 +45,7 @@ from splitter.rollout.evidence import (
     judged,
     needed_without_traffic,
 )
+from splitter.rollout.host import Poster, RolloutHost
 from splitter.rollout.judge import (
     CanaryJudge,
     Counts,
@@ -67,13 +73,19 @@ from splitter.rollout.machine import (
     SetWeights,
     Start,
     TakeOver,
-    is_keep,
-    is_preview,
-    judged_from,
     step,
 )
-from splitter.rollout.record import Rollout, limits_of
-from splitter.store import Compute, Document, Edit
+from splitter.rollout.record import (
+    Rollout,
+    is_keep,
+    is_preview,
+    is_shadow_step,
+    judged_from,
+    limits_of,
+    shadow_in_force,
+)
+from splitter.rollout.shadowstep import ShadowJudge
+from splitter.store import Document, Edit
 
 log = logging.getLogger("splitter.rollout")
 
@@ -82,55 +94,6 @@ GATE_RETRY: Final = 10.0  # seconds between two askings of a gate that said no
 HOOK_TIMEOUT: Final = 5.0
 HOOK_TRIES: Final = 3
 SETTLED: Final = 2  # a second is read this long after it ended (every process reported)
-
-
-class RolloutHost(Protocol):
-    """What the engine needs of the running splitter (`app.Splitter` is one)."""
-
-    @property
-    def window(self) -> Window: ...
-    @property
-    def leader(self) -> bool:
-        """This replica drives the rollout (ticks, gates)."""
-        ...
-
-    def shared_weights(self, doc: Document) -> dict[str, float]:
-        """The weights `doc` puts in force here."""
-        ...
-
-    def weights_doc(self, doc: Document, weights: dict[str, float]) -> Document:
-        """`doc` with `weights` as its runtime weights."""
-        ...
-
-    async def commit(self, compute: Compute, fence: bool) -> Edit | None:
-        """Write `compute`'s change of the latest document (compare-and-set, computed again
-        on a conflict); StoreUnavailable, NotLeader (`fence`: the lease is lost)."""
-        ...
-
-    def pool_checked_up(self, pool: str) -> bool:
-        """A backend of `pool` passes its active health checks (ejection aside)."""
-        ...
-
-    def pool_live(self, pool: str) -> bool:
-        """Routing sends requests to `pool` (a backend is up, not ejected)."""
-        ...
-
-    def rollout_event(
-        self,
-        event: str,
-        rollout: dict[str, Any],
-        old_weights: dict[str, float],
-        new_weights: dict[str, float],
-    ) -> None: ...
-
-    def rollout_json(self, rollout: dict[str, Any]) -> dict[str, Any]:
-        """A rollout object as the API, the stream, webhooks and gates show it (with its
-        route)."""
-        ...
-
-
-# POST a JSON body; the answer's status, or an exception (a timeout, a refused connection).
-Poster = Callable[[str, dict[str, Any], float], Awaitable[int]]
 
 
 class RolloutEngine:
@@ -152,7 +115,7 @@ class RolloutEngine:
         self.history: list[dict[str, Any]] = []  # finished rollouts, newest first
         self.verdicts: dict[tuple[str, str], int] = {}
         # The judging of the current step (the leader's): the judge and what it has read.
-        self._judge: CanaryJudge | PreviewJudge | KeepJudge | None = None
+        self._judge: CanaryJudge | PreviewJudge | KeepJudge | ShadowJudge | None = None
         self._ratio: SampleRatio | None = None
         self._cursor = 0  # the next second to read
         self._down_since = 0.0
@@ -228,6 +191,8 @@ class RolloutEngine:
         if r is not None and r.active and (before is None or _where(before) != _where(r)):
             self._new_judge(r)
         self._sync_gate()
+        if shadow_in_force(before) != shadow_in_force(r):
+            self.host.shadow_changed()
 
     def set_aside(self, doc: Document) -> tuple[Document, str | None]:
         """`doc` with a saved rollout that does not validate (`saved.read`) replaced by
@@ -323,6 +288,8 @@ class RolloutEngine:
         if r.phase == "gate" and _asks_gates(before, r):
             self._gate_asked += 1  # the leader's gate task asks them (`_sync_gate`)
         self._sync_gate()
+        if shadow_in_force(before) != shadow_in_force(r):
+            self.host.shadow_changed()
 
     def _emit(self, effect: Emit) -> None:
         body = self.host.rollout_json(effect.rollout.to_json())
@@ -371,9 +338,11 @@ class RolloutEngine:
         if not self.host.pool_live(plan.pool):
             # Its new clients go to other pools meanwhile: not a sample-ratio mismatch.
             self._failover_seconds.update((int(now) - 1, int(now), int(now) + 1))
+        if isinstance(self._judge, ShadowJudge):
+            return self._shadow_evidence(r, self._judge, now, down_for)
         early = self._read(r, now)  # a fail in the seconds still filling
         judge = self._judge
-        assert judge is not None
+        assert judge is not None and not isinstance(judge, ShadowJudge)
         if is_keep(r):
             verdict = early or judge.verdict(False)
         else:
@@ -385,6 +354,16 @@ class RolloutEngine:
             needed = needed_without_traffic(plan.analysis, plan.strategy == "bluegreen")
         baseline = judge.baseline if isinstance(judge, CanaryJudge) else r.reference
         return Evidence(verdict, judge.candidate, baseline, down_for, mismatch, needed)
+
+    def _shadow_evidence(
+        self, r: Rollout, judge: ShadowJudge, now: float, down_for: float
+    ) -> Evidence:
+        """A shadow test step's reading: the copies counted since the last look."""
+        judge.read(self.host.shadow_counts(r.plan.pool))
+        verdict = judge.verdict(now - r.step_started_at >= r.plan.steps[r.step].hold)
+        c = judge.counts
+        pairs = Counts(c.pairs, c.shadow_bad, 0), Counts(c.pairs, c.primary_bad, 0)
+        return Evidence(verdict, *pairs, down_for=down_for, shadow=c)
 
     def _read(self, r: Rollout, now: float) -> Verdict | None:
         """Feed the judge the seconds that are complete (every process and replica has
@@ -441,6 +420,7 @@ class RolloutEngine:
                     add_classes(base, totals.classes, threshold, override=False)
                     assigned_other += totals.counts[ASSIGNED]
         judge = self._judge
+        assert not isinstance(judge, ShadowJudge)
         if preview or keep:
             assert isinstance(judge, PreviewJudge | KeepJudge)
             reference = self._keep_reference if keep else baseline_classes
@@ -476,6 +456,11 @@ class RolloutEngine:
         self._ratio = None
         if is_preview(r):
             self._judge = PreviewJudge(limits)
+        elif is_shadow_step(r):  # from the copies counted until now
+            test = plan.steps[r.step].shadow
+            assert test is not None
+            start = self.host.shadow_counts(plan.pool)
+            self._judge = ShadowJudge(limits, test.max_diff_rate, start)
         elif is_keep(r):
             self._judge = KeepJudge(limits, r.reference)
             self._keep_reference = self._keep_classes(r)

@@ -28,7 +28,8 @@ shell did: `Look`, `GatesAnswered`, `Cancel`, `TakeOver`):
     command          states               goes to
     ---------------  -------------------  ---------------------------------------------
     Start            none or final        canary: step 0 (through the gates when it has
-                                          any); blue-green: the preview
+                                          any; a shadow test step needs none: no weight
+                                          rises); blue-green: the preview
     Look             progressing/judging  fail -> rolled_back; sample-ratio alarm ->
                                           paused/sample_ratio; pass after hold -> the next
                                           step (through the gates) or promoted; max over
@@ -48,14 +49,17 @@ shell did: `Look`, `GatesAnswered`, `Cancel`, `TakeOver`):
     TakeOver         any active           the step goes on, its judging started again
 
 Rules: a step's weights are the candidate at its weight and the baseline pools (those with
-a weight when the rollout started) sharing the rest as they did; a rollback gives the
+a weight when the rollout started) sharing the rest as they did; a shadow test step (a
+canary's first step only) keeps the weights the rollout started with, the candidate at 0,
+and what it puts in force of shadow traffic is derived from the rollout
+(`record.shadow_in_force`), not an effect; it is judged on the copies
+(`shadowstep.ShadowJudge`), from its start (no warmup: no weight rises); a rollback gives the
 baseline back the weights it started with (blue-green after the switch: the weights from
 before the switch); promotion is the candidate at 100, every other pool at 0.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Final
@@ -84,7 +88,17 @@ from splitter.rollout.commands import (
     TakeOver,
 )
 from splitter.rollout.judge import FAIL, PASS, Counts
-from splitter.rollout.record import Rollout, duration_text, iso
+from splitter.rollout.record import (
+    Rollout,
+    duration_text,
+    is_keep,
+    is_preview,
+    is_shadow_step,
+    iso,
+    judged_from,
+    progress_reason,
+)
+from splitter.rollout.shadowstep import ShadowCounts
 
 __all__ = [
     "TABLE",
@@ -202,24 +216,8 @@ def state_of(r: Rollout) -> str:
     return f"{r.status}/{r.phase}" if r.phase else r.status
 
 
-def judged_from(r: Rollout) -> float:
-    """Requests count from the step's start plus the warmup (none for a preview: warmup is
-    for a weight change; a preview's requests reach a pool at weight 0)."""
-    if is_preview(r):
-        return r.step_started_at
-    return r.step_started_at + r.plan.analysis.warmup
-
-
-def is_preview(r: Rollout) -> bool:
-    return r.plan.strategy == "bluegreen" and r.step == 0
-
-
-def is_keep(r: Rollout) -> bool:
-    return r.plan.strategy == "bluegreen" and r.step == 1
-
-
 def _only_counts(before: Rollout, after: Rollout) -> bool:
-    moving = ("candidate", "baseline", "needed", "reason", "updated_at", "warmup_until")
+    moving = ("candidate", "baseline", "needed", "reason", "updated_at", "warmup_until", "shadow")
     return replace(after, **{k: getattr(before, k) for k in moving}) == before
 
 
@@ -369,6 +367,8 @@ def _note(run: _Run, ev: Evidence) -> None:
         "baseline": ev.baseline,
         "needed": ev.verdict.needed_requests,
     }
+    if is_shadow_step(run.r) and ev.shadow is not None:
+        changes["shadow"] = ev.shadow
     if ev.verdict.verdict != "pending":
         changes["verdict"] = ev.verdict.verdict
     run.set(**changes)
@@ -382,7 +382,8 @@ def _inconclusive(run: _Run, ev: Evidence) -> None:
     if needed is None and r.candidate.requests == 0:
         needed = ev.needed_without_traffic
     run.set(verdict="inconclusive", needed=needed)
-    more = f"about {needed} more candidate requests" if needed else "more requests"
+    unit = "copies" if is_shadow_step(r) else "candidate requests"
+    more = f"about {needed} more {unit}" if needed else f"more {unit.split()[-1]}"
     why = (f"step {r.step + 1}: no verdict after {duration_text(plan.steps[r.step].max)}; "
            f"a verdict needs {more}")  # fmt: skip
     run.record("inconclusive", why)
@@ -460,11 +461,18 @@ def _after_gates(run: _Run) -> None:
 
 def _apply_step(run: _Run, index: int) -> None:
     plan = run.r.plan
-    weight = plan.steps[index].weight
+    step = plan.steps[index]
+    weight = step.weight
     assert weight is not None
     run.set(step=index)
-    run.set_weights(step_weights(run.r, weight))
-    run.record("step", f"step {index + 1} of {len(plan.steps)}: {plan.pool} at {weight:g}%")
+    where = f"step {index + 1} of {len(plan.steps)}: {plan.pool}"
+    if step.shadow is not None:  # the weights it started with, the candidate at 0
+        run.set_weights({**run.r.start_weights, plan.pool: 0.0})
+        run.record("step", f"{where} at 0%, shadow test on copies of "
+                           f"{step.shadow.share * 100:g}% of the requests")  # fmt: skip
+    else:
+        run.set_weights(step_weights(run.r, weight))
+        run.record("step", f"{where} at {weight:g}%")
     _enter_step(run, index)
     run.emit("step")
 
@@ -490,7 +498,8 @@ def _enter_step(run: _Run, index: int) -> None:
 def _restart_judging(run: _Run) -> None:
     now = run.now
     run.set(phase="judging", status="progressing", step_started_at=now, updated_at=now,
-            verdict="pending", candidate=Counts(), baseline=Counts(), needed=None)  # fmt: skip
+            verdict="pending", candidate=Counts(), baseline=Counts(), needed=None,
+            shadow=ShadowCounts() if is_shadow_step(run.r) else None)  # fmt: skip
     start = judged_from(run.r)
     run.set(warmup_until=start if start > now else 0.0)  # shown while it lasts
     run.set(reason=progress_reason(run.r))
@@ -575,21 +584,6 @@ def _set_paused(run: _Run, phase: str, why: str) -> None:
     run.set(status="paused", phase=phase, reason=why, updated_at=run.now)
     run.record("paused", why)
     run.emit("paused")
-
-
-def progress_reason(r: Rollout) -> str:
-    plan = r.plan
-    if plan.strategy == "bluegreen":
-        head = "preview" if r.step == 0 else "keep"
-    else:
-        head = f"step {r.step + 1} of {len(plan.steps)}"
-    if r.warmup_until:
-        until = time.strftime("%H:%M:%S", time.gmtime(r.warmup_until))
-        return f"{head}: warming up until {until}Z (requests count from then)"
-    done = r.candidate.requests
-    if r.needed:
-        return f"{head}: judging, {done} of about {done + r.needed} candidate requests"
-    return f"{head}: judging, {done} candidate requests so far"
 
 
 # --- the table ---------------------------------------------------------------------------

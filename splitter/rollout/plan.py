@@ -1,5 +1,12 @@
 """A rollout's plan: the body of `POST /api/v1/rollout` parsed with the config's checks
-(the same keys and bounds as the config's `rollouts` section; docs/rollouts.md)."""
+(the same keys and bounds as the config's `rollouts` section; docs/rollouts.md).
+
+A canary's steps may begin with one test step on shadow traffic, `{"shadow": {"share":
+0.1, "hold": "2m", "max": "10m", "max_diff_rate": 0.01}}` (each key optional: share
+0.1, max_diff_rate 0.01, hold and max as a weight step's): the candidate stays at weight
+0 and gets copies of `share` of the requests. It is a `Step` of weight 0 with its
+`shadow` part; it is not a weight (a plan still needs one), and only the first step may
+be one."""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from splitter.config.convert import (
 from splitter.config.model import (
     RolloutPlan,
     Rollouts,
+    ShadowTest,
     Step,
 )
 from splitter.config.parse import analysis_section, webhooks_section
@@ -27,6 +35,7 @@ _PLAN_KEYS = (
     "pool", "strategy", "steps", "analysis", "on_inconclusive", "webhooks", "gates",
     "preview", "auto_promote", "keep",
 )  # fmt: skip
+_SHADOW_KEYS = ("share", "hold", "max", "max_diff_rate")
 
 
 def parse_rollout(data: Any, defaults: Rollouts) -> RolloutPlan:
@@ -59,7 +68,10 @@ def parse_rollout(data: Any, defaults: Rollouts) -> RolloutPlan:
         steps = _steps(ck, data.get("steps"), defaults)
         plan = RolloutPlan(pool, "canary", steps, analysis, on_inconclusive, webhooks, gates)
     else:
-        if "steps" in data:
+        if _has_shadow_step(data.get("steps")):
+            ck.add("steps", "is for strategy canary, and so is the shadow test step (a "
+                            "blue-green candidate is judged in its preview)")  # fmt: skip
+        elif "steps" in data:
             ck.add("steps", "is for strategy canary (bluegreen has preview and keep)")
         preview = data.get("preview")
         m = {} if preview is None else (ck.mapping(preview, "preview", ("hold", "max")) or {})
@@ -114,6 +126,15 @@ def _steps(ck: Checker, value: Any, defaults: Rollouts) -> tuple[Step, ...]:
     for i, item in enumerate(raw):
         path = f"steps[{i}]"
         hold, longest = defaults.hold, defaults.max
+        if isinstance(item, dict) and "shadow" in item:
+            ck.mapping(item, path, ("shadow",))
+            if i > 0:
+                ck.add(f"{path}.shadow", "only the first step may be the shadow test step")
+                continue
+            shadow = _shadow_step(ck, item["shadow"], f"{path}.shadow", defaults)
+            if shadow is not None:
+                steps.append(shadow)
+            continue
         if isinstance(item, dict):
             if item.get("pause") is not None or "pause" in item:
                 m = ck.mapping(item, path, ("pause",)) or {}
@@ -145,9 +166,49 @@ def _steps(ck: Checker, value: Any, defaults: Rollouts) -> tuple[Step, ...]:
             ck.add(weight_path, "must be above the weight of the step before (steps rise)")
         last = max(last, weight)
         steps.append(Step(weight, hold, longest))
-    if steps and all(s.weight is None for s in steps):
-        ck.add("steps", "must have at least one weight")
+    if steps and all(s.weight is None or s.shadow is not None for s in steps):
+        tail = " after the shadow test step" if steps[0].shadow is not None else ""
+        ck.add("steps", f"must have at least one weight{tail}")
     return tuple(steps)
+
+
+def _has_shadow_step(value: Any) -> bool:
+    return isinstance(value, list) and any(isinstance(s, dict) and "shadow" in s for s in value)
+
+
+def _shadow_step(ck: Checker, value: Any, path: str, defaults: Rollouts) -> Step | None:
+    """The shadow test step `{"shadow": {share, hold, max, max_diff_rate}}` (`value` is
+    the inner mapping; every key optional)."""
+    m = ck.mapping(value, path, _SHADOW_KEYS)
+    if m is None:
+        return None
+    share = ck.get(m, path, "share", ShadowTest().share, to_shadow_share)
+    limit = ck.get(m, path, "max_diff_rate", ShadowTest().max_diff_rate, to_diff_rate)
+    hold = ck.get(m, path, "hold", defaults.hold, DURATION_GE0)
+    longest = ck.get(m, path, "max", max(defaults.max, hold), DURATION_GT0)
+    if longest < hold:
+        ck.add(f"{path}.max", "must be at least hold")
+    return Step(0.0, hold, longest, ShadowTest(share, limit))
+
+
+def to_shadow_share(value: Any) -> float:
+    """A shadow test step's share of the requests copied: above 0, at most 1."""
+    if isinstance(value, str):  # JSON: a number is a number ("10%" is ctl's to write)
+        raise Invalid("must be a number above 0, at most 1 (0.1: 10% of the requests)")
+    number = to_float(value, "a number above 0, at most 1 (0.1: 10% of the requests)")
+    if not 0 < number <= 1:
+        raise Invalid("must be above 0 and at most 1 (0.1: 10% of the requests)")
+    return number
+
+
+def to_diff_rate(value: Any) -> float:
+    """The difference rate a shadow test step allows: at least 0, below 1."""
+    if isinstance(value, str):
+        raise Invalid("must be a number from 0 to below 1 (0.01: 1% of the copies)")
+    number = to_float(value, "a number from 0 to below 1 (0.01: 1% of the copies)")
+    if not 0 <= number < 1:
+        raise Invalid("must be at least 0 and below 1 (0.01: 1% of the copies)")
+    return number + 0.0  # -0.0 is 0.0
 
 
 def to_step_weight(value: Any) -> float:

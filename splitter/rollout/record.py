@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from splitter.config import Analysis, RolloutPlan, Step, Webhook
+from splitter.config import Analysis, RolloutPlan, ShadowTest, Step, Webhook
 from splitter.rollout.judge import Counts, Limits
+from splitter.rollout.shadowstep import ShadowCounts, diff_rate
 
 FINAL = ("promoted", "rolled_back", "cancelled")
 
@@ -61,6 +62,8 @@ class Rollout:
     reference_p95: float = 0.0
     gate_step: int = 0  # what the gates are asked about: a step, or len(steps): promotion
     warmup_until: float = 0.0  # the step's requests count from then (0: they count now)
+    # A shadow test step's evidence (the copies of the step so far); None at other steps.
+    shadow: ShadowCounts | None = None
 
     @property
     def active(self) -> bool:
@@ -75,6 +78,11 @@ class Rollout:
         steps: list[dict[str, Any]] = []
         if plan.strategy == "canary":
             for s in plan.steps:
+                if s.shadow is not None:
+                    steps.append({"shadow": {"share": s.shadow.share, "hold": duration_text(s.hold),
+                                             "max": duration_text(s.max),
+                                             "max_diff_rate": s.shadow.max_diff_rate}})  # fmt: skip
+                    continue
                 if s.weight is None:
                     steps.append({"pause": True})
                     continue
@@ -105,6 +113,7 @@ class Rollout:
                 "baseline": _counts(self.baseline),
                 "needed_requests": self.needed,
                 **({"warmup_until": iso(self.warmup_until)} if self.warmup_until else {}),
+                **(_shadow_json(self.shadow, self.needed) if self.shadow is not None else {}),
             },
             "history": list(self.history),
         }
@@ -122,7 +131,7 @@ class Rollout:
             "plan": {
                 "pool": plan.pool,
                 "strategy": plan.strategy,
-                "steps": [[s.weight, s.hold, s.max] for s in plan.steps],
+                "steps": [_step_state(s) for s in plan.steps],
                 "analysis": [getattr(plan.analysis, f) for f in _ANALYSIS_FIELDS],
                 "on_inconclusive": plan.on_inconclusive,
                 "webhooks": [[h.url, list(h.events)] for h in plan.webhooks],
@@ -143,6 +152,7 @@ class Rollout:
             "candidate": _counts_list(self.candidate),
             "baseline": _counts_list(self.baseline),
             "needed": self.needed,
+            "shadow": None if self.shadow is None else list(self.shadow.values()),
         }
 
     @classmethod
@@ -151,9 +161,7 @@ class Rollout:
         plan = RolloutPlan(
             pool=str(p["pool"]),
             strategy=str(p["strategy"]),
-            steps=tuple(
-                Step(None if w is None else float(w), float(h), float(m)) for w, h, m in p["steps"]
-            ),
+            steps=tuple(_step_of(s) for s in p["steps"]),
             analysis=_analysis_of(p["analysis"]),
             on_inconclusive=str(p["on_inconclusive"]),
             webhooks=tuple(Webhook(str(u), tuple(str(e) for e in ev)) for u, ev in p["webhooks"]),
@@ -187,7 +195,104 @@ class Rollout:
             candidate=_counts_of(data.get("candidate")),
             baseline=_counts_of(data.get("baseline")),
             needed=None if needed is None else int(needed),
+            shadow=_shadow_of(data.get("shadow")),
         )
+
+
+def is_shadow_step(r: Rollout) -> bool:
+    """The rollout is at a canary's test step on shadow traffic."""
+    steps = r.plan.steps
+    return r.plan.strategy == "canary" and 0 <= r.step < len(steps) and bool(steps[r.step].shadow)
+
+
+def judged_from(r: Rollout) -> float:
+    """Requests count from the step's start plus the warmup (none for a preview or a shadow
+    test step: warmup is for a weight change; their requests reach a pool at weight 0)."""
+    if is_preview(r) or is_shadow_step(r):
+        return r.step_started_at
+    return r.step_started_at + r.plan.analysis.warmup
+
+
+def is_preview(r: Rollout) -> bool:
+    return r.plan.strategy == "bluegreen" and r.step == 0
+
+
+def is_keep(r: Rollout) -> bool:
+    return r.plan.strategy == "bluegreen" and r.step == 1
+
+
+def progress_reason(r: Rollout) -> str:
+    plan = r.plan
+    if plan.strategy == "bluegreen":
+        head = "preview" if r.step == 0 else "keep"
+    else:
+        head = f"step {r.step + 1} of {len(plan.steps)}"
+    if r.warmup_until:
+        until = time.strftime("%H:%M:%S", time.gmtime(r.warmup_until))
+        return f"{head}: warming up until {until}Z (requests count from then)"
+    if is_shadow_step(r):
+        done = r.shadow.compared if r.shadow is not None else 0
+        if r.needed:
+            return f"{head}: shadow test, {done} of about {done + r.needed} copies compared"
+        return f"{head}: shadow test, {done} copies compared so far"
+    done = r.candidate.requests
+    if r.needed:
+        return f"{head}: judging, {done} of about {done + r.needed} candidate requests"
+    return f"{head}: judging, {done} candidate requests so far"
+
+
+def shadow_in_force(rollout: Rollout | None) -> tuple[str, float] | None:
+    """What a rollout puts in force of shadow traffic: (the candidate pool, the share of
+    the requests copied to it) while the rollout is active (progressing or paused, the
+    gates' wait included) at its shadow test step; else None.
+
+    Derived from the rollout alone, so every replica derives the same from the shared
+    document. The data path copies `share` of the requests that the route's weighted
+    choice sends elsewhere (the candidate's weight is 0 during the step)."""
+    if rollout is None or not rollout.active or not is_shadow_step(rollout):
+        return None
+    test = rollout.plan.steps[rollout.step].shadow
+    assert test is not None
+    return rollout.plan.pool, test.share
+
+
+def _step_state(s: Step) -> list[Any]:
+    """A step as the state keeps it: [weight, hold, max], and for a shadow test step
+    [0, hold, max, {"share", "max_diff_rate"}] (so the state of before reads as it was)."""
+    if s.shadow is None:
+        return [s.weight, s.hold, s.max]
+    return [0.0, s.hold, s.max, {"share": s.shadow.share, "max_diff_rate": s.shadow.max_diff_rate}]
+
+
+def _step_of(saved: list[Any]) -> Step:
+    weight, hold, longest = saved[:3]
+    if len(saved) > 3:
+        test = saved[3]
+        shadow = ShadowTest(float(test["share"]), float(test["max_diff_rate"]))
+        return Step(0.0, float(hold), float(longest), shadow)
+    return Step(None if weight is None else float(weight), float(hold), float(longest))
+
+
+def _shadow_of(value: Any) -> ShadowCounts | None:
+    if isinstance(value, list) and len(value) == 5:
+        return ShadowCounts(*(int(v) for v in value))
+    return None
+
+
+def _shadow_json(c: ShadowCounts, needed: int | None) -> dict[str, Any]:
+    """A shadow test step's evidence in the rollout object's `analysis`."""
+    return {
+        "kind": "shadow",
+        "shadow": {
+            "compared": c.compared,
+            "differ": c.differ,
+            "diff_rate": round(diff_rate(c), 6),
+            "pairs": c.pairs,
+            "shadow_bad": c.shadow_bad,
+            "primary_bad": c.primary_bad,
+            "needed": needed,
+        },
+    }
 
 
 _ANALYSIS_FIELDS = (

@@ -107,8 +107,9 @@ def _check(data: Any) -> None:
     if not isinstance(obj.get("history", []), list):
         raise ValueError("history must be a list")
     steps = plan["steps"]
-    if not isinstance(steps, list) or not all(isinstance(s, list) and len(s) == 3 for s in steps):
-        raise ValueError("plan.steps must be a list of [weight, hold, max]")
+    if not isinstance(steps, list) or not all(_step_shape(s) for s in steps):
+        raise ValueError("plan.steps must be a list of [weight, hold, max] (a shadow test "
+                         "step: [0, hold, max, {share, max_diff_rate}])")  # fmt: skip
     if steps or status not in FINAL:  # a set-aside rollout has no steps: nothing to run
         _check_plan(plan)
     active = status not in FINAL
@@ -123,14 +124,14 @@ def _check(data: Any) -> None:
     reference_p95 = data.get("reference_p95", 0.0)
     if not _number(reference_p95) or not 0 <= reference_p95 <= LAST_TIME:
         raise ValueError("reference_p95 must be a number of seconds")
-    for key in ("reference", "candidate", "baseline"):
+    for key, size in (("reference", 3), ("candidate", 3), ("baseline", 3), ("shadow", 5)):
         counts = data.get(key)
         if counts is not None and (
             not isinstance(counts, list)
-            or len(counts) != 3
+            or len(counts) != size
             or not all(_whole(c, MAX_COUNT) for c in counts)
         ):
-            raise ValueError(f"{key} must be three counts")
+            raise ValueError(f"{key} must be {size} counts")
     if data.get("needed") is not None and not _whole(data["needed"], MAX_COUNT):
         raise ValueError("needed must be a count")
 
@@ -159,10 +160,7 @@ def _check_plan(plan: dict[str, Any]) -> None:
         body["keep"] = plan["keep"]
         body["auto_promote"] = plan["auto_promote"]
     else:
-        body["steps"] = [
-            {"pause": True} if w is None else {"weight": w, "hold": h, "max": m}
-            for w, h, m in steps
-        ]
+        body["steps"] = [_step_body(s) for s in steps]
     keep = plan["keep"]
     if any(isinstance(v, str) for s in steps for v in s[1:]) or not _number(keep):
         raise ValueError("durations must be numbers of seconds")
@@ -172,6 +170,31 @@ def _check_plan(plan: dict[str, Any]) -> None:
         parse_rollout(body, Rollouts())
     except ConfigError as exc:
         raise ValueError(f"plan.{exc.problems[0]}" if exc.problems else "plan") from None
+
+
+def _step_shape(s: Any) -> bool:
+    """[weight, hold, max], or a shadow test step's [0, hold, max, {share, max_diff_rate}]."""
+    if not isinstance(s, list):
+        return False
+    if len(s) == 4:
+        test = s[3]
+        return (
+            s[0] == 0
+            and isinstance(test, dict)
+            and set(test) == {"share", "max_diff_rate"}
+            and all(_number(v) for v in test.values())
+        )
+    return len(s) == 3
+
+
+def _step_body(s: list[Any]) -> dict[str, Any]:
+    """A saved step as a request names it (checked by the request's own parser)."""
+    weight, hold, longest = s[:3]
+    if len(s) == 4:
+        return {"shadow": {**s[3], "hold": hold, "max": longest}}
+    if weight is None:
+        return {"pause": True}
+    return {"weight": weight, "hold": hold, "max": longest}
 
 
 def _hook(saved: Any) -> Any:

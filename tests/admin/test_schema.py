@@ -19,6 +19,7 @@ from splitter.config import MAX_DURATION, MAX_WEIGHT, Rollouts
 from splitter.errors import ConfigError
 from splitter.rollout.plan import parse_rollout
 from splitter.rollout.record import Rollout
+from splitter.rollout.shadowstep import ShadowCounts
 from tests.admin.test_dashboard import make_host
 
 # -- the helper -------------------------------------------------------------------------
@@ -152,6 +153,10 @@ START_TAKEN: list[Any] = [
      "auto_promote": False, "keep": "10m"},
     {"pool": "green", "strategy": "bluegreen", "keep": 0, "analysis": {"confidence": 0.95}},
     {"pool": "canary", "steps": [50], "analysis": {"warmup": "250ms", "latency_floor": 0}},
+    {"pool": "canary", "steps": [{"shadow": {"share": 0.1, "hold": "2m", "max": "10m",
+                                             "max_diff_rate": 0.01}}, 5, 25, 50, 100]},
+    {"pool": "canary", "steps": [{"shadow": {}}, 100]},
+    {"pool": "canary", "steps": [{"shadow": {"share": 1, "max_diff_rate": 0, "hold": None}}, 50]},
 ]  # fmt: skip
 START_REFUSED: list[Any] = [
     [],
@@ -185,6 +190,14 @@ START_REFUSED: list[Any] = [
     {"pool": "green", "strategy": "bluegreen", "steps": [5]},
     {"pool": "green", "strategy": "bluegreen", "auto_promote": "yes"},
     {"pool": "green", "strategy": "bluegreen", "preview": {"hold": "1m", "wait": "1m"}},
+    {"pool": "canary", "steps": [{"shadow": {"share": 0}}, 5]},
+    {"pool": "canary", "steps": [{"shadow": {"share": 1.01}}, 5]},
+    {"pool": "canary", "steps": [{"shadow": {"share": "10%"}}, 5]},
+    {"pool": "canary", "steps": [{"shadow": {"max_diff_rate": 1}}, 5]},
+    {"pool": "canary", "steps": [{"shadow": {"ratio": 1}}, 5]},
+    {"pool": "canary", "steps": [{"shadow": 0.1}, 5]},
+    {"pool": "canary", "steps": [{"shadow": {}, "weight": 5}, 10]},
+    {"pool": "green", "strategy": "bluegreen", "steps": [{"shadow": {}}]},
 ]
 
 
@@ -213,7 +226,9 @@ def test_what_the_schema_cannot_say_is_left_to_the_server() -> None:
     server answers 400 (documented)."""
     check = validator(body_schema("/api/v1/rollout", "post"))
     for body in ({"pool": "c", "steps": [50, 25]}, {"pool": "c", "steps": [{"pause": True}]},
-                 {"pool": "c", "steps": [{"weight": 5, "hold": "2m", "max": "1m"}]}):  # fmt: skip
+                 {"pool": "c", "steps": [{"weight": 5, "hold": "2m", "max": "1m"}]},
+                 {"pool": "c", "steps": [5, {"shadow": {}}]},
+                 {"pool": "c", "steps": [{"shadow": {}}]}):  # fmt: skip
         assert check.is_valid(body) and not server_takes(body)
 
 
@@ -223,6 +238,7 @@ def rollouts() -> list[Rollout]:
         Rollouts(),
     )
     green = parse_rollout({"pool": "green", "strategy": "bluegreen"}, Rollouts())
+    shadow = parse_rollout({"pool": "canary", "steps": [{"shadow": {}}, 50]}, Rollouts())
     start = {"blue": 100.0, "canary": 0.0, "green": 0.0}
     return [
         Rollout("a1", canary, start, 1_800_000_000.5, weights={"blue": 97.5, "canary": 2.5},
@@ -230,6 +246,8 @@ def rollouts() -> list[Rollout]:
                 needed=310),
         Rollout("b2", green, start, 1_800_000_000.0, status="rolled_back", verdict="fail",
                 warmup_until=1_800_000_030.0),
+        Rollout("c3", shadow, start, 1_800_000_000.0, weights=start,
+                shadow=ShadowCounts(120, 1, 125, 0, 2), needed=900),
     ]  # fmt: skip
 
 
