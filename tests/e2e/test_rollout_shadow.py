@@ -1,7 +1,7 @@
 """End to end: a rollout with a shadow test step through a real `splitter run` (the
-admin API, the state file, a restart): what the step puts in force and shows. Copies of
-requests and their judging are the data path's (tests/rollout/ judge the step in
-process, on counts of copies)."""
+admin API, the state file, a restart): what the step puts in force and shows, and its
+verdict on real copies: a candidate that differs fails, an identical one passes (the
+judge itself is tested in process, tests/rollout/)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ from typing import Any
 
 import pytest
 
-from tests.support import SplitterProc, admin_api, pools_config, run_cli
-
-pytestmark = pytest.mark.slow
+from tests.support import (
+    SplitterProc,
+    admin_api,
+    http_request,
+    pools_config,
+    run_cli,
+    start_shadow_backend,
+)
 
 TEST_STEP = {"shadow": {"share": 0.25, "hold": "1h", "max": "2h", "max_diff_rate": 0.02}}
 
 
+@pytest.mark.slow
 def test_a_test_step_keeps_the_weights_shows_itself_and_survives_a_restart(
     raw_backend: Callable[..., Any], splitter_factory: Callable[..., SplitterProc]
 ) -> None:
@@ -56,6 +62,7 @@ def test_a_test_step_keeps_the_weights_shows_itself_and_survives_a_restart(
     assert "shadow" not in promoted["analysis"]
 
 
+@pytest.mark.slow
 def test_a_test_step_out_of_place_is_a_400_naming_it(
     raw_backend: Callable[..., Any], splitter_factory: Callable[..., SplitterProc]
 ) -> None:
@@ -76,3 +83,73 @@ def test_a_test_step_out_of_place_is_a_400_naming_it(
     assert started.returncode == 0, started.stderr
     status, rollout = admin_api(sp, "GET", "/api/v1/rollout")
     assert rollout["steps"][0]["shadow"]["share"] == 0.1 and len(rollout["steps"]) == 5
+
+
+# --- judged on real copies ---------------------------------------------------------------
+
+IGNORED = ["date", "x-request-id", "set-cookie", "server", "etag", "last-modified", "x-pool"]
+QUICK = {  # a candidate proven clean within a few hundred copies
+    "hold": "1s",
+    "max": "60s",
+    "analysis": {"warmup": "0s", "min_error_rate": 0.05, "max_per_address": 100000},
+}
+
+
+def judged_rollout(
+    splitter_factory: Callable[..., SplitterProc], canary_price: int
+) -> tuple[SplitterProc, dict[str, Any]]:
+    """A rollout of a `shadow_app` canary (blue answers price 10) that begins with a test
+    step on copies of every request, under a bounded load; the rollout once its test step
+    ended (or the load ran out)."""
+    blue = start_shadow_backend("blue", price=10)
+    canary = start_shadow_backend("canary", price=canary_price)
+    try:
+        config = pools_config(
+            {"blue": blue, "canary": canary}, {"blue": 100},
+            shadow={"pool": "canary", "share": 0, "ignore_headers": IGNORED,
+                    "ignore_json": ["/generated_at"]},
+            rollouts=QUICK,
+        )  # fmt: skip
+        sp = splitter_factory(config)
+        step = {"shadow": {"share": 1.0, "hold": "1s", "max": "60s", "max_diff_rate": 0.05}}
+        status, started = admin_api(sp, "POST", "/api/v1/rollout",
+                                    {"pool": "canary", "steps": [step, 50]})  # fmt: skip
+        assert status == 201, started
+        rollout = started
+        for i in range(3000):  # bounded: a verdict comes long before
+            http_request(f"{sp.proxy_url}/item/{i % 40}")
+            if i % 25 == 0:
+                rollout = admin_api(sp, "GET", "/api/v1/rollout")[1]
+                if rollout["step"] > 0 or rollout["status"] != "progressing":
+                    break
+        return sp, rollout
+    finally:
+        blue.stop()
+        canary.stop()
+
+
+def test_a_candidate_that_differs_fails_its_test_step_and_no_user_met_it(
+    splitter_factory: Callable[..., SplitterProc],
+) -> None:
+    sp, rollout = judged_rollout(splitter_factory, canary_price=11)
+    assert rollout["status"] == "rolled_back", rollout
+    assert "differ" in rollout["reason"], rollout["reason"]
+    assert rollout["weights"] == {"blue": 100, "canary": 0}
+    evidence = rollout["analysis"]["shadow"]
+    assert evidence["differ"] == evidence["compared"] > 0
+    assert [e["pool"] for e in sp.access_log() if e.get("pool") == "canary"] == []
+    shadow = admin_api(sp, "GET", "/api/v1/shadow")[1]
+    assert shadow["pool"] == "canary" and shadow["share"] == 0  # the file's section again
+    assert shadow["fields"][0]["field"] == "/price"
+
+
+def test_an_identical_candidate_passes_its_test_step(
+    splitter_factory: Callable[..., SplitterProc],
+) -> None:
+    sp, rollout = judged_rollout(splitter_factory, canary_price=10)
+    assert rollout["status"] == "progressing" and rollout["step"] == 1, rollout
+    assert rollout["weights"]["canary"] == 50
+    passed = [h for h in rollout["history"] if h["what"] == "passed"]
+    assert passed and "differs from the primary on 0%" in passed[0]["detail"], passed
+    shadow = admin_api(sp, "GET", "/api/v1/shadow")[1]
+    assert shadow["differ"] == 0 and shadow["compared"] >= 100
