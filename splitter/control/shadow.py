@@ -95,14 +95,18 @@ class ShadowControl:
         self, change: Mapping[str, Any], base: Shadow | None, source: str = "api"
     ) -> None:
         """Change the shadow in force (`base`) with `change` ({"share", "pool",
-        "reference"}); ApiError 400 naming the problem, StoreUnavailable; nothing changed."""
+        "reference"}); ApiError 400 naming the problem, StoreUnavailable; nothing changed.
+        With none in force (stopped), the change names the pool, and the keys it does not
+        name are the file's section's (its rules are kept), else the defaults."""
         route = self._route()
         if base is None and "pool" not in change:
             raise ApiError(
                 400, "no shadow is set for this route: name the pool that gets the copies"
             )
         try:
-            shadow = shadow_change(base, change, _weights(route))
+            shadow = shadow_change(
+                base if base is not None else route.shadow, change, _weights(route)
+            )
         except ConfigError as exc:
             problem = exc.problems[0]
             raise ApiError(400, f"{problem.path}: {problem.message}") from None
