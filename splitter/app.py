@@ -304,13 +304,19 @@ class Splitter:
         return Tally()
 
     def _shadow_view(self) -> list[tuple[str, str, dict[str, int]]]:
-        """Every "route/pool" that got copies in this replica, with its counts."""
+        """Every "route/pool" with a shadow in force or that got copies in this replica,
+        with its counts (zero from the start, as every metric)."""
         if self.workers is not None:
-            keys = sorted(self.workers.shadow_keys())
+            seen = self.workers.shadow_keys()
         elif self.server is not None:
-            keys = sorted(self.server.shadowing.tallies)
+            seen = set(self.server.shadowing.tallies)
         else:
-            keys = []
+            seen = set()
+        for name, control in self.routes.items():
+            shadow = control.shadow_in_force()
+            if shadow is not None:
+                seen.add(f"{name}/{shadow.pool}")
+        keys = sorted(seen)
         views = []
         for key in keys:
             route, _, pool = key.partition("/")
@@ -540,7 +546,9 @@ class Splitter:
                     control = self.routes[route.name] = self._new_route(route.name)
                     self._spawn(self._start_route(control))
                     continue
+                shadow_before = control.runtime_shadow()
                 file_won = control.controller.apply_config(config, source, install=False)
+                control.shadow_reloaded(shadow_before, source)
                 if control.controller.pending_file is not None:
                     self._spawn(self._write_file_load(control))  # with a cancel of the rollout
                 active = control.rollouts.active

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from splitter.config import Shadow
 from splitter.control.controller import Controller
-from splitter.control.shadow import ShadowControl, shadow_in_force
+from splitter.control.shadow import FILE, ShadowControl, runtime_shadow, shadow_in_force
 from splitter.errors import StoreError
 from splitter.observe.stats import Window
 from splitter.rollout import RolloutEngine, ShadowCounts
@@ -83,6 +83,22 @@ class RouteControl:
         if route is None:
             return None
         return shadow_in_force(self.controller.doc, route, self.shadow_step())
+
+    def runtime_shadow(self) -> Shadow | str | None:
+        """The shadow set at runtime (None: stopped), or FILE: the file's section applies."""
+        route = self.controller.route
+        return FILE if route is None else runtime_shadow(self.controller.doc, route)
+
+    def shadow_reloaded(self, before: Shadow | str | None, source: str) -> None:
+        """After a load of the file: an event when it set aside the runtime shadow."""
+        if before == FILE or self.runtime_shadow() != FILE:
+            return
+        route = self.controller.route
+        file = route.shadow if route is not None else None
+        old = {before.pool: before.share} if isinstance(before, Shadow) else {}
+        new = {file.pool: file.share} if file is not None else {}
+        what = "runtime shadow set aside: the file's shadow section changed since it was set"
+        self.controller.event(source, what, old, new)
 
     def shadow_step(self) -> tuple[str, float] | None:
         """(candidate, share) while a rollout's test step shadows the route."""

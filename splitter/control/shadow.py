@@ -99,6 +99,11 @@ class ShadowControl:
         With none in force (stopped), the change names the pool, and the keys it does not
         name are the file's section's (its rules are kept), else the defaults."""
         route = self._route()
+        for key in ("pool", "reference"):
+            name = change.get(key)
+            if isinstance(name, str) and route.pool(name) is None:
+                known = ", ".join(p.name for p in route.pools)
+                raise ApiError(404, f"{key}: unknown pool {name[:64]!r} (the pools are {known})")
         if base is None and "pool" not in change:
             raise ApiError(
                 400, "no shadow is set for this route: name the pool that gets the copies"

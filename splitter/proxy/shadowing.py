@@ -7,8 +7,9 @@ The exchange asks its listener for a tap when the weights chose a pool that carr
 route's shadow (`Shadowing.begin`: the method is one the shadow copies, the share's draw
 says yes, the client's address has caused fewer than the route's
 `rollouts.analysis.max_per_address` copies this second (its process's share of it, with
-workers), the route has fewer than `max_in_flight` copies out; else nothing, or a
-`skipped` count). The tap, a `Copy`, is told what the exchange does and does nothing to it:
+workers), the route has fewer than `max_in_flight` copies out (its process's share of
+them, with workers); else nothing, or a `skipped` count). The tap, a `Copy`, is told
+what the exchange does and does nothing to it:
 
     exchange                         Copy                         legs (one per pool)
     -------------------------------  ---------------------------  ----------------------
@@ -173,7 +174,7 @@ class Shadowing:
             self.tally(plan.key).add_skipped()
             return None
         out = self.in_flight.get(route, 0)
-        if out >= plan.config.max_in_flight:
+        if out >= per_process(plan.config.max_in_flight, self.processes):
             self.tally(plan.key).add_skipped()
             return None
         self.per_address[who] = made + 1

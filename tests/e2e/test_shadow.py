@@ -221,12 +221,13 @@ def test_share_changes_at_runtime_survive_a_restart_and_delete_stops(
     # Bad changes are refused and change nothing.
     for change, words in [
         ({"share": 1.5}, "share"),
-        ({"pool": "nope"}, "unknown pool"),
+        ({"pool": "nope"}, "unknown pool"),  # a 404, as for the weights
         ({"pool": "blue"}, "only pool with a weight above 0"),
         ({"shares": 1}, "not a key"),
     ]:
         status, body = admin_api(first, "PUT", "/api/v1/shadow", change)
-        assert status == 400 and words in body["error"], (change, body)
+        expected = 404 if change.get("pool") == "nope" else 400
+        assert status == expected and words in body["error"], (change, body)
     assert shadow_state(first)["share"] == 0
     status, body = admin_api(first, "PUT", "/api/v1/shadow", {"share": 0.5})
     assert status == 200 and body["share"] == 0.5
@@ -248,6 +249,10 @@ def test_metrics_count_every_result(
 ) -> None:
     blue, canary = versions("blue"), versions("canary", price=11)
     proc = splitter_factory(config(blue, canary, ignore_json=["/generated_at"]))
+    _, _, text = http_request(f"{proc.admin_url}/metrics")
+    assert 'splitter_shadow_total{pool="canary",result="differ",route="default"} 0.0' in (
+        text.decode()
+    )  # there from the start
     for i in range(4):
         http_request(f"{proc.proxy_url}/item/{i}")
     http_request(f"{proc.proxy_url}/other")  # the same on both sides
@@ -337,6 +342,9 @@ def test_a_file_whose_shadow_changed_wins_over_the_runtime_share(
     write_config(proc.config_path, cfg)
     assert admin_api(proc, "POST", "/api/v1/reload")[0] == 200
     assert shadow_state(proc)["share"] == 0.1
+    events = admin_api(proc, "GET", "/api/v1/events")[1]["events"]
+    [aside] = [e for e in events if e["what"].startswith("runtime shadow set aside")]
+    assert (aside["old"], aside["new"]) == ({"canary": 0.5}, {"canary": 0.1})
     # A section removed from the file: no shadow.
     del cfg["shadow"]
     write_config(proc.config_path, cfg)
