@@ -108,6 +108,7 @@ FILES: Final = {
     "chart.js": "text/javascript; charset=utf-8",
     "rollout.js": "text/javascript; charset=utf-8",
     "routes.js": "text/javascript; charset=utf-8",
+    "shadow.js": "text/javascript; charset=utf-8",
     "format.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
