@@ -343,13 +343,15 @@ def start_aio_backend(pool: str, backend_id: str | None = None) -> Backend:
 
 
 def start_shadow_backend(
-    pool: str, price: int = 10, noise: bool = False, delay: float = 0.0
+    pool: str, price: int = 10, noise: bool = False, delay: float = 0.0, name: str = "widget"
 ) -> Backend:
     """tests.backends.shadow_app: one version of a small JSON service (shadow traffic's
     tests); returns once /healthz is 200."""
 
     def argv(port: int) -> list[str]:
         extra = ["--noise"] if noise else []
+        if name != "widget":
+            extra += ["--name", name]
         return [
             sys.executable, "-m", "tests.backends.shadow_app", "--port", str(port),
             "--pool", pool, "--price", str(price), "--delay", str(delay), *extra,

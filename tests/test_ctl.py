@@ -853,3 +853,100 @@ def test_does_not_import_aiohttp() -> None:
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- shadow
+# (against a real splitter: tests/e2e/test_ctl_shadow.py)
+
+
+@pytest.mark.parametrize(
+    ("text", "share"),
+    [("10%", 0.1), ("12.5%", 0.125), (" 5 % ", 0.05), ("0%", 0.0), ("100%", 1.0),
+     ("0.1", 0.1), ("0", 0.0), ("-0", 0.0), ("1", 1.0), ("1e-3", 0.001)],
+)  # fmt: skip
+def test_shadow_share_as_a_percent_or_a_fraction(text: str, share: float) -> None:
+    assert ctl._parse_share(text) == share
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["shadow", "set"],
+        ["shadow", "set", "abc"],
+        ["shadow", "set", "%"],
+        ["shadow", "set", "10"],  # neither a fraction nor a percent
+        ["shadow", "set", "1.5"],
+        ["shadow", "set", "150%"],
+        ["shadow", "set", "-1"],
+        ["shadow", "set", "-5%"],
+        ["shadow", "set", "nan"],
+        ["shadow", "set", "inf%"],
+        ["shadow", "set", "10%", "20%"],
+        ["shadow", "set", "10%", "--pool", " "],
+        ["shadow", "set", "10%", "--reference", ""],
+        ["shadow", "set", "10%", "--reference", "green", "--no-reference"],
+        ["shadow", "stop", "now"],
+        ["shadow", "start"],
+        ["shadow", "--route", " "],
+    ],
+)
+def test_shadow_usage_errors(
+    admin: FakeAdmin, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    status, out, err = run(capsys, "--admin", admin.url, *args)
+    assert (status, out) == (2, "")
+    assert one_line(err).startswith("splitter ctl: ")
+    assert "Traceback" not in err
+    assert admin.requests == []  # nothing was asked of the server
+
+
+def test_shadow_share_usage_error_suggests_a_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(capsys, "shadow", "set", "10")
+    assert status == 2
+    assert "did you mean 10%?" in one_line(err)
+
+
+def test_shadow_values_are_made_safe_for_a_terminal() -> None:
+    """Paths and values come from clients and backends: no escape sequence, no line
+    break reaches the terminal, and a long value is cut."""
+    body = {
+        "pool": "canary", "share": 0.05, "reference": None, "compared": 3, "same": 1,
+        "differ": 2, "noise": 0, "skipped": 0, "errors": 0, "diff_rate": 2 / 3,
+        "fields": [{"field": "/name", "differ": 2}],
+        "recent": [
+            {"at": "2026-11-30T10:00:00.000Z", "method": "GET", "path": "/a\x1b]0;owned\x07",
+             "primary_status": 200, "shadow_status": 200, "field": "/name",
+             "primary": '"x"', "shadow": "line\nbreak\r\x1b[2J"},
+            {"at": "not a time", "method": "GET", "path": "/b", "primary_status": 200,
+             "shadow_status": 502, "field": "status", "primary": "200", "shadow": "y" * 200},
+        ],
+    }  # fmt: skip
+    out = ctl.show.show_shadow(body)
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    lines = out.splitlines()
+    assert lines[0] == "shadow: canary gets copies of 5% of the requests, no reference"
+    assert lines[3].split() == ["3", "1", "2", "0", "0", "0", "66.7%"]
+    assert lines[-2].split()[2] == "/a\\x1b]0;owned\\x07"
+    assert lines[-2].endswith('"x" → line\\nbreak\\r\\x1b[2J')
+    assert lines[-1].split()[:4] == ["not", "a", "time", "GET"]  # shown as it came
+    assert lines[-1].split()[4:7] == ["/b", "200", "→"]
+    assert lines[-1].endswith("200 → " + "y" * 39 + "…")
+    assert len(lines) == 11  # nothing split a row
+
+
+@pytest.mark.parametrize(
+    ("ratio", "text"),
+    [(0, "0%"), (1, "100%"), (1 / 6, "16.7%"), (0.0123, "1.23%"), (0.5, "50%"),
+     (0.00001, "<0.01%"), (None, "-")],
+)  # fmt: skip
+def test_shadow_diff_rate_as_a_percentage(ratio: Any, text: str) -> None:
+    assert ctl.show.percent(ratio) == text
+
+
+def test_no_shadow(capsys: pytest.CaptureFixture[str]) -> None:
+    body = {"pool": None, "share": 0, "reference": None, "compared": 0, "same": 0,
+            "differ": 0, "noise": 0, "skipped": 0, "errors": 0, "diff_rate": 0,
+            "fields": [], "recent": []}  # fmt: skip
+    assert ctl.show.show_shadow(body) == "no shadow traffic on this route"
+    with pytest.raises(ctl.show.Failure):
+        ctl.show.show_shadow({"weights": {}})

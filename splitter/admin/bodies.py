@@ -23,7 +23,7 @@ from splitter.config.model import MAX_DURATION, MAX_WEIGHT, ROLLOUT_EVENTS
 # The statistics' windows (stats?window=, stats/series?seconds=): whole seconds up to this.
 MAX_WINDOW: Final = 300
 # What a stream client may ask for (stream?kinds=).
-KINDS: Final = frozenset({"stats", "series", "weights", "event", "rollout"})
+KINDS: Final = frozenset({"stats", "series", "weights", "event", "rollout", "shadow"})
 # A rollout step's weight is the candidate's percent of the traffic (rollout.plan).
 PERCENT: Final = 100
 

@@ -23,7 +23,10 @@ Theory of operation:
   of stats?window=10) and `series` (in the shape of /api/v1/stats/series, for the
   charts: the last `SERIES_OVERLAP` seconds, so a
   client that loaded the history a moment before its stream opened misses none). It also
-  publishes `weights` when they changed without an event having said so.
+  publishes `weights` when they changed without an event having said so, and `shadow`
+  (the body of /api/v1/shadow with "route") for each route that has shadow traffic: a
+  shadow pool in force, or copies counted (a stopped shadow's results stay in view);
+  once more when a route stops having any, so that a page hides what it showed.
 - The controller calls `on_event` with each new event: published as `event`, then
   `weights` once the change is complete (after the call that made it returns).
 - A stream client gets `retry:` and the current weights at once, then what the feed
@@ -58,6 +61,7 @@ from splitter.admin.api import (
     json_response,
     read_json_object,
     route_of,
+    shadow_json,
     too_many_guesses,
     wrong_token,
 )
@@ -104,6 +108,7 @@ FILES: Final = {
     "chart.js": "text/javascript; charset=utf-8",
     "rollout.js": "text/javascript; charset=utf-8",
     "routes.js": "text/javascript; charset=utf-8",
+    "shadow.js": "text/javascript; charset=utf-8",
     "format.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
@@ -165,6 +170,14 @@ def _numbers(totals: PoolTotals | None, duration: float) -> dict[str, Any]:
     }
 
 
+def has_shadow(body: dict[str, Any]) -> bool:
+    """Whether a route's shadow (the body of GET /api/v1/shadow) is worth showing: a pool
+    gets copies, or copies were counted (compared, skipped or in error)."""
+    return body["pool"] is not None or any(
+        body[key] > 0 for key in ("compared", "skipped", "errors")
+    )
+
+
 class Dashboard:
     """The statistics, the stream, the sessions and the page of one admin app."""
 
@@ -174,6 +187,7 @@ class Dashboard:
         self.sessions = Sessions()
         self.files = _load_files()
         self._published_weights: dict[str, dict[str, Any]] = {}  # per route
+        self._shadowed: set[str] = set()  # the routes of the last `shadow` messages
         self._ticker: asyncio.Task[None] | None = None
 
     # -- statistics ---------------------------------------------------------------------
@@ -276,6 +290,23 @@ class Dashboard:
             end = int(now - LAG)
             for route in routes:
                 self.feed.publish("series", self.series(route, end - SERIES_OVERLAP, end, now))
+        if self.feed.wants("shadow"):
+            self.publish_shadows(routes)
+        else:
+            self._shadowed.clear()
+
+    def publish_shadows(self, routes: list[RouteControl]) -> None:
+        """A `shadow` message for each route with shadow traffic, and a last one for a
+        route that had some at the last tick and has none now."""
+        shadowed: set[str] = set()
+        for route in routes:
+            body = shadow_json(route)
+            if has_shadow(body):
+                shadowed.add(route.name)
+            elif route.name not in self._shadowed:
+                continue
+            self.feed.publish("shadow", {"route": route.name, **body})
+        self._shadowed = shadowed
 
     async def _run_ticker(self) -> None:
         second = math.floor(time.time() - TICK_PHASE)

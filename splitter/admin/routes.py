@@ -195,14 +195,16 @@ _ROUTES: Final[tuple[Route, ...]] = (
           "Per pool and second: requests and errors over the last `seconds`", LIVE,
           bodies.Series, query=bodies.SeriesQuery, errors=_BAD_QUERY, per_route=True),
     Route("GET", "/api/v1/stream", dashboard.get_stream, "getStream",
-          "Server-sent events: stats, series, weights, event, rollout", LIVE,
+          "Server-sent events: stats, series, weights, event, rollout, shadow", LIVE,
           Text("text/event-stream"), response_words="The stream.", query=bodies.StreamQuery,
           errors={400: "kinds names something else.",
                   503: f"Too many stream clients at once ({MAX_STREAMS})."},
           description="`stats` every second (the body of /api/v1/stats?window=10), `series` "
           "every second (the last 5 seconds, as /api/v1/stats/series), `weights` at once and "
           "on every change, `event` for every new entry of /api/v1/events, `rollout` on "
-          "every rollout transition. A comment line after 10 s of silence. A client that "
+          "every rollout transition, `shadow` every second for each route with shadow "
+          "traffic (the body of /api/v1/shadow with `route`). A comment line after 10 s "
+          "of silence. A client that "
           "reads too slowly is dropped. `kinds` keeps only those kinds."),
     Route("GET", "/api/v1/session", dashboard.get_session, "getSession",
           "Whether a token is required, and the session of this request", LIVE,

@@ -1,8 +1,9 @@
 """The live feed: messages for every client of `GET /api/v1/stream` (server-sent events).
 
     producers (event loop thread)            Feed                     stream clients
-    live.py: "stats", "series" every 1 s ->  publish(kind, data) ->   one bounded queue each
-    the controller: "weights", "event"       encoded once, as SSE     -> the handler writes it
+    dashboard.py: "stats", "series",    ->   publish(kind, data) ->   one bounded queue each
+      "shadow" every 1 s                     encoded once, as SSE     -> the handler writes it
+    the controller: "weights", "event"
     the rollout engine: "rollout"
 
 Anything that has news for the dashboard calls `feed.publish(kind, data)`, where `data` is

@@ -37,6 +37,10 @@ log = logging.getLogger("splitter.events")
 
 FILE: Final = "file"  # `in_force`: the file's section applies
 
+# route -> the runtime section last reported as not valid for its pools (read at every
+# GET /api/v1/shadow and each second by the dashboard's ticker: logged once)
+_reported: dict[str, str] = {}
+
 
 def _weights(route: Route) -> dict[str, float | None]:
     return {p.name: p.weight for p in route.pools}
@@ -56,10 +60,14 @@ def runtime_shadow(doc: Document, route: Route) -> Shadow | str | None:
         return None
     shadow = saved_shadow(section, _weights(route))
     if shadow is None:
-        log.warning(
-            "route %s: the shadow set at runtime is not valid for its pools: the file's applies",
-            route.name,
-        )
+        said = repr(section)
+        if _reported.get(route.name) != said:  # once, not at every read (each second)
+            _reported[route.name] = said
+            log.warning(
+                "route %s: the shadow set at runtime is not valid for its pools: "
+                "the file's applies",
+                route.name,
+            )
         return FILE
     return shadow
 

@@ -16,11 +16,15 @@ Usage:
     splitter ctl rollout start green --bluegreen [--auto-promote] [--keep 10m]
     splitter ctl rollout status [--watch] | pause | resume | promote [--full] | abort | history
     splitter ctl routes                    routes: hosts, path prefix, weights, segments, rollout
+    splitter ctl shadow                    shadow traffic: pool, share, what its copies' answers
+                                           compared to (rates, fields, last differences)
+    splitter ctl shadow set 10% [--pool canary] [--reference green | --no-reference]
+    splitter ctl shadow stop               stop copying (runtime state, like a weight)
 
 Options (before or after the command):
 
     --route NAME       the route a command that concerns pools acts on (weights, set,
-                       switch, pools, rollout): it calls /api/v1/routes/NAME/...; without
+                       switch, pools, rollout, shadow): it calls /api/v1/routes/NAME/...; without
                        it, the route `default` or the only route
     --admin URL        admin API (default: $SPLITTER_ADMIN_URL, else http://127.0.0.1:9901)
     --token TOKEN      sent as `Authorization: Bearer TOKEN` (default: $SPLITTER_ADMIN_TOKEN)
@@ -63,6 +67,7 @@ from splitter.ctl.show import (
     show_reload,
     show_rollout,
     show_routes,
+    show_shadow,
     show_switch,
     show_weights,
 )
@@ -77,7 +82,7 @@ MAX_WEIGHT = 1_000_000  # as splitter.config.MAX_WEIGHT (not imported: it needs 
 DEFAULT_ROUTE = "default"  # as splitter.config.DEFAULT_ROUTE
 
 # The commands that concern pools, and so take --route (CONTRACT.md section 12).
-PER_ROUTE = frozenset({"weights", "set", "switch", "pools", "rollout"})
+PER_ROUTE = frozenset({"weights", "set", "switch", "pools", "rollout", "shadow"})
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -247,6 +252,38 @@ def _parser() -> argparse.ArgumentParser:
         "show the routes",
         "Show the routes: hosts (* for any), path prefix, weights, segments and rollout.",
     )
+    shadow = command(
+        "shadow",
+        "show or change shadow traffic",
+        "Without an action: the shadow in force (pool, share, reference) and what its "
+        "copies' answers compared to: the counts, the diff rate, the fields that differ "
+        "most and the last differences. 'set' and 'stop' change it (runtime state, like "
+        "a weight).",
+    )
+    shadow_actions = shadow.add_subparsers(
+        dest="action", metavar="[ACTION]", parser_class=_Parser, title="actions (optional)"
+    )
+    shadow_set = shadow_actions.add_parser(
+        "set",
+        help="copy SHARE of the requests to the shadow pool",
+        description="Set the share of the requests copied (and the pool, the reference).",
+    )
+    _add_options(shadow_set, top=False)
+    shadow_set.add_argument(
+        "share", metavar="SHARE", help="a percent such as 10%%, or a fraction from 0 to 1"
+    )
+    shadow_set.add_argument(
+        "--pool", metavar="POOL", help="the pool that gets the copies (needed when none is set)"
+    )
+    reference = shadow_set.add_mutually_exclusive_group()
+    reference.add_argument("--reference", metavar="POOL",
+                           help="a second copy of the primary's version: where it differs "
+                                "from the primary, it is noise")  # fmt: skip
+    reference.add_argument("--no-reference", action="store_true", help="no reference")
+    shadow_stop = shadow_actions.add_parser(
+        "stop", help="stop copying", description="Stop shadow traffic on the route."
+    )
+    _add_options(shadow_stop, top=False)
     return parser
 
 
@@ -425,6 +462,8 @@ def _request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
         return _rollout_request(args)
     if command == "routes":
         return "GET", "/routes", None, show_routes
+    if command == "shadow":
+        return _shadow_request(args)
     raise _UsageError(f"unknown command {command!r}")  # pragma: no cover - argparse checks
 
 
@@ -509,6 +548,54 @@ def _run(argv: Sequence[str]) -> int:
         return EXIT_OK
     print(show(payload))
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- shadow
+
+
+def _shadow_request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
+    what: str | None = args.action
+    if what == "set":
+        body: dict[str, Any] = {"share": _parse_share(args.share)}
+        if args.pool is not None:
+            pool = args.pool.strip()
+            if not pool:
+                raise _UsageError("shadow set: --pool must not be empty")
+            body["pool"] = pool
+        if args.reference is not None:
+            reference = args.reference.strip()
+            if not reference:
+                raise _UsageError("shadow set: --reference must not be empty")
+            body["reference"] = reference
+        elif args.no_reference:
+            body["reference"] = None
+        return "PUT", "/shadow", body, show_shadow
+    if what == "stop":
+        return "DELETE", "/shadow", None, show_shadow
+    return "GET", "/shadow", None, show_shadow
+
+
+def _parse_share(text: str) -> float:
+    """`10%` or `0.1` -> 0.1; _UsageError unless from 0 to 1 (0% to 100%)."""
+    raw = text.strip()
+    percent = raw.endswith("%")
+    number_text = raw.removesuffix("%").strip()
+    try:
+        value = float(number_text)
+    except ValueError:
+        raise _UsageError(
+            f"shadow set: SHARE is a percent such as 10% or a fraction from 0 to 1, got {text!r}"
+        ) from None
+    if percent:
+        if not 0 <= value <= 100:  # also refuses nan and inf
+            raise _UsageError(f"shadow set: SHARE must be from 0% to 100%, got {text!r}")
+        return value / 100 + 0.0
+    if not 0 <= value <= 1:
+        hint = f" (did you mean {number_text}%?)" if 1 < value <= 100 else ""
+        raise _UsageError(
+            f"shadow set: SHARE must be a fraction from 0 to 1 or a percent, got {text!r}{hint}"
+        )
+    return value + 0.0  # -0.0 becomes 0.0
 
 
 # --------------------------------------------------------------------------- rollouts

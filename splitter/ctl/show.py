@@ -304,3 +304,119 @@ def show_history(payload: Any) -> str:
         for r in rollouts if isinstance(r, dict)
     ]  # fmt: skip
     return table(["STARTED", "ID", "POOL", "STRATEGY", "STATUS", "REASON"], rows, right=set())
+
+
+# --------------------------------------------------------------------------- shadow
+
+SHADOW_COUNTS = ("compared", "same", "differ", "noise", "skipped", "errors")
+TOP_FIELDS = 10  # the fields that differ most
+LAST_DIFFERENCES = 10  # of the API's last 20
+VALUE_WIDTH = 40  # a value shown beyond this is cut, with "…"
+
+
+def printable(value: Any, width: int | None = None) -> str:
+    """Untrusted text (a request's path, an answer's value) safe for a terminal: control
+    characters (escape sequences among them) and other non-printable ones written as
+    Python escapes, on one line, cut to `width` characters with "…"."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if width is not None and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text
+
+
+def percent(ratio: Any) -> str:
+    """0.1667 -> "16.7%", 0.0123 -> "1.23%", 0 -> "0%", 0.00001 -> "<0.01%"."""
+    if not is_number(ratio) or not math.isfinite(ratio):
+        return "-"
+    value = ratio * 100
+    if value == 0:
+        return "0%"
+    if value < 0.01:
+        return "<0.01%"
+    return f"{number(round(value, 1 if value >= 10 else 2))}%"
+
+
+def local_clock(at: Any) -> str:
+    """An RFC 3339 time as a wall clock shows it here ("16:02:11"); as is if unreadable."""
+    if not isinstance(at, str):
+        return "-"
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        return printable(at, 30)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return f"{when.astimezone():%H:%M:%S}"
+
+
+def show_shadow(payload: Any) -> str:
+    """GET /shadow (and the answers of PUT and DELETE): the shadow in force, the counts
+    with the diff rate, the fields that differ most, the last differences (newest last)."""
+    if not isinstance(payload, dict) or "pool" not in payload:
+        raise Failure(f"{PROG}: unexpected answer from the admin API: not a shadow")
+    pool = payload.get("pool")
+    counts = [payload.get(key, 0) for key in SHADOW_COUNTS]
+    anything = any(is_number(n) and n > 0 for n in counts)
+    if pool is None:
+        if not anything:
+            return "no shadow traffic on this route"
+        lines = ["no shadow traffic on this route now (stopped); what its copies compared to:"]
+    else:
+        share: Any = payload.get("share")
+        share_text = f"{number(round(share * 100, 4))}%" if is_number(share) else "?"
+        reference = payload.get("reference")
+        lines = [
+            f"shadow: {printable(pool)} gets copies of {share_text} of the requests"
+            + (f", reference {printable(reference)}" if reference else ", no reference")
+        ]
+    lines.append("")
+    lines.append(
+        table(
+            ["COMPARED", "SAME", "DIFFER", "NOISE", "SKIPPED", "ERRORS", "DIFF RATE"],
+            [[number(n) for n in counts] + [percent(payload.get("diff_rate"))]],
+            right=set(range(7)),
+        )
+    )
+    listed = payload.get("fields")
+    fields = [f for f in listed if isinstance(f, dict)] if isinstance(listed, list) else []
+    if fields:
+        rows = [
+            [printable(f.get("field", "?"), 60), number(f.get("differ", "?"))]
+            for f in fields[:TOP_FIELDS]
+        ]
+        lines += ["", table(["FIELD", "DIFFER"], rows, right={1})]
+        if len(fields) > TOP_FIELDS:
+            lines.append(f"(and {len(fields) - TOP_FIELDS} more fields)")
+    listed = payload.get("recent")
+    recent = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+    if recent:
+        arrow = arrow_sign()
+        rows = []
+        for item in recent[-LAST_DIFFERENCES:]:
+            primary, shadow = item.get("primary_status"), item.get("shadow_status")
+            status = (
+                number(primary)
+                if primary == shadow
+                else f"{number(primary)} {arrow} {number(shadow)}"
+            )
+            rows.append(
+                [
+                    local_clock(item.get("at")),
+                    printable(item.get("method", "?"), 10),
+                    printable(item.get("path", "?"), VALUE_WIDTH),
+                    status,
+                    printable(item.get("field", "?"), VALUE_WIDTH),
+                    f"{printable(item.get('primary', ''), VALUE_WIDTH)} {arrow} "
+                    f"{printable(item.get('shadow', ''), VALUE_WIDTH)}",
+                ]
+            )
+        lines += [
+            "",
+            table(
+                ["TIME", "METHOD", "PATH", "STATUS", "FIELD", f"PRIMARY {arrow} SHADOW"],
+                rows,
+                right=set(),
+            ),
+        ]
+    return "\n".join(lines)

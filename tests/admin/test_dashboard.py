@@ -5,6 +5,7 @@ and served on loopback by aiohttp's test server)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from splitter.admin.api import shadow_json
 from splitter.admin.dashboard import DASHBOARD_KEY, LAG, Dashboard
 from splitter.admin.routes import make_admin_app
-from splitter.admin.stream import Feed
+from splitter.admin.stream import Feed, Subscriber
 from splitter.config import Config, load
 from splitter.control.controller import Controller, EventLog
 from splitter.control.route import RouteControl
 from splitter.errors import ConfigError
 from splitter.observe.stats import latency_bucket
+from splitter.shadow import Tally
 from splitter.state import StateFile
 from tests.support import FakeClock
 
@@ -47,6 +50,12 @@ class Host:
         self.window = self.main.window
         self.started_at = T0
         self.down: set[str] = set()
+        self.tallies: dict[str, Tally] = {}  # "route/pool" -> its copies' tally
+        self.tallies_read: list[str] = []
+
+    def shadow_tally(self, key: str) -> Tally:
+        self.tallies_read.append(key)
+        return self.tallies.get(key) or Tally()
 
     def route_control(self, name: str) -> RouteControl | None:
         return self.main if self.main is not None and name == self.main.name else None
@@ -74,7 +83,7 @@ async def _post(url: str, body: dict[str, Any], timeout: float) -> int:
     raise AssertionError("no webhook here")
 
 
-def make_host(tmp_path: Path, token: str = "") -> Host:
+def make_host(tmp_path: Path, token: str = "", extra: str = "") -> Host:
     path = tmp_path / "splitter.yaml"
     path.write_text(
         f"""
@@ -84,6 +93,7 @@ state_file: {tmp_path / "state.json"}
 pools:
   blue: {{weight: 75, backends: [http://127.0.0.1:3, http://127.0.0.1:4]}}
   canary: {{weight: 25, backends: [http://127.0.0.1:5]}}
+{extra}
 """
     )
     return Host(load(str(path)), tmp_path / "state.json")
@@ -178,3 +188,71 @@ def test_an_expired_session_is_401_and_ends_its_stream(tmp_path: Path) -> None:
             assert (await client.get("/api/v1/stream", headers=headers)).status == 401
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- shadow
+
+
+def received(subscriber: Subscriber) -> list[tuple[str, Any]]:
+    """The messages queued for a stream client: (kind, data), and the queue emptied."""
+    out = []
+    for message in subscriber.queue:
+        event, data = message.decode().strip().split("\n")
+        out.append((event.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    subscriber.queue.clear()
+    return out
+
+
+def test_the_ticker_publishes_the_shadow_of_a_route_that_has_one(tmp_path: Path) -> None:
+    async def main() -> None:
+        host = make_host(tmp_path, extra="shadow: {pool: canary, share: 0.5}")
+        assert host.main is not None
+        route = host.main
+        await route.controller.start()
+        dashboard = Dashboard(host)
+        stats_only = host.feed.subscribe({"stats"})
+        dashboard.tick(T0)
+        assert host.tallies_read == []  # nobody listens for it: not even computed
+        assert [kind for kind, _ in received(stats_only)] == ["stats"]
+
+        listener = host.feed.subscribe({"shadow"})
+        tally = host.tallies["default/canary"] = Tally()
+        tally.counts["same"], tally.counts["differ"] = 6, 2
+        tally.fields["/price"] = 2
+        dashboard.tick(T0 + 1)
+        [(kind, body)] = received(listener)
+        assert kind == "shadow"
+        assert body == {"route": "default", **shadow_json(route)}
+        assert (body["pool"], body["share"], body["reference"]) == ("canary", 0.5, None)
+        assert (body["compared"], body["differ"], body["diff_rate"]) == (8, 2, 0.25)
+        assert body["fields"] == [{"field": "/price", "differ": 2}]
+        assert received(stats_only) != []  # and the rest as before
+        dashboard.tick(T0 + 2)
+        assert [kind for kind, _ in received(listener)] == ["shadow"]  # every second
+
+        # Stopped: no pool, and what was compared stays in view.
+        await route.shadow.stop(route.shadow_in_force())
+        dashboard.tick(T0 + 3)
+        [(_, body)] = received(listener)
+        assert (body["pool"], body["compared"]) == (None, 8)
+        # Nothing counted any more (say, the file's section gone): one last message, so
+        # that a page hides its panel, then none.
+        del host.tallies["default/canary"]
+        dashboard.tick(T0 + 4)
+        [(_, body)] = received(listener)
+        assert (body["route"], body["pool"], body["compared"]) == ("default", None, 0)
+        dashboard.tick(T0 + 5)
+        assert received(listener) == []
+
+    asyncio.run(main())
+
+
+def test_no_shadow_message_for_a_route_without_shadow(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    dashboard = Dashboard(host)
+    listener = host.feed.subscribe()  # every kind, as the page's stream
+    for s in range(3):
+        dashboard.tick(T0 + s)
+    kinds = {kind for kind, _ in received(listener)}
+    assert "stats" in kinds and "series" in kinds  # it listens and gets the rest
+    assert "shadow" not in kinds

@@ -1,12 +1,14 @@
 """An aiohttp backend for the shadow-traffic tests: one version of a small JSON service.
 
     python -m tests.backends.shadow_app --port 5401 --pool blue --price 10 [--noise] [--delay S]
+                                        [--name TEXT]
 
 Routes (every answer carries `X-Pool`):
     GET  /healthz          -> "ok" (never delayed)
     ANY  /item/<id>        -> JSON {"id", "price", "name", "generated_at", "stock"}: `price`
-                              from --price, `generated_at` the time (differs on every
-                              answer), `stock` random per answer with --noise, else 5
+                              from --price, `name` from --name (default "widget"),
+                              `generated_at` the time (differs on every answer),
+                              `stock` random per answer with --noise, else 5
     GET  /big?size=N       -> N bytes of text/plain
     GET  /status/<code>    -> that status, JSON {"status": code}
     GET  /cookie           -> Set-Cookie: session=<pool> and Authorization-like header
@@ -56,7 +58,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         data = {
             "id": path.removeprefix("/item/"),
             "price": options.price,
-            "name": "widget",
+            "name": options.name,
             "generated_at": time.time(),
             "stock": random.randrange(1_000_000) if options.noise else 5,
         }
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--price", type=int, default=10)
     parser.add_argument("--noise", action="store_true")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--name", default="widget")
     options = parser.parse_args()
     app = web.Application()
     app[POOL] = options.pool

@@ -1,7 +1,8 @@
 // The splitter dashboard: loads the state once, then follows /api/v1/stream.
 //
 //   boot -> GET /api/v1/session (401: the sign-in form) -> load everything -> stream
-//   stream messages: stats (every second), series (chart seconds), weights, event, rollout
+//   stream messages: stats (every second), series (chart seconds), weights, event, rollout,
+//                    shadow (every second, for a route with shadow traffic)
 //   a dropped stream: banner + "Reconnecting", then everything is loaded again
 //
 // It shows one route at a time: the one named in the address (#route=NAME), else the
@@ -14,6 +15,7 @@ import { LineChart } from "./chart.js";
 import { clock, el, message, ms, percent, poolColor, rate, shares, weight } from "./format.js";
 import { isActive, RolloutPanel, statusText, statusTone } from "./rollout.js";
 import { addressOf, RouteList, routeInAddress } from "./routes.js";
+import { ShadowPanel } from "./shadow.js";
 import { Stream } from "./stream.js";
 
 const $ = (id) => document.getElementById(id);
@@ -218,6 +220,7 @@ async function loadRoute() {
     if (!(error instanceof AuthRequired)) showBanner(`Could not load the state: ${describeError(error)}`);
   }
   rollouts.load();
+  shadow.load();
 }
 
 async function reloadPools() {
@@ -265,6 +268,7 @@ function showRoute(name) {
   for (const id of ["weights-msg", "switch-msg"]) message($(id), "");
   $("switch-confirm").hidden = true;
   rollouts.setRoute(name);
+  shadow.setRoute(name);
   // Its pools as the route list has them (in config order) until its own are read; the
   // forms are built anew, so nothing typed for the last route stays.
   state.pools = [];
@@ -386,6 +390,7 @@ const handlers = {
     const where = severalRoutes() && entry.route ? `${entry.route}: ` : "";
     announce(`${where}${entry.what} (${entry.source}). ${changeText(entry) || ""}`);
     if (/config|reload|file/i.test(entry.what) || entry.source === "file") refreshRoutes(shown(entry));
+    if (/^shadow /.test(entry.what) && shown(entry)) shadow.load(); // before the next tick
   },
   rollout(data) {
     if (data.route !== undefined) {
@@ -397,6 +402,10 @@ const handlers = {
       renderRoutes();
     }
     if (shown(data)) rollouts.render(data);
+  },
+  shadow(data) {
+    // the body of GET /api/v1/shadow with "route": each second, while the route has one
+    if (shown(data)) shadow.render(data);
   },
 };
 
@@ -889,6 +898,8 @@ const charts = {
 };
 
 const routeList = new RouteList();
+
+const shadow = new ShadowPanel();
 
 const rollouts = new RolloutPanel({
   announce: (text) => announce(text),

@@ -2,7 +2,7 @@
 // reconnects by itself after a network error; after an HTTP error (it gives up) or a
 // silent stall, this module opens a new one, backing off up to 15 s.
 
-export const KINDS = ["stats", "series", "weights", "event", "rollout"];
+export const KINDS = ["stats", "series", "weights", "event", "rollout", "shadow"];
 
 const STALL_MS = 5000; // `stats` comes every second: this long without a message is a stall
 
