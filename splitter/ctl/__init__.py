@@ -626,7 +626,7 @@ def _rollout_request(args: argparse.Namespace) -> tuple[str, str, Any, Show]:
             if extra:
                 steps = [s if isinstance(s, dict) else {"weight": s, **extra} for s in steps]
             if args.shadow is not None:
-                steps = [{"shadow": {"share": _parse_share(args.shadow), **extra}}, *steps]
+                steps = [{"shadow": {"share": _parse_step_share(args.shadow), **extra}}, *steps]
             body["steps"] = steps
         return "POST", "/rollout", body, show_rollout
     if what == "status":
@@ -652,7 +652,7 @@ def _parse_steps(text: str) -> list[Any]:
     return steps
 
 
-def _parse_share(text: str) -> float:
+def _parse_step_share(text: str) -> float:
     """--shadow: a share of the requests, as a percent ("10%") or a fraction ("0.1")."""
     item = text.strip()
     percent = item.endswith("%")

@@ -172,7 +172,7 @@ def test_refused_changes_exit_1_with_the_api_s_line(
     status, out, err = run(capsys, sp, "shadow", "set", "10%", "--pool", "purple")
     assert (status, out) == (1, "")
     line = one_line(err)
-    assert line.startswith("splitter ctl: 400: pool: ") and "purple" in line, line
+    assert line.startswith("splitter ctl: 404: pool: ") and "purple" in line, line
     status, out, err = run(capsys, sp, "shadow", "set", "10%", "--reference", "canary")
     assert (status, out) == (1, "")
     assert one_line(err).startswith("splitter ctl: 400: reference: "), err
