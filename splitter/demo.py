@@ -208,7 +208,7 @@ def _print_welcome(
     if shadowed is not None and shadowed.shadow is not None:
         pool = shadowed.shadow.pool
         tries.append(f"curl -s {proxy}{shadowed.path_prefix}/item-7    # copied to {pool}")
-        tries.append(f"curl -s {admin}/api/v1/routes/{shadowed.name}/shadow")
+        tries.append(f"{ctl} --route {shadowed.name} shadow")
     more = "".join(f"           {line}\n" for line in tries)
     notes = []
     if load_rate:

@@ -41,6 +41,7 @@ from splitter.admin.sessions import Guesses
 from splitter.config import Config, Segment
 from splitter.control.controller import EventLog, plain, weight_value
 from splitter.control.route import RouteControl
+from splitter.control.shadow import last_pool
 from splitter.errors import AdminError, ApiError, ConfigError, RolloutError, StoreError
 from splitter.rollout.machine import ABORT_WAY
 from splitter.rollout.plan import parse_rollout
@@ -297,14 +298,14 @@ def _refuse_during_rollout(route: RouteControl) -> None:
 
 
 def shadow_json(route: RouteControl) -> dict[str, Any]:
-    """The route's shadow in force and the tally of its pool (of the file's pool when it
-    is stopped, so that what was compared stays in view)."""
+    """The route's shadow in force and the tally of its pool (once stopped, of the pool
+    last stopped, or the file's, so that what was compared stays in view)."""
     shadow = route.shadow_in_force()
     pool = shadow.pool if shadow is not None else None
     config_route = route.controller.route
-    shown = pool or (
-        config_route.shadow.pool if config_route is not None and config_route.shadow else None
-    )
+    shown = pool
+    if shown is None and config_route is not None:
+        shown = last_pool(route.controller.doc, config_route)
     tally = route.shadow_tally(shown).to_json() if shown is not None else Tally().to_json()
     return {
         "pool": pool,

@@ -87,6 +87,16 @@ def shadow_in_force(doc: Document, route: Route, step: tuple[str, float] | None)
     return base
 
 
+def last_pool(doc: Document, route: Route) -> str | None:
+    """The pool whose results are shown while nothing is shadowed: the one last stopped,
+    else the file's section's."""
+    value = doc.shadow
+    last = value.get("last") if isinstance(value, dict) else None
+    if isinstance(last, str) and route.pool(last) is not None:
+        return last
+    return route.shadow.pool if route.shadow is not None else None
+
+
 class ShadowControl:
     """PUT and DELETE /api/v1/shadow for one route (its controller's document)."""
 
@@ -153,6 +163,8 @@ class ShadowControl:
             "shadow": shadow_data(shadow) if shadow is not None else None,
             "time": iso_now(),
         }
+        if shadow is None and old is not None:
+            value["last"] = old.pool  # whose results the API still shows once stopped
         before = {old.pool: old.share} if old is not None else {}
         after = {shadow.pool: shadow.share} if shadow is not None else {}
         return Edit(

@@ -635,7 +635,9 @@ def test_the_demo_s_printed_line_for_the_second_route(tmp_path: Path, procs: lis
     [loop] = [line for line in printed_shell_lines(text, "/api/") if line.startswith("for ")]
     counts = Counter(run_shell(loop).split()[1::2])
     assert set(counts) <= {"api-blue", "api-canary"} and "api-blue" in counts, counts
-    [weights] = [c for c in printed_commands(text, "splitter ctl") if "--route" in c]
+    [weights] = [
+        c for c in printed_commands(text, "splitter ctl") if "--route" in c and c[-1] == "weights"
+    ]
     shown = run_cli(*weights)
     assert shown.returncode == 0, shown.stderr
     assert [ln.split()[0] for ln in shown.stdout.splitlines()] == ["POOL", "api-blue", "api-canary"]
@@ -663,10 +665,14 @@ def test_the_demo_s_shadow_traffic(tmp_path: Path, procs: list[Proc]) -> None:
     for _ in range(5):
         answer = json.loads(run_shell(item))
         assert set(answer) == {"item", "price", "currency", "served_at"}, answer
-    [shadow_url] = [ln.split()[-1] for ln in printed_shell_lines(text, "/shadow")]
+    [shadow] = [c for c in printed_commands(text, "splitter ctl") if c[-1] == "shadow"]
+    shown = run_cli(*shadow)
+    assert shown.returncode == 0, shown.stderr
+    assert "prices-canary" in shown.stdout and "/price" in shown.stdout, shown.stdout
+    admin = shadow[shadow.index("--admin") + 1]
 
     def compared() -> dict[str, Any]:
-        return dict(json.loads(http_request(shadow_url)[2]))
+        return dict(json.loads(http_request(f"{admin}/api/v1/routes/prices/shadow")[2]))
 
     wait_until(lambda: compared()["compared"] >= 5, timeout=10)
     state = compared()

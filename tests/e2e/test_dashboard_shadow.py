@@ -208,9 +208,9 @@ def test_what_backends_answer_is_shown_as_text(browser: Browser, sp: SplitterPro
     dark.page.wait_for_selector("#sh-recent li")
     assert dark.page.evaluate(A11Y_CHECK) == []
 
-    # Stopped, with nothing compared by the file's pool (canary): no shadow any more,
-    # and the panel goes.
+    # Stopped: the results of the pool last stopped (evil) stay in view.
     status, body = api(sp, "DELETE", "/api/v1/routes/shop/shadow")
-    assert status == 200 and (body["pool"], body["compared"]) == (None, 0), body
-    wait_until(lambda: page.is_hidden("#shadow"), 5, message="the panel hidden")
+    assert status == 200 and (body["pool"], body["compared"]) == (None, 2), body
+    wait_until(lambda: text_of(page, "#sh-status") == "stopped", 5, message="stopped shown")
+    assert field_rows(tab) == [["/name", "2"]]
     tab.assert_clean(sp)

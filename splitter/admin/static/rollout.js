@@ -31,6 +31,7 @@ export function statusTone(status) {
 function stepLabel(step, strategy, index) {
   if (strategy === "bluegreen") return index === 0 ? "preview" : "switch, keep";
   if (step && step.pause) return "pause";
+  if (step && step.shadow) return `shadow ${Math.round((step.shadow.share || 0) * 1000) / 10}%`;
   if (step && typeof step.weight === "number") return `${step.weight}%`;
   return `step ${index + 1}`;
 }
@@ -162,7 +163,18 @@ export class RolloutPanel {
         el("td", { className: "num" }, part(c ? c.slow : null)),
       );
     };
-    $("ro-counts").replaceChildren(row("Candidate", analysis.candidate), row("Baseline", analysis.baseline));
+    const shadow = analysis.kind === "shadow" ? analysis.shadow : null;
+    if (shadow) {
+      // The test step: the candidate's copies against the primary on the same requests.
+      const copies = { requests: shadow.pairs, bad: shadow.shadow_bad, slow: null };
+      const primary = { requests: shadow.pairs, bad: shadow.primary_bad, slow: null };
+      $("ro-counts").replaceChildren(row("Copies", copies), row("Primary", primary));
+      $("ro-needed").textContent = ended
+        ? ""
+        : `· differs on ${count(shadow.differ)} of ${count(shadow.compared)} copies compared`;
+    } else {
+      $("ro-counts").replaceChildren(row("Candidate", analysis.candidate), row("Baseline", analysis.baseline));
+    }
     // Counted down here: the stream sends nothing while the warmup keeps the analysis still.
     clearInterval(this.warmupTimer);
     const warmup = () => {
