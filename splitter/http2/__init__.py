@@ -1,0 +1,1 @@
+"""HTTP/2: the pure parts, not wired yet."""
