@@ -8,6 +8,7 @@ bytes computed by hand."""
 
 from __future__ import annotations
 
+import importlib
 import socket
 import time
 from collections.abc import Iterator
@@ -23,10 +24,11 @@ from splitter.http2.grpc import (
     read_health_response,
 )
 
-grpc: Any = pytest.importorskip("grpc")
-health: Any = pytest.importorskip("grpc_health.v1.health")
-health_pb2: Any = pytest.importorskip("grpc_health.v1.health_pb2")
-health_pb2_grpc: Any = pytest.importorskip("grpc_health.v1.health_pb2_grpc")
+# Test extras (pyproject.toml): imported, never skipped.
+grpc: Any = importlib.import_module("grpc")
+health: Any = importlib.import_module("grpc_health.v1.health")
+health_pb2: Any = importlib.import_module("grpc_health.v1.health_pb2")
+health_pb2_grpc: Any = importlib.import_module("grpc_health.v1.health_pb2_grpc")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY = 0, 1, 3, 4, 6, 7
