@@ -31,6 +31,7 @@ COMPILED = [
     "splitter/proxy/proxyproto.py",
     "splitter/proxy/policy.py",
     "splitter/proxy/upstream.py",
+    "splitter/proxy/shadowing.py",
     "splitter/proxy/exchange.py",
     "splitter/proxy/downstream.py",
     "splitter/proxy/accesslog.py",

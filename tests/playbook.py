@@ -109,12 +109,17 @@ class FakeLoop:
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.soon: list[tuple[Any, tuple[Any, ...]]] = []
 
     def time(self) -> float:
         return self.now
 
     def call_later(self, delay: float, callback: Any, *args: Any) -> _Handle:
         return _Handle()  # the sweep is run by the test (`Playbook.advance`)
+
+    def call_soon(self, callback: Any, *args: Any) -> _Handle:
+        self.soon.append((callback, args))  # run by the test (`Playbook.run_soon`)
+        return _Handle()
 
 
 class Client:
@@ -290,6 +295,12 @@ class Playbook:
         return self.listener.pools[url]
 
     # -- time ---------------------------------------------------------------------------
+
+    def run_soon(self) -> None:
+        """Run the callbacks splitter asked to run on the loop's next turn."""
+        while self.loop.soon:
+            callback, args = self.loop.soon.pop(0)
+            callback(*args)
 
     def advance(self, seconds: float) -> None:
         """Move the clock and run the sweep (in steps no longer than its interval)."""

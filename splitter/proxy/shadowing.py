@@ -48,6 +48,9 @@ Rules (docs/shadow.md):
   passive health, metrics or statistics. A leg on a kept-alive connection the backend had
   closed is sent once more on a fresh one (as the primary's would be), so that a stale
   connection is not counted against the candidate.
+- The comparison runs in a callback of its own (`call_soon`), after whatever completed
+  the copy: the primary's end is told before its last bytes are written to its client,
+  and a comparison (up to milliseconds for a large JSON body) must not stand in between.
 - Outcome of a copy, in its route's `Tally` (key "route/pool"): a leg that got no answer
   is an `error`; a primary that failed (splitter answered 502/504, or cut the answer) or
   an answer over `max_body` leaves nothing to compare (`skipped`); else the comparison's
@@ -308,14 +311,14 @@ class Copy:
             self._end_skipped()
             return
         if self.open_legs == 0:
-            self._complete()
+            self._complete_soon()
 
     # -- from the legs --------------------------------------------------------------------
 
     def leg_done(self) -> None:
         self.open_legs -= 1
         if self.open_legs == 0 and self.primary_known:
-            self._complete()
+            self._complete_soon()
 
     # -- the outcome ----------------------------------------------------------------------
 
@@ -325,6 +328,12 @@ class Copy:
         self.ended = True
         self.owner.tally(self.plan.key).add_skipped()
         self.owner.copy_done(self)
+
+    def _complete_soon(self) -> None:
+        """Compare after the callback that completed the copy: never between a client's
+        last bytes and their write (the primary's end is told before its answer is
+        flushed), and one comparison per turn of the loop."""
+        self.owner.loop.call_soon(self._complete)
 
     def _complete(self) -> None:
         if self.ended:

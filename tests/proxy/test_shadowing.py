@@ -36,6 +36,7 @@ def answer(price: int, t: int = 0, status: int = 200) -> bytes:
 
 
 def counts(pb: Playbook) -> dict[str, int]:
+    pb.run_soon()  # the comparisons the loop would run next
     tally = pb.listener.shadowing.tallies.get("default/canary")
     return {k: v for k, v in tally.counts.items() if v} if tally is not None else {}
 
@@ -65,6 +66,20 @@ def test_a_copy_goes_to_the_shadow_marked_and_its_answer_is_compared() -> None:
     assert shadow.idle and pb.listener.shadowing.pools[SHADOW].idle
     assert SHADOW not in pb.listener.pools or not pb.listener.pools[SHADOW].idle
     assert not pb.listener.shadowing.in_flight
+
+
+def test_the_comparison_waits_for_the_loops_next_turn() -> None:
+    # The primary's end is told before its last bytes are written to the client: the
+    # comparison must not run in between.
+    pb = playbook()
+    client, primary, shadow = get(pb)
+    shadow.reply(answer(11))
+    primary.reply(answer(10))
+    assert client.responses()[0].status == 200  # written...
+    tally = pb.listener.shadowing.tallies.get("default/canary")
+    assert tally is None or tally.compared == 0  # ... and not compared yet
+    assert len(pb.loop.soon) == 1
+    assert counts(pb) == {"differ": 1, "pairs": 1}
 
 
 def test_the_shadow_may_answer_before_the_primary() -> None:
