@@ -211,6 +211,7 @@ class Service:
     proc: subprocess.Popen
     stderr_path: Path
     tls: bool = False  # the listener speaks HTTPS
+    ready_path: str = "/"  # answers GET with 200 once it is ready
 
     def stderr_tail(self, n: int = 15) -> str:
         try:
@@ -241,9 +242,10 @@ class Bench:
         cwd: Path | None = None,
         env: dict | None = None,
         tls: bool = False,
+        ready_path: str = "/",
     ) -> Service | None:
-        """Start argv, wait until it accepts on port and answers GET / with 200 (over TLS,
-        unverified, when tls)."""
+        """Start argv, wait until it accepts on port and answers GET ready_path with 200
+        (over TLS, unverified, when tls)."""
         self.seq += 1
         err = self.tmp / f"{self.seq:02d}-{name}.stderr"
         try:
@@ -259,7 +261,7 @@ class Bench:
         except OSError as e:
             print(f"  SKIP {name}: cannot start: {e}")
             return None
-        svc = Service(name, port, proc, err, tls)
+        svc = Service(name, port, proc, err, tls, ready_path)
         self.services.append(svc)
         problem = wait_ready(svc)
         if problem:
@@ -570,7 +572,8 @@ def unverified_tls() -> ssl.SSLContext:
 
 
 def wait_ready(svc: Service) -> str | None:
-    """None when svc answers GET / with 200 within START_TIMEOUT, else the problem."""
+    """None when svc answers GET svc.ready_path with 200 within START_TIMEOUT, else the
+    problem."""
     deadline = time.monotonic() + START_TIMEOUT
     last = "no answer"
     while time.monotonic() < deadline:
@@ -584,13 +587,13 @@ def wait_ready(svc: Service) -> str | None:
                 )
             else:
                 c = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=2)
-            c.request("GET", "/")
+            c.request("GET", svc.ready_path)
             r = c.getresponse()
             r.read()
             c.close()
             if r.status == 200:
                 return None
-            last = f"GET / answered {r.status}"
+            last = f"GET {svc.ready_path} answered {r.status}"
         except OSError as e:
             last = str(e)
         time.sleep(0.1)
