@@ -132,7 +132,8 @@ _ROUTES: Final[tuple[Route, ...]] = (
           ADMIN, bodies.Shadow, response_words="The shadow after the change.",
           request=bodies.ShadowChange, changes=True,
           errors={400: "A value out of range, an unknown key, or no pool for a route "
-                  "without a shadow.", 409: "A rollout's test step is shadowing the route.",
+                  "without a shadow.", 404: "Unknown pool (pool or reference).",
+                  409: "A rollout's test step is shadowing the route.",
                   **_STORE_DOWN}, per_route=True),
     Route("DELETE", "/api/v1/shadow", api.delete_shadow, "deleteShadow",
           "Stop shadowing (until a change, or a config file with another shadow section)",

@@ -332,7 +332,7 @@ class Copy:
     def _complete_soon(self) -> None:
         """Compare after the callback that completed the copy: never between a client's
         last bytes and their write (the primary's end is told before its answer is
-        flushed), and one comparison per turn of the loop."""
+        flushed). Comparisons queued in one turn run back to back in the next."""
         self.owner.loop.call_soon(self._complete)
 
     def _complete(self) -> None:
