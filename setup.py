@@ -32,6 +32,8 @@ COMPILED = [
     "splitter/proxy/policy.py",
     "splitter/proxy/upstream.py",
     "splitter/proxy/shadowing.py",
+    "splitter/shadow/compare.py",
+    "splitter/shadow/tally.py",
     "splitter/proxy/exchange.py",
     "splitter/proxy/downstream.py",
     "splitter/proxy/accesslog.py",
