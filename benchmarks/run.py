@@ -8,8 +8,11 @@
                              [--python VENV_PYTHON] [--baseline CHECKOUT|VENV]
                              [--tls] [--tls-connections 64] [--tls-clients 8]
                              [--tls-burst 10000]
+                             [--http2] [--h2-parts h2c,tls,grpc,idle] [--h2-connections 64]
+                             [--h2-streams 10] [--h2-requests 100000]
+                             [--h2-grpc-calls 20000] [--h2-idle 1000]
 
-Three parts, and a fourth with --tls, each bounded in time:
+Three parts, a fourth with --tls and a fifth with --http2, each bounded in time:
   1. req/s and latency (wrk -t1) per backend kind ("tiny": nginx `return 200`, or
      benchmarks/backend.py without nginx; "flask": benchmarks/flask_backend.py under gunicorn,
      2 sync workers, which close every connection) and per connection count, for the targets
@@ -30,6 +33,12 @@ Three parts, and a fourth with --tls, each bounded in time:
      `Connection: close` resumes sessions), and resumed ones (that wrk run); the CPU per
      request or connection; RSS before, at peak and 5 s after a burst of 10,000 TLS
      connections.
+  5. HTTP/2 (--http2, or the targets splitter-http2 and nginx-http2 named in --targets,
+     which then run alone; benchmarks/http2.py): h2load -c64 -m10 -n N against splitter
+     and nginx, h2c and h2 over TLS, in front of the tiny backend over HTTP/1.1; gRPC
+     unary calls to a grpcio server (benchmarks/grpc_backend.py) through splitter (a pool
+     `protocol: h2c`) and nginx (grpc_pass); RSS per idle h2c connection. Needs h2load
+     (Debian: nghttp2-client), and grpcio for the gRPC scenario.
 Every started process is stopped at the end, also on Ctrl-C/SIGTERM. Stdlib only; needs `wrk`
 (and `curl` for part 2, `openssl` and nginx for part 4) on PATH.
 """
@@ -39,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import http.client
 import json
 import os
@@ -54,6 +64,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +78,9 @@ STREAM_TARGETS = ["direct", "splitter", "nginx", "haproxy"]
 # The TLS part (--tls, or these named in --targets): splitter and nginx with the same
 # certificate and TLS settings, in front of the tiny backend; see tls_part.
 TLS_TARGETS = ["splitter-tls", "nginx-tls"]
+# The HTTP/2 part (--http2, or these named in --targets): h2c, h2 over TLS, gRPC and the
+# memory of idle h2c connections, splitter beside nginx; see http2.py.
+HTTP2_TARGETS = ["splitter-http2", "nginx-http2"]
 SPLITTERS = {
     "splitter": (False, 1),
     "splitter-log": (True, 1),
@@ -212,6 +226,8 @@ class Service:
     stderr_path: Path
     tls: bool = False  # the listener speaks HTTPS
     ready_path: str = "/"  # answers GET with 200 once it is ready
+    # instead of GET ready_path: None once ready, else what is wrong (e.g. an h2c request)
+    probe: Callable[[Service], str | None] | None = None
 
     def stderr_tail(self, n: int = 15) -> str:
         try:
@@ -226,6 +242,8 @@ class Bench:
     tmp: Path
     services: list[Service] = field(default_factory=list)
     seq: int = 0
+    # name -> why it did not start: the problem and the last line of its stderr
+    problems: dict[str, str] = field(default_factory=dict)
 
     def fresh_dir(self, name: str) -> Path:
         self.seq += 1
@@ -243,9 +261,10 @@ class Bench:
         env: dict | None = None,
         tls: bool = False,
         ready_path: str = "/",
+        probe: Callable[[Service], str | None] | None = None,
     ) -> Service | None:
         """Start argv, wait until it accepts on port and answers GET ready_path with 200
-        (over TLS, unverified, when tls)."""
+        (over TLS, unverified, when tls), or until probe(service) returns None."""
         self.seq += 1
         err = self.tmp / f"{self.seq:02d}-{name}.stderr"
         try:
@@ -261,11 +280,14 @@ class Bench:
         except OSError as e:
             print(f"  SKIP {name}: cannot start: {e}")
             return None
-        svc = Service(name, port, proc, err, tls, ready_path)
+        svc = Service(name, port, proc, err, tls, ready_path, probe)
         self.services.append(svc)
         problem = wait_ready(svc)
         if problem:
-            print(f"  SKIP {name}: {problem}\n{svc.stderr_tail()}")
+            tail = svc.stderr_tail()
+            print(f"  SKIP {name}: {problem}\n{tail}")
+            last = tail.strip().splitlines()[-1].strip() if tail.strip() else ""
+            self.problems[name] = f"{problem}: {last}" if last else problem
             self.stop(svc)
             return None
         print(f"  {name}: ready on 127.0.0.1:{port} (pid {proc.pid})")
@@ -297,7 +319,14 @@ class Bench:
                 print(f"  warning: stopping {svc.name}: {e}", file=sys.stderr)
 
     # -- the servers ---------------------------------------------------------------
-    def nginx(self, name: str, port: int, body: str, tls: bool = False) -> Service | None:
+    def nginx(
+        self,
+        name: str,
+        port: int,
+        body: str,
+        tls: bool = False,
+        probe: Callable[[Service], str | None] | None = None,
+    ) -> Service | None:
         d = self.fresh_dir(name)
         user = "user root;\n" if os.geteuid() == 0 else ""
         conf = d / "nginx.conf"
@@ -317,7 +346,7 @@ http {{
 }}
 """)
         argv = ["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(conf)]
-        return self.spawn(name, port, argv, tls=tls)
+        return self.spawn(name, port, argv, tls=tls, probe=probe)
 
     def start_tiny(self, big_file: Path | None) -> Service | None:
         """nginx `return 200 "blue"` (GET /big serves big_file), else benchmarks/backend.py."""
@@ -363,10 +392,16 @@ http {{
         return self.spawn("backend-stream(python)", port, argv)
 
     def start_splitter(
-        self, name: str, backend: int, cert: tuple[Path, Path] | None = None
+        self,
+        name: str,
+        backend: int,
+        cert: tuple[Path, Path] | None = None,
+        pool: dict | None = None,
+        probe: Callable[[Service], str | None] | None = None,
     ) -> Service | None:
         """splitter `name` in front of backend; with cert (certificate, key) its listener
-        speaks only TLS (`tls:` with that pair, min_version 1.2)."""
+        speaks only TLS (`tls:` with that pair, min_version 1.2); pool: more settings of
+        the pool (e.g. `protocol: h2c`); probe: as Bench.spawn's."""
         routes = ROUTES_TARGET.fullmatch(name)
         access_log, workers = SPLITTERS.get(name, (False, 1))
         port, admin = free_port(), free_port()
@@ -387,19 +422,33 @@ state_file: {d / "state.json"}
             table = routes_config(int(routes.group(1)), ROUTE_SEGMENTS, backend)
             cfg.write_text(common + "routes: " + json.dumps(table) + "\n")  # JSON is YAML
         else:
-            url = f"http://127.0.0.1:{backend}"
-            cfg.write_text(common + f'pools:\n  blue: {{weight: 100, backends: ["{url}"]}}\n')
+            blue = {"weight": 100, "backends": [f"http://127.0.0.1:{backend}"], **(pool or {})}
+            cfg.write_text(common + "pools:\n  blue: " + json.dumps(blue) + "\n")
         argv, cwd, env = splitter_command(name == "splitter-base", d)
         return self.spawn(
-            name, port, [*argv, "run", "-c", str(cfg)], cwd=cwd, env=env, tls=cert is not None
+            name,
+            port,
+            [*argv, "run", "-c", str(cfg)],
+            cwd=cwd,
+            env=env,
+            tls=cert is not None,
+            probe=probe,
         )
 
     def start_nginx_proxy(
-        self, backend: int, cert: tuple[Path, Path] | None = None
+        self,
+        backend: int,
+        cert: tuple[Path, Path] | None = None,
+        http2: bool = False,
+        probe: Callable[[Service], str | None] | None = None,
     ) -> Service | None:
         """nginx as the proxy (target `nginx`); with cert, the target `nginx-tls`: the same
-        with TLS on its listener, set as splitter sets it (see TLS_NGINX)."""
+        with TLS on its listener, set as splitter sets it (see TLS_NGINX); with http2, its
+        listener speaks HTTP/2 (`nginx-h2c`: h2c with prior knowledge only, so give a
+        probe; with cert, `nginx-h2`: h2 or HTTP/1.1 by ALPN)."""
         name = "nginx-tls" if cert else "nginx"
+        if http2:
+            name = "nginx-h2" if cert else "nginx-h2c"
         if not shutil.which("nginx"):
             print(f"  SKIP {name}: not installed")
             return None
@@ -407,6 +456,8 @@ state_file: {d / "state.json"}
         ssl = ""
         if cert:
             ssl = TLS_NGINX.format(cert=cert[0], key=cert[1])
+        if http2:
+            ssl += nginx_http2_directive()
         # Streaming settings an operator would use for large bodies: no request buffering
         # to disk, no response spooling to temp files (nginx then streams synchronously).
         return self.nginx(
@@ -418,7 +469,7 @@ state_file: {d / "state.json"}
         keepalive_requests 1000000;
     }}
     server {{
-        listen 127.0.0.1:{port}{" ssl" if cert else ""} backlog=4096;{ssl}
+        listen 127.0.0.1:{port}{nginx_listen_options(cert is not None, http2)};{ssl}
         client_max_body_size 0;
         location / {{
             proxy_pass http://be;
@@ -434,6 +485,7 @@ state_file: {d / "state.json"}
         }}
     }}""",
             tls=cert is not None,
+            probe=probe,
         )
 
     def start_haproxy(self, backend: int) -> Service | None:
@@ -483,6 +535,31 @@ backend be
         port = free_port()
         argv = [sys.executable, str(HERE / "minimal_proxy.py"), str(port), str(backend)]
         return self.spawn("minimal", port, argv)
+
+
+@functools.cache
+def nginx_version() -> tuple[int, ...]:
+    """The installed nginx's version (`nginx -v`), e.g. (1, 22, 1); () if unknown."""
+    try:
+        out = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    m = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out.stderr + out.stdout)
+    return tuple(int(x) for x in m.groups()) if m else ()
+
+
+def nginx_listen_options(ssl: bool, http2: bool) -> str:
+    """What follows the address of nginx's `listen`: before 1.25.1 HTTP/2 is a listen
+    option (`listen ... http2`), from 1.25.1 the directive `http2 on;`."""
+    opts = " ssl" if ssl else ""
+    if http2 and nginx_version() < (1, 25, 1):
+        opts += " http2"
+    return opts + " backlog=4096"
+
+
+def nginx_http2_directive() -> str:
+    """`http2 on;` where nginx has it (1.25.1 and later), else nothing (see above)."""
+    return "\n        http2 on;" if nginx_version() >= (1, 25, 1) else ""
 
 
 def splitter_command(baseline: bool, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
@@ -572,14 +649,21 @@ def unverified_tls() -> ssl.SSLContext:
 
 
 def wait_ready(svc: Service) -> str | None:
-    """None when svc answers GET svc.ready_path with 200 within START_TIMEOUT, else the
-    problem."""
+    """None when svc answers GET svc.ready_path with 200 (or svc.probe returns None)
+    within START_TIMEOUT, else the problem."""
     deadline = time.monotonic() + START_TIMEOUT
     last = "no answer"
     while time.monotonic() < deadline:
         rc = svc.proc.poll()
         if rc is not None:
             return f"exited with code {rc}"
+        if svc.probe is not None:
+            problem = svc.probe(svc)
+            if problem is None:
+                return None
+            last = problem
+            time.sleep(0.2)
+            continue
         try:
             if svc.tls:
                 c: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -1445,6 +1529,32 @@ def main() -> int:
         help="TLS connections in the TLS burst (default 10000, also with --quick); 0 skips it",
     )
     ap.add_argument(
+        "--http2",
+        action="store_true",
+        help="add the HTTP/2 part (http2.py): splitter beside nginx over h2c, h2 over TLS, "
+        "gRPC, and idle h2c connections; `--targets splitter-http2,nginx-http2` runs only it",
+    )
+    ap.add_argument(
+        "--h2-parts",
+        default="h2c,tls,grpc,idle",
+        help="the HTTP/2 part's scenarios, a subset of h2c,tls,grpc,idle (default all)",
+    )
+    ap.add_argument("--h2-connections", type=int, default=64, help="h2load -c (default 64)")
+    ap.add_argument("--h2-streams", type=int, default=10, help="h2load -m (default 10)")
+    ap.add_argument(
+        "--h2-requests", type=int, help="h2load -n per h2c/h2 run (default 100000, --quick 20000)"
+    )
+    ap.add_argument(
+        "--h2-grpc-calls", type=int, help="h2load -n per gRPC run (default 20000, --quick 5000)"
+    )
+    ap.add_argument("--h2-grpc-size", type=int, default=64, help="gRPC message bytes (64)")
+    ap.add_argument(
+        "--h2-idle",
+        type=int,
+        default=1000,
+        help="idle h2c connections for the memory figure (default 1000); 0 skips it",
+    )
+    ap.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 2 s per point, connections 8,64, 256 MiB streams, no burst",
@@ -1500,30 +1610,45 @@ def main() -> int:
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.tls:
         wanted += [t for t in TLS_TARGETS if t not in wanted]
+    if args.http2:
+        wanted += [t for t in HTTP2_TARGETS if t not in wanted]
     has_baseline = BASELINE is not None or BASELINE_PYTHON is not None
     if has_baseline and "splitter-base" not in wanted:
         wanted.insert(wanted.index("splitter") + 1 if "splitter" in wanted else 0, "splitter-base")
     bad = [
         t
         for t in wanted
-        if t not in ALL_TARGETS + TLS_TARGETS
+        if t not in ALL_TARGETS + TLS_TARGETS + HTTP2_TARGETS
         and t != "splitter-base"
         and not ROUTES_TARGET.fullmatch(t)
     ]
     if bad or not wanted or not conns or min(conns) < 1:
-        choices = ALL_TARGETS + TLS_TARGETS
+        choices = ALL_TARGETS + TLS_TARGETS + HTTP2_TARGETS
         ap.error(f"bad --targets {bad} (choose from {choices}) or --connections")
     if min(args.tls_connections, args.tls_clients) < 1 or args.tls_burst < 0:
         ap.error("--tls-connections and --tls-clients must be >= 1, --tls-burst >= 0")
+    args.h2_parts = [p.strip() for p in args.h2_parts.split(",") if p.strip()]
+    if not set(args.h2_parts) <= {"h2c", "tls", "grpc", "idle"}:
+        ap.error(f"--h2-parts {args.h2_parts}: a subset of h2c,tls,grpc,idle")
+    if args.h2_requests is None:
+        args.h2_requests = 20000 if args.quick else 100000
+    if args.h2_grpc_calls is None:
+        args.h2_grpc_calls = 5000 if args.quick else 20000
+    small = (args.h2_connections, args.h2_streams, args.h2_requests, args.h2_grpc_calls)
+    if min(small) < 1 or args.h2_idle < 0 or args.h2_grpc_size < 0:
+        ap.error("--h2-connections, -streams, -requests, -grpc-calls must be >= 1, the rest >= 0")
     tls_wanted = [t for t in wanted if t in TLS_TARGETS]
-    wanted = [t for t in wanted if t not in TLS_TARGETS]  # the other parts' targets
-    if not shutil.which("wrk"):
+    h2_wanted = [t for t in wanted if t in HTTP2_TARGETS]
+    args.h2_targets = {t.split("-")[0] for t in h2_wanted}  # splitter, nginx
+    # the other parts' targets
+    wanted = [t for t in wanted if t not in TLS_TARGETS and t not in HTTP2_TARGETS]
+    if (wanted or tls_wanted) and not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install -y wrk)")
 
     # SIGTERM behaves like Ctrl-C so the finally block below always cleans up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _sigterm)
-    nofile = raise_nofile(max(conns) * 4 + args.burst_batch * 2 + 1024)
+    nofile = raise_nofile(max(max(conns) * 4, args.h2_idle * 3) + args.burst_batch * 2 + 1024)
     nproc = os.cpu_count()
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"date: {started}   nproc: {nproc}   python: {sys.version.split()[0]}   {nofile}")
@@ -1541,6 +1666,12 @@ def main() -> int:
             f"tls={tls_wanted} keep-alive c={args.tls_connections}, {args.tls_clients} "
             f"handshake clients, burst={args.tls_burst or 'off'}"
         )
+    if h2_wanted:
+        parts.append(
+            f"http2={h2_wanted} {args.h2_parts} h2load -c{args.h2_connections} "
+            f"-m{args.h2_streams} -n{args.h2_requests} (gRPC -n{args.h2_grpc_calls}), "
+            f"idle={args.h2_idle}"
+        )
     print(
         f"plan: {'; '.join(parts)}; duration={args.duration}s warmup={args.warmup}s "
         f"rounds={args.rounds} (~{est}s of load)"
@@ -1554,7 +1685,8 @@ def main() -> int:
     for name, build in builds.items():
         print(f"{name}: {build}")
     out: dict = {
-        "runs": [], "memory": [], "streams": [], "burst": None, "tls": None, "skipped": [],
+        "runs": [], "memory": [], "streams": [], "burst": None, "tls": None, "http2": None,
+        "skipped": [],
     }  # fmt: skip
     t_start = time.monotonic()
     try:
@@ -1565,6 +1697,10 @@ def main() -> int:
                 stream_part(bench, args, wanted, out)
         if tls_wanted:
             tls_part(bench, args, tls_wanted, out)
+        if h2_wanted:
+            import http2  # http2.py, beside this file: HTTP/2 and gRPC
+
+            http2.http2_part(bench, args, out)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=sys.stderr)
         return 130
@@ -1637,6 +1773,11 @@ def main() -> int:
             "tiny backend\n"
         )
         print(tls_tables(out["tls"]))
+    if out["http2"]:
+        import http2
+
+        print("\n## HTTP/2: splitter and nginx, h2load\n")
+        print(http2.tables(out["http2"]))
     if out["skipped"]:
         print(f"\nskipped (did not start): {', '.join(out['skipped'])}")
     doc = {
@@ -1657,6 +1798,7 @@ def main() -> int:
         "memory": out["memory"],
         "burst": out["burst"],
         "tls": out["tls"],
+        "http2": out["http2"],
         "runs": runs,
         "rps_median_all_rounds": {
             f"{kind}/{t}@{c}": statistics.median(rps)
@@ -1678,4 +1820,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    sys.modules.setdefault("run", sys.modules[__name__])  # http2.py's `import run`: this one
     sys.exit(main())
