@@ -35,6 +35,7 @@ COMPILED = [
     "splitter/shadow/compare.py",
     "splitter/shadow/tally.py",
     "splitter/proxy/exchange.py",
+    "splitter/proxy/h2stream.py",
     "splitter/proxy/downstream.py",
     "splitter/proxy/accesslog.py",
     "splitter/proxy/listener.py",

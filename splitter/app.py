@@ -122,7 +122,11 @@ class Splitter:
         # The proxy listener's certificates (startup fails here when one does not load); with
         # workers, each worker loads and watches its own, and these give the metrics.
         try:
-            self.certs = CertStore(config.tls) if config.tls is not None else None
+            self.certs = (
+                CertStore(config.tls, bool(getattr(config, "http2", True)))
+                if config.tls is not None
+                else None
+            )
         except CertificateError as exc:
             self.proxy_sock.close()
             self.admin_sock.close()
@@ -522,8 +526,13 @@ class Splitter:
             self.watcher.mark_current()
         try:
             new = config_mod.load(self.config_path, files=check_changed_files(self._config))
-            if new.tls is not None and self.certs is not None and new.tls != self._config.tls:
-                self.certs.configure(new.tls)
+            http2 = bool(getattr(new, "http2", True))
+            if (
+                new.tls is not None
+                and self.certs is not None
+                and (new.tls != self._config.tls or http2 != self.certs.http2)
+            ):
+                self.certs.configure(new.tls, http2)
         except CertificateError as exc:  # the files changed since they were checked
             new_error = ConfigError([ConfigProblem("tls.certificates", str(exc))])
             self.metrics.count_reload(False)

@@ -109,11 +109,13 @@ async def _serve(
         return live
 
     try:  # each worker loads and watches the certificates itself
-        certs = CertStore(config.tls) if config.tls is not None else None
+        http2 = bool(getattr(config, "http2", True))
+        certs = CertStore(config.tls, http2) if config.tls is not None else None
     except CertificateError as exc:
         conn.send(("error", f"tls: {exc}"))
         return 2
-    applied: list[TLS | None] = [config.tls]  # the tls section the certificates follow
+    # The tls section and http2 (ALPN) the certificates follow.
+    applied: list[tuple[TLS | None, bool]] = [(config.tls, http2)]
     counters = Counters()
     server = ProxyListener(build(), loop, counters, recorder, certs=certs)
     await server.listen(sock)
@@ -128,10 +130,11 @@ async def _serve(
                 if kind == "live":
                     current[:] = message[1:4]
                     tls = current[0].tls
-                    if certs is not None and tls is not None and tls != applied[0]:
+                    offer = (tls, bool(getattr(current[0], "http2", True)))
+                    if certs is not None and tls is not None and offer != applied[0]:
                         try:  # a change of the config's tls (the files are the watcher's)
-                            certs.configure(tls)
-                            applied[0] = tls
+                            certs.configure(tls, offer[1])
+                            applied[0] = offer
                         except CertificateError as exc:  # the primary loaded them a moment ago
                             log.error("TLS: the certificates in force stay: %s", exc)
                     server.swap(build())

@@ -68,6 +68,16 @@ ERROR_MESSAGES: Final = {
 }
 
 
+def error_body(status: int, request_id: bytes | None, detail: dict[str, str] | None) -> bytes:
+    """The JSON body of splitter's own error answers (HTTP/1.1 and HTTP/2 alike)."""
+    body_obj: dict[str, object] = {"error": ERROR_MESSAGES.get(status, "error"), "status": status}
+    if detail:
+        body_obj.update(detail)
+    if request_id is not None:
+        body_obj["request_id"] = request_id.decode("ascii", "replace")
+    return orjson.dumps(body_obj) + b"\n"
+
+
 def error_response(
     status: int,
     request_id: bytes | None,
@@ -76,12 +86,7 @@ def error_response(
     head_only: bool = False,
 ) -> bytes:
     """A complete JSON error response. The body never echoes anything the client sent."""
-    body_obj: dict[str, object] = {"error": ERROR_MESSAGES.get(status, "error"), "status": status}
-    if detail:
-        body_obj.update(detail)
-    if request_id is not None:
-        body_obj["request_id"] = request_id.decode("ascii", "replace")
-    body = orjson.dumps(body_obj) + b"\n"
+    body = error_body(status, request_id, detail)
     parts = [
         status_line(status),
         b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body),

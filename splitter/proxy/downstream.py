@@ -46,7 +46,7 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import Final
+from typing import Any, Final
 
 from splitter.config import Limits
 from splitter.errors import RequestRefused
@@ -67,6 +67,7 @@ from splitter.proxy.upstream import UpstreamConn
 
 __all__ = ["ClientConn", "Listener"]
 
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # an HTTP/2 client's first bytes
 MAX_QUEUED: Final = 16  # pipelined requests read ahead of the one being served
 HOLD_LIMIT: Final = 64 * 1024  # client bytes held while an upgrade waits for its 101
 
@@ -81,6 +82,7 @@ class Listener(Context):
     limits: Limits
     trusted: TrustedProxies
     proxy_protocol: bool  # every connection starts with a PROXY protocol header
+    http2: bool  # a connection that begins with the HTTP/2 preface is served as HTTP/2
 
     def connection_opened(self, conn: ClientConn) -> None:
         raise NotImplementedError
@@ -92,6 +94,11 @@ class Listener(Context):
         raise NotImplementedError
 
     def note_refused_connection(self, reason: str, peer: bytes) -> None:
+        raise NotImplementedError
+
+    def http2_session(self, conn: ClientConn) -> Any:
+        """The HTTP/2 session (`splitter.proxy.h2session.Session`) of a connection that
+        began with the client preface."""
         raise NotImplementedError
 
 
@@ -128,6 +135,11 @@ class ClientConn(Downstream):
         self.trusted: TrustedProxies | None = None
         self.tls = False  # set by the TLS shell (splitter.tls.transport) that carries it
         self.handshaking = False  # ... and this until its handshake is over
+        # HTTP/2: the first bytes are looked at for the client preface (h2c with prior
+        # knowledge, or h2 chosen by ALPN); once seen, the session has every byte.
+        self.sniffing = server.http2
+        self.sniffed = b""
+        self.h2: Any = None
 
     # -- asyncio protocol ---------------------------------------------------------------
 
@@ -184,6 +196,14 @@ class ClientConn(Downstream):
             data = self.read_preface(data)
             if not data:
                 return
+        if self.sniffing:
+            data = self._sniff(data)
+            if not data:
+                return
+        h2 = self.h2
+        if h2 is not None:
+            h2.data_received(data)
+            return
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.write(data)
@@ -199,7 +219,24 @@ class ClientConn(Downstream):
         if self.current is None and self.queue:
             self._next()
 
+    def _sniff(self, data: bytes) -> bytes:
+        """The first bytes: HTTP/1.1 goes on to the reader; the HTTP/2 preface starts a
+        session; a part of the preface is held until it is whole (b"" returned)."""
+        if self.sniffed:
+            data = self.sniffed + data
+            self.sniffed = b""
+        if len(data) < len(PREFACE) and PREFACE.startswith(data):
+            self.sniffed = data
+            return b""
+        self.sniffing = False
+        if data.startswith(PREFACE):  # the header deadline runs on to the first HEADERS
+            self.h2 = self.server.http2_session(self)
+        return data
+
     def eof_received(self) -> bool:
+        if self.h2 is not None:
+            self.h2.eof_received()
+            return True
         # A half-closed client may still read the answers to what it sent.
         self.client_eof = True
         if self.tunnel is not None:
@@ -216,6 +253,9 @@ class ClientConn(Downstream):
         self.closed = True
         self.server.connection_closed(self)
         self.batch = None
+        if self.h2 is not None:
+            self.h2.connection_lost()
+            self.h2 = None
         current = self.current
         self.current = None
         if self.tunnel is not None:
@@ -234,6 +274,9 @@ class ClientConn(Downstream):
 
     def pause_writing(self) -> None:
         self.send_blocked = True
+        if self.h2 is not None:
+            self.h2.pause_writing()
+            return
         ex = self.current
         upstream = self.tunnel or (ex.upstream if ex is not None else None)
         if upstream is not None:
@@ -246,6 +289,9 @@ class ClientConn(Downstream):
     def resume_writing(self) -> None:
         self.send_blocked = False
         self.send_deadline = INF
+        if self.h2 is not None:
+            self.h2.resume_writing()
+            return
         ex = self.current
         upstream = self.tunnel or (ex.upstream if ex is not None else None)
         if upstream is not None:
@@ -393,6 +439,9 @@ class ClientConn(Downstream):
 
     def check_deadlines(self, now: float) -> None:
         """Called by the listener's sweep when one of this connection's deadlines passed."""
+        if self.h2 is not None:
+            self.h2.check_deadlines(now)
+            return
         if self.idle_deadline <= now:
             self.close()
             return
@@ -479,6 +528,9 @@ class ClientConn(Downstream):
 
     def drain(self) -> None:
         """Shutdown: close now when idle, else after the exchange in progress."""
+        if self.h2 is not None:
+            self.h2.drain()
+            return
         if self.current is None and self.parsing is None and self.tunnel is None:
             if not self.reader.in_head:
                 self.close()

@@ -132,6 +132,9 @@ class Downstream:
         self.client_addr = peer.decode("latin-1")  # the connection's client (clientaddr)
         self.upstream_deadline = INF  # the current exchange's connect or read deadline
         self.send_blocked = False  # the client's socket is full: a slow reader, not backend
+        # An HTTP/2 stream (`splitter.proxy.h2stream.Stream`): the response's form is its own
+        # (`respond_head`, `respond_error`); `send` then carries body bytes only.
+        self.http2 = False
 
     def send(self, data: bytes) -> None:
         raise NotImplementedError
@@ -161,6 +164,15 @@ class Downstream:
         raise NotImplementedError
 
     def tunnel_lost(self) -> None:
+        raise NotImplementedError
+
+    def respond_head(self, ex: Exchange, head: ResponseHead) -> int:
+        """HTTP/2 only: send the response's head; the framing of what follows (F_NONE
+        when the head ended the stream, else F_LENGTH: body bytes passed as they come)."""
+        raise NotImplementedError
+
+    def respond_error(self, ex: Exchange, status: int, detail: dict[str, str] | None) -> None:
+        """HTTP/2 only: answer splitter's own error, complete."""
         raise NotImplementedError
 
 
@@ -420,11 +432,18 @@ class Exchange(Observation):
         shadow = self.shadow
         if shadow is not None:
             shadow.primary_head(status, head.fields)
+        conn = self.conn
+        if conn.http2:  # a stream: no connection-level framing, no upgrade
+            self.response_started = True
+            self.state = STREAMING
+            self.framing = conn.respond_head(self, head)
+            if not conn.send_blocked:
+                conn.upstream_deadline = ctx.clock + ctx.read_timeout
+            return
         data, self.framing, self.close_after = response_head(
             self.req, head, self.set_cookie, self.body_complete, ctx.draining
         )
         self.response_started = True
-        conn = self.conn
         if status == 101:
             self.state = TUNNEL
             conn.send(data)
@@ -604,13 +623,17 @@ class Exchange(Observation):
             detail = {"reason": reason}
             if self.pool_name is not None:
                 detail["pool"] = self.pool_name
-        data = error_response(
-            status, req.request_id, close, detail, head_only=req.method == b"HEAD"
-        )
         self.status = status
         self.body_bytes = 0
         self.response_started = True
-        self.conn.send(data)
+        conn = self.conn
+        if conn.http2:
+            conn.respond_error(self, status, detail)
+        else:
+            data = error_response(
+                status, req.request_id, close, detail, head_only=req.method == b"HEAD"
+            )
+            conn.send(data)
         self._finish(FAILED, close)
 
     def _drop_upstream(self, abort: bool) -> None:

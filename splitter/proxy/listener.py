@@ -95,6 +95,7 @@ class ProxyListener(Listener):
         self.read_settings.segment_headers = live.segment_headers
         # Both apply to connections accepted from now on; open ones keep what they read.
         self.proxy_protocol = config.proxy_protocol
+        self.http2 = bool(getattr(config, "http2", True))
         if self.trusted.cidrs != config.trusted_proxies:
             self.trusted = TrustedProxies(config.trusted_proxies)
         pools = self.pools
@@ -182,6 +183,11 @@ class ProxyListener(Listener):
 
     def connection_closed(self, conn: ClientConn) -> None:
         self.conns.discard(conn)
+
+    def http2_session(self, conn: ClientConn) -> Any:
+        from splitter.proxy.h2session import Session  # the h2 library, when it is used
+
+        return Session(conn, self)
 
     def note_refusal(self, status: int, reason: str, peer: bytes) -> None:
         """One log line per reason per second at most: a flood must not flood the log."""

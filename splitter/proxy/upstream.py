@@ -73,6 +73,7 @@ class UpstreamConn:
         self.idle_since = 0.0
         self.in_pool = False
         self.closed = False
+        self.reading_paused = False  # paused by its owner (a client that does not keep up)
 
     # -- asyncio protocol ---------------------------------------------------------------
 
@@ -151,16 +152,22 @@ class UpstreamConn:
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = False
             self.transport.resume_reading()
 
     def done(self, reusable: bool, now: float) -> None:
-        """The owner is finished with it: keep it alive for another request, or close it."""
+        """The owner is finished with it: keep it alive for another request, or close it.
+        A connection kept reads again: its owner may have paused it for a slow client in
+        the same read that ended the response."""
         self.owner = None
         if reusable and not self.closed:
+            if self.reading_paused:
+                self.resume_reading()
             self.pool.release(self, now)
         else:
             self.close()

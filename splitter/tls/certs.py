@@ -122,7 +122,7 @@ def _decode(path: str) -> dict[str, Any]:
     return decode(path)
 
 
-def load_pair(pair: CertificatePair, min_version: str = "1.2") -> Loaded:
+def load_pair(pair: CertificatePair, min_version: str = "1.2", http2: bool = True) -> Loaded:
     """Load one pair into a context of its own; CertificateError says what is wrong."""
     before = signature(pair)
     cert = _read(pair.cert, "certificate")
@@ -136,7 +136,7 @@ def load_pair(pair: CertificatePair, min_version: str = "1.2") -> Loaded:
             f"key {pair.key} is encrypted: splitter needs it unencrypted (protect the file "
             "with its permissions)"
         )
-    context = server_context(min_version)
+    context = server_context(min_version, http2)
     try:
         context.load_cert_chain(pair.cert, pair.key, password=_no_password)
     except ssl.SSLError as exc:
@@ -199,38 +199,44 @@ def date_of(ts: float) -> str:
 class CertStore:
     """The certificates in force, the front context, and the reload counts."""
 
-    def __init__(self, tls: TLS) -> None:
-        """Load every pair; CertificateError (naming the first bad file) when one fails."""
+    def __init__(self, tls: TLS, http2: bool = True) -> None:
+        """Load every pair; CertificateError (naming the first bad file) when one fails.
+        `http2`: ALPN offers h2 (config `http2`)."""
         self.reloads = {"success": 0, "error": 0}
         self.min_version = tls.min_version
-        self._sni = self._front(tls.min_version)  # the front with several certificates
+        self.http2 = http2
+        self._sni = self._front(tls.min_version, http2)  # the front with several certificates
         self.front = self._sni
         self.entries: list[Loaded] = []
         self._pending: list[Signature | None] = []
         self._failed: list[Signature | None] = []
         self.configure(tls)
 
-    def _front(self, min_version: str) -> ssl.SSLContext:
-        front = server_context(min_version)
+    def _front(self, min_version: str, http2: bool) -> ssl.SSLContext:
+        front = server_context(min_version, http2)
         front.sni_callback = self._choose
         quiet_server_names()
         return front
 
-    def configure(self, tls: TLS) -> None:
+    def configure(self, tls: TLS, http2: bool | None = None) -> None:
         """Put the config's certificates in force (startup, a config reload): all of them
         or, when one does not load, none (CertificateError)."""
+        if http2 is None:
+            http2 = self.http2
+        same = tls.min_version == self.min_version and http2 == self.http2
         by_pair = {entry.pair: entry for entry in self.entries}
         entries = []
         for pair in tls.certificates:
             old = by_pair.get(pair)
-            if old is not None and tls.min_version == self.min_version:
+            if old is not None and same:
                 if old.signature == signature(pair):
                     entries.append(old)
                     continue
-            entries.append(load_pair(pair, tls.min_version))
-        if tls.min_version != self.min_version:
-            self._sni = self._front(tls.min_version)
+            entries.append(load_pair(pair, tls.min_version, http2))
+        if not same:
+            self._sni = self._front(tls.min_version, http2)
             self.min_version = tls.min_version
+            self.http2 = http2
         self._install(entries)
         self._pending = [None] * len(entries)
         self._failed = [None] * len(entries)
@@ -285,9 +291,8 @@ class CertStore:
         (`watch_certificates` does the same with the file work off the event loop)."""
         entries = self.entries
         due = self.due([signature(e.pair) for e in entries])
-        self.apply(
-            entries, [(i, sig, try_load(entries[i].pair, self.min_version)) for i, sig in due]
-        )
+        version, http2 = self.min_version, self.http2
+        self.apply(entries, [(i, sig, try_load(entries[i].pair, version, http2)) for i, sig in due])
 
     def due(self, signatures: list[Signature]) -> list[tuple[int, Signature]]:
         """Which entries to load again, given their files' signatures now (in the order
@@ -373,10 +378,10 @@ def quiet_server_names() -> None:
         sys.unraisablehook = _drop_server_name_errors
 
 
-def try_load(pair: CertificatePair, min_version: str) -> Loaded | str:
+def try_load(pair: CertificatePair, min_version: str, http2: bool = True) -> Loaded | str:
     """`load_pair`, its error as text."""
     try:
-        return load_pair(pair, min_version)
+        return load_pair(pair, min_version, http2)
     except CertificateError as exc:
         return str(exc)
 
@@ -386,9 +391,12 @@ def _signatures(pairs: list[CertificatePair]) -> list[Signature]:
 
 
 def _load_due(
-    pairs: list[CertificatePair], due: list[tuple[int, Signature]], min_version: str
+    pairs: list[CertificatePair],
+    due: list[tuple[int, Signature]],
+    min_version: str,
+    http2: bool = True,
 ) -> list[tuple[int, Signature, Loaded | str]]:
-    return [(i, sig, try_load(pairs[i], min_version)) for i, sig in due]
+    return [(i, sig, try_load(pairs[i], min_version, http2)) for i, sig in due]
 
 
 async def watch_certificates(store: CertStore) -> None:
@@ -405,7 +413,9 @@ async def watch_certificates(store: CertStore) -> None:
                 continue  # a config reload came in between
             due = store.due(signatures)
             if due:
-                results = await asyncio.to_thread(_load_due, pairs, due, store.min_version)
+                results = await asyncio.to_thread(
+                    _load_due, pairs, due, store.min_version, store.http2
+                )
                 store.apply(entries, results)
         except Exception:  # a bug here must not end the reloads
             log.exception("TLS: error while looking at the certificate files")

@@ -15,8 +15,9 @@
   a read through it gives back the context's own options. Where that cannot be done (another
   Python implementation, an `ssl` built without a shared libssl), OpenSSL's defaults stay,
   and `groups_offered` says so; the log names the groups at startup.
-- ALPN: `http/1.1` (a client that offers only h2 gets no ALPN answer, and knows to speak
-  HTTP/1.1 or give up).
+- ALPN: `h2` then `http/1.1` with `http2: true` (the default; the server's order wins, so a
+  client that offers both speaks HTTP/2), `http/1.1` alone with `http2: false` (a client
+  that offers only h2 then gets no ALPN answer, and knows to speak HTTP/1.1 or give up).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ TLS12_CIPHERS: Final = ":".join(
     )
 )
 GROUPS: Final = "X25519:P-256:P-384"
-ALPN: Final = ["http/1.1"]
+ALPN: Final = ["h2", "http/1.1"]
+ALPN_HTTP1: Final = ["http/1.1"]
 VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 _SSL_CTRL_SET_GROUPS_LIST: Final = 92  # OpenSSL's ssl.h: SSL_CTX_set1_groups_list is this ctrl
@@ -114,7 +116,7 @@ def groups_offered() -> str:
     return "OpenSSL's default groups (this Python's ssl gives no way to choose them)"
 
 
-def server_context(min_version: str = "1.2") -> ssl.SSLContext:
+def server_context(min_version: str = "1.2", http2: bool = True) -> ssl.SSLContext:
     """A server context with splitter's settings (the module docstring) and no certificate."""
     global _groups_set
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -126,7 +128,7 @@ def server_context(min_version: str = "1.2") -> ssl.SSLContext:
     # The client's order of suites (Mozilla's profile; CPython sets the server's): every
     # suite offered is strong, and a client without AES instructions puts ChaCha20 first.
     context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    context.set_alpn_protocols(ALPN)
+    context.set_alpn_protocols(ALPN if http2 else ALPN_HTTP1)
     ok = set_groups(context)
     if _groups_set is None:
         _groups_set = ok
