@@ -405,7 +405,12 @@ async def _idle(svc: Service, n: int, batch: int, settle: float) -> dict:
     }
 
 
-def idle_memory(svc: Service, n: int, batch: int = 250, settle: float = 1.0) -> dict:
+# Longer than splitter's limits.upstream_idle_timeout (4 s): the backend connections the
+# requests opened are closed again before RSS is read, so that what stays is the clients'.
+IDLE_SETTLE = 5.0
+
+
+def idle_memory(svc: Service, n: int, batch: int = 250, settle: float = IDLE_SETTLE) -> dict:
     return asyncio.run(_idle(svc, n, batch, settle))
 
 
