@@ -456,8 +456,10 @@ class Splitter:
         self._check_health_of(config)
 
     def _check_health_of(self, config: Config) -> None:
-        backends = {b.url: b for r in config.routes for p in r.pools for b in p.backends}
-        self.health.update(backends, config.health_check)
+        pools = [p for r in config.routes for p in r.pools]
+        backends = {b.url: b for p in pools for b in p.backends}
+        grpc = {b.url for p in pools if p.protocol == "h2c" for b in p.backends}
+        self.health.update(backends, config.health_check, grpc)
         if self.live is not None:
             now = asyncio.get_running_loop().time()
             for url in backends:
