@@ -36,6 +36,7 @@ COMPILED = [
     "splitter/shadow/tally.py",
     "splitter/proxy/exchange.py",
     "splitter/proxy/h2stream.py",
+    "splitter/proxy/h2call.py",
     "splitter/proxy/downstream.py",
     "splitter/proxy/accesslog.py",
     "splitter/proxy/listener.py",

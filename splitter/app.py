@@ -122,11 +122,7 @@ class Splitter:
         # The proxy listener's certificates (startup fails here when one does not load); with
         # workers, each worker loads and watches its own, and these give the metrics.
         try:
-            self.certs = (
-                CertStore(config.tls, bool(getattr(config, "http2", True)))
-                if config.tls is not None
-                else None
-            )
+            self.certs = CertStore(config.tls, config.http2) if config.tls is not None else None
         except CertificateError as exc:
             self.proxy_sock.close()
             self.admin_sock.close()
@@ -456,8 +452,10 @@ class Splitter:
         self._check_health_of(config)
 
     def _check_health_of(self, config: Config) -> None:
-        backends = {b.url: b for r in config.routes for p in r.pools for b in p.backends}
-        self.health.update(backends, config.health_check)
+        pools = [p for r in config.routes for p in r.pools]
+        backends = {b.url: b for p in pools for b in p.backends}
+        grpc = {b.url for p in pools if p.protocol == "h2c" for b in p.backends}
+        self.health.update(backends, config.health_check, grpc)
         if self.live is not None:
             now = asyncio.get_running_loop().time()
             for url in backends:
@@ -526,7 +524,7 @@ class Splitter:
             self.watcher.mark_current()
         try:
             new = config_mod.load(self.config_path, files=check_changed_files(self._config))
-            http2 = bool(getattr(new, "http2", True))
+            http2 = new.http2
             if (
                 new.tls is not None
                 and self.certs is not None

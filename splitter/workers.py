@@ -109,7 +109,7 @@ async def _serve(
         return live
 
     try:  # each worker loads and watches the certificates itself
-        http2 = bool(getattr(config, "http2", True))
+        http2 = config.http2
         certs = CertStore(config.tls, http2) if config.tls is not None else None
     except CertificateError as exc:
         conn.send(("error", f"tls: {exc}"))
@@ -130,7 +130,7 @@ async def _serve(
                 if kind == "live":
                     current[:] = message[1:4]
                     tls = current[0].tls
-                    offer = (tls, bool(getattr(current[0], "http2", True)))
+                    offer = (tls, current[0].http2)
                     if certs is not None and tls is not None and offer != applied[0]:
                         try:  # a change of the config's tls (the files are the watcher's)
                             certs.configure(tls, offer[1])

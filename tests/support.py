@@ -39,6 +39,7 @@ METRIC_FAMILIES = {
     "splitter_pool_weight": "gauge",
     "splitter_backend_up": "gauge",
     "splitter_upstream_errors": "counter",
+    "splitter_grpc_responses": "counter",
     "splitter_config_reloads": "counter",
     "splitter_config_last_reload_successful": "gauge",
 }
@@ -361,6 +362,38 @@ def start_shadow_backend(
 
 
 # --------------------------------------------------------------------------- config
+
+
+def start_grpc_backend(
+    pool: str, fail_rate: float = 0.0, port: int | None = None, backend_id: str | None = None
+) -> Backend:
+    """A real gRPC server (tests.backends.grpc_app: echo.Echo and grpc.health.v1, h2c on
+    127.0.0.1); returns once it says it serves. `fail_rate`: the share of Say calls that
+    fail with UNAVAILABLE."""
+    backend_id = backend_id or pool
+    last_log = ""
+    for _attempt in range(3):
+        chosen = port or free_port()
+        log = tempfile.TemporaryFile()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.backends.grpc_app", "--port", str(chosen),
+             "--pool", pool],
+            cwd=REPO_ROOT,
+            env=_child_env({"FAIL_RATE": str(fail_rate)}),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        backend = Backend(pool, backend_id, chosen, proc, log)
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            if "ready" in backend.log_text():
+                return backend
+            time.sleep(0.05)
+        last_log = backend.log_text()
+        backend.stop()
+    raise AssertionError(f"gRPC backend {backend_id} did not start:\n{last_log}")
 
 
 def write_config(path: Path | str, config: Mapping[str, Any] | str, atomic: bool = False) -> Path:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from splitter.config.model import (
     MAX_DURATION,
     MAX_WEIGHT,
+    PROTOCOLS,
     Address,
 )
 from splitter.errors import ConfigProblem
@@ -271,6 +272,14 @@ def to_backend_url(value: Any) -> tuple[str, int, bool]:
     host, port = _split_host_port(rest, _URL_HINT)
     default = 443 if https else 80
     return host, default if port is None else to_port(port, 1, _URL_HINT), https
+
+
+def to_protocol(value: Any) -> str:
+    """A pool's `protocol`. `h2` is not one: an https:// backend picks it by ALPN."""
+    if value not in PROTOCOLS:
+        hint = " (an https:// backend negotiates h2 by ALPN)" if value in ("h2", "http2") else ""
+        raise Invalid(f"must be http1 or h2c{hint}")
+    return str(value)
 
 
 CIDR_HINT = "a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or one address"

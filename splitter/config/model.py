@@ -12,6 +12,7 @@ __all__ = [
     "MAX_DURATION",
     "MAX_WEIGHT",
     "MIN_TOKEN_LENGTH",
+    "PROTOCOLS",
     "ROLLOUT_EVENTS",
     "ROUTE_NAME",
     "SHADOW_IGNORE_HEADERS",
@@ -102,11 +103,17 @@ class TLS:
     min_version: str = "1.2"  # "1.2" | "1.3"
 
 
+# What a pool's backends speak (docs/configuration.md#http2-and-grpc): HTTP/1.1 (an
+# https:// backend may pick h2 by ALPN), or HTTP/2 with prior knowledge on plain TCP.
+PROTOCOLS = ("http1", "h2c")
+
+
 @dataclass(frozen=True, slots=True)
 class Pool:
     name: str
     weight: float
     backends: tuple[Backend, ...]
+    protocol: str = "http1"  # one of PROTOCOLS; an h2c pool's backends are all http://
 
 
 # Route names (docs/configuration.md#routes-and-segments); `default` is the route of a config
@@ -372,6 +379,8 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     proxy_protocol: bool = False
     tls: TLS | None = None  # None: the proxy listener speaks plain HTTP
+    # HTTP/2 from clients (section 14): h2 by ALPN on TLS, h2c with prior knowledge on plain.
+    http2: bool = True
 
     def route(self, name: str) -> Route | None:
         for r in self.routes:

@@ -33,6 +33,7 @@ from splitter.config.convert import (
     to_max_age,
     to_per_address,
     to_port,
+    to_protocol,
     to_ratio,
     to_size,
     to_str,
@@ -70,6 +71,7 @@ from splitter.config.model import (
 )
 from splitter.config.routes import (
     Claim,
+    check_protocols,
     check_ties,
     route_hosts,
     segments_section,
@@ -214,7 +216,7 @@ def _pools(ck: Checker, value: Any, where: str = "pools") -> tuple[Pool, ...]:
             ck.add(path, "pool name must be letters, digits, '_', '.' or '-'")
         elif name == "none":  # the metrics' label for requests refused before a pool
             ck.add(path, "'none' is reserved; name the pool otherwise")
-        m = ck.mapping(spec, path, ("weight", "backends", "tls"))
+        m = ck.mapping(spec, path, ("weight", "backends", "tls", "protocol"))
         if m is None:
             all_weights_known = False
             continue
@@ -224,7 +226,12 @@ def _pools(ck: Checker, value: Any, where: str = "pools") -> tuple[Pool, ...]:
         backends = _backends(ck, m.get("backends"), f"{path}.backends", tls)
         if tls is not None and backends and not any(b.tls for b in backends):
             ck.add(f"{path}.tls", "applies to https:// backends, and this pool has none")
-        pools.append(Pool(name=str(name), weight=weight, backends=backends))
+        protocol = ck.get(m, path, "protocol", "http1", to_protocol)
+        https = next((b.url for b in backends if b.tls is not None), None)
+        if protocol == "h2c" and https is not None:
+            ck.add(f"{path}.protocol", f"h2c is HTTP/2 on plain TCP, not for {https}: https "
+                   "backends negotiate h2 by ALPN; use http:// for h2c")  # fmt: skip
+        pools.append(Pool(str(name), weight, backends, protocol))
     # Only judged when every weight was readable, to avoid a second error for the same typo.
     if all_weights_known and not any(p.weight > 0 for p in pools):
         ck.add(where, "at least one pool must have a weight > 0")
@@ -377,7 +384,8 @@ def parse(
     data = substitute(ck, data, "", os.environ if env is None else env)
     top = (
         "listen", "admin", "pools", "segments", "routes", "state_file", "access_log", "workers",
-        "rollouts", "store", "trusted_proxies", "proxy_protocol", "tls", "shadow", *_SECTIONS,
+        "rollouts", "store", "trusted_proxies", "proxy_protocol", "tls", "shadow", "http2",
+        *_SECTIONS,
     )  # fmt: skip
     ck.mapping(data, "", top)
     if data.get("listen") is None:
@@ -406,8 +414,12 @@ def parse(
         trusted_proxies=_trusted_proxies(ck, data.get("trusted_proxies")),
         proxy_protocol=ck.get(data, "", "proxy_protocol", d.proxy_protocol, to_bool),
         tls=_tls(ck, data.get("tls")),
+        http2=ck.get(data, "", "http2", d.http2, to_bool),
         **sections,
     )
+    if not ck.problems:  # every route read: the paths below are the file's
+        where = "pools" if data.get("routes") is None else "routes[{}].pools"
+        check_protocols(ck, [(where.format(i), r.pools) for i, r in enumerate(config.routes)])
     if ck.problems:
         raise ConfigError(in_file_order(ck.problems))
     return config

@@ -36,11 +36,12 @@ from splitter.config.convert import (
     cidr_items,
     join_path,
 )
-from splitter.config.model import Segment
+from splitter.config.model import Pool, Segment
 
 __all__ = [
     "SEGMENT_KINDS",
     "Claim",
+    "check_protocols",
     "check_ties",
     "route_hosts",
     "segments_section",
@@ -376,3 +377,24 @@ def check_ties(ck: Checker, claims: list[Claim]) -> None:
 
 def _name(claim: Claim) -> str:
     return f"route {claim.name!r} ({claim.path})" if claim.name else claim.path
+
+
+# ---------------------------------------------------------------------------------------
+# protocols
+
+
+def check_protocols(ck: Checker, pools_at: list[tuple[str, tuple[Pool, ...]]]) -> None:
+    """A backend (host and port) speaks one protocol wherever it is listed: the pools (at
+    their path: "pools", "routes[1].pools") that list it agree on `protocol`, since its
+    one health check is `GET health_check.path` or gRPC's by that protocol."""
+    seen: dict[tuple[str, int], tuple[str, str]] = {}  # backend -> (its pool's path, protocol)
+    for where, pools in pools_at:
+        for pool in pools:
+            path = join_path(where, pool.name)
+            for backend in pool.backends:
+                first = seen.setdefault((backend.host.lower(), backend.port), (path, pool.protocol))
+                if first[1] != pool.protocol:
+                    ck.add(f"{path}.protocol", f"is {pool.protocol}, but {backend.url} is also in "
+                           f"{first[0]}, whose protocol is {first[1]}: a backend speaks one "
+                           "protocol (and is health-checked by it)")  # fmt: skip
+                    break

@@ -5,6 +5,9 @@ Rules (docs/configuration.md#health-checks-and-failover):
 - A backend starts healthy and is probed at once, then every `interval`.
 - A probe is `GET <path>` on a new connection with `Connection: close`; an answer with a
   status from 200 to 399 within `timeout` is a success, anything else a failure.
+- A backend of an `h2c` pool is probed with gRPC's health check instead
+  (`http2.probe.probe_grpc`: `grpc.health.v1.Health/Check` over a new HTTP/2 connection):
+  SERVING within `timeout` is a success, anything else a failure.
 - `unhealthy_threshold` failures in a row take a healthy backend down;
   `healthy_threshold` successes in a row bring a down backend back.
 - Health belongs to the backend URL, not to a config snapshot, so a reload keeps it.
@@ -18,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from splitter.config import Backend, BackendTLS, HealthCheck
+from splitter.http2.probe import probe_grpc
 from splitter.tls.backends import CAFileError, client_context
 
 log = logging.getLogger("splitter.health")
@@ -113,14 +117,18 @@ class HealthChecker:
         self.states: dict[str, RiseFall] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.rule = HealthCheck()
-        self.probed: dict[str, BackendTLS | None] = {}  # the TLS settings of each probe loop
+        # How each probe loop probes: the backend's TLS settings, and whether it is gRPC's.
+        self.probed: dict[str, tuple[BackendTLS | None, bool]] = {}
 
     def is_up(self, url: str) -> bool:
         state = self.states.get(url)
         return True if state is None else state.up
 
-    def update(self, backends: dict[str, Backend], rule: HealthCheck) -> None:
-        """Probe exactly these backends (by URL) from now on."""
+    def update(
+        self, backends: dict[str, Backend], rule: HealthCheck, grpc: Collection[str] = ()
+    ) -> None:
+        """Probe exactly these backends (by URL) from now on; those in `grpc` (the
+        backends of an h2c pool) with gRPC's health check."""
         restart = rule != self.rule
         self.rule = rule
         for url in list(self.tasks):
@@ -130,20 +138,26 @@ class HealthChecker:
                     self.states.pop(url, None)
                     self.probed.pop(url, None)
         for url, backend in backends.items():
-            if url in self.tasks and self.probed.get(url) != backend.tls:
-                self.tasks.pop(url).cancel()  # its TLS settings changed
+            how = (backend.tls, url in grpc)
+            if url in self.tasks and self.probed.get(url) != how:
+                self.tasks.pop(url).cancel()  # its TLS settings or its protocol changed
             if url not in self.tasks:
                 self.states.setdefault(url, RiseFall())
-                self.probed[url] = backend.tls
+                self.probed[url] = how
                 self.tasks[url] = asyncio.get_running_loop().create_task(
-                    self._loop(url, backend.host, backend.port, backend.tls), name=f"health {url}"
+                    self._loop(url, backend.host, backend.port, *how), name=f"health {url}"
                 )
 
-    async def _loop(self, url: str, host: str, port: int, tls: BackendTLS | None) -> None:
+    async def _loop(
+        self, url: str, host: str, port: int, tls: BackendTLS | None, grpc: bool
+    ) -> None:
         rule = self.rule
         state = self.states[url]
         while True:
-            ok, what = await probe(host, port, rule.path, rule.timeout, tls)
+            if grpc:
+                ok, what = await probe_grpc(host, port, rule.timeout)
+            else:
+                ok, what = await probe(host, port, rule.path, rule.timeout, tls)
             if state.record(ok, rule):
                 self.on_change(url, state.up, what)
             await asyncio.sleep(rule.interval)

@@ -122,6 +122,7 @@ class RequestHead:
         self.chunked = False
         self.content_length = -1
         self.keep_alive = True
+        self.te_trailers = False  # HTTP/2: the client sent `te: trailers` (passed on to h2)
         self.lines: list[bytes] = []  # header lines to send on, each ending in CRLF
         self.connection_names: list[bytes] | None = None  # headers named by Connection
 

@@ -287,6 +287,7 @@ def _finish(
         head.tls = head.https = True
     if not end_stream and head.content_length < 0:
         head.chunked = True  # a body of unknown length: chunked towards an HTTP/1.1 backend
+    head.te_trailers = te_trailers
     return StreamRequest(head, te_trailers, content_type)
 
 

@@ -23,7 +23,7 @@ class Counters:
     """Requests and upstream errors by (route, pool, ...), and a duration histogram per
     (route, pool); "none" for both when a request was refused before a route was chosen."""
 
-    __slots__ = ("histograms", "requests", "upstream_errors")
+    __slots__ = ("grpc", "histograms", "requests", "upstream_errors")
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, int], int] = {}
@@ -31,9 +31,16 @@ class Counters:
         # then the sum.
         self.histograms: dict[tuple[str, str], list[float]] = {}
         self.upstream_errors: dict[tuple[str, str, str], int] = {}
+        # gRPC answers by (route, pool, grpc-status as sent).
+        self.grpc: dict[tuple[str, str, int], int] = {}
 
     def observe(self, obs: Observation) -> None:
         self.count_request(obs.pool_name, obs.status, obs.finished - obs.started, obs.route_name)
+        code = obs.grpc_status
+        if code >= 0:
+            where = _where(obs.route_name, obs.pool_name)
+            key = (where[0], where[1], code)
+            self.grpc[key] = self.grpc.get(key, 0) + 1
 
     def count_request(
         self, pool: str | None, status: int, duration: float, route: str | None = None
@@ -59,6 +66,7 @@ class Counters:
             "requests": dict(self.requests),
             "histograms": {k: list(v) for k, v in self.histograms.items()},
             "upstream_errors": dict(self.upstream_errors),
+            "grpc": dict(self.grpc),
         }
 
     @classmethod
@@ -69,6 +77,8 @@ class Counters:
                 total.requests[key] = total.requests.get(key, 0) + n
             for key, n in snap["upstream_errors"].items():
                 total.upstream_errors[key] = total.upstream_errors.get(key, 0) + n
+            for key, n in snap.get("grpc", {}).items():
+                total.grpc[key] = total.grpc.get(key, 0) + n
             for pool, hist in snap["histograms"].items():
                 mine = total.histograms.setdefault(pool, [0.0] * (len(BUCKETS) + 2))
                 for i, n in enumerate(hist):

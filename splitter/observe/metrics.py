@@ -137,6 +137,16 @@ class Metrics(Collector):
             errors.add_metric(list(key), counters.upstream_errors.get(key, 0))
         yield errors
 
+        grpc = CounterMetricFamily(
+            "splitter_grpc_responses",
+            "gRPC answers by route, pool and grpc-status as sent to the client (the "
+            "backend's, or splitter's own trailers-only failure).",
+            labels=["route", "pool", "grpc_status"],
+        )
+        for (route, pool, code), count in sorted(counters.grpc.items()):
+            grpc.add_metric([route, pool, str(code)], count)
+        yield grpc
+
         reloads = CounterMetricFamily(
             "splitter_config_reloads", "Config reloads, by result.", labels=["result"]
         )

@@ -41,6 +41,9 @@ class Observation:
         # rightmost X-Forwarded-For address that is not one (`proxy.clientaddr`). No
         # client can choose it; the judge caps what one address contributes.
         self.client_addr = ""
+        # A gRPC answer's grpc-status (in its trailers, or a trailers-only answer's head);
+        # -1: none. 2, 4, 12, 13, 14 and 15 make the exchange bad (section 14).
+        self.grpc_status = -1
 
     @property
     def duration(self) -> float:
@@ -49,7 +52,10 @@ class Observation:
     @property
     def bad(self) -> bool:
         """A 5xx (from the backend or splitter) or an upstream error (docs/rollouts.md)."""
-        return self.status >= 500 or (self.error != "" and self.error != "refused")
+        if self.status >= 500 or (self.error != "" and self.error != "refused"):
+            return True
+        code = self.grpc_status
+        return code == 14 or code == 13 or code == 4 or code == 2 or code == 12 or code == 15
 
 
 class Observer(Protocol):

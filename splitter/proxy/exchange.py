@@ -175,6 +175,10 @@ class Downstream:
         """HTTP/2 only: answer splitter's own error, complete."""
         raise NotImplementedError
 
+    def respond_trailers(self, ex: Exchange, fields: list[tuple[bytes, bytes]]) -> None:
+        """HTTP/2 only: the response's trailers, which end it."""
+        raise NotImplementedError
+
 
 class ShadowTap(Protocol):
     """What an exchange gives a shadow copy of itself (`splitter.proxy.shadowing.Copy`)."""
@@ -233,6 +237,7 @@ class Exchange(Observation):
         self.pending_bytes = 0
         self.retained: list[bytes] | None = [] if req.has_body else None  # for a retry
         self.body_sent = 0  # framed body bytes written to the current attempt
+        self.body_raw = False  # an HTTP/2 backend: the body goes unframed (DATA frames)
         # Routing and the backend.
         self.live: Live | None = None
         self.pool: PoolState | None = None
@@ -299,6 +304,15 @@ class Exchange(Observation):
         pool = ctx.pools.get(backend.url)
         if pool is None:  # a snapshot older than the last swap: its backend was removed
             pool = BackendConnections(backend.backend, ctx.live.config.limits)
+        h2 = pool.h2
+        if h2 is not None:  # a stream on a shared HTTP/2 connection: connected() follows
+            if not self.body_raw:
+                self._unframe()
+            self.reused = False
+            self.state = CONNECTING
+            self.conn.upstream_deadline = ctx.clock + ctx.connect_timeout
+            h2.open_stream(self)
+            return
         conn = None if fresh else pool.take_idle()
         if conn is not None:
             self.reused = True
@@ -326,9 +340,38 @@ class Exchange(Observation):
         self._upstream_failed(error)
         self.fail(error)
 
+    def _unframe(self) -> None:
+        """The body goes to an HTTP/2 backend: unframed from now on, and what was read
+        before (chunk-framed when the client sent it chunked) without its framing."""
+        self.body_raw = True
+        pending = self.pending
+        if pending and self.req.chunked:
+            if pending[-1] == LAST_CHUNK:
+                pending.pop()
+            self.pending = pending[1::3]  # [size line, data, CRLF] per chunk
+
+    def _attach_h2(self, upstream: UpstreamConn) -> None:
+        self.state = AWAIT_HEAD
+        upstream.send_head(self)
+        retained = self.retained
+        if retained and self.attempts > 1:  # a retry: send what the first attempt sent
+            upstream.write_parts(retained)
+            self.body_sent = sum(len(c) for c in retained)
+        else:
+            self.body_sent = 0
+        if self.pending is not None:
+            self._flush_pending(upstream)
+        if self.body_complete and self.req.has_body:
+            upstream.end_body()
+        ctx = self.ctx
+        self.conn.upstream_deadline = ctx.clock + ctx.read_timeout if self.body_complete else INF
+
     def _attach(self, upstream: UpstreamConn) -> None:
         self.upstream = upstream
         upstream.owner = self
+        if upstream.http2:
+            self._attach_h2(upstream)
+            return
         req = self.req
         upstream.reader.start(req.method == b"HEAD", req.upgrade)
         self.state = AWAIT_HEAD
@@ -352,25 +395,38 @@ class Exchange(Observation):
     def request_body(self, data: bytes) -> None:
         if self.state >= DONE:
             return  # answered already (the connection closes after the answer)
-        if self.req.chunked:
-            self._forward([chunk_header(len(data)), data, CRLF], len(data))
-        else:
-            self._forward([data], len(data))
+        if not self.req.chunked:
+            self._forward([data], len(data), True)
+        elif not self.body_raw:
+            self._forward([chunk_header(len(data)), data, CRLF], len(data), True)
+        else:  # to an HTTP/2 backend; a shadow copy (HTTP/1.1) still gets it chunked
+            shadow = self.shadow
+            if shadow is not None:
+                shadow.request_body([chunk_header(len(data)), data, CRLF], len(data))
+            self._forward([data], len(data), False)
 
     def request_end(self) -> None:
         if self.req.chunked and self.state < DONE:
-            self._forward([LAST_CHUNK], 0)  # trailers, if any, were dropped by the reader
+            if not self.body_raw:
+                self._forward([LAST_CHUNK], 0, True)  # trailers were dropped by the reader
+            elif self.shadow is not None:
+                self.shadow.request_body([LAST_CHUNK], 0)
         self.body_complete = True
         shadow = self.shadow
         if shadow is not None:
             shadow.request_end()
-        if self.state == AWAIT_HEAD:
+        state = self.state
+        if state == AWAIT_HEAD:
             ctx = self.ctx
             self.conn.upstream_deadline = ctx.clock + ctx.read_timeout
+        if self.body_raw and AWAIT_HEAD <= state < DONE:
+            upstream = self.upstream
+            if upstream is not None and self.pending is None:
+                upstream.end_body()
 
-    def _forward(self, framed: list[bytes], size: int) -> None:
+    def _forward(self, framed: list[bytes], size: int, tap: bool) -> None:
         shadow = self.shadow
-        if shadow is not None:
+        if shadow is not None and tap:
             shadow.request_body(framed, size)
         upstream = self.upstream
         if upstream is not None and self.pending is None and self.state >= AWAIT_HEAD:
@@ -471,6 +527,12 @@ class Exchange(Observation):
             conn.send(data)
         if not conn.send_blocked:
             conn.upstream_deadline = self.ctx.clock + self.ctx.read_timeout
+
+    def on_response_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 backend's trailers: on to an HTTP/2 client (an HTTP/1.1 client gets
+        none, as a chunked response's trailers are dropped)."""
+        if self.conn.http2:
+            self.conn.respond_trailers(self, fields)
 
     def on_response_end(self, clean: bool) -> None:
         if self.framing == F_CHUNKED:

@@ -80,7 +80,7 @@ from splitter.http1.messages import error_body
 from splitter.http1.request import RequestHead
 from splitter.http2 import grpc
 from splitter.http2.guard import DATA, HEADERS, Budgets, FloodGuard
-from splitter.http2.headers import StreamRequest, request_head, response_fields
+from splitter.http2.headers import StreamRequest, check_trailers, request_head, response_fields
 from splitter.proxy.exchange import DONE, INF, Exchange
 from splitter.proxy.h2stream import OUTBOX_HIGH, Stream
 from splitter.proxy.policy import F_LENGTH, F_NONE
@@ -344,6 +344,7 @@ class Session:
         if stream.grpc:
             reason = (detail or {}).get("reason") or ex.error or f"HTTP {status}"
             fields = grpc.trailers_only(status, reason, request_id)
+            ex.grpc_status = grpc.failure_status(status)
             self.h2.send_headers(stream.id, fields, end_stream=True)
             self.guard.sent(HEADERS)
             stream.ended = True
@@ -364,6 +365,35 @@ class Session:
                 stream.ended = True
             else:
                 self._push(stream, body)
+        if not self.batching:
+            self.flush()
+
+    def respond_trailers(self, stream: Stream, fields: list[tuple[bytes, bytes]]) -> None:
+        """A backend's trailers, checked as a head's fields are; they end the stream."""
+        if stream.ended:
+            return
+        kept = check_trailers(fields, self.server.limits)
+        if isinstance(kept, str):
+            self.server.note_refusal(502, f"backend trailers: {kept}", self.conn.peer)
+            self.reset_stream(stream)
+            return
+        if stream.outbox:
+            stream.trailers = kept
+            stream.end_after_outbox = True
+            return
+        self._send_trailers(stream, kept)
+
+    def _send_trailers(self, stream: Stream, fields: list[tuple[bytes, bytes]]) -> None:
+        if fields:
+            self.h2.send_headers(stream.id, fields, end_stream=True)
+            self.guard.sent(HEADERS)
+            stream.ended = True
+        else:
+            try:
+                self.h2.end_stream(stream.id)
+            except H2Error:
+                pass
+            stream.ended = True
         if not self.batching:
             self.flush()
 
@@ -436,7 +466,14 @@ class Session:
         if stream.upstream_paused:
             self._resume_upstream(stream)
         if stream.end_after_outbox:
-            self._end(stream)
+            trailers = stream.trailers
+            if trailers is not None:
+                stream.trailers = None
+                self._send_trailers(stream, trailers)
+                if stream.exchange is not None and stream.exchange.state >= DONE:
+                    self._finish_stream(stream)
+            else:
+                self._end(stream)
 
     def _resume_upstream(self, stream: Stream) -> None:
         stream.upstream_paused = False
@@ -467,7 +504,8 @@ class Session:
             self._finish_stream(stream)
             return
         if ex.state == DONE or stream.answered:
-            if stream.outbox:
+            if stream.outbox or stream.end_after_outbox:
+                stream.end_after_outbox = True
                 stream.end_after_outbox = True
                 return
             self._end(stream)

@@ -65,6 +65,7 @@ class Stream(Downstream):
         self.request_ended = False  # the client's END_STREAM came
         self.answered = False  # splitter answered itself (respond_error): a complete answer
         self.upstream_paused = False  # the backend's reading is paused for the outbox
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # sent once the outbox is
 
     # -- Downstream ---------------------------------------------------------------------
 
@@ -112,3 +113,6 @@ class Stream(Downstream):
     def respond_error(self, ex: Exchange, status: int, detail: dict[str, str] | None) -> None:
         self.answered = True
         self.session.respond_error(self, ex, status, detail)
+
+    def respond_trailers(self, ex: Exchange, fields: list[tuple[bytes, bytes]]) -> None:
+        self.session.respond_trailers(self, fields)

@@ -95,23 +95,34 @@ class ProxyListener(Listener):
         self.read_settings.segment_headers = live.segment_headers
         # Both apply to connections accepted from now on; open ones keep what they read.
         self.proxy_protocol = config.proxy_protocol
-        self.http2 = bool(getattr(config, "http2", True))
+        self.http2 = config.http2
         if self.trusted.cidrs != config.trusted_proxies:
             self.trusted = TrustedProxies(config.trusted_proxies)
         pools = self.pools
         urls = set()
+        h2c: set[str] = set()  # the backends of `protocol: h2c` pools
+        for r in live.routes:
+            for ps in r.pools.values():
+                if ps.pool.protocol == "h2c":
+                    h2c.update(b.url for b in ps.backends)
         for backend in live.backends():
             urls.add(backend.url)
             pool = pools.get(backend.url)
+            h2 = backend.url in h2c
             if pool is None or (
-                pool.max_field_bytes, pool.max_fields, pool.max_line, pool.max_idle, pool.tls
+                pool.max_field_bytes, pool.max_fields, pool.max_line, pool.max_idle, pool.tls,
+                pool.h2 is not None,
             ) != (
                 limits.max_header_bytes, limits.max_header_count, limits.max_request_line,
-                limits.upstream_max_idle, backend.backend.tls,
+                limits.upstream_max_idle, backend.backend.tls, h2,
             ):  # fmt: skip
                 if pool is not None:
                     pool.close_all()
-                pools[backend.url] = BackendConnections(backend.backend, limits)
+                pool = pools[backend.url] = BackendConnections(backend.backend, limits)
+                if h2:
+                    from splitter.proxy.h2upstream import H2Backend  # the h2 library
+
+                    pool.h2 = H2Backend(pool, limits, self.loop)
         for url in [u for u in pools if u not in urls]:
             pools.pop(url).close_all()  # in-flight exchanges keep their own connection
         self.shadowing.swap(live)
@@ -293,6 +304,9 @@ class ProxyListener(Listener):
             if pool.idle:
                 pool.close_idle_before(cutoff)
                 open_conns += len(pool.idle)
+            if pool.h2 is not None:
+                pool.h2.close_idle_before(self.loop.time() - self.upstream_idle_timeout)
+                open_conns += pool.h2.open_links
         shadowing = self.shadowing
         shadowing.clock = self.clock
         if shadowing.legs:

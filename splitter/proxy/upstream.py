@@ -35,7 +35,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from splitter.config import Backend, BackendTLS, Limits
 from splitter.errors import ProxyError, UpstreamConnectError, UpstreamLost
@@ -74,6 +74,7 @@ class UpstreamConn:
         self.in_pool = False
         self.closed = False
         self.reading_paused = False  # paused by its owner (a client that does not keep up)
+        self.http2 = False  # a stream on a shared HTTP/2 connection (`h2call.H2Call`)
 
     # -- asyncio protocol ---------------------------------------------------------------
 
@@ -142,6 +143,14 @@ class UpstreamConn:
                 transport.write(parts[0])
             else:
                 transport.writelines(parts)
+
+    def send_head(self, ex: Any) -> None:
+        """HTTP/2 only: the request's HEADERS (the owner's request, `ex`)."""
+        raise NotImplementedError
+
+    def end_body(self) -> None:
+        """HTTP/2 only: the request body is complete (END_STREAM)."""
+        raise NotImplementedError
 
     def write_eof(self) -> None:
         transport = self.transport
@@ -226,6 +235,9 @@ class BackendConnections:
         self.idle: deque[UpstreamConn] = deque()  # oldest first
         # An https:// backend: its context (splitter.tls.backends) and settings.
         self.tls: BackendTLS | None = backend.tls
+        # A backend of an `h2c` pool: its shared HTTP/2 connections
+        # (`splitter.proxy.h2upstream.H2Backend`), which carry the requests instead.
+        self.h2: Any = None
 
     def take_idle(self) -> UpstreamConn | None:
         idle = self.idle
@@ -264,6 +276,8 @@ class BackendConnections:
             conn.close()
 
     def close_all(self) -> None:
+        if self.h2 is not None:
+            self.h2.close_all()
         idle = self.idle
         while idle:
             conn = idle.popleft()

@@ -1,25 +1,35 @@
-"""The health rule (pure), the probe against real loopback servers, and what the real
-process logs when a backend has no health endpoint."""
+"""The health rule (pure), the probe against real loopback servers, the checker's choice
+of probe by a pool's protocol (gRPC's health check for h2c, against a real grpcio server),
+and what the real process logs and shows when a backend has no health endpoint or a gRPC
+backend stops serving."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 from aiohttp import web
 
-from splitter.config import BackendTLS, HealthCheck
-from splitter.control.health import RiseFall, probe
+from splitter.config import Backend, BackendTLS, HealthCheck
+from splitter.control.health import HealthChecker, RiseFall, probe
 from tests.conftest import SplitterFactory
-from tests.support import http_get, wait_until
+from tests.support import admin_api, http_get, wait_until, write_config
+
+grpc: Any = importlib.import_module("grpc")
+grpc_health: Any = importlib.import_module("grpc_health.v1.health")
+health_pb2: Any = importlib.import_module("grpc_health.v1.health_pb2")
+health_pb2_grpc: Any = importlib.import_module("grpc_health.v1.health_pb2_grpc")
 
 RULE = HealthCheck(healthy_threshold=2, unhealthy_threshold=3)
 
@@ -141,6 +151,62 @@ def test_probe_fails_on_timeout() -> None:
     assert what == "GET /healthz: no answer within 0.2s (health_check.timeout)"
 
 
+# --------------------------------------------------------------------------- gRPC backends
+
+
+@pytest.fixture
+def grpc_backend() -> Iterator[tuple[str, Any]]:
+    """A real grpcio server with grpcio's health service on 127.0.0.1: (URL, servicer)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = grpc_health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}", servicer
+    finally:
+        server.stop(None)
+
+
+def test_the_checker_probes_an_h2c_backend_with_grpc_and_a_protocol_change_restarts_it(
+    grpc_backend: tuple[str, Any],
+) -> None:
+    """As a reload does: the same backend probed with GET while its pool is http1 (a gRPC
+    server does not answer that), with gRPC's health check once it is h2c."""
+    url, servicer = grpc_backend
+    port = int(url.rsplit(":", 1)[1])
+    backends = {url: Backend(url, "127.0.0.1", port)}
+    rule = HealthCheck(interval=0.05, timeout=1.0, healthy_threshold=1, unhealthy_threshold=1)
+    changes: list[tuple[bool, str]] = []
+
+    async def until(count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(changes) < count:
+                await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        checker = HealthChecker(lambda u, up, what: changes.append((up, what)))
+        try:
+            checker.update(backends, rule)  # http1: GET /healthz
+            await until(1)
+            checker.update(backends, rule, grpc={url})  # now h2c
+            await until(2)
+            await asyncio.to_thread(servicer.set, "", health_pb2.HealthCheckResponse.NOT_SERVING)
+            await until(3)
+            checker.update(backends, rule, grpc={url})  # unchanged: the same loop goes on
+            assert len(checker.tasks) == 1
+            await asyncio.sleep(0.2)
+        finally:
+            checker.stop()
+
+    asyncio.run(main())
+    assert changes[0][0] is False and changes[0][1].startswith("GET /healthz"), changes
+    assert changes[1:] == [
+        (True, "grpc.health.v1.Health/Check answered SERVING"),
+        (False, "grpc.health.v1.Health/Check answered NOT_SERVING"),
+    ]
+
+
 # --------------------------------------------------------------------------- the real process
 
 
@@ -200,3 +266,43 @@ def test_a_health_check_path_the_backend_serves_keeps_it_up(
     time.sleep(0.5)
     assert http_get(sp.proxy_url + "/") == (200, b"app\n")
     assert "is down" not in sp.stderr_text()
+
+
+def test_an_h2c_backend_that_stops_serving_goes_down_in_the_api_and_a_reload_to_http1_probes_get(
+    grpc_backend: tuple[str, Any], splitter_factory: SplitterFactory
+) -> None:
+    """A real `splitter run` with an h2c pool whose grpcio backend flips to NOT_SERVING and
+    back; then a reload that makes the pool http1, whose probe (GET) a gRPC server fails."""
+    url, servicer = grpc_backend
+    status_of = health_pb2.HealthCheckResponse
+    checks = {"interval": "100ms", "unhealthy_threshold": 1, "healthy_threshold": 1}
+    pool = {"weight": 1, "protocol": "h2c", "backends": [url]}
+    sp = splitter_factory({"pools": {"grpc": pool}, "health_check": checks})
+
+    def up() -> bool:
+        status, pools = admin_api(sp, "GET", "/api/v1/pools")
+        assert status == 200, pools
+        return bool(pools["grpc"]["backends"][0]["up"])
+
+    time.sleep(0.5)  # five probes, each SERVING: a GET probe would have failed by now
+    assert up()
+    assert "is down" not in sp.stderr_text(), sp.stderr_text()
+
+    servicer.set("", status_of.NOT_SERVING)
+    line = sp.wait_for_stderr(r"is down")
+    assert line.endswith(
+        f"backend {url} is down (grpc.health.v1.Health/Check answered NOT_SERVING)"
+    ), line
+    wait_until(lambda: not up(), 5, message="the backend down in GET /api/v1/pools")
+
+    servicer.set("", status_of.SERVING)
+    line = sp.wait_for_stderr(r"is up")
+    assert line.endswith(f"backend {url} is up (grpc.health.v1.Health/Check answered SERVING)")
+    wait_until(up, 5, message="the backend up again in GET /api/v1/pools")
+
+    assert sp.config is not None
+    write_config(sp.config_path, {**sp.config, "pools": {"grpc": {**pool, "protocol": "http1"}}})
+    status, body = admin_api(sp, "POST", "/api/v1/reload")
+    assert status == 200, body
+    sp.wait_for_stderr(rf"backend {url} is down \(GET /healthz")
+    wait_until(lambda: not up(), 5, message="down once probed with GET")
