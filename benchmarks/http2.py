@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,25 @@ def grpc_probe(svc: Service) -> str | None:
     except Exception as e:  # grpc.RpcError and what grpcio raises on a broken connection
         return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     return None if got == b"probe" else f"Echo answered {got!r}"
+
+
+def grpc_statuses(svc: Service) -> dict[str, float]:
+    """A splitter's splitter_grpc_responses_total by grpc_status (GET /metrics on its
+    admin listener); {} for anything else or when it cannot be read."""
+    if svc.admin is None:
+        return {}
+    try:
+        url = f"http://127.0.0.1:{svc.admin}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for m in re.finditer(
+        r'^splitter_grpc_responses_total\{[^}]*grpc_status="([^"]*)"[^}]*\} (\S+)$', text, re.M
+    ):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
 
 
 def grpc_count(port: int) -> int:
@@ -527,7 +547,11 @@ def http2_part(bench: Bench, args: Any, out: dict) -> None:
                     f"p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:8.3f} ms  "
                     f"err {r['errors']:<5} CPU {r['user_us']:.1f}+{r['sys_us']:.1f} us/req  "
                     f"RSS peak {r['rss_peak_mb']:.1f} MB"
+                    + (f"  grpc-status {r['grpc_status']}" if r.get("grpc_status") else "")
                 )
+                if r["errors"] and svc.admin is not None:  # a splitter: what it logged
+                    r["log_tail"] = svc.stderr_tail(8)
+                    print(r["log_tail"])
     for targets in plan.values():
         for _, svc, _, _ in targets:
             if svc is not grpc_backend:
@@ -574,21 +598,32 @@ def measure(
         if args.warmup:
             run_h2load(url, c, m, max(c * m, n // 10), **kw)
         count0 = grpc_count(load["count"]) if grpc else 0
+        statuses0 = grpc_statuses(svc) if grpc else {}
         with Sampler(pid) as s:
             cpu0 = tree_cpu_s(pid)
             r = run_h2load(url, c, m, n, log, **kw)
             cpu1 = tree_cpu_s(pid)
         answered = grpc_count(load["count"]) - count0 if grpc else None
+        statuses = grpc_statuses(svc) if grpc else {}
     except Exception as e:  # h2load's failures, and grpcio's (the Count call)
         print(f"  http2 {scenario} {target}: FAILED: {str(e).splitlines()[0][:300]}")
         return None
     finally:
         log.unlink(missing_ok=True)
     done = max(r["done"], 1)
-    errors = r["failed"] + r["non2xx"] + r["not_done"]
+    # every request without a 2xx answer (failed, not done, or not 2xx: h2load's failed
+    # count includes requests never sent, so the parts are not added up) ...
+    errors = r["requests"] - r["status_2xx"]
     if answered is not None:
+        # ... and for gRPC, 2xx answers beyond the calls the server answered (a proxy's
+        # own trailers-only error has status 200)
         r["grpc_answered"] = answered
-        errors += max(0, r["status_2xx"] - answered)  # answered 200 but not by the server
+        if statuses:  # splitter: its count of the calls by grpc-status during the run
+            r["grpc_status"] = {
+                k: int(v - statuses0.get(k, 0.0)) for k, v in sorted(statuses.items())
+            }
+        r["grpc_not_from_server"] = max(0, r["status_2xx"] - answered)
+        errors += r["grpc_not_from_server"]
     r.update(
         scenario=scenario,
         target=target,
@@ -621,6 +656,8 @@ def summarize(res: dict, plan: dict) -> None:
                 user_us_median=statistics.median(r["user_us"] for r in rows),
                 sys_us_median=statistics.median(r["sys_us"] for r in rows),
                 vs_nginx=round(statistics.median(ratios), 3) if ratios else None,
+                errors_all_rounds=sum(r["errors"] for r in rows),
+                requests_all_rounds=sum(r["requests"] for r in rows),
             )
         if out:
             res["results"][scenario] = out
@@ -641,10 +678,11 @@ def tables(res: dict) -> str:
         f"calls of {res['grpc_size']} bytes) per run; {res['h2load']}, nginx {res['nginx']}. "
         "The median-req/s run of the rounds; vs nginx: the median of the rounds' ratios to "
         "nginx's run of the same round; CPU: the target's process tree, per request, the "
-        "median of the rounds.",
+        "median of the rounds; errors: requests without a 2xx answer (for gRPC also 2xx "
+        "answers beyond the calls the server answered), in that run and in all rounds.",
         "",
-        "| scenario | target | req/s | vs nginx | p50 ms | p99 ms | errors | CPU us/req "
-        "user+sys | peak RSS MB |",
+        "| scenario | target | req/s | vs nginx | p50 ms | p99 ms | errors (all rounds) "
+        "| CPU us/req user+sys | peak RSS MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in SCENARIOS:
@@ -652,7 +690,8 @@ def tables(res: dict) -> str:
             vs = "-" if r.get("vs_nginx") is None else f"{r['vs_nginx']:.2f}"
             lines.append(
                 f"| {DESCRIBE[scenario]} | {target} | {r['rps']:,.0f} | {vs} "
-                f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} "
+                f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
+                f"| {r['errors']:,} ({r['errors_all_rounds']:,} of {r['requests_all_rounds']:,}) "
                 f"| {r['user_us_median']:.1f}+{r['sys_us_median']:.1f} | {r['rss_peak_mb']:.1f} |"
             )
         if scenario in res["unsupported"]:

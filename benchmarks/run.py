@@ -228,6 +228,7 @@ class Service:
     ready_path: str = "/"  # answers GET with 200 once it is ready
     # instead of GET ready_path: None once ready, else what is wrong (e.g. an h2c request)
     probe: Callable[[Service], str | None] | None = None
+    admin: int | None = None  # a splitter's admin port
 
     def stderr_tail(self, n: int = 15) -> str:
         try:
@@ -425,7 +426,7 @@ state_file: {d / "state.json"}
             blue = {"weight": 100, "backends": [f"http://127.0.0.1:{backend}"], **(pool or {})}
             cfg.write_text(common + "pools:\n  blue: " + json.dumps(blue) + "\n")
         argv, cwd, env = splitter_command(name == "splitter-base", d)
-        return self.spawn(
+        svc = self.spawn(
             name,
             port,
             [*argv, "run", "-c", str(cfg)],
@@ -434,6 +435,9 @@ state_file: {d / "state.json"}
             tls=cert is not None,
             probe=probe,
         )
+        if svc is not None:
+            svc.admin = admin
+        return svc
 
     def start_nginx_proxy(
         self,
