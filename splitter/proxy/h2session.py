@@ -331,6 +331,10 @@ class Session:
         self.guard.sent(HEADERS)
         if end:
             stream.ended = True
+        else:
+            upstream = ex.upstream
+            if upstream is not None and not upstream.http2:  # no trailers can follow
+                stream.remaining = head.content_length
         if not self.batching:
             self.flush()
         return F_NONE if end else F_LENGTH
@@ -398,17 +402,24 @@ class Session:
             self.flush()
 
     def send_data(self, stream: Stream, data: bytes) -> None:
+        last = False
+        remaining = stream.remaining
+        if remaining > 0:
+            remaining -= len(data)
+            stream.remaining = remaining
+            last = remaining == 0  # the whole body: END_STREAM on its last frame
         if stream.outbox:
             stream.outbox.append(data)
             stream.outbox_bytes += len(data)
             self._check_outbox(stream)
             return
-        self._push(stream, data)
+        self._push(stream, data, last)
         if not self.batching:
             self.flush()
 
-    def _push(self, stream: Stream, data: bytes) -> None:
-        """Send what the client's window allows; keep the rest in the stream's outbox."""
+    def _push(self, stream: Stream, data: bytes, last: bool = False) -> None:
+        """Send what the client's window allows; keep the rest in the stream's outbox.
+        `last`: the response's last bytes, whose last frame ends the stream."""
         h2 = self.h2
         sid = stream.id
         try:
@@ -418,18 +429,23 @@ class Session:
             return
         size = len(data)
         if size <= window and size <= h2.max_outbound_frame_size:
-            h2.send_data(sid, data)
+            h2.send_data(sid, data, end_stream=last)
             self.guard.sent(DATA)
+            if last:
+                stream.ended = True
             return
         frame = h2.max_outbound_frame_size
         view = memoryview(data)
         pos = 0
         while pos < size and window > 0:
             step = min(size - pos, window, frame)
-            h2.send_data(sid, view[pos : pos + step].tobytes())
-            self.guard.sent(DATA)
             pos += step
             window -= step
+            end = last and pos >= size
+            h2.send_data(sid, view[pos - step : pos].tobytes(), end_stream=end)
+            self.guard.sent(DATA)
+            if end:
+                stream.ended = True
         if pos < size:
             rest = data[pos:]
             stream.outbox.append(rest)
