@@ -263,8 +263,22 @@ class Session:
             ex.request_end()
 
     def _trailers(self, event: TrailersReceived) -> None:
-        # An HTTP/1.1 backend gets no trailers (as chunked trailers are dropped today).
-        self._request_end(event.stream_id)
+        """Request trailers: checked as a head's fields; an HTTP/2 backend gets them, an
+        HTTP/1.1 one none (as a chunked request's trailers are dropped)."""
+        sid = event.stream_id
+        stream = self.streams.get(sid)
+        ex = stream.exchange if stream is not None else None
+        if stream is None or ex is None:
+            return
+        kept = check_trailers(list(event.headers or []), self.server.limits)
+        if isinstance(kept, str):
+            self._refuse(stream, ex, RequestRefused(431 if "large" in kept or "many" in kept
+                                                    else 400, kept))  # fmt: skip
+            return
+        stream.request_ended = True
+        stream.body_deadline = INF
+        if not ex.body_complete:
+            ex.trailers_received(kept)
 
     def _client_reset(self, sid: int) -> None:
         stream = self.streams.get(sid)

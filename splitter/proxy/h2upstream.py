@@ -448,8 +448,13 @@ class H2Link:
 
     def _end_stream(self, call: H2Call) -> None:
         call.ended = True
+        owner: Any = call.owner
+        trailers = owner.request_trailers if owner is not None else None
         try:
-            self.h2.end_stream(call.id)
+            if trailers:
+                self.h2.send_headers(call.id, trailers, end_stream=True)
+            else:
+                self.h2.end_stream(call.id)
         except H2Error:
             pass
 
