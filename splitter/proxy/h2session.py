@@ -12,7 +12,9 @@ keeps the streams, and the sweep reaches them through `ClientConn.check_deadline
 Reading, for each read:
 
     data_received -> guard.feed (the flood guard: a verdict ends the connection with
-                     GOAWAY ENHANCE_YOUR_CALM before h2 reads a frame of the flood)
+                     GOAWAY ENHANCE_YOUR_CALM before h2 reads a frame of the flood;
+                     FRAME_SIZE_ERROR for a frame over SETTINGS_MAX_FRAME_SIZE, which
+                     h2 would buffer whole before it checks its length)
                   -> h2.receive_data -> RequestReceived  -> headers.request_head: an
                                                             Exchange on a Stream, started
                                                             at once (streams are
@@ -79,7 +81,7 @@ from splitter.errors import RequestRefused
 from splitter.http1.messages import error_body
 from splitter.http1.request import RequestHead
 from splitter.http2 import grpc
-from splitter.http2.guard import DATA, HEADERS, Budgets, FloodGuard
+from splitter.http2.guard import DATA, FRAME_SIZE, HEADERS, Budgets, FloodGuard
 from splitter.http2.headers import StreamRequest, check_trailers, request_head, response_fields
 from splitter.proxy.exchange import DONE, INF, Exchange
 from splitter.proxy.h2stream import OUTBOX_HIGH, Stream
@@ -583,7 +585,13 @@ class Session:
     # -- the connection -----------------------------------------------------------------
 
     def _calm(self, reason: str) -> None:
-        """A flood: GOAWAY ENHANCE_YOUR_CALM, and the connection ends."""
+        """A flood: GOAWAY ENHANCE_YOUR_CALM, and the connection ends (a frame over
+        SETTINGS_MAX_FRAME_SIZE, seen at its header: FRAME_SIZE_ERROR)."""
+        if reason == FRAME_SIZE:
+            what = "HTTP/2 protocol error (a frame over SETTINGS_MAX_FRAME_SIZE)"
+            self.server.note_refused_connection(what, self.conn.peer)
+            self._goaway_and_close(ErrorCodes.FRAME_SIZE_ERROR)
+            return
         self.server.note_refused_connection(f"HTTP/2 flood ({reason})", self.conn.peer)
         self._goaway_and_close(ErrorCodes.ENHANCE_YOUR_CALM)
 
