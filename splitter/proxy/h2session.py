@@ -160,7 +160,9 @@ class Session:
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
-            self._protocol_error(str(exc) or type(exc).__name__)
+            # Named by its class, not its message: a message holds numbers the client
+            # chose (stream ids, table indexes), and the log's limit is per reason.
+            self._protocol_error(type(exc).__name__)
             return
         self.batching = True
         try:
