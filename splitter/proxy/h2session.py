@@ -463,6 +463,8 @@ class Session:
         stream.outbox_bytes = 0
         self._push(stream, pending)
         if stream.outbox:
+            if stream.outbox_bytes < len(pending):  # the window opened: the client reads
+                stream.send_deadline = self.server.clock + self.server.read_timeout
             if stream.upstream_paused and stream.outbox_bytes <= OUTBOX_HIGH // 2:
                 self._resume_upstream(stream)
             return
