@@ -30,10 +30,11 @@ Reading, for each read:
                   -> one write of what h2 has to send (the batch)
 
 Writing: the exchange calls its `Stream` (`splitter.proxy.h2stream`), which calls the
-session: HEADERS, DATA within the client's window (the rest waits on the stream; past
-`h2stream.OUTBOX_HIGH` the backend's reading pauses, so a slow stream stalls itself with
-bounded memory), END_STREAM, RST_STREAM. Inside a batch (a read from the client, or one
-from a backend) the bytes are collected and written once at its end.
+session: HEADERS, DATA within the client's window (the rest waits on the stream, and all
+of it while the socket's buffer is full; past `h2stream.OUTBOX_HIGH` the backend's
+reading pauses, so a slow stream stalls itself with bounded memory), END_STREAM,
+RST_STREAM. Inside a batch (a read from the client, or one from a backend) the bytes are
+collected and written once at its end.
 
 Limits: SETTINGS_MAX_CONCURRENT_STREAMS 128 (h2 ends a connection that opens more with
 PROTOCOL_ERROR); the HPACK decoder's header list bounded at twice section 4a's limits
@@ -420,6 +421,8 @@ class Session:
         except H2Error:  # the stream is gone on h2's side
             stream.ended = True
             return
+        if self.write_blocked:  # the socket is full: the bytes wait as for a shut window
+            window = 0
         size = len(data)
         if size <= window and size <= h2.max_outbound_frame_size:
             h2.send_data(sid, data)
@@ -670,6 +673,14 @@ class Session:
     def resume_writing(self) -> None:
         self.write_blocked = False
         self.conn.send_deadline = INF
+        started = self.begin_batch()
+        try:
+            self._window(0)  # what waited for the socket
+        finally:
+            if started:
+                self.end_batch()
+        if self.write_blocked:  # full again at once
+            return
         server = self.server
         for stream in self.streams.values():
             if stream.upstream_paused:
