@@ -12,7 +12,9 @@ keeps the streams, and the sweep reaches them through `ClientConn.check_deadline
 Reading, for each read:
 
     data_received -> guard.feed (the flood guard: a verdict ends the connection with
-                     GOAWAY ENHANCE_YOUR_CALM before h2 reads a frame of the flood)
+                     GOAWAY ENHANCE_YOUR_CALM before h2 reads a frame of the flood;
+                     FRAME_SIZE_ERROR for a frame over SETTINGS_MAX_FRAME_SIZE, which
+                     h2 would buffer whole before it checks its length)
                   -> h2.receive_data -> RequestReceived  -> headers.request_head: an
                                                             Exchange on a Stream, started
                                                             at once (streams are
@@ -28,10 +30,11 @@ Reading, for each read:
                   -> one write of what h2 has to send (the batch)
 
 Writing: the exchange calls its `Stream` (`splitter.proxy.h2stream`), which calls the
-session: HEADERS, DATA within the client's window (the rest waits on the stream; past
-`h2stream.OUTBOX_HIGH` the backend's reading pauses, so a slow stream stalls itself with
-bounded memory), END_STREAM, RST_STREAM. Inside a batch (a read from the client, or one
-from a backend) the bytes are collected and written once at its end.
+session: HEADERS, DATA within the client's window (the rest waits on the stream, and all
+of it while the socket's buffer is full; past `h2stream.OUTBOX_HIGH` the backend's
+reading pauses, so a slow stream stalls itself with bounded memory), END_STREAM,
+RST_STREAM. Inside a batch (a read from the client, or one from a backend) the bytes are
+collected and written once at its end.
 
 Limits: SETTINGS_MAX_CONCURRENT_STREAMS 128 (h2 ends a connection that opens more with
 PROTOCOL_ERROR); the HPACK decoder's header list bounded at twice section 4a's limits
@@ -79,7 +82,7 @@ from splitter.errors import RequestRefused
 from splitter.http1.messages import error_body
 from splitter.http1.request import RequestHead
 from splitter.http2 import grpc
-from splitter.http2.guard import DATA, HEADERS, Budgets, FloodGuard
+from splitter.http2.guard import DATA, FRAME_SIZE, HEADERS, Budgets, FloodGuard
 from splitter.http2.headers import StreamRequest, check_trailers, request_head, response_fields
 from splitter.proxy.exchange import DONE, INF, Exchange
 from splitter.proxy.h2stream import OUTBOX_HIGH, Stream
@@ -158,7 +161,9 @@ class Session:
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
-            self._protocol_error(str(exc) or type(exc).__name__)
+            # Named by its class, not its message: a message holds numbers the client
+            # chose (stream ids, table indexes), and the log's limit is per reason.
+            self._protocol_error(type(exc).__name__)
             return
         self.batching = True
         try:
@@ -441,6 +446,8 @@ class Session:
         except H2Error:  # the stream is gone on h2's side
             stream.ended = True
             return
+        if self.write_blocked:  # the socket is full: the bytes wait as for a shut window
+            window = 0
         size = len(data)
         if size <= window and size <= h2.max_outbound_frame_size:
             h2.send_data(sid, data, end_stream=last)
@@ -489,6 +496,8 @@ class Session:
         stream.outbox_bytes = 0
         self._push(stream, pending)
         if stream.outbox:
+            if stream.outbox_bytes < len(pending):  # the window opened: the client reads
+                stream.send_deadline = self.server.clock + self.server.read_timeout
             if stream.upstream_paused and stream.outbox_bytes <= OUTBOX_HIGH // 2:
                 self._resume_upstream(stream)
             return
@@ -613,7 +622,13 @@ class Session:
     # -- the connection -----------------------------------------------------------------
 
     def _calm(self, reason: str) -> None:
-        """A flood: GOAWAY ENHANCE_YOUR_CALM, and the connection ends."""
+        """A flood: GOAWAY ENHANCE_YOUR_CALM, and the connection ends (a frame over
+        SETTINGS_MAX_FRAME_SIZE, seen at its header: FRAME_SIZE_ERROR)."""
+        if reason == FRAME_SIZE:
+            what = "HTTP/2 protocol error (a frame over SETTINGS_MAX_FRAME_SIZE)"
+            self.server.note_refused_connection(what, self.conn.peer)
+            self._goaway_and_close(ErrorCodes.FRAME_SIZE_ERROR)
+            return
         self.server.note_refused_connection(f"HTTP/2 flood ({reason})", self.conn.peer)
         self._goaway_and_close(ErrorCodes.ENHANCE_YOUR_CALM)
 
@@ -688,6 +703,14 @@ class Session:
     def resume_writing(self) -> None:
         self.write_blocked = False
         self.conn.send_deadline = INF
+        started = self.begin_batch()
+        try:
+            self._window(0)  # what waited for the socket
+        finally:
+            if started:
+                self.end_batch()
+        if self.write_blocked:  # full again at once
+            return
         server = self.server
         for stream in self.streams.values():
             if stream.upstream_paused:
