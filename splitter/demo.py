@@ -1,9 +1,10 @@
 """`splitter demo`: small backends and the proxy in front of them, in one process.
 
-The bundled `demo.yaml` has three routes: `default` (blue, green, canary; a segment sends
-requests with `X-Beta: 1` to the canary), `api` (/api: api-blue, api-canary) and `prices`
+The bundled `demo.yaml` has four routes: `default` (blue, green, canary; a segment sends
+requests with `X-Beta: 1` to the canary), `api` (/api: api-blue, api-canary), `prices`
 (/prices: prices-blue; prices-canary at weight 0 gets shadow copies of its requests,
-docs/shadow.md). The backends are aiohttp apps on loopback, one for each backend the
+docs/shadow.md) and `greeter` (/demo.Greeter: a gRPC service on `h2c` pools,
+`splitter.demogrpc`). The backends are aiohttp apps on loopback, one for each backend the
 config names; each answers a GET of any path with its pool name, and `GET /healthz` with
 ok; a `prices` pool answers JSON instead ({"item", "price", "currency", "served_at"}),
 and its canary rounds prices up to the next half unit: the one field that differs.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -40,6 +42,7 @@ from aiohttp import web
 
 from splitter import app
 from splitter.config import Address, Config, Route, Segment, load
+from splitter.demogrpc import HELLO_PATH, GreeterProtocol
 from splitter.errors import StartupError
 from splitter.runtime import bind
 
@@ -152,9 +155,17 @@ def run(
         raise
 
     tasks: list[asyncio.Task[Any]] = []
+    grpc_pools = {p.name for p in pools if p.protocol == "h2c"}
 
     async def start_backends(splitter: app.Splitter) -> None:
+        loop = asyncio.get_running_loop()
         for pool, sock in sockets:
+            if pool in grpc_pools:  # a gRPC service (splitter.demogrpc)
+                faults = {"fail_rate": FAULTY_RATE if pool in faulty else 0.0}
+                await loop.create_server(
+                    functools.partial(GreeterProtocol, pool, faults), sock=sock
+                )
+                continue
             backend = demo_backend(
                 pool,
                 fail_rate=FAULTY_RATE if pool in faulty else 0.0,
@@ -202,6 +213,13 @@ def _print_welcome(
         tries.append(f"for i in $(seq 20); do curl -s {proxy}{other.path_prefix}/; done "
                      f"| sort | uniq -c    # the route {other.name}")  # fmt: skip
         tries.append(f"{ctl} --route {other.name} weights")
+    greeter = next((r for r in config.routes if any(p.protocol == "h2c" for p in r.pools)), None)
+    if greeter is not None:
+        tries.append(
+            f"printf '\\0\\0\\0\\0\\3you' | curl -s --http2-prior-knowledge --data-binary @- "
+            f"-H 'content-type: application/grpc' -H 'te: trailers' "
+            f"{proxy}{HELLO_PATH.decode()} | tail -c +6; echo    # gRPC: the route {greeter.name}"
+        )
     if len(config.routes) > 1:
         tries.append(f"{ctl} routes")
     shadowed = next((r for r in config.routes if r.shadow is not None and not r.hosts), None)

@@ -365,11 +365,16 @@ def start_shadow_backend(
 
 
 def start_grpc_backend(
-    pool: str, fail_rate: float = 0.0, port: int | None = None, backend_id: str | None = None
+    pool: str,
+    fail_rate: float = 0.0,
+    port: int | None = None,
+    backend_id: str | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> Backend:
     """A real gRPC server (tests.backends.grpc_app: echo.Echo and grpc.health.v1, h2c on
     127.0.0.1); returns once it says it serves. `fail_rate`: the share of Say calls that
-    fail with UNAVAILABLE."""
+    fail with UNAVAILABLE; `tls` (certificate file, key file): h2 over TLS, an https://
+    backend."""
     backend_id = backend_id or pool
     last_log = ""
     for _attempt in range(3):
@@ -377,7 +382,7 @@ def start_grpc_backend(
         log = tempfile.TemporaryFile()
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.backends.grpc_app", "--port", str(chosen),
-             "--pool", pool],
+             "--pool", pool, *(["--tls", *tls] if tls else [])],
             cwd=REPO_ROOT,
             env=_child_env({"FAIL_RATE": str(fail_rate)}),
             stdin=subprocess.DEVNULL,
@@ -386,6 +391,8 @@ def start_grpc_backend(
             start_new_session=True,
         )  # fmt: skip
         backend = Backend(pool, backend_id, chosen, proc, log)
+        if tls:
+            backend.url = f"https://{LOCALHOST}:{chosen}"
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
             if "ready" in backend.log_text():

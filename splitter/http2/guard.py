@@ -32,6 +32,8 @@ trips within a second while a browser or a gRPC channel never does):
     header block            HEADERS + CONTINUATION of one block over       Go, CVE-2024-
                             2 x (max_header_bytes + max_request_line)      27316
                             bytes, or over one frame per KiB of that
+    frame size              a frame header announcing more than            RFC 9113 4.2
+                            SETTINGS_MAX_FRAME_SIZE (16 KiB, the default)
 
 Why these numbers:
 
@@ -66,6 +68,10 @@ Why these numbers:
   larger than the fields it holds (`headers.request_head` then checks those against the
   limits, 431); twice the limits is never reached by a block that could pass, and bounds
   what a block that never ends can cost (Go's fix for CVE-2023-45288 does the same).
+- Frame size: the `h2` library reads a frame whole before it checks the frame's length
+  against SETTINGS_MAX_FRAME_SIZE, so a header announcing 16 MiB (the field's maximum)
+  would have it buffer 16 MiB for the connection; the guard refuses it at its header. It is
+  a protocol error (FRAME_SIZE_ERROR), not a flood: the shell answers it as one.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ from splitter.config import Limits
 __all__ = [
     "CONTINUATION",
     "DATA",
+    "FRAME_SIZE",
     "HEADERS",
     "PING",
     "PRIORITY",
@@ -112,6 +119,7 @@ EMPTY_FRAMES: Final = "empty_frames"
 PRIORITY_FLOOD: Final = "priority"
 WINDOW_UPDATE_FLOOD: Final = "window_update"
 HEADER_BLOCK: Final = "header_block"
+FRAME_SIZE: Final = "frame_size"
 
 PREFACE_SIZE: Final = 24  # b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", checked by h2 itself
 _FRAME_HEADER: Final = 9
@@ -134,6 +142,7 @@ class Budgets:
     window_updates_per_data: int = 10
     header_block: int = 2 * (65536 + 8192)  # bytes of one HEADERS + CONTINUATION block
     header_block_frames: int = 1 + 2 * (65536 + 8192) // 1024
+    max_frame: int = 16384  # SETTINGS_MAX_FRAME_SIZE, as advertised (the protocol's default)
 
     @classmethod
     def for_limits(cls, limits: Limits, max_streams: int = 128) -> Budgets:
@@ -230,6 +239,8 @@ class FloodGuard:
             kind = header[3]
             flags = header[4]
             stream = int.from_bytes(header[5:9], "big") & 0x7FFFFFFF
+            if length > self.budgets.max_frame:
+                return self._trip(FRAME_SIZE)
             if kind == DATA and flags & PADDED and length > 0:
                 self.pad_of = (flags, length, stream)
                 continue

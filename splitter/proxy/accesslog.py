@@ -28,22 +28,25 @@ class AccessLog:
 
     def observe(self, ex: Exchange) -> None:
         req = ex.req
-        line = orjson.dumps(
-            {
-                "time": self._iso_time(ex.finished),
-                "client": ex.conn.peer.decode("latin-1"),  # the connection's peer
-                "client_addr": ex.client_addr,  # whose request: see splitter.proxy.clientaddr
-                "method": req.method.decode("latin-1"),
-                "target": req.target.decode("latin-1"),
-                "status": ex.status,
-                "route": ex.route_name,
-                "pool": ex.pool_name,
-                "backend": ex.backend_url,
-                "duration": ex.finished - ex.started,
-                "bytes": ex.body_bytes,
-                "request_id": req.request_id.decode("latin-1") if req.request_id else None,
-            }
-        )
+        entry = {
+            "time": self._iso_time(ex.finished),
+            "client": ex.conn.peer.decode("latin-1"),  # the connection's peer
+            "client_addr": ex.client_addr,  # whose request: see splitter.proxy.clientaddr
+            "method": req.method.decode("latin-1"),
+            "target": req.target.decode("latin-1"),
+            "status": ex.status,
+            "route": ex.route_name,
+            "pool": ex.pool_name,
+            "backend": ex.backend_url,
+            "duration": ex.finished - ex.started,
+            "bytes": ex.body_bytes,
+            "request_id": req.request_id.decode("latin-1") if req.request_id else None,
+        }
+        if req.version == "2":  # an HTTP/2 stream; HTTP/1.x requests keep the fields above
+            entry["protocol"] = "HTTP/2"
+        if ex.grpc_status >= 0:
+            entry["grpc_status"] = ex.grpc_status
+        line = orjson.dumps(entry)
         self.buffer.append(line)
         self.size += len(line) + 1
         if self.size > LOG_FLUSH_BYTES:

@@ -238,6 +238,7 @@ class Exchange(Observation):
         self.retained: list[bytes] | None = [] if req.has_body else None  # for a retry
         self.body_sent = 0  # framed body bytes written to the current attempt
         self.body_raw = False  # an HTTP/2 backend: the body goes unframed (DATA frames)
+        self.request_trailers: list[tuple[bytes, bytes]] | None = None  # HTTP/2 to HTTP/2
         # Routing and the backend.
         self.live: Live | None = None
         self.pool: PoolState | None = None
@@ -423,6 +424,14 @@ class Exchange(Observation):
             upstream = self.upstream
             if upstream is not None and self.pending is None:
                 upstream.end_body()
+
+    def trailers_received(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """An HTTP/2 client's request trailers, which end its body: passed to an HTTP/2
+        backend with its END_STREAM (an HTTP/1.1 backend gets none, as from a chunked
+        request)."""
+        if self.body_raw:
+            self.request_trailers = fields
+        self.request_end()
 
     def _forward(self, framed: list[bytes], size: int, tap: bool) -> None:
         shadow = self.shadow

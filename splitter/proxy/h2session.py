@@ -12,7 +12,9 @@ keeps the streams, and the sweep reaches them through `ClientConn.check_deadline
 Reading, for each read:
 
     data_received -> guard.feed (the flood guard: a verdict ends the connection with
-                     GOAWAY ENHANCE_YOUR_CALM before h2 reads a frame of the flood)
+                     GOAWAY ENHANCE_YOUR_CALM before h2 reads a frame of the flood;
+                     FRAME_SIZE_ERROR for a frame over SETTINGS_MAX_FRAME_SIZE, which
+                     h2 would buffer whole before it checks its length)
                   -> h2.receive_data -> RequestReceived  -> headers.request_head: an
                                                             Exchange on a Stream, started
                                                             at once (streams are
@@ -28,10 +30,11 @@ Reading, for each read:
                   -> one write of what h2 has to send (the batch)
 
 Writing: the exchange calls its `Stream` (`splitter.proxy.h2stream`), which calls the
-session: HEADERS, DATA within the client's window (the rest waits on the stream; past
-`h2stream.OUTBOX_HIGH` the backend's reading pauses, so a slow stream stalls itself with
-bounded memory), END_STREAM, RST_STREAM. Inside a batch (a read from the client, or one
-from a backend) the bytes are collected and written once at its end.
+session: HEADERS, DATA within the client's window (the rest waits on the stream, and all
+of it while the socket's buffer is full; past `h2stream.OUTBOX_HIGH` the backend's
+reading pauses, so a slow stream stalls itself with bounded memory), END_STREAM,
+RST_STREAM. Inside a batch (a read from the client, or one from a backend) the bytes are
+collected and written once at its end.
 
 Limits: SETTINGS_MAX_CONCURRENT_STREAMS 128 (h2 ends a connection that opens more with
 PROTOCOL_ERROR); the HPACK decoder's header list bounded at twice section 4a's limits
@@ -79,7 +82,7 @@ from splitter.errors import RequestRefused
 from splitter.http1.messages import error_body
 from splitter.http1.request import RequestHead
 from splitter.http2 import grpc
-from splitter.http2.guard import DATA, HEADERS, Budgets, FloodGuard
+from splitter.http2.guard import DATA, FRAME_SIZE, HEADERS, Budgets, FloodGuard
 from splitter.http2.headers import StreamRequest, check_trailers, request_head, response_fields
 from splitter.proxy.exchange import DONE, INF, Exchange
 from splitter.proxy.h2stream import OUTBOX_HIGH, Stream
@@ -158,7 +161,9 @@ class Session:
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
-            self._protocol_error(str(exc) or type(exc).__name__)
+            # Named by its class, not its message: a message holds numbers the client
+            # chose (stream ids, table indexes), and the log's limit is per reason.
+            self._protocol_error(type(exc).__name__)
             return
         self.batching = True
         try:
@@ -263,8 +268,22 @@ class Session:
             ex.request_end()
 
     def _trailers(self, event: TrailersReceived) -> None:
-        # An HTTP/1.1 backend gets no trailers (as chunked trailers are dropped today).
-        self._request_end(event.stream_id)
+        """Request trailers: checked as a head's fields; an HTTP/2 backend gets them, an
+        HTTP/1.1 one none (as a chunked request's trailers are dropped)."""
+        sid = event.stream_id
+        stream = self.streams.get(sid)
+        ex = stream.exchange if stream is not None else None
+        if stream is None or ex is None:
+            return
+        kept = check_trailers(list(event.headers or []), self.server.limits)
+        if isinstance(kept, str):
+            self._refuse(stream, ex, RequestRefused(431 if "large" in kept or "many" in kept
+                                                    else 400, kept))  # fmt: skip
+            return
+        stream.request_ended = True
+        stream.body_deadline = INF
+        if not ex.body_complete:
+            ex.trailers_received(kept)
 
     def _client_reset(self, sid: int) -> None:
         stream = self.streams.get(sid)
@@ -331,6 +350,10 @@ class Session:
         self.guard.sent(HEADERS)
         if end:
             stream.ended = True
+        else:
+            upstream = ex.upstream
+            if upstream is not None and not upstream.http2:  # no trailers can follow
+                stream.remaining = head.content_length
         if not self.batching:
             self.flush()
         return F_NONE if end else F_LENGTH
@@ -398,17 +421,24 @@ class Session:
             self.flush()
 
     def send_data(self, stream: Stream, data: bytes) -> None:
+        last = False
+        remaining = stream.remaining
+        if remaining > 0:
+            remaining -= len(data)
+            stream.remaining = remaining
+            last = remaining == 0  # the whole body: END_STREAM on its last frame
         if stream.outbox:
             stream.outbox.append(data)
             stream.outbox_bytes += len(data)
             self._check_outbox(stream)
             return
-        self._push(stream, data)
+        self._push(stream, data, last)
         if not self.batching:
             self.flush()
 
-    def _push(self, stream: Stream, data: bytes) -> None:
-        """Send what the client's window allows; keep the rest in the stream's outbox."""
+    def _push(self, stream: Stream, data: bytes, last: bool = False) -> None:
+        """Send what the client's window allows; keep the rest in the stream's outbox.
+        `last`: the response's last bytes, whose last frame ends the stream."""
         h2 = self.h2
         sid = stream.id
         try:
@@ -416,20 +446,27 @@ class Session:
         except H2Error:  # the stream is gone on h2's side
             stream.ended = True
             return
+        if self.write_blocked:  # the socket is full: the bytes wait as for a shut window
+            window = 0
         size = len(data)
         if size <= window and size <= h2.max_outbound_frame_size:
-            h2.send_data(sid, data)
+            h2.send_data(sid, data, end_stream=last)
             self.guard.sent(DATA)
+            if last:
+                stream.ended = True
             return
         frame = h2.max_outbound_frame_size
         view = memoryview(data)
         pos = 0
         while pos < size and window > 0:
             step = min(size - pos, window, frame)
-            h2.send_data(sid, view[pos : pos + step].tobytes())
-            self.guard.sent(DATA)
             pos += step
             window -= step
+            end = last and pos >= size
+            h2.send_data(sid, view[pos - step : pos].tobytes(), end_stream=end)
+            self.guard.sent(DATA)
+            if end:
+                stream.ended = True
         if pos < size:
             rest = data[pos:]
             stream.outbox.append(rest)
@@ -459,6 +496,8 @@ class Session:
         stream.outbox_bytes = 0
         self._push(stream, pending)
         if stream.outbox:
+            if stream.outbox_bytes < len(pending):  # the window opened: the client reads
+                stream.send_deadline = self.server.clock + self.server.read_timeout
             if stream.upstream_paused and stream.outbox_bytes <= OUTBOX_HIGH // 2:
                 self._resume_upstream(stream)
             return
@@ -583,7 +622,13 @@ class Session:
     # -- the connection -----------------------------------------------------------------
 
     def _calm(self, reason: str) -> None:
-        """A flood: GOAWAY ENHANCE_YOUR_CALM, and the connection ends."""
+        """A flood: GOAWAY ENHANCE_YOUR_CALM, and the connection ends (a frame over
+        SETTINGS_MAX_FRAME_SIZE, seen at its header: FRAME_SIZE_ERROR)."""
+        if reason == FRAME_SIZE:
+            what = "HTTP/2 protocol error (a frame over SETTINGS_MAX_FRAME_SIZE)"
+            self.server.note_refused_connection(what, self.conn.peer)
+            self._goaway_and_close(ErrorCodes.FRAME_SIZE_ERROR)
+            return
         self.server.note_refused_connection(f"HTTP/2 flood ({reason})", self.conn.peer)
         self._goaway_and_close(ErrorCodes.ENHANCE_YOUR_CALM)
 
@@ -658,6 +703,14 @@ class Session:
     def resume_writing(self) -> None:
         self.write_blocked = False
         self.conn.send_deadline = INF
+        started = self.begin_batch()
+        try:
+            self._window(0)  # what waited for the socket
+        finally:
+            if started:
+                self.end_batch()
+        if self.write_blocked:  # full again at once
+            return
         server = self.server
         for stream in self.streams.values():
             if stream.upstream_paused:

@@ -66,6 +66,9 @@ class Stream(Downstream):
         self.answered = False  # splitter answered itself (respond_error): a complete answer
         self.upstream_paused = False  # the backend's reading is paused for the outbox
         self.trailers: list[tuple[bytes, bytes]] | None = None  # sent once the outbox is
+        # Body bytes still to come of a response whose length is known and that has no
+        # trailers (an HTTP/1.1 backend's): its last DATA frame carries END_STREAM.
+        self.remaining = -1
 
     # -- Downstream ---------------------------------------------------------------------
 

@@ -4,9 +4,14 @@ Theory of operation
 -------------------
 A backend of an `h2c` pool has an `H2Backend` (hung on its `BackendConnections` as
 `h2`): a few `H2Link`s, each an asyncio protocol around an `h2` client connection, h2c
-with prior knowledge. An exchange asks for a stream (`open_stream`, from
-`Exchange._send_to`): a link with room (fewer open streams than the backend's
-SETTINGS_MAX_CONCURRENT_STREAMS and MAX_STREAMS, no GOAWAY) gives an `h2call.H2Call` at
+with prior knowledge. An `https://` backend of an `http1` pool offers h2 by ALPN on its
+connections: the first that the backend answers with h2 is adopted (`adopt`) as the
+first link of its `H2Backend`, and from then on its requests are streams too (over TLS);
+if a later connection comes back with `http/1.1`, the backend is HTTP/1.1 again.
+
+An exchange asks for a stream (`open_stream`, from `Exchange._send_to`): a link with
+room (fewer open streams than the backend's SETTINGS_MAX_CONCURRENT_STREAMS and
+MAX_STREAMS, no GOAWAY) gives an `h2call.H2Call` at
 once (`Exchange.connected`); else the exchange waits (its connect deadline runs) while a
 new link is opened, and a connect failure fails every exchange waiting
 (`connect_failed`, retried like a refused connect).
@@ -36,6 +41,7 @@ backend read, the exchanges' client writes are one batch each.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -62,6 +68,7 @@ from splitter.http1.response import ResponseHead
 from splitter.http2 import grpc
 from splitter.proxy.h2call import H2Call
 from splitter.proxy.upstream import BackendConnections
+from splitter.tls.backends import CAFileError, client_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -139,16 +146,44 @@ class H2Backend:
 
     async def _open(self) -> None:
         factory = cast("Callable[[], asyncio.Protocol]", lambda: H2Link(self))
+        pool = self.pool
         try:
-            await self.loop.create_connection(factory, self.pool.host, self.pool.port)
+            if pool.tls is None:
+                await self.loop.create_connection(factory, pool.host, pool.port)
+            else:  # an https:// backend that chose h2 by ALPN before
+                context = client_context(pool.tls, h2=True)
+                await self.loop.create_connection(
+                    factory, pool.host, pool.port, ssl=context, server_hostname=pool.host
+                )
+        except ssl.SSLCertVerificationError as exc:
+            self.fail_waiting(
+                UpstreamConnectError(f"TLS: certificate not trusted: {exc.verify_message}")
+            )
+        except ssl.SSLError as exc:
+            self.fail_waiting(UpstreamConnectError(f"TLS: {exc.reason or exc}"))
+        except CAFileError as exc:
+            self.fail_waiting(UpstreamConnectError(f"TLS: {exc}"))
         except OSError as exc:
-            self.connecting = False
-            error = UpstreamConnectError(exc.strerror or str(exc))
-            waiting = list(self.waiting)
-            self.waiting.clear()
-            for ex in waiting:
-                ex.connect_task = None
-                ex.connect_failed(error)
+            self.fail_waiting(UpstreamConnectError(exc.strerror or str(exc)))
+
+    def fail_waiting(self, error: UpstreamConnectError) -> None:
+        self.connecting = False
+        waiting = list(self.waiting)
+        self.waiting.clear()
+        for ex in waiting:
+            ex.connect_task = None
+            ex.connect_failed(error)
+
+    def adopt(self, transport: asyncio.BaseTransport, ex: Any) -> None:
+        """A connection made for `ex` on which the backend chose h2 by ALPN: one more link,
+        and `ex` a stream on it."""
+        link = H2Link(self)
+        transport.set_protocol(link)  # type: ignore[arg-type]
+        if not ex.body_raw:
+            ex._unframe()
+        self.waiting.appendleft(ex)  # served first, by the link coming up
+        ex.connect_task = _Waiting(self, ex)
+        link.connection_made(transport)
 
     def link_up(self, link: H2Link) -> None:
         self.connecting = False
@@ -222,6 +257,16 @@ class H2Link:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.selected_alpn_protocol() != "h2":
+            # The backend speaks HTTP/1.1 again: its requests go that way from now on.
+            self.closed = True
+            transport.close()
+            backend = self.backend
+            if backend.pool.h2 is backend:
+                backend.pool.h2 = None
+            backend.fail_waiting(UpstreamConnectError("the backend no longer offers h2"))
+            return
         h2 = self.h2
         h2.initiate_connection()
         h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
@@ -403,8 +448,13 @@ class H2Link:
 
     def _end_stream(self, call: H2Call) -> None:
         call.ended = True
+        owner: Any = call.owner
+        trailers = owner.request_trailers if owner is not None else None
         try:
-            self.h2.end_stream(call.id)
+            if trailers:
+                self.h2.send_headers(call.id, trailers, end_stream=True)
+            else:
+                self.h2.end_stream(call.id)
         except H2Error:
             pass
 

@@ -16,6 +16,7 @@ system once a burst of connections is over (`splitter.memory`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -119,10 +120,12 @@ class ProxyListener(Listener):
                 if pool is not None:
                     pool.close_all()
                 pool = pools[backend.url] = BackendConnections(backend.backend, limits)
-                if h2:
+                if h2 or backend.backend.tls is not None:
                     from splitter.proxy.h2upstream import H2Backend  # the h2 library
 
-                    pool.h2 = H2Backend(pool, limits, self.loop)
+                    pool.h2_factory = functools.partial(H2Backend, limits=limits, loop=self.loop)
+                    if h2:
+                        pool.h2 = pool.h2_factory(pool)
         for url in [u for u in pools if u not in urls]:
             pools.pop(url).close_all()  # in-flight exchanges keep their own connection
         self.shadowing.swap(live)

@@ -59,6 +59,7 @@ class Connecting(Protocol):
     """The exchange a new connection is made for."""
 
     def connected(self, upstream: UpstreamConn) -> bool: ...
+    def connect_failed(self, error: ProxyError) -> None: ...
 
 
 class UpstreamConn:
@@ -83,6 +84,13 @@ class UpstreamConn:
         waiting = self.waiting
         if waiting is not None:
             self.waiting = None
+            if self.pool.tls is not None and _alpn_h2(transport):
+                # The backend chose HTTP/2: the connection becomes one of its shared
+                # HTTP/2 connections, and the request a stream on it.
+                self.closed = True
+                self.transport = None
+                self.pool.adopt_h2(transport, waiting)
+                return
             if not waiting.connected(self):
                 self.close()
 
@@ -203,6 +211,11 @@ class UpstreamConn:
 _NO_CLOSE_NOTIFY: Final = "TLS ended without close_notify"
 
 
+def _alpn_h2(transport: asyncio.BaseTransport) -> bool:
+    sslobj = transport.get_extra_info("ssl_object")
+    return sslobj is not None and sslobj.selected_alpn_protocol() == "h2"
+
+
 def _close_notified(transport: asyncio.Transport | None) -> bool:
     """Whether the backend's TLS ended with a close_notify (asyncio reports a bare end of
     the socket as an EOF too): once one came, reading says so again; without it, reading
@@ -235,9 +248,22 @@ class BackendConnections:
         self.idle: deque[UpstreamConn] = deque()  # oldest first
         # An https:// backend: its context (splitter.tls.backends) and settings.
         self.tls: BackendTLS | None = backend.tls
-        # A backend of an `h2c` pool: its shared HTTP/2 connections
-        # (`splitter.proxy.h2upstream.H2Backend`), which carry the requests instead.
+        # A backend of an `h2c` pool, or an https:// backend that chose h2 by ALPN: its
+        # shared HTTP/2 connections (`splitter.proxy.h2upstream.H2Backend`), which carry
+        # the requests instead; `h2_factory` makes them (set by the listener).
         self.h2: Any = None
+        self.h2_factory: Any = None
+
+    def adopt_h2(self, transport: asyncio.BaseTransport, waiting: Connecting) -> None:
+        """An https:// backend chose h2 by ALPN on a new connection made for `waiting`."""
+        factory = self.h2_factory
+        if factory is None:
+            transport.close()
+            waiting.connect_failed(UpstreamConnectError("the backend chose h2 unasked"))
+            return
+        if self.h2 is None:
+            self.h2 = factory(self)
+        self.h2.adopt(transport, waiting)
 
     def take_idle(self) -> UpstreamConn | None:
         idle = self.idle
@@ -300,7 +326,7 @@ async def open_connection(
         else:
             # The context of the CA file as it is now (a rotated CA reaches new connections
             # and health probes alike; one that stops loading leaves the last good one).
-            context = client_context(tls)
+            context = client_context(tls, h2=pool.h2_factory is not None)
             await loop.create_connection(
                 factory, pool.host, pool.port, ssl=context, server_hostname=pool.host
             )

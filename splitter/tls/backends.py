@@ -3,7 +3,9 @@
 Verified against the system's CAs, or the pool's `tls.ca` file alone; `verify: false`
 turns verification off only where the config says so. SNI and the name checked are the
 backend URL's host (an IP address is checked against the certificate's IP addresses and
-sends no SNI, as RFC 6066 asks). TLS 1.2 or newer; ALPN http/1.1.
+sends no SNI, as RFC 6066 asks). TLS 1.2 or newer. ALPN: `h2` then `http/1.1` for the
+request path's connections (a backend that picks `h2` gets HTTP/2 streams:
+`splitter.proxy.h2upstream`), `http/1.1` alone for health probes (a `GET`).
 
 A context is built once per (settings, CA file as it is on disk: its inode, size and
 modification time) and shared by every connection and health probe of those backends:
@@ -28,8 +30,8 @@ __all__ = ["CAFileError", "check_backend_files", "client_context"]
 
 log = logging.getLogger("splitter.tls")
 
-_contexts: dict[tuple[BackendTLS, tuple[int, int, int] | None], ssl.SSLContext] = {}
-_last_good: dict[BackendTLS, ssl.SSLContext] = {}
+_contexts: dict[tuple[BackendTLS, tuple[int, int, int] | None, bool], ssl.SSLContext] = {}
+_last_good: dict[tuple[BackendTLS, bool], ssl.SSLContext] = {}
 
 
 class CAFileError(Exception):
@@ -46,32 +48,32 @@ def _ca_signature(tls: BackendTLS) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def client_context(tls: BackendTLS) -> ssl.SSLContext:
-    """The context for backends with these settings (the module docstring); CAFileError
-    when the CA file does not load and never did (`check_backend_files` checks it with
-    the config)."""
-    key = (tls, _ca_signature(tls))
+def client_context(tls: BackendTLS, h2: bool = False) -> ssl.SSLContext:
+    """The context for backends with these settings (the module docstring); `h2`: ALPN
+    offers h2 first. CAFileError when the CA file does not load and never did
+    (`check_backend_files` checks it with the config)."""
+    key = (tls, _ca_signature(tls), h2)
     context = _contexts.get(key)
     if context is not None:
         return context
     try:
-        context = _build(tls)
+        context = _build(tls, h2)
     except (OSError, ssl.SSLError) as exc:
         why = _why(tls, exc)
-        last = _last_good.get(tls)
+        last = _last_good.get((tls, h2))
         if last is None:
             raise CAFileError(why) from None
         log.warning("%s: the CA certificates loaded before stay in use", why)
         context = last  # and not tried again until the file changes
     else:
-        _last_good[tls] = context
+        _last_good[(tls, h2)] = context
     if len(_contexts) > 64:  # settings come from the config: a few at most
         _contexts.clear()
     _contexts[key] = context
     return context
 
 
-def _build(tls: BackendTLS) -> ssl.SSLContext:
+def _build(tls: BackendTLS, h2: bool = False) -> ssl.SSLContext:
     if tls.verify:
         if tls.ca is not None:
             _regular_file(tls.ca)
@@ -81,7 +83,7 @@ def _build(tls: BackendTLS) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"] if h2 else ["http/1.1"])
     return context
 
 

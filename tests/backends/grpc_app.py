@@ -50,13 +50,20 @@ def _handlers(pool: str, fail_rate: float) -> Any:
     )
 
 
-def serve(port: int, pool: str, fail_rate: float = 0.0) -> tuple[Any, Any]:
+def serve(
+    port: int, pool: str, fail_rate: float = 0.0, tls: tuple[str, str] | None = None
+) -> tuple[Any, Any]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers((_handlers(pool, fail_rate),))
     checker = health.HealthServicer()
     checker.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    else:  # h2 over TLS (gRPC servers offer only h2 by ALPN)
+        with open(tls[0], "rb") as cert, open(tls[1], "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        bound = server.add_secure_port(f"127.0.0.1:{port}", credentials)
     server.start()
     return server, bound
 
@@ -65,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pool", default=os.environ.get("POOL", "grpc"))
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve over TLS")
     args = parser.parse_args(argv)
     fail_rate = float(os.environ.get("FAIL_RATE", "0"))
-    server, _ = serve(args.port, args.pool, fail_rate)
+    server, _ = serve(args.port, args.pool, fail_rate, tuple(args.tls) if args.tls else None)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     print("ready", flush=True)

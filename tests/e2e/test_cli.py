@@ -487,7 +487,7 @@ def test_run_uses_splitter_config_env(tmp_path: Path, procs: list[Proc]) -> None
 
 # --------------------------------------------------------------------------- demo
 
-DEMO_PORTS = (8080, 9901, 5001, 5002, 5003, 5004, 5005, 5006, 5007)
+DEMO_PORTS = (8080, 9901, 5001, 5002, 5003, 5004, 5005, 5006, 5007, 5008, 5009)
 
 
 def _assert_port_free(port: int) -> None:
@@ -543,7 +543,7 @@ def test_demo(tmp_path: Path, procs: list[Proc]) -> None:
         assert status == 200 and body.decode().strip() in {"blue", "canary"}, body
         status, _, body = http_request("http://127.0.0.1:9901/api/v1/routes")
         routes = json.loads(body)
-        assert list(routes) == ["default", "api", "prices"], routes
+        assert list(routes) == ["default", "api", "prices", "greeter"], routes
         assert routes["api"]["weights"] == {"api-blue": 90, "api-canary": 10}
         assert routes["default"]["segments"] == [
             {"pool": "canary", "header": {"name": "X-Beta", "value": "1"}}
@@ -613,7 +613,7 @@ def printed_shell_lines(text: str, contains: str) -> list[str]:
     return [
         line.split("  #")[0].strip()
         for line in lines
-        if line.startswith(("curl ", "for ")) and contains in line
+        if line.startswith(("curl ", "for ", "printf ")) and contains in line
     ]
 
 
@@ -632,6 +632,9 @@ def test_the_demo_s_printed_line_for_the_second_route(tmp_path: Path, procs: lis
     text = proc.stderr()
     assert "default /: blue 80, green 0, canary 20; X-Beta: 1 -> canary" in text, text
     assert "api /api: api-blue 90, api-canary 10" in text, text
+    # The gRPC line, run as printed (curl over HTTP/2 to the h2c route greeter).
+    [hello] = printed_shell_lines(text, "/demo.Greeter/Hello")
+    assert run_shell(hello).strip() in {"greeter-blue: hello you", "greeter-canary: hello you"}
     [loop] = [line for line in printed_shell_lines(text, "/api/") if line.startswith("for ")]
     counts = Counter(run_shell(loop).split()[1::2])
     assert set(counts) <= {"api-blue", "api-canary"} and "api-blue" in counts, counts
@@ -648,6 +651,7 @@ def test_the_demo_s_printed_line_for_the_second_route(tmp_path: Path, procs: lis
         "default",
         "api",
         "prices",
+        "greeter",
     ]
     stop_demo(proc)
 

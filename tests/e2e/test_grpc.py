@@ -178,3 +178,27 @@ def test_canary_failing_with_unavailable_is_rolled_back(
     assert calls.codes["UNAVAILABLE"] > 0  # the canary's failures reached its clients
     assert calls.codes["OK"] > calls.codes["UNAVAILABLE"]
     print(f"gRPC canary rolled back; calls: {dict(calls.codes)}")
+
+
+def test_https_backend_that_chooses_h2_gets_streams(tmp_path: Any, splitter_factory: Any) -> None:
+    """An https:// backend of an http1 pool that picks h2 by ALPN (a gRPC server over TLS)
+    gets its calls as HTTP/2 streams, verified against the pool's CA."""
+    from tests.e2e.test_tls import CA, ca_file, issue
+
+    pair = issue(tmp_path / "backend", "127.0.0.1")
+    backend = start_grpc_backend("secure", tls=(pair["cert"], pair["key"]))
+    try:
+        config = pools_config({"secure": backend}, {"secure": 100})
+        config["pools"]["secure"]["tls"] = {"ca": ca_file(tmp_path, CA)}
+        # The HTTP/1.1 health probe cannot reach a server that speaks only h2: one probe
+        # failing must not take it down for this test.
+        config["health_check"].update(interval="1h", unhealthy_threshold=5)
+        proc: SplitterProc = splitter_factory(config)
+        with _channel(proc) as channel:
+            say = channel.unary_unary("/echo.Echo/Say")
+            for i in range(10):
+                assert say(b"%d" % i, timeout=5) == b"secure:%d" % i
+            count = channel.unary_stream("/echo.Echo/Count")
+            assert list(count(b"20", timeout=5)) == [b"%d" % i for i in range(20)]
+    finally:
+        backend.stop()

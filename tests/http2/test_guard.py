@@ -15,6 +15,7 @@ from splitter.http2.guard import (
     EMPTY_FRAMES,
     END_HEADERS,
     END_STREAM,
+    FRAME_SIZE,
     HEADER_BLOCK,
     HEADERS,
     OPEN_STREAMS,
@@ -323,6 +324,20 @@ def test_payloads_are_skipped_not_read_as_frames() -> None:
     assert g.settings.tokens == BUDGETS.settings
 
 
+def test_a_frame_over_the_max_frame_size_trips_at_its_header() -> None:
+    # 16 MiB announced: the verdict comes with the header's last byte, before any payload.
+    header = ((1 << 24) - 1).to_bytes(3, "big") + bytes([0xAA, 0]) + bytes(4)
+    g = guard()
+    assert g.feed(PREFACE + header[:8], 0.0) == ""
+    assert g.feed(header[8:], 0.0) == FRAME_SIZE
+    # The largest frame SETTINGS_MAX_FRAME_SIZE allows passes; one byte more does not.
+    largest = _connection(
+        frame(HEADERS, END_HEADERS, 1, bytes(20)), frame(DATA, 0, 1, bytes(16384))
+    )
+    assert guard().feed(largest, 0.0) == ""
+    assert guard().feed(_connection(frame(DATA, 0, 1, bytes(16385))), 0.0) == FRAME_SIZE
+
+
 _FRAMES = st.lists(
     st.tuples(
         st.sampled_from(
@@ -369,4 +384,5 @@ def test_any_bytes_give_a_verdict_never_an_exception(data: bytes) -> None:
         HEADER_BLOCK,
         SETTINGS_FLOOD,
         PING_FLOOD,
+        FRAME_SIZE,
     )
