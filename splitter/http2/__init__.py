@@ -21,6 +21,8 @@ Modules here:
   and verdict.
 - `guard`: the flood accountant of a client connection (rapid reset, SETTINGS, PING,
   empty frames, PRIORITY, WINDOW_UPDATE, CONTINUATION), budgets with their sources.
+- `encoder`: the HPACK encoder of splitter's HTTP/2 connections (no Huffman coding;
+  fields new on every message never indexed).
 - `probe`: the gRPC health check of an `h2c` pool's backend (`grpc.health.v1.Health/Check`
   on a new h2c connection), run by `control.health`.
 """

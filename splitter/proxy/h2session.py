@@ -82,6 +82,7 @@ from splitter.errors import RequestRefused
 from splitter.http1.messages import error_body
 from splitter.http1.request import RequestHead
 from splitter.http2 import grpc
+from splitter.http2.encoder import PlainEncoder, never_indexed
 from splitter.http2.guard import DATA, FRAME_SIZE, HEADERS, Budgets, FloodGuard
 from splitter.http2.headers import StreamRequest, check_trailers, request_head, response_fields
 from splitter.proxy.exchange import DONE, INF, Exchange
@@ -132,6 +133,7 @@ class Session:
                 SettingCodes.MAX_HEADER_LIST_SIZE: 2 * limits.max_header_bytes,
             },
         )
+        h2.encoder = PlainEncoder()
         h2.initiate_connection()
         h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         # HPACK's count is name + value + 32 per field: twice the limits, and the fields'
@@ -337,11 +339,13 @@ class Session:
     def respond_head(self, stream: Stream, ex: Exchange, head: ResponseHead) -> int:
         fields = response_fields(head.status, head.fields)
         set_cookie = ex.set_cookie
+        # New on every response: never put in the client's HPACK table (it would only
+        # push out what is worth keeping there).
         if set_cookie is not None:  # "Set-Cookie: ...\r\n"
-            fields.append((b"set-cookie", set_cookie[_SET_COOKIE:-2]))
+            fields.append(never_indexed(b"set-cookie", set_cookie[_SET_COOKIE:-2]))
         request_id = ex.req.request_id
         if request_id is not None:
-            fields.append((b"x-request-id", request_id))
+            fields.append(never_indexed(b"x-request-id", request_id))
         status = head.status
         end = ex.req.method == b"HEAD" or status == 204 or status == 304 or head.content_length == 0
         if stream.ended:

@@ -66,6 +66,7 @@ from splitter.errors import UpstreamConnectError, UpstreamLost, UpstreamProtocol
 from splitter.http1.messages import status_line
 from splitter.http1.response import ResponseHead
 from splitter.http2 import grpc
+from splitter.http2.encoder import PlainEncoder, never_indexed
 from splitter.proxy.h2call import H2Call
 from splitter.proxy.upstream import BackendConnections
 from splitter.tls.backends import CAFileError, client_context
@@ -242,6 +243,7 @@ class H2Link:
                 SettingCodes.MAX_HEADER_LIST_SIZE: 2 * limits.max_header_bytes,
             },
         )
+        h2.encoder = PlainEncoder()
         self.h2 = h2
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, H2Call] = {}
@@ -371,7 +373,7 @@ class H2Link:
         if req.host is not None:
             fields.append((b"x-forwarded-host", req.host))
         if req.request_id is not None:
-            fields.append((b"x-request-id", req.request_id))
+            fields.append(never_indexed(b"x-request-id", req.request_id))
         if req.te_trailers:
             fields.append((b"te", b"trailers"))
         if req.content_length >= 0:
