@@ -19,7 +19,15 @@ import pytest
 from tests.e2e.test_metrics import scrape
 from tests.e2e.test_tls import client_context, issue
 from tests.h2client import H2Client
-from tests.support import LOCALHOST, Backend, SplitterProc, http_request, pools_config
+from tests.support import (
+    LOCALHOST,
+    Backend,
+    SplitterProc,
+    admin_api,
+    http_request,
+    pools_config,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -248,3 +256,68 @@ def _json(answer: Any) -> dict[str, Any]:
     data = json.loads(answer.body)
     assert isinstance(data, dict)
     return data
+
+
+def test_segment_retry_and_access_log_hold_for_streams(
+    three_pools: dict[str, Backend], splitter_factory: Any
+) -> None:
+    """A segment reads a stream's header, a refused connect is retried on the pool's other
+    backend, and each stream is one access log line that says HTTP/2."""
+    dead = socket.socket()
+    dead.bind((LOCALHOST, 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()
+    config = pools_config(
+        {
+            "blue": [f"http://{LOCALHOST}:{dead_port}", three_pools["blue"]],
+            "canary": three_pools["canary"],
+        },
+        {"blue": 100, "canary": 0},
+    )
+    config["health_check"].update(interval="1h", unhealthy_threshold=5)
+    config["segments"] = [{"pool": "canary", "header": {"name": "X-Beta", "value": "1"}}]
+    proc: SplitterProc = splitter_factory(config)
+    with H2Client(proc.proxy_port) as client:
+        for _ in range(12):  # about half land on the dead backend first: retried
+            answer = client.get("/", headers=[("x-request-id", "h2-retry-0001")])
+            assert answer.status == 200 and answer.body == b"blue"
+        answer = client.get("/", headers=[("x-beta", "1")])
+        assert answer.body == b"canary"
+    refused = scrape(proc).all("splitter_upstream_errors_total", pool="blue", reason="connect")
+    assert sum(s.value for s in refused) >= 1  # retried: no client saw it
+    wait_until(lambda: len(proc.access_log()) >= 13, 10, message="13 access log lines")
+    entries = proc.access_log()
+    assert all(e.get("protocol") == "HTTP/2" for e in entries), entries
+    assert [e["pool"] for e in entries].count("canary") == 1
+    assert all(e["status"] == 200 for e in entries)
+    assert any(e["request_id"] == "h2-retry-0001" for e in entries)
+
+
+def test_shadow_copies_an_http2_request(splitter_factory: Any, tmp_path: Path) -> None:
+    """A stream the weights send to the primary is copied to the shadow pool (as HTTP/1.1)
+    and compared, like an HTTP/1.1 request."""
+    from tests.support import start_shadow_backend
+
+    primary = start_shadow_backend("blue", price=10)
+    shadow = start_shadow_backend("canary", price=11)
+    try:
+        config = pools_config(
+            {"blue": primary, "canary": shadow},
+            {"blue": 100, "canary": 0},
+            shadow={"pool": "canary", "share": 1.0},
+        )
+        proc: SplitterProc = splitter_factory(config)
+        proc.wait_readyz()
+        with H2Client(proc.proxy_port) as client:
+            for i in range(5):
+                assert client.get(f"/item-{i}").status == 200
+        wait_until(
+            lambda: admin_api(proc, "GET", "/api/v1/shadow")[1].get("compared", 0) >= 5,
+            10,
+            message="5 copies compared",
+        )
+        seen = admin_api(proc, "GET", "/api/v1/shadow")[1]
+        assert seen["differ"] >= 5, seen  # the price differs: compared field by field
+    finally:
+        primary.stop()
+        shadow.stop()
