@@ -371,20 +371,48 @@ def start_grpc_backend(
     127.0.0.1); returns once it says it serves. `fail_rate`: the share of Say calls that
     fail with UNAVAILABLE."""
     backend_id = backend_id or pool
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "tests.backends.grpc_app", "--port", str(port),
+                "--pool", pool]  # fmt: skip
+
+    return _start_ready_backend(pool, backend_id, argv, {"FAIL_RATE": str(fail_rate)}, port)
+
+
+def start_h2_backend(pool: str, *args: str, backend_id: str | None = None) -> Backend:
+    """tests.backends.h2_app: an h2c server on the `h2` library (its routes answer well or
+    with hostile frames, see the module); `args` are its options (--max-streams,
+    --goaway-after, --refuse-all). Returns once it says it serves."""
+    backend_id = backend_id or pool
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "tests.backends.h2_app", "--port", str(port),
+                "--name", backend_id, *args]  # fmt: skip
+
+    return _start_ready_backend(pool, backend_id, argv, {}, None)
+
+
+def _start_ready_backend(
+    pool: str,
+    backend_id: str,
+    argv_for_port: Callable[[int], list[str]],
+    env: Mapping[str, str],
+    port: int | None,
+) -> Backend:
+    """A backend process that prints "ready" once it serves (no HTTP/1.1 /healthz to poll)."""
     last_log = ""
     for _attempt in range(3):
         chosen = port or free_port()
         log = tempfile.TemporaryFile()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.backends.grpc_app", "--port", str(chosen),
-             "--pool", pool],
+            argv_for_port(chosen),
             cwd=REPO_ROOT,
-            env=_child_env({"FAIL_RATE": str(fail_rate)}),
+            env=_child_env(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         backend = Backend(pool, backend_id, chosen, proc, log)
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
@@ -393,7 +421,7 @@ def start_grpc_backend(
             time.sleep(0.05)
         last_log = backend.log_text()
         backend.stop()
-    raise AssertionError(f"gRPC backend {backend_id} did not start:\n{last_log}")
+    raise AssertionError(f"backend {backend_id} ({pool}) did not start:\n{last_log}")
 
 
 def write_config(path: Path | str, config: Mapping[str, Any] | str, atomic: bool = False) -> Path:
