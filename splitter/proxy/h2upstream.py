@@ -484,7 +484,12 @@ class H2Link:
             self._fail(call, UpstreamProtocolError("invalid :status"))
             return
         if event.stream_ended is not None:
-            content_length = 0  # a head that ends the stream: no body follows
+            # A head that ends the stream: no body follows. An HTTP/1.1 client learns that
+            # from a Content-Length (HEAD, 204 and 304 have no body whatever it says).
+            if content_length < 0 and not owner.conn.http2 and status != 204 and status != 304:
+                if owner.req.method != b"HEAD":
+                    lines.append(b"content-length: 0\r\n")
+            content_length = 0
             code = grpc.grpc_status(fields)
             if code >= 0:
                 owner.grpc_status = code
