@@ -207,6 +207,11 @@ class H2Link:
                 SettingCodes.MAX_HEADER_LIST_SIZE: 2 * limits.max_header_bytes,
             },
         )
+        # What is advertised, in HPACK's count (name + value + 32 per field): a head over
+        # section 4a's limits but within this is refused for its stream alone (`_head`);
+        # h2's decoder would otherwise stop at its default, 64 KiB, with a connection error
+        # that ends every stream on the link.
+        h2.decoder.max_header_list_size = 2 * limits.max_header_bytes + 32 * limits.max_header_count
         self.h2 = h2
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, H2Call] = {}
