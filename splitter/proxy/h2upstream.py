@@ -236,6 +236,7 @@ class H2Link:
     def data_received(self, data: bytes) -> None:
         data = self._take_goaway(data)
         if not data:
+            self.flush()  # what a GOAWAY's failed streams left to send
             return
         try:
             events = self.h2.receive_data(data)
@@ -450,6 +451,13 @@ class H2Link:
     def _forget(self, call: H2Call) -> None:
         call.finished = True
         call.outbox.clear()
+        unacked = call.unacked
+        if unacked:  # DATA held back for a paused client: the connection's window gets
+            call.unacked = 0  # it back (h2 credits only the connection for a closed stream)
+            try:
+                self.h2.acknowledge_received_data(unacked, call.id)
+            except H2Error:
+                pass
         self.calls.pop(call.id, None)
         if not self.calls:
             self.idle_since = time.monotonic()
