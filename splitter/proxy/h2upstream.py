@@ -30,7 +30,8 @@ backend read, the exchanges' client writes are one batch each.
 - A response head is held to section 4a's limits like an HTTP/1.1 one (502 beyond them);
   h2 validates the rest of the header list.
 - Idle links (no stream) close after `limits.upstream_idle_timeout` (the listener's
-  sweep); a health check failure closes them (`close_all`).
+  sweep); a health check failure or a reload that drops the backend closes them
+  (`close_all`), and a busy link after its last stream.
 """
 
 from __future__ import annotations
@@ -183,8 +184,14 @@ class H2Backend:
                 link.close()
 
     def close_all(self) -> None:
+        """Idle links close now; a busy one takes no new stream and closes after its last
+        (a reload or a failed health check leaves streams in flight to their exchanges,
+        as it leaves an HTTP/1.1 backend's busy connections)."""
         for link in list(self.links):
-            link.close()
+            if link.calls or link.reserved:
+                link.goaway = True
+            else:
+                link.close()
 
     @property
     def open_links(self) -> int:
@@ -216,7 +223,7 @@ class H2Link:
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, H2Call] = {}
         self.reserved = 0  # calls given out whose HEADERS are not sent yet
-        self.goaway = False  # the backend said GOAWAY: no new stream
+        self.goaway = False  # the backend said GOAWAY, or close_all: no new stream
         self.closed = False
         self.idle_since = time.monotonic()
         self.buffer = b""  # a frame not yet complete (GOAWAYs are read here)
