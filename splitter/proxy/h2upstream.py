@@ -77,6 +77,7 @@ CONNECTION_WINDOW: Final = 4 * 1024 * 1024
 OUTBOX_HIGH: Final = 64 * 1024
 _DEFAULT_WINDOW: Final = 65535
 _GOAWAY: Final = 7
+_ZERO: Final = b"\x00\x00\x00\x00"  # stream 0
 _CONNECTING: Final = 2  # exchange.CONNECTING
 
 
@@ -624,12 +625,17 @@ class H2Link:
         end = len(buffer)
         kept: list[bytes] | None = None
         start = 0
+        limit = self.h2.max_inbound_frame_size
         while end - pos >= 9:
             length = int.from_bytes(buffer[pos : pos + 3], "big")
+            if length > limit:  # h2 refuses it at once (not HTTP/2, or a frame too big)
+                pos = end
+                break
             stop = pos + 9 + length
             if stop > end:
                 break
-            if buffer[pos + 3] == _GOAWAY:
+            # A well-formed GOAWAY (h2 refuses any other as it would)
+            if buffer[pos + 3] == _GOAWAY and length >= 8 and buffer[pos + 5 : pos + 9] == _ZERO:
                 if kept is None:
                     kept = []
                 kept.append(buffer[start:pos])
