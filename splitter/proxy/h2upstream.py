@@ -11,6 +11,13 @@ once (`Exchange.connected`); else the exchange waits (its connect deadline runs)
 new link is opened, and a connect failure fails every exchange waiting
 (`connect_failed`, retried like a refused connect).
 
+Opening a link is the TCP connect and the HTTP/2 handshake, within `timeouts.connect`
+each: the preface goes out at once, and the link takes streams when the backend's
+SETTINGS come (`link_up`), so that its SETTINGS_MAX_CONCURRENT_STREAMS is known before
+the first burst (a server may end the whole connection for a stream over it) and no
+request is sent to a backend that does not speak HTTP/2. A connection that ends before,
+or no SETTINGS in time, fails the waiting exchanges as a refused connect would.
+
 A link reads frames and calls the exchanges: the response's head as a
 `http1.response.ResponseHead` (so an HTTP/1.1 client gets it as it would from an HTTP/1.1
 backend, and an HTTP/2 client through `headers.response_fields`), its DATA, its trailers
@@ -120,12 +127,16 @@ class H2Backend:
         self.loop = loop
         self.links: list[H2Link] = []
         self.waiting: deque[Exchange] = deque()
-        self.connecting = False
+        self.connecting = False  # a link is being opened (connect, then its SETTINGS)
+        self.connect_timeout = 2.0  # timeouts.connect, as the last exchange's context says
+        self.opener: asyncio.Task[None] | None = None
+        self.retire_next = False  # the link being opened serves its waiting, then closes
         self.authority = (
             f"[{pool.host}]:{pool.port}" if ":" in pool.host else f"{pool.host}:{pool.port}"
         ).encode()
 
     def open_stream(self, ex: Exchange) -> None:
+        self.connect_timeout = ex.ctx.connect_timeout
         for link in self.links:
             if link.has_room():
                 ex.connected(link.new_call())
@@ -137,25 +148,40 @@ class H2Backend:
 
     def _connect(self) -> None:
         self.connecting = True
-        self.loop.create_task(self._open())
+        self.opener = self.loop.create_task(self._open())
 
     async def _open(self) -> None:
         factory = cast("Callable[[], asyncio.Protocol]", lambda: H2Link(self))
+        connect = self.loop.create_connection(factory, self.pool.host, self.pool.port)
         try:
-            await self.loop.create_connection(factory, self.pool.host, self.pool.port)
-        except OSError as exc:
-            self.connecting = False
-            error = UpstreamConnectError(exc.strerror or str(exc))
-            waiting = list(self.waiting)
-            self.waiting.clear()
-            for ex in waiting:
-                ex.connect_task = None
-                ex.connect_failed(error)
+            await asyncio.wait_for(connect, self.connect_timeout)
+        except OSError as exc:  # TimeoutError among them
+            self.connect_failed(UpstreamConnectError(exc.strerror or str(exc) or "timed out"))
+        finally:
+            self.opener = None
+
+    def connect_failed(self, error: UpstreamConnectError) -> None:
+        """No link was made (the connect, or the HTTP/2 handshake, failed): the exchanges
+        waiting for one fail as a refused connect would (retried)."""
+        self.connecting = False
+        self.retire_next = False
+        waiting = list(self.waiting)
+        self.waiting.clear()
+        for ex in waiting:
+            ex.connect_task = None
+            ex.connect_failed(error)
 
     def link_up(self, link: H2Link) -> None:
+        """A new link has the backend's SETTINGS: it takes streams."""
         self.connecting = False
         self.links.append(link)
         self.serve_waiting()
+        if self.retire_next:  # close_all came while it was being opened
+            self.retire_next = False
+            if link.calls:
+                link.goaway = True
+            else:
+                link.close()
 
     def serve_waiting(self) -> None:
         waiting = self.waiting
@@ -174,6 +200,10 @@ class H2Backend:
             ex.connected(link.new_call())
 
     def link_gone(self, link: H2Link) -> None:
+        """A link closed (told once per link)."""
+        if not link.settled:
+            self.connect_failed(UpstreamConnectError(link.unsettled))
+            return
         if link in self.links:
             self.links.remove(link)
         if self.waiting and not self.connecting:
@@ -193,6 +223,8 @@ class H2Backend:
                 link.goaway = True
             else:
                 link.close()
+        if self.connecting:
+            self.retire_next = True
 
     @property
     def open_links(self) -> int:
@@ -226,6 +258,12 @@ class H2Link:
         self.reserved = 0  # calls given out whose HEADERS are not sent yet
         self.goaway = False  # the backend said GOAWAY, or close_all: no new stream
         self.closed = False
+        # The backend's SETTINGS came (the server preface): until then the link takes no
+        # stream, since its SETTINGS_MAX_CONCURRENT_STREAMS is not known yet.
+        self.settled = False
+        self.settle_timer: asyncio.TimerHandle | None = None
+        self.unsettled = "the backend closed the connection before its HTTP/2 SETTINGS"
+        self.gone = False  # the backend was told the link is gone
         self.idle_since = time.monotonic()
         self.buffer = b""  # a frame not yet complete (GOAWAYs are read here)
         self.batching = False
@@ -239,6 +277,21 @@ class H2Link:
         h2.initiate_connection()
         h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         self.flush()
+        backend = self.backend
+        self.settle_timer = backend.loop.call_later(backend.connect_timeout, self._unsettled)
+
+    def _unsettled(self) -> None:
+        self.settle_timer = None
+        if not self.settled:
+            self.unsettled = "no HTTP/2 SETTINGS from the backend within timeouts.connect"
+            self.close()
+
+    def _settle(self) -> None:
+        self.settled = True
+        timer = self.settle_timer
+        if timer is not None:
+            self.settle_timer = None
+            timer.cancel()
         self.backend.link_up(self)
 
     def data_received(self, data: bytes) -> None:
@@ -249,6 +302,8 @@ class H2Link:
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
+            if not self.settled:
+                self.unsettled = f"the backend does not speak HTTP/2 (h2c): {exc}"
             self._fail_all(UpstreamProtocolError(f"HTTP/2: {exc}"))
             self.flush()
             self.close()
@@ -266,8 +321,13 @@ class H2Link:
                     self._end(event.stream_id)
                 elif kind is TrailersReceived:
                     self._trailers(event)
-                elif kind is WindowUpdated or kind is RemoteSettingsChanged:
-                    self._window(getattr(event, "stream_id", 0) or 0)
+                elif kind is WindowUpdated:
+                    self._window(event.stream_id or 0)
+                elif kind is RemoteSettingsChanged:
+                    if not self.settled:
+                        self._settle()
+                    else:
+                        self._window(0)
                 elif kind is StreamReset:
                     self._reset(event.stream_id, event.error_code)
         finally:
@@ -282,7 +342,11 @@ class H2Link:
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        self.backend.link_gone(self)
+        timer = self.settle_timer
+        if timer is not None:
+            self.settle_timer = None
+            timer.cancel()
+        self._gone()
         self._fail_all(UpstreamLost(f"connection lost: {exc}" if exc else "connection closed"))
 
     def pause_writing(self) -> None:
@@ -683,6 +747,11 @@ class H2Link:
                 except H2Error:
                     pass
                 self.transport.close()
+            self._gone()
+
+    def _gone(self) -> None:
+        if not self.gone:
+            self.gone = True
             self.backend.link_gone(self)
 
     def flush_raw(self) -> None:
