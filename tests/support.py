@@ -382,7 +382,7 @@ def start_grpc_backend(
 def start_h2_backend(pool: str, *args: str, backend_id: str | None = None) -> Backend:
     """tests.backends.h2_app: an h2c server on the `h2` library (its routes answer well or
     with hostile frames, see the module); `args` are its options (--max-streams,
-    --goaway-after, --refuse-all). Returns once it says it serves."""
+    --goaway-after, --all). Returns once it says it serves."""
     backend_id = backend_id or pool
 
     def argv(port: int) -> list[str]:

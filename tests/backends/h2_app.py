@@ -3,13 +3,14 @@
 by route.
 
     python -m tests.backends.h2_app --port P --name NAME [--max-streams N]
-        [--goaway-after N] [--refuse-all]                 (prints "ready" when serving)
+        [--goaway-after N] [--all ROUTE]                  (prints "ready" when serving)
 
 Routes (any method; the query string as shown):
 
     POST /grpc.health.v1.Health/Check  gRPC health: SERVING (5-byte framed 0801, grpc-status 0)
+    /sick, /well            the health check answers NOT_SERVING from now on, or SERVING
     /stats                  JSON: connections accepted (those that carried a request, not a
-                            health probe or /stats), open, closed; streams; refused;
+                            health probe, /stats, /sick or /well), open, closed; streams; refused;
                             the most streams open at once on one connection; bytes sent
                             and received per `tag`
     /echo[?nocl=1]          after the request's end: JSON of the method, path, authority,
@@ -23,14 +24,20 @@ Routes (any method; the query string as shown):
     /empty                  one HEADERS frame, :status 200 and END_STREAM, no content-length
     /sink?hold=S[&tag=]     the request body read, each DATA frame acknowledged only after
                             S seconds from the stream's start; then JSON as /echo
-    /reset[?bytes=N]        the head (and N bytes), then RST_STREAM INTERNAL_ERROR
+    /reset[?bytes=N]        the head (and N bytes), then RST_STREAM INTERNAL_ERROR; with
+                            at=start, RST_STREAM INTERNAL_ERROR at once, no head
     /refuse[?once=KEY]      RST_STREAM REFUSED_STREAM at once (with once: only the first
                             time KEY is seen, then answered as /echo)
     /goaway[?once=KEY]      GOAWAY with last_stream_id below the stream, then the close
-    /bighead?fields=N       a 200 with N header fields
+                            0.2 s later (what arrives meanwhile read and dropped); with
+                            abrupt=1 the close at once (a reset when bytes are unread);
+                            with once: only the first time, then answered as /echo;
+                            malformed=1: a GOAWAY of 4 bytes instead, and nothing else
+    /bighead?fields=N       a 200 with N header fields (and one of `bytes` bytes)
     /close[?after=head]     the connection closed (after the head and a little body)
 
-Modes: --refuse-all refuses every request stream (REFUSED_STREAM); --goaway-after N sends
+Modes: --all ROUTE answers every request (not the health check, not /stats) as that route
+(--all refuse: REFUSED_STREAM to everything, --all goaway); --goaway-after N sends
 GOAWAY NO_ERROR once a connection has received N request streams, finishes those, ignores
 any later ones (RFC 9113 6.8) and closes when the last is done. --max-streams is the
 SETTINGS_MAX_CONCURRENT_STREAMS advertised. SIGTERM stops it.
@@ -64,6 +71,8 @@ from hyperframe.frame import GoAwayFrame
 
 HEALTH_PATH = "/grpc.health.v1.Health/Check"
 HEALTH_ANSWER = b"\x00\x00\x00\x00\x02\x08\x01"  # one message: status SERVING
+NOT_SERVING = b"\x00\x00\x00\x00\x02\x08\x02"
+OBSERVING = (HEALTH_PATH, "/stats", "/sick", "/well")  # not counted as requests
 _PATTERN = bytes(range(256))
 Field = tuple[bytes, bytes]
 
@@ -149,6 +158,7 @@ class H2Server(asyncio.Protocol):
         self.counted = False  # carried a request (not a probe, not /stats)
         self.received_streams = 0
         self.goaway_last: int | None = None  # a GOAWAY was sent: streams above are ignored
+        self.lingering = False  # closing after a moment, whatever is open
         self.number = 0
         self.lost = False
 
@@ -219,7 +229,7 @@ class H2Server(asyncio.Protocol):
         if self.goaway_last is not None and sid > self.goaway_last:
             self.stats.ignored += 1  # RFC 9113 6.8: not processed, and nothing said
             return
-        if req.path not in (HEALTH_PATH, "/stats"):
+        if req.path not in OBSERVING:
             if not self.counted:
                 self.counted = True
                 self.stats.next_conn += 1
@@ -230,8 +240,12 @@ class H2Server(asyncio.Protocol):
         self.requests[sid] = req
         self.stats.max_open_streams = max(self.stats.max_open_streams, len(self.requests))
         app = self.app
-        if app.refuse_all and req.path not in (HEALTH_PATH, "/stats"):
-            self._refuse(req)
+        if app.all_route and req.path not in OBSERVING:
+            req.path = app.all_route
+            req.query.pop("once", None)
+        if req.path == "/reset" and req.query.get("at") == "start":
+            self.requests.pop(sid, None)
+            self.h2.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
             return
         if req.path == "/refuse":
             key = req.query.get("once")
@@ -240,14 +254,30 @@ class H2Server(asyncio.Protocol):
                     self.stats.seen_once.add(key)
                 self._refuse(req)
                 return
+        if req.path == "/goaway" and req.query.get("malformed") == "1":
+            frame = b"\x00\x00\x04\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # 4 bytes: short
+            self.flush()
+            if self.transport is not None:
+                self.transport.write(frame)
+            return
         if req.path == "/goaway":
             key = req.query.get("once")
             if key is None or key not in self.stats.seen_once:
                 if key is not None:
                     self.stats.seen_once.add(key)
-                self.h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=max(0, sid - 2))
-                self.flush()
-                self.close()
+                self.requests.pop(sid, None)
+                last = max(0, sid - 2)
+                if req.query.get("abrupt") == "1":  # the close may reset what is unread
+                    self.h2.close_connection(ErrorCodes.NO_ERROR, last_stream_id=last)
+                    self.flush()
+                    self.close()
+                    return
+                # Read on (and drop) what is in flight a moment, then close: a close with
+                # unread bytes is a TCP reset that can lose the GOAWAY on its way.
+                self.goaway_last = last
+                self.lingering = True
+                self._graceful_goaway(last)
+                asyncio.get_running_loop().call_later(0.2, self.close)
                 return
         if app.goaway_after:
             self.received_streams += 1
@@ -326,12 +356,16 @@ class H2Server(asyncio.Protocol):
         if path == HEALTH_PATH:
             await req.ended.wait()
             self._head(req, [(b"content-type", b"application/grpc")])
-            await self._send(req, HEALTH_ANSWER)
+            await self._send(req, HEALTH_ANSWER if self.app.serving else NOT_SERVING)
             self._trailers(req, [(b"grpc-status", b"0")])
+        elif path in ("/sick", "/well"):
+            self.app.serving = path == "/well"
+            await req.ended.wait()
+            await self._json(req, {"serving": self.app.serving})
         elif path == "/stats":
             await req.ended.wait()
             await self._json(req, self.stats.as_json())
-        elif path in ("/echo", "/sink", "/refuse"):
+        elif path in ("/echo", "/sink", "/refuse", "/goaway"):
             await req.ended.wait()
             await self._json(req, self._echo(req), length=q.get("nocl") != "1")
         elif path == "/stream":
@@ -369,6 +403,8 @@ class H2Server(asyncio.Protocol):
         elif path == "/bighead":
             count = int(q.get("fields", "150"))
             fields = [(b"x-field-%d" % i, b"v") for i in range(count)]
+            if "bytes" in q:
+                fields.append((b"x-big", b"b" * int(q["bytes"])))
             await req.ended.wait()
             self._head(req, [(b"content-length", b"2"), *fields])
             await self._send(req, b"ok", end=True)
@@ -453,7 +489,7 @@ class H2Server(asyncio.Protocol):
             self.transport.write(data)
 
     def _close_if_done(self) -> None:
-        if self.goaway_last is not None and not self.requests:
+        if self.goaway_last is not None and not self.requests and not self.lingering:
             self.close()
 
     def close(self) -> None:
@@ -462,12 +498,13 @@ class H2Server(asyncio.Protocol):
 
 
 class App:
-    def __init__(self, name: str, max_streams: int, goaway_after: int, refuse_all: bool) -> None:
+    def __init__(self, name: str, max_streams: int, goaway_after: int, all_route: str) -> None:
         self.name = name
         self.max_streams = max_streams
         self.goaway_after = goaway_after
-        self.refuse_all = refuse_all
+        self.all_route = "/" + all_route if all_route else ""
         self.stats = Stats()
+        self.serving = True
 
 
 async def serve(port: int, app: App) -> None:
@@ -486,9 +523,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="h2")
     parser.add_argument("--max-streams", type=int, default=250)
     parser.add_argument("--goaway-after", type=int, default=0)
-    parser.add_argument("--refuse-all", action="store_true")
+    parser.add_argument("--all", default="", help="answer every request as this route")
     args = parser.parse_args(argv)
-    app = App(args.name, args.max_streams, args.goaway_after, args.refuse_all)
+    app = App(args.name, args.max_streams, args.goaway_after, args.all)
     asyncio.run(serve(args.port, app))
 
 
