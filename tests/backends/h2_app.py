@@ -22,6 +22,7 @@ Routes (any method; the query string as shown):
                             request's te field, "-" when absent)
     /slow?seconds=          "slow" after that many seconds
     /empty                  one HEADERS frame, :status 200 and END_STREAM, no content-length
+    /overlong               content-length 10 and a DATA frame of 20 bytes, in one write
     /sink?hold=S[&tag=]     the request body read, each DATA frame acknowledged only after
                             S seconds from the stream's start; then JSON as /echo
     /reset[?bytes=N]        the head (and N bytes), then RST_STREAM INTERNAL_ERROR; with
@@ -390,6 +391,12 @@ class H2Server(asyncio.Protocol):
             await req.ended.wait()
             self._head(req, [(b"content-type", b"text/plain"), (b"content-length", b"4")])
             await self._send(req, b"slow", end=True)
+        elif path == "/overlong":
+            await req.ended.wait()
+            fields = [(b":status", b"200"), (b"content-length", b"10")]
+            self.h2.send_headers(req.sid, fields)  # one write with the DATA
+            self.h2.send_data(req.sid, b"x" * 20)  # (h2 checks no length it sends)
+            self.flush()
         elif path == "/empty":
             await req.ended.wait()
             self.h2.send_headers(req.sid, [(b":status", b"200")], end_stream=True)

@@ -521,6 +521,19 @@ def test_backend_closing_mid_stream(h2_backends: Any, splitter_factory: Any) -> 
         assert answer.status == 200 and answer.reset is not None and not answer.ended
 
 
+def test_body_longer_than_its_content_length_is_502(
+    h2_backends: Any, splitter_factory: Any
+) -> None:
+    """h2 takes a body over its content-length for a connection error: that answer is a
+    502 (its head and DATA came in the read that failed), the connection is replaced."""
+    backend = h2_backends("one")
+    sp = start(splitter_factory, [backend])
+    status, _, body = request(sp, "GET", "/overlong")
+    assert status == 502 and json.loads(body)["reason"] == "protocol"
+    status, _, body = request(sp, "GET", "/echo")
+    assert status == 200 and echoed(body)["conn"] == 2
+
+
 def test_response_head_over_the_limits_is_502(h2_backends: Any, splitter_factory: Any) -> None:
     backend = h2_backends("one")
     sp = start(splitter_factory, [backend])
