@@ -29,12 +29,17 @@ class Answer:
 
     status: int = 0
     headers: list[Field] = field(default_factory=list)
-    body: bytes = b""
+    received: bytearray = field(default_factory=bytearray, repr=False)  # the DATA so far
     trailers: list[Field] = field(default_factory=list)
     ended: bool = False  # END_STREAM came
     reset: int | None = None  # the RST_STREAM error code, when the stream was reset
     data_frames: int = 0  # DATA frames (an empty one after HEADERS with END_STREAM counts)
     ended_on_headers: bool = False  # the HEADERS frame itself carried END_STREAM
+
+    @property
+    def body(self) -> bytes:
+        """The DATA received (kept in a bytearray: appending to bytes is quadratic)."""
+        return bytes(self.received)
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -222,7 +227,7 @@ class H2Client:
             answer.ended_on_headers = event.stream_ended is not None
         elif isinstance(event, h2.events.DataReceived):
             assert answer is not None
-            answer.body += event.data or b""
+            answer.received += event.data or b""
             answer.data_frames += 1
             if self.auto_ack and event.flow_controlled_length:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, sid)

@@ -376,23 +376,53 @@ def start_grpc_backend(
     fail with UNAVAILABLE; `tls` (certificate file, key file): h2 over TLS, an https://
     backend."""
     backend_id = backend_id or pool
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "tests.backends.grpc_app", "--port", str(port),
+                "--pool", pool, *(["--tls", *tls] if tls else [])]  # fmt: skip
+
+    env = {"FAIL_RATE": str(fail_rate)}
+    scheme = "https" if tls else "http"
+    return _start_ready_backend(pool, backend_id, argv, env, port, scheme)
+
+
+def start_h2_backend(pool: str, *args: str, backend_id: str | None = None) -> Backend:
+    """tests.backends.h2_app: an h2c server on the `h2` library (its routes answer well or
+    with hostile frames, see the module); `args` are its options (--max-streams,
+    --goaway-after, --all). Returns once it says it serves."""
+    backend_id = backend_id or pool
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "tests.backends.h2_app", "--port", str(port),
+                "--name", backend_id, *args]  # fmt: skip
+
+    return _start_ready_backend(pool, backend_id, argv, {}, None)
+
+
+def _start_ready_backend(
+    pool: str,
+    backend_id: str,
+    argv_for_port: Callable[[int], list[str]],
+    env: Mapping[str, str],
+    port: int | None,
+    scheme: str = "http",
+) -> Backend:
+    """A backend process that prints "ready" once it serves (no HTTP/1.1 /healthz to poll)."""
     last_log = ""
     for _attempt in range(3):
         chosen = port or free_port()
         log = tempfile.TemporaryFile()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.backends.grpc_app", "--port", str(chosen),
-             "--pool", pool, *(["--tls", *tls] if tls else [])],
+            argv_for_port(chosen),
             cwd=REPO_ROOT,
-            env=_child_env({"FAIL_RATE": str(fail_rate)}),
+            env=_child_env(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         backend = Backend(pool, backend_id, chosen, proc, log)
-        if tls:
-            backend.url = f"https://{LOCALHOST}:{chosen}"
+        backend.url = f"{scheme}://{LOCALHOST}:{chosen}"
         deadline = time.monotonic() + 20
         while proc.poll() is None and time.monotonic() < deadline:
             if "ready" in backend.log_text():
@@ -400,7 +430,7 @@ def start_grpc_backend(
             time.sleep(0.05)
         last_log = backend.log_text()
         backend.stop()
-    raise AssertionError(f"gRPC backend {backend_id} did not start:\n{last_log}")
+    raise AssertionError(f"backend {backend_id} ({pool}) did not start:\n{last_log}")
 
 
 def write_config(path: Path | str, config: Mapping[str, Any] | str, atomic: bool = False) -> Path:

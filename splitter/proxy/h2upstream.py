@@ -16,6 +16,13 @@ once (`Exchange.connected`); else the exchange waits (its connect deadline runs)
 new link is opened, and a connect failure fails every exchange waiting
 (`connect_failed`, retried like a refused connect).
 
+Opening a link is the TCP connect and the HTTP/2 handshake, within `timeouts.connect`
+each: the preface goes out at once, and the link takes streams when the backend's
+SETTINGS come (`link_up`), so that its SETTINGS_MAX_CONCURRENT_STREAMS is known before
+the first burst (a server may end the whole connection for a stream over it) and no
+request is sent to a backend that does not speak HTTP/2. A connection that ends before,
+or no SETTINGS in time, fails the waiting exchanges as a refused connect would.
+
 A link reads frames and calls the exchanges: the response's head as a
 `http1.response.ResponseHead` (so an HTTP/1.1 client gets it as it would from an HTTP/1.1
 backend, and an HTTP/2 client through `headers.response_fields`), its DATA, its trailers
@@ -35,7 +42,8 @@ backend read, the exchanges' client writes are one batch each.
 - A response head is held to section 4a's limits like an HTTP/1.1 one (502 beyond them);
   h2 validates the rest of the header list.
 - Idle links (no stream) close after `limits.upstream_idle_timeout` (the listener's
-  sweep); a health check failure closes them (`close_all`).
+  sweep); a health check failure or a reload that drops the backend closes them
+  (`close_all`), and a busy link after its last stream.
 """
 
 from __future__ import annotations
@@ -84,6 +92,7 @@ CONNECTION_WINDOW: Final = 4 * 1024 * 1024
 OUTBOX_HIGH: Final = 64 * 1024
 _DEFAULT_WINDOW: Final = 65535
 _GOAWAY: Final = 7
+_ZERO: Final = b"\x00\x00\x00\x00"  # stream 0
 _CONNECTING: Final = 2  # exchange.CONNECTING
 
 
@@ -126,12 +135,16 @@ class H2Backend:
         self.loop = loop
         self.links: list[H2Link] = []
         self.waiting: deque[Exchange] = deque()
-        self.connecting = False
+        self.connecting = False  # a link is being opened (connect, then its SETTINGS)
+        self.connect_timeout = 2.0  # timeouts.connect, as the last exchange's context says
+        self.opener: asyncio.Task[None] | None = None
+        self.retire_next = False  # the link being opened serves its waiting, then closes
         self.authority = (
             f"[{pool.host}]:{pool.port}" if ":" in pool.host else f"{pool.host}:{pool.port}"
         ).encode()
 
     def open_stream(self, ex: Exchange) -> None:
+        self.connect_timeout = ex.ctx.connect_timeout
         for link in self.links:
             if link.has_room():
                 ex.connected(link.new_call())
@@ -143,32 +156,37 @@ class H2Backend:
 
     def _connect(self) -> None:
         self.connecting = True
-        self.loop.create_task(self._open())
+        self.opener = self.loop.create_task(self._open())
 
     async def _open(self) -> None:
         factory = cast("Callable[[], asyncio.Protocol]", lambda: H2Link(self))
         pool = self.pool
         try:
             if pool.tls is None:
-                await self.loop.create_connection(factory, pool.host, pool.port)
+                connect = self.loop.create_connection(factory, pool.host, pool.port)
             else:  # an https:// backend that chose h2 by ALPN before
                 context = client_context(pool.tls, h2=True)
-                await self.loop.create_connection(
+                connect = self.loop.create_connection(
                     factory, pool.host, pool.port, ssl=context, server_hostname=pool.host
                 )
+            await asyncio.wait_for(connect, self.connect_timeout)
         except ssl.SSLCertVerificationError as exc:
-            self.fail_waiting(
-                UpstreamConnectError(f"TLS: certificate not trusted: {exc.verify_message}")
-            )
+            why = f"TLS: certificate not trusted: {exc.verify_message}"
+            self.connect_failed(UpstreamConnectError(why))
         except ssl.SSLError as exc:
-            self.fail_waiting(UpstreamConnectError(f"TLS: {exc.reason or exc}"))
+            self.connect_failed(UpstreamConnectError(f"TLS: {exc.reason or exc}"))
         except CAFileError as exc:
-            self.fail_waiting(UpstreamConnectError(f"TLS: {exc}"))
-        except OSError as exc:
-            self.fail_waiting(UpstreamConnectError(exc.strerror or str(exc)))
+            self.connect_failed(UpstreamConnectError(f"TLS: {exc}"))
+        except OSError as exc:  # TimeoutError among them
+            self.connect_failed(UpstreamConnectError(exc.strerror or str(exc) or "timed out"))
+        finally:
+            self.opener = None
 
-    def fail_waiting(self, error: UpstreamConnectError) -> None:
+    def connect_failed(self, error: UpstreamConnectError) -> None:
+        """No link was made (the connect, or the HTTP/2 handshake, failed): the exchanges
+        waiting for one fail as a refused connect would (retried)."""
         self.connecting = False
+        self.retire_next = False
         waiting = list(self.waiting)
         self.waiting.clear()
         for ex in waiting:
@@ -187,9 +205,16 @@ class H2Backend:
         link.connection_made(transport)
 
     def link_up(self, link: H2Link) -> None:
+        """A new link has the backend's SETTINGS: it takes streams."""
         self.connecting = False
         self.links.append(link)
         self.serve_waiting()
+        if self.retire_next:  # close_all came while it was being opened
+            self.retire_next = False
+            if link.calls:
+                link.goaway = True
+            else:
+                link.close()
 
     def serve_waiting(self) -> None:
         waiting = self.waiting
@@ -208,6 +233,10 @@ class H2Backend:
             ex.connected(link.new_call())
 
     def link_gone(self, link: H2Link) -> None:
+        """A link closed (told once per link)."""
+        if not link.settled:
+            self.connect_failed(UpstreamConnectError(link.unsettled))
+            return
         if link in self.links:
             self.links.remove(link)
         if self.waiting and not self.connecting:
@@ -219,8 +248,16 @@ class H2Backend:
                 link.close()
 
     def close_all(self) -> None:
+        """Idle links close now; a busy one takes no new stream and closes after its last
+        (a reload or a failed health check leaves streams in flight to their exchanges,
+        as it leaves an HTTP/1.1 backend's busy connections)."""
         for link in list(self.links):
-            link.close()
+            if link.calls or link.reserved:
+                link.goaway = True
+            else:
+                link.close()
+        if self.connecting:
+            self.retire_next = True
 
     @property
     def open_links(self) -> int:
@@ -244,12 +281,23 @@ class H2Link:
             },
         )
         h2.encoder = PlainEncoder()
+        # What is advertised, in HPACK's count (name + value + 32 per field): a head over
+        # section 4a's limits but within this is refused for its stream alone (`_head`);
+        # h2's decoder would otherwise stop at its default, 64 KiB, with a connection error
+        # that ends every stream on the link.
+        h2.decoder.max_header_list_size = 2 * limits.max_header_bytes + 32 * limits.max_header_count
         self.h2 = h2
         self.transport: asyncio.Transport | None = None
         self.calls: dict[int, H2Call] = {}
         self.reserved = 0  # calls given out whose HEADERS are not sent yet
-        self.goaway = False  # the backend said GOAWAY: no new stream
+        self.goaway = False  # the backend said GOAWAY, or close_all: no new stream
         self.closed = False
+        # The backend's SETTINGS came (the server preface): until then the link takes no
+        # stream, since its SETTINGS_MAX_CONCURRENT_STREAMS is not known yet.
+        self.settled = False
+        self.settle_timer: asyncio.TimerHandle | None = None
+        self.unsettled = "the backend closed the connection before its HTTP/2 SETTINGS"
+        self.gone = False  # the backend was told the link is gone
         self.idle_since = time.monotonic()
         self.buffer = b""  # a frame not yet complete (GOAWAYs are read here)
         self.batching = False
@@ -261,27 +309,47 @@ class H2Link:
         self.transport = cast("asyncio.Transport", transport)
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None and sslobj.selected_alpn_protocol() != "h2":
-            # The backend speaks HTTP/1.1 again: its requests go that way from now on.
-            self.closed = True
-            transport.close()
+            # The backend speaks HTTP/1.1 again: its requests go that way from now on
+            # (those waiting for this link fail as a refused connect, and are retried).
             backend = self.backend
             if backend.pool.h2 is backend:
                 backend.pool.h2 = None
-            backend.fail_waiting(UpstreamConnectError("the backend no longer offers h2"))
+            self.unsettled = "the backend no longer offers h2"
+            self.closed = True
+            transport.close()
+            self._gone()
             return
         h2 = self.h2
         h2.initiate_connection()
         h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         self.flush()
+        backend = self.backend
+        self.settle_timer = backend.loop.call_later(backend.connect_timeout, self._unsettled)
+
+    def _unsettled(self) -> None:
+        self.settle_timer = None
+        if not self.settled:
+            self.unsettled = "no HTTP/2 SETTINGS from the backend within timeouts.connect"
+            self.close()
+
+    def _settle(self) -> None:
+        self.settled = True
+        timer = self.settle_timer
+        if timer is not None:
+            self.settle_timer = None
+            timer.cancel()
         self.backend.link_up(self)
 
     def data_received(self, data: bytes) -> None:
         data = self._take_goaway(data)
         if not data:
+            self.flush()  # what a GOAWAY's failed streams left to send
             return
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
+            if not self.settled:
+                self.unsettled = f"the backend does not speak HTTP/2 (h2c): {exc}"
             self._fail_all(UpstreamProtocolError(f"HTTP/2: {exc}"))
             self.flush()
             self.close()
@@ -299,8 +367,13 @@ class H2Link:
                     self._end(event.stream_id)
                 elif kind is TrailersReceived:
                     self._trailers(event)
-                elif kind is WindowUpdated or kind is RemoteSettingsChanged:
-                    self._window(getattr(event, "stream_id", 0) or 0)
+                elif kind is WindowUpdated:
+                    self._window(event.stream_id or 0)
+                elif kind is RemoteSettingsChanged:
+                    if not self.settled:
+                        self._settle()
+                    else:
+                        self._window(0)
                 elif kind is StreamReset:
                     self._reset(event.stream_id, event.error_code)
         finally:
@@ -315,7 +388,11 @@ class H2Link:
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        self.backend.link_gone(self)
+        timer = self.settle_timer
+        if timer is not None:
+            self.settle_timer = None
+            timer.cancel()
+        self._gone()
         self._fail_all(UpstreamLost(f"connection lost: {exc}" if exc else "connection closed"))
 
     def pause_writing(self) -> None:
@@ -497,6 +574,13 @@ class H2Link:
     def _forget(self, call: H2Call) -> None:
         call.finished = True
         call.outbox.clear()
+        unacked = call.unacked
+        if unacked:  # DATA held back for a paused client: the connection's window gets
+            call.unacked = 0  # it back (h2 credits only the connection for a closed stream)
+            try:
+                self.h2.acknowledge_received_data(unacked, call.id)
+            except H2Error:
+                pass
         self.calls.pop(call.id, None)
         if not self.calls:
             self.idle_since = time.monotonic()
@@ -536,7 +620,12 @@ class H2Link:
             self._fail(call, UpstreamProtocolError("invalid :status"))
             return
         if event.stream_ended is not None:
-            content_length = 0  # a head that ends the stream: no body follows
+            # A head that ends the stream: no body follows. An HTTP/1.1 client learns that
+            # from a Content-Length (HEAD, 204 and 304 have no body whatever it says).
+            if content_length < 0 and not owner.conn.http2 and status != 204 and status != 304:
+                if owner.req.method != b"HEAD":
+                    lines.append(b"content-length: 0\r\n")
+            content_length = 0
             code = grpc.grpc_status(fields)
             if code >= 0:
                 owner.grpc_status = code
@@ -651,12 +740,17 @@ class H2Link:
         end = len(buffer)
         kept: list[bytes] | None = None
         start = 0
+        limit = self.h2.max_inbound_frame_size
         while end - pos >= 9:
             length = int.from_bytes(buffer[pos : pos + 3], "big")
+            if length > limit:  # h2 refuses it at once (not HTTP/2, or a frame too big)
+                pos = end
+                break
             stop = pos + 9 + length
             if stop > end:
                 break
-            if buffer[pos + 3] == _GOAWAY:
+            # A well-formed GOAWAY (h2 refuses any other as it would)
+            if buffer[pos + 3] == _GOAWAY and length >= 8 and buffer[pos + 5 : pos + 9] == _ZERO:
                 if kept is None:
                     kept = []
                 kept.append(buffer[start:pos])
@@ -704,6 +798,11 @@ class H2Link:
                 except H2Error:
                     pass
                 self.transport.close()
+            self._gone()
+
+    def _gone(self) -> None:
+        if not self.gone:
+            self.gone = True
             self.backend.link_gone(self)
 
     def flush_raw(self) -> None:
