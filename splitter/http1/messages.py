@@ -75,7 +75,8 @@ def error_body(status: int, request_id: bytes | None, detail: dict[str, str] | N
         body_obj.update(detail)
     if request_id is not None:
         body_obj["request_id"] = request_id.decode("ascii", "replace")
-    return orjson.dumps(body_obj) + b"\n"
+    body: bytes = orjson.dumps(body_obj)
+    return body + b"\n"
 
 
 def error_response(

@@ -18,13 +18,18 @@ from hpack.struct import NeverIndexedHeaderTuple
 __all__ = ["PlainEncoder", "never_indexed"]
 
 
-class PlainEncoder(Encoder):
+# The compiled build type-checks this module without hpack installed (its build environment
+# holds setuptools and mypy alone): hpack's names are Any there, hence the ignore and the
+# annotated locals.
+class PlainEncoder(Encoder):  # type: ignore[misc,unused-ignore]
     """HPACK without Huffman coding (see the module docstring)."""
 
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        return super().encode(headers, huffman=False)
+        block: bytes = super().encode(headers, huffman=False)
+        return block
 
 
 def never_indexed(name: bytes, value: bytes) -> tuple[bytes, bytes]:
     """A field to send never-indexed (RFC 7541 6.2.3)."""
-    return NeverIndexedHeaderTuple(name, value)
+    field: tuple[bytes, bytes] = NeverIndexedHeaderTuple(name, value)
+    return field

@@ -414,7 +414,7 @@ class H2Link:
     def has_room(self) -> bool:
         if self.goaway or self.closed or self.transport is None:
             return False
-        allowed = min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
+        allowed: int = min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
         return len(self.calls) + self.reserved < allowed
 
     def new_call(self) -> H2Call:

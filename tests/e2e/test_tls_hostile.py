@@ -363,15 +363,19 @@ def test_stalled_handshakes_are_cut_at_the_header_deadline_and_hold_no_memory(
     assert "408" not in log.split("TLS handshake timeout")[-1]  # no HTTP was spoken
 
 
-def test_a_client_that_offers_only_h2_gets_no_alpn_answer_and_is_served(
-    proxy: SplitterProc,
-) -> None:
+def test_a_client_that_offers_only_h2_gets_h2_and_is_served(proxy: SplitterProc) -> None:
+    """ALPN offers h2 (section 14): a client that offers only h2 gets it, and its requests
+    are answered over HTTP/2."""
+    from tests.h2client import H2Client
+
     context = client_context()
     context.set_alpn_protocols(["h2"])
     sock = socket.create_connection((LOCALHOST, proxy.proxy_port), timeout=5)
     with context.wrap_socket(sock, server_hostname="localhost") as tls:
-        assert tls.selected_alpn_protocol() is None
-        assert b"200 OK" in get(tls)
+        assert tls.selected_alpn_protocol() == "h2"
+    with H2Client(proxy.proxy_port, context=client_context(), server_hostname="localhost") as h2:
+        assert h2.alpn == "h2"
+        assert h2.get("/", authority="localhost", scheme="https").status == 200
 
 
 def test_a_client_initiated_renegotiation_is_refused(proxy: SplitterProc) -> None:
